@@ -1,0 +1,126 @@
+"""Settings: read once by the CLI from the environment and ``.env``, then passed down."""
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Mapping, Optional
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from gigsterpg.exc import ConfigError
+
+DEFAULT_BATCH_SIZE = 5000
+COLLECTIONS = ("users", "gigs")
+
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?P<tail>@)")
+
+
+def mask_url(text: str) -> str:
+    """Replace the password of every URL in ``text`` by ``***``."""
+    return _PASSWORD_IN_URL.sub(lambda m: m.group("head") + "***" + m.group("tail"), text or "")
+
+
+def sqlalchemy_pg_url(url: str) -> str:
+    """Turn a ``postgres://`` or ``postgresql://`` URL into one SQLAlchemy loads with psycopg2."""
+    scheme, sep, rest = (url or "").partition("://")
+    if not sep or scheme not in ("postgres", "postgresql", "postgresql+psycopg2"):
+        raise ConfigError(
+            f"bad PostgreSQL URL {mask_url(url)!r}",
+            "it must start with postgres:// or postgresql://",
+            "set DB_URL_PSQL or --pg-url, e.g. postgresql://user:password@host:5432/db",
+            value=mask_url(url),
+        )
+    return "postgresql+psycopg2://" + rest
+
+
+def mongo_database_name(url: str) -> str:
+    """The database named by the path of a MongoDB URI (``mongodb://h/db`` -> ``db``)."""
+    if not url or not url.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError(
+            f"bad MongoDB URL {mask_url(url)!r}",
+            "it must start with mongodb:// or mongodb+srv://",
+            "set DB_URL_MONGO or --mongo-url, e.g. mongodb://mongo:27017/data-practical",
+            value=mask_url(url),
+        )
+    name = urlsplit(url).path.lstrip("/")
+    if not name:
+        raise ConfigError(
+            f"MongoDB URL {mask_url(url)!r} names no database",
+            "the database is the last path segment of the URL",
+            "append it, e.g. mongodb://mongo:27017/data-practical",
+            value=mask_url(url),
+        )
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know, resolved from flags, environment and ``.env``."""
+
+    pg_url: Optional[str] = None
+    mongo_url: Optional[str] = None
+    mongo_db: Optional[str] = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def require_pg(self) -> str:
+        """The PostgreSQL URL, or a ConfigError saying how to give one."""
+        if not self.pg_url:
+            raise ConfigError("no PostgreSQL URL", "DB_URL_PSQL is not set",
+                              "set DB_URL_PSQL (environment or .env) or pass --pg-url")
+        sqlalchemy_pg_url(self.pg_url)
+        return self.pg_url
+
+    def require_mongo(self) -> str:
+        """The MongoDB URL, or a ConfigError saying how to give one."""
+        if not self.mongo_url:
+            raise ConfigError("no MongoDB URL", "DB_URL_MONGO is not set",
+                              "set DB_URL_MONGO (environment or .env) or pass --mongo-url")
+        if not self.mongo_db:
+            mongo_database_name(self.mongo_url)
+        return self.mongo_url
+
+    @property
+    def mongo_database(self) -> str:
+        """The MongoDB database: explicit setting first, else the URL's path."""
+        return self.mongo_db or mongo_database_name(self.require_mongo())
+
+
+def load_settings(overrides: Optional[Mapping[str, object]] = None,
+                  environ: Optional[Mapping[str, str]] = None,
+                  dotenv_path: Optional[Path] = None) -> Settings:
+    """Build Settings: flags override the environment, which overrides ``.env``.
+
+    Args:
+        overrides: values from command-line flags; None means "not given".
+        environ: the environment (default ``os.environ``).
+        dotenv_path: the ``.env`` file (default ``./.env``, if it exists).
+    """
+    environ = os.environ if environ is None else environ
+    dotenv_path = Path(".env") if dotenv_path is None else dotenv_path
+    values = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None} if dotenv_path.is_file() else {}
+    values.update({k: v for k, v in environ.items() if k.startswith(("DB_URL_", "GIGSTERPG_"))})
+    settings = {
+        "pg_url": values.get("DB_URL_PSQL") or None,
+        "mongo_url": values.get("DB_URL_MONGO") or None,
+        "mongo_db": values.get("GIGSTERPG_MONGO_DB") or None,
+    }
+    if values.get("GIGSTERPG_BATCH_SIZE"):
+        settings["batch_size"] = _positive_int("GIGSTERPG_BATCH_SIZE", values["GIGSTERPG_BATCH_SIZE"])
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            settings[key] = value
+    if "batch_size" in settings:
+        settings["batch_size"] = _positive_int("batch size", settings["batch_size"])
+    return Settings(**settings)
+
+
+def _positive_int(name: str, value) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ConfigError(f"bad {name} {value!r}", "it must be a whole number of 1 or more",
+                          "give a positive number", value=value)
+    return number

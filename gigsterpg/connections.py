@@ -1,0 +1,114 @@
+"""Opening the two databases, and translating driver errors into gigsterpg's own.
+
+The only place that knows how psycopg2, SQLAlchemy and pymongo report a
+refused login or an unreachable server.
+"""
+import contextlib
+import logging
+
+import psycopg2
+import pymongo
+import sqlalchemy.exc
+from pymongo import errors as mongo_errors
+
+from gigsterpg.config import Settings, mask_url
+from gigsterpg.exc import (AuthError, ConfigError, ConnectError, GigsterPgError, PrivilegeError, SourceError,
+                           TransientError)
+from gigsterpg.lib.pg.db import SqlAlchemy
+
+logger = logging.getLogger(__name__)
+
+MONGO_TIMEOUT_MS = 5000
+PG_CONNECT_TIMEOUT_S = 10
+
+
+def pg_error(err: Exception, url: str) -> GigsterPgError:
+    """The gigsterpg error for a psycopg2 or SQLAlchemy error met while using ``url``."""
+    orig = getattr(err, "orig", None) or err
+    message = mask_url(str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__)
+    where = mask_url(url)
+    if isinstance(orig, psycopg2.errors.InsufficientPrivilege):
+        return PrivilegeError(f"the PostgreSQL role lacks a right on {where}", message,
+                              "grant it CREATE and USAGE on the schema and ownership of gigsterpg's tables"
+                              " (README, 'Least privileges')")
+    if isinstance(orig, psycopg2.OperationalError):
+        if "password authentication failed" in message or "authentication failed" in message:
+            return AuthError(f"PostgreSQL refused the login at {where}", message,
+                             "check the user and password in DB_URL_PSQL", url=where)
+        if "does not exist" in message and "database" in message:
+            return ConfigError(f"PostgreSQL database missing at {where}", message,
+                               "create it (createdb) or fix the database name in DB_URL_PSQL", value=where)
+        return ConnectError(f"cannot connect to PostgreSQL at {where}", message,
+                            "check that the server runs and DB_URL_PSQL points at it", url=where)
+    if isinstance(orig, (psycopg2.InterfaceError,)):
+        return TransientError(f"lost the connection to PostgreSQL at {where}", message, "run the sync again")
+    return GigsterPgError(f"PostgreSQL error at {where}", message, "see the log, or rerun with --debug")
+
+
+@contextlib.contextmanager
+def pg_errors(url: str):
+    """Translate psycopg2/SQLAlchemy errors raised inside the block."""
+    try:
+        yield
+    except (psycopg2.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.OperationalError) as err:
+        raise pg_error(err, url) from err
+
+
+def open_pg(settings: Settings) -> SqlAlchemy:
+    """A SqlAlchemy handle on the configured database, its connection checked."""
+    url = settings.require_pg()
+    pg = SqlAlchemy(url, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "gigsterpg"})
+    with pg_errors(url):
+        with pg.engine.connect():
+            pass
+    return pg
+
+
+def mongo_error(err: Exception, url: str) -> GigsterPgError:
+    """The gigsterpg error for a pymongo error met while using ``url``."""
+    where = mask_url(url)
+    message = mask_url(str(err).split(", Timeout:")[0].splitlines()[0] if str(err) else type(err).__name__)
+    if isinstance(err, mongo_errors.OperationFailure) and err.code in (18, 13):
+        return AuthError(f"MongoDB refused the login at {where}", message,
+                         "check the user, password and authSource in DB_URL_MONGO", url=where)
+    if isinstance(err, (mongo_errors.ConfigurationError, mongo_errors.InvalidURI)):
+        return ConfigError(f"bad MongoDB URL {where}", message, "fix DB_URL_MONGO", value=where)
+    if isinstance(err, (mongo_errors.ServerSelectionTimeoutError, mongo_errors.ConnectionFailure)):
+        return ConnectError(f"cannot reach MongoDB at {where}", message,
+                            "check that the server runs and DB_URL_MONGO points at it", url=where)
+    return GigsterPgError(f"MongoDB error at {where}", message, "see the log, or rerun with --debug")
+
+
+@contextlib.contextmanager
+def mongo_errors_translated(url: str):
+    """Translate pymongo errors raised inside the block."""
+    try:
+        yield
+    except mongo_errors.PyMongoError as err:
+        raise mongo_error(err, url) from err
+
+
+def open_mongo(settings: Settings):
+    """(client, database) for the configured MongoDB, the server checked with a ping."""
+    url = settings.require_mongo()
+    name = settings.mongo_database
+    with mongo_errors_translated(url):
+        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=MONGO_TIMEOUT_MS, appname="gigsterpg",
+                                     tz_aware=True)
+        try:
+            client.admin.command("ping")
+        except BaseException:
+            client.close()
+            raise
+    return client, client[name]
+
+
+def require_collections(database, names, url: str) -> None:
+    """Refuse to sync from a collection that does not exist (a wrong database name would delete everything)."""
+    with mongo_errors_translated(url):
+        present = set(database.list_collection_names())
+    for name in names:
+        if name not in present:
+            raise SourceError(f"collection {name!r} not found in MongoDB database {database.name!r}",
+                              "a sync from it would delete every row it replicated",
+                              "check the database name at the end of DB_URL_MONGO", collection=name)

@@ -1,0 +1,99 @@
+"""The one error family of gigsterpg.
+
+Every error a user can cause or meet ends up as a ``GigsterPgError``; its
+``str()`` is the one line the CLI prints after ``FAILED:``. Driver errors
+(psycopg2, pymongo) are translated into these at the boundary, in
+``gigsterpg.connections``.
+"""
+
+
+class GigsterPgError(Exception):
+    """Base of every error gigsterpg raises on purpose.
+
+    Args:
+        what: what failed, e.g. "cannot connect to PostgreSQL at ...".
+        why: the cause, in a few words.
+        todo: what the user can do about it.
+    """
+
+    def __init__(self, what: str, why: str = "", todo: str = ""):
+        self.what = what
+        self.why = why
+        self.todo = todo
+        super().__init__(", ".join(part for part in (what, why, todo) if part))
+
+
+class TransientError(GigsterPgError):
+    """A failure that a retry may cure: lost connection, server restarting."""
+
+
+class TerminalError(GigsterPgError):
+    """A failure that a retry will not cure: bad settings, missing rights."""
+
+
+class ConfigError(TerminalError):
+    """A setting or argument is missing or malformed."""
+
+    def __init__(self, what: str, why: str = "", todo: str = "", value=None):
+        self.value = value
+        super().__init__(what, why, todo)
+
+
+class ConnectError(TransientError):
+    """A database server cannot be reached or refused the login."""
+
+    def __init__(self, what: str, why: str = "", todo: str = "", url: str = ""):
+        self.url = url
+        super().__init__(what, why, todo)
+
+
+class AuthError(TerminalError):
+    """A database server rejected the credentials."""
+
+    def __init__(self, what: str, why: str = "", todo: str = "", url: str = ""):
+        self.url = url
+        super().__init__(what, why, todo)
+
+
+class PrivilegeError(TerminalError):
+    """The PostgreSQL role lacks a right the sync needs."""
+
+
+class SourceError(TerminalError):
+    """The MongoDB source is not what the sync expects (missing collection)."""
+
+    def __init__(self, what: str, why: str = "", todo: str = "", collection: str = ""):
+        self.collection = collection
+        super().__init__(what, why, todo)
+
+
+class SyncLockedError(TerminalError):
+    """Another sync holds the lock on the target database."""
+
+
+class RejectedDocument(TerminalError):
+    """One document cannot be stored; carries the reason a person reads.
+
+    Raised by the pure document -> row mappings; the bulk path records it as
+    a reject and goes on, ``mongo_to_pg`` lets it propagate.
+    """
+
+    def __init__(self, reason: str, field: str = "", value=None, detail: str = ""):
+        self.reason = reason
+        self.field = field
+        self.value = value
+        self.detail = detail or _describe(reason, field, value)
+        super().__init__(self.detail)
+
+
+def _describe(reason: str, field: str, value) -> str:
+    """``reason: field=value``, the value cut short so a 10 MB string stays one readable line."""
+    if not field:
+        return reason
+    if isinstance(value, str) and len(value) > 100:
+        shown = f"{value[:80]!r}... ({len(value)} characters)"
+    else:
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:100] + "..."
+    return f"{reason}: {field}={shown}"

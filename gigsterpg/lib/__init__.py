@@ -1,0 +1,1 @@
+"""Library code of gigsterpg: PostgreSQL models and the MongoDB -> PostgreSQL sync."""

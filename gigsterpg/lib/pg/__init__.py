@@ -1,0 +1,1 @@
+"""The PostgreSQL side: mapped classes (``db``) and the sync into them (``sync``)."""

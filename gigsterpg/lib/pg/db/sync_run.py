@@ -1,0 +1,54 @@
+"""Mapped classes of the sync's own bookkeeping: runs and rejects."""
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gigsterpg.lib.pg.db.base import Base
+
+RUN_STATES = ("running", "succeeded", "failed", "interrupted")
+
+
+class SyncRun(Base):
+    """One run of the sync: when, how it ended, and its counts per collection."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'running'"))
+    collections: Mapped[str] = mapped_column(Text, nullable=False)
+    counts: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    pid: Mapped[Optional[int]] = mapped_column(Integer)
+    hostname: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class SyncReject(Base):
+    """A document that could not be stored, with the reason a person reads.
+
+    One row per (collection, document id); ``resolved_at`` is set when a later
+    run finds the document fixed (or deleted), which closes the reject. The
+    document is kept as extended JSON so a person can read what was wrong.
+    """
+
+    __tablename__ = "sync_rejects"
+
+    collection: Mapped[str] = mapped_column(Text, primary_key=True)
+    doc_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    run_id: Mapped[Optional[int]] = mapped_column(BigInteger, ForeignKey("sync_runs.id", ondelete="SET NULL"))
+    # A short category to group by ("invalid email"), and the full sentence.
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    detail: Mapped[str] = mapped_column(Text, nullable=False)
+    document: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    # Last time the reject itself changed; re-runs that find it unchanged leave it alone.
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    resolved_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_sync_rejects_open", "collection", "reason", postgresql_where=text("resolved_at IS NULL")),
+    )

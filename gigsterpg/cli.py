@@ -1,0 +1,153 @@
+"""The command line: ``python -m gigsterpg.cli [sync|demo|generate|status] ...``.
+
+Only parses arguments and calls the verbs of ``gigsterpg.commands``. Errors a
+user can cause end as one line ``FAILED: what, why, what to do`` and a
+non-zero exit; ``--debug`` shows the traceback instead.
+"""
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+from gigsterpg import commands, logs
+from gigsterpg.config import load_settings, mask_url
+from gigsterpg.exc import ConfigError, GigsterPgError
+from gigsterpg.lib.pg.sync.runner import Progress
+from gigsterpg.report import format_run, format_status
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = ("sync", "demo", "generate", "status")
+
+
+class BarProgress(Progress):
+    """A tqdm bar per collection: documents done of total, and the rate."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.bar = None
+
+    def start(self, collection: str, total: int) -> None:
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc=f"{collection:<6}", unit=" docs", file=self.stream, dynamic_ncols=True)
+
+    def advance(self, count: int) -> None:
+        self.bar.update(count)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return number
+
+
+def _rate(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number between 0 and 1")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; ``sync`` is the command when none is named."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--pg-url", help="PostgreSQL URL (default: DB_URL_PSQL)")
+    common.add_argument("--mongo-url", help="MongoDB URL whose path names the database (default: DB_URL_MONGO)")
+    common.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    common.add_argument("--log-format", default="text", choices=("text", "json"))
+    common.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+    parser = argparse.ArgumentParser(
+        prog="python -m gigsterpg.cli",
+        description="Replicate the Gigster MongoDB (users, gigs) into PostgreSQL. Without a command: sync.")
+    sub = parser.add_subparsers(dest="command", metavar="{sync,demo,generate,status}")
+
+    sync = sub.add_parser("sync", parents=[common], help="migrate, then sync MongoDB into PostgreSQL (default)")
+    sync.add_argument("--collections", help="comma-separated subset of users,gigs (default: both)")
+    sync.add_argument("--limit", type=_positive, help="read at most N documents per collection (no deletes then)")
+    sync.add_argument("--batch-size", type=_positive, help="documents per batch (default: 5000)")
+
+    demo = sub.add_parser("demo", parents=[common], help="embedded servers + generated data + sync, in one go")
+    demo.add_argument("--folder", type=Path, default=Path(".gigsterpg-demo"), help="where the servers keep data")
+    demo.add_argument("--users", type=_positive, default=3000)
+    demo.add_argument("--gigs", type=_positive, default=6000)
+    demo.add_argument("--seed", type=int, default=42)
+
+    generate = sub.add_parser("generate", parents=[common], help="write a generated dataset into MongoDB")
+    generate.add_argument("--users", type=int, default=3000)
+    generate.add_argument("--gigs", type=int, default=6000)
+    generate.add_argument("--messy-rate", type=_rate, default=0.05, help="share of documents with a messy variant")
+    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--replace", action="store_true", help="drop users and gigs first")
+
+    status = sub.add_parser("status", parents=[common], help="the last runs and the open rejects by reason")
+    status.add_argument("--runs", type=_positive, default=10)
+    return parser
+
+
+def _progress(args) -> Optional[Progress]:
+    if args.no_progress or not sys.stderr.isatty():
+        return None
+    return BarProgress(sys.stderr)
+
+
+def run(args) -> int:
+    """Run the parsed command; returns the exit code."""
+    if args.command == "demo":
+        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args))
+        print(format_run(report))
+        return 0 if report.balanced else 1
+    settings = load_settings({"pg_url": args.pg_url, "mongo_url": args.mongo_url,
+                              "batch_size": getattr(args, "batch_size", None)})
+    if args.command == "generate":
+        written = commands.generate(settings, args.users, args.gigs, args.messy_rate, args.seed, args.replace)
+        print(f"Generated {written['users']} users and {written['gigs']} gigs in {settings.mongo_database!r}.")
+        return 0
+    if args.command == "status":
+        result = commands.status(settings, args.runs)
+        print(format_status(result["runs"], result["rejects"]))
+        return 0
+    report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args))
+    print(format_run(report))
+    return 0 if report.balanced else 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: parse, configure logging, run, turn errors into one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "sync")
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level, args.log_format)
+    try:
+        return run(args)
+    except GigsterPgError as err:
+        return _fail(args, str(err), 2 if isinstance(err, ConfigError) else 1)
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted, the batch in hand was rolled back, run the sync again to finish", 130)
+    except Exception as err:  # an error we did not foresee: still one line, unless --debug
+        return _fail(args, f"unexpected error {type(err).__name__}: {err}, rerun with --debug and report it", 1)
+
+
+def _fail(args, message: str, code: int) -> int:
+    if args.debug:
+        traceback.print_exc()
+    print(f"FAILED: {mask_url(message)}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

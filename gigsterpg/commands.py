@@ -1,0 +1,110 @@
+"""The library verbs behind the CLI (and, later, the HTTP API): sync, status, generate, demo.
+
+Each takes a ``Settings`` and returns data; none prints or reads the
+environment. Driver errors come out as ``GigsterPgError``.
+"""
+import contextlib
+import logging
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+from alembic.util import CommandError
+from sqlalchemy import text
+
+from gigsterpg.config import COLLECTIONS, Settings
+from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_errors, require_collections
+from gigsterpg.exc import ConfigError, TerminalError
+from gigsterpg.generate import write_dataset
+from gigsterpg.lib.pg.db import SqlAlchemy
+from gigsterpg.lib.pg.sync.runner import Progress, RunReport, run_sync
+
+logger = logging.getLogger(__name__)
+
+DEMO_DATABASE = "gigster"
+DEMO_MONGO_DATABASE = "data-practical"
+
+
+def parse_collections(value: Optional[str]) -> tuple:
+    """``"users,gigs"`` -> ("users", "gigs"), checked against the known collections."""
+    if not value:
+        return COLLECTIONS
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    unknown = [name for name in names if name not in COLLECTIONS]
+    if unknown or not names:
+        raise ConfigError(f"unknown collection {', '.join(unknown) or value!r}", "gigsterpg syncs users and gigs",
+                          "pass --collections users,gigs or a part of it", value=value)
+    return names
+
+
+def migrate(pg: SqlAlchemy) -> None:
+    """Bring the schema to the newest migration."""
+    try:
+        with pg_errors(pg.url):
+            pg.migrate_head()
+    except CommandError as err:
+        raise TerminalError("cannot migrate the PostgreSQL schema", str(err),
+                            "the database may have been migrated by a newer gigsterpg; upgrade this one") from err
+
+
+def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Optional[int] = None,
+         progress: Optional[Progress] = None) -> RunReport:
+    """Migrate, then sync ``collections`` from MongoDB into PostgreSQL."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"bad limit {limit}", "it must be 1 or more", "give a positive --limit", value=limit)
+    pg = open_pg(settings)
+    with contextlib.ExitStack() as stack:
+        stack.callback(pg.dispose)
+        client, database = open_mongo(settings)
+        stack.callback(client.close)
+        migrate(pg)
+        require_collections(database, collections, settings.mongo_url)
+        with pg_errors(pg.url), mongo_errors_translated(settings.mongo_url):
+            return run_sync(pg.engine, database, tuple(collections), settings.batch_size, limit, progress)
+
+
+def status(settings: Settings, runs: int = 10) -> Dict[str, list]:
+    """The last ``runs`` runs and the open rejects grouped by collection and reason."""
+    pg = open_pg(settings)
+    try:
+        with pg_errors(pg.url), pg.engine.connect() as connection:
+            if not connection.execute(text("SELECT to_regclass('sync_runs') IS NOT NULL")).scalar():
+                return {"runs": [], "rejects": []}
+            recent = connection.execute(text(
+                "SELECT id, started_at, status, collections, error,"
+                " extract(epoch FROM finished_at - started_at)::float AS seconds"
+                " FROM sync_runs ORDER BY id DESC LIMIT :n"), {"n": runs}).mappings().all()
+            rejects = connection.execute(text(
+                "SELECT collection, reason, count(*) FROM sync_rejects WHERE resolved_at IS NULL"
+                " GROUP BY collection, reason ORDER BY collection DESC, count(*) DESC, reason")).all()
+        return {"runs": [dict(row) for row in recent], "rejects": [tuple(row) for row in rejects]}
+    finally:
+        pg.dispose()
+
+
+def generate(settings: Settings, users: int, gigs: int, messy_rate: float = 0.05, seed: int = 42,
+             replace: bool = False) -> Dict[str, int]:
+    """Write a generated Gigster dataset into the configured MongoDB database."""
+    client, database = open_mongo(settings)
+    try:
+        with mongo_errors_translated(settings.mongo_url):
+            return write_dataset(database, users, gigs, messy_rate, seed, replace)
+    finally:
+        client.close()
+
+
+def demo(folder: Path, users: int = 3000, gigs: int = 6000, seed: int = 42, batch_size: int = 5000,
+         progress: Optional[Progress] = None) -> RunReport:
+    """Start embedded servers in ``folder``, fill MongoDB with generated data, sync it, stop the servers."""
+    from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
+
+    folder = folder.resolve()
+    with contextlib.ExitStack() as stack:
+        postgres = EmbeddedPostgres(folder / "postgres")
+        stack.callback(postgres.stop)
+        mongo = EmbeddedMongo(folder / "mongo")
+        stack.callback(mongo.stop)
+        settings = Settings(pg_url=postgres.create_database(DEMO_DATABASE),
+                            mongo_url=mongo.url(DEMO_MONGO_DATABASE), batch_size=batch_size)
+        logger.info("demo servers: PostgreSQL %s, MongoDB %s", settings.pg_url, settings.mongo_url)
+        generate(settings, users, gigs, messy_rate=0.05, seed=seed, replace=True)
+        return sync(settings, progress=progress)

@@ -1,0 +1,48 @@
+"""Logging, configured once by the CLI: readable text on a terminal, or one JSON object a line."""
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+
+from gigsterpg.config import mask_url
+
+
+class MaskingFilter(logging.Filter):
+    """Masks the password of any URL in a record, whatever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = mask_url(record.getMessage())
+        record.args = ()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["traceback"] = mask_url(self.formatException(record.exc_info))
+        return json.dumps(entry)
+
+
+def configure(level: str = "warning", fmt: str = "text", stream=None) -> None:
+    """Send every log record to ``stream`` (stderr), at ``level``, as text or JSON."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(MaskingFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Alembic logs each migration at INFO; that is worth seeing only when asked for.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))

@@ -1,0 +1,50 @@
+"""Plain-text renderings of a run and of the status, as the CLI prints them."""
+from typing import List
+
+from gigsterpg.lib.pg.sync.runner import RunReport
+
+COLUMNS = ("seen", "inserted", "updated", "unchanged", "deleted", "rejected")
+
+
+def format_run(report: RunReport) -> str:
+    """The end-of-run summary: counts per collection, rejects by reason, the accounting."""
+    lines = [f"Sync run {report.run_id} {report.status}."]
+    header = f"{'collection':<12}" + "".join(f"{name:>11}" for name in COLUMNS) + "   rows + open rejects = documents"
+    lines.append(header)
+    for name, collection in report.collections.items():
+        counts = collection.counts
+        values = (counts.seen, counts.inserted, counts.updated, counts.unchanged, counts.deleted,
+                  sum(counts.rejected.values()))
+        if collection.balanced is None:
+            accounting = "not checked (partial scan: --limit)"
+        else:
+            verdict = "holds" if collection.balanced else "DOES NOT HOLD"
+            accounting = (f"{collection.rows} + {collection.open_rejects} "
+                          f"{'=' if collection.balanced else '!='} {collection.documents}  {verdict}")
+        lines.append(f"{name:<12}" + "".join(f"{value:>11}" for value in values) + "   " + accounting)
+    for name, collection in report.collections.items():
+        if collection.counts.rejected:
+            reasons = ", ".join(f"{reason} {count}" for reason, count in collection.counts.rejected.most_common())
+            lines.append(f"{name} rejected this run: {reasons}")
+        extra = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in sorted(collection.counts.extra.items())
+                          if value)
+        if extra:
+            lines.append(f"{name} also: {extra}")
+    if not report.balanced:
+        lines.append("Some documents are not accounted for: see `gigsterpg.cli status` and the log.")
+    return "\n".join(lines)
+
+
+def format_status(runs: List[dict], rejects: List[tuple]) -> str:
+    """The last runs and the open rejects by reason."""
+    if not runs:
+        return "No sync has run on this database yet."
+    lines = ["Last runs:", f"{'run':>6}  {'started (UTC)':<19}  {'seconds':>8}  {'status':<11}  collections"]
+    for run in runs:
+        seconds = f"{run['seconds']:.1f}" if run["seconds"] is not None else "-"
+        lines.append(f"{run['id']:>6}  {run['started_at']:%Y-%m-%d %H:%M:%S}  {seconds:>8}  {run['status']:<11}  "
+                     f"{run['collections']}" + (f"  ({run['error']})" if run["error"] else ""))
+    lines.append("Open rejects:" if rejects else "Open rejects: none.")
+    for collection, reason, count in rejects:
+        lines.append(f"  {collection:<8} {reason:<32} {count:>8}")
+    return "\n".join(lines)

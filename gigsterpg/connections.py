@@ -67,7 +67,9 @@ def open_pg(settings: Settings) -> SqlAlchemy:
 def mongo_error(err: Exception, url: str) -> GigsterPgError:
     """The gigsterpg error for a pymongo error met while using ``url``."""
     where = mask_url(url)
-    message = mask_url(str(err).split(", Timeout:")[0].splitlines()[0] if str(err) else type(err).__name__)
+    # pymongo appends its timeouts and topology to the message; the first clause is what a person needs.
+    message = str(err).split(", Timeout:")[0].split(" (configured timeouts")[0].splitlines()[0] if str(err) else ""
+    message = mask_url(message or type(err).__name__)
     if isinstance(err, mongo_errors.OperationFailure) and err.code in (18, 13):
         return AuthError(f"MongoDB refused the login at {where}", message,
                          "check the user, password and authSource in DB_URL_MONGO", url=where)

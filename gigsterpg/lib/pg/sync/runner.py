@@ -103,7 +103,7 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
     raw = engine.raw_connection()
     connection = raw.driver_connection
     try:
-        run_id = _begin_run(connection, ordered)
+        run_id = begin_run(connection, ordered)
         report = RunReport(run_id)
         try:
             for name in ordered:
@@ -112,16 +112,16 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
         except BaseException as err:
             connection.rollback()
             report.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            _end_run(connection, report, mask_url(str(err)) or type(err).__name__)
+            end_run(connection, report, mask_url(str(err)) or type(err).__name__)
             raise
         report.status = "succeeded"
-        _end_run(connection, report, None)
+        end_run(connection, report, None)
         return report
     finally:
         raw.close()
 
 
-def _begin_run(connection, collections) -> int:
+def begin_run(connection, collections) -> int:
     """Take the sync lock, mark dead runs interrupted, and record this run as running."""
     connection.autocommit = True
     with connection.cursor() as cursor:
@@ -146,7 +146,7 @@ def _begin_run(connection, collections) -> int:
     return run_id
 
 
-def _end_run(connection, report: RunReport, error: Optional[str]) -> None:
+def end_run(connection, report: RunReport, error: Optional[str]) -> None:
     """Record how the run ended and release the lock."""
     counts = {name: collection.as_dict() for name, collection in report.collections.items()}
     try:

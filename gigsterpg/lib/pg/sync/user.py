@@ -133,10 +133,11 @@ class UserSync:
             "SELECT s._id, 'duplicate email', 'duplicate email: ' || s.email || ' is already used by user ' || u._id"
             " FROM stage_users s JOIN users u ON u.email = s.email AND u._id <> s._id"
             " UNION ALL"
-            " SELECT s._id, 'duplicate email', 'duplicate email: ' || s.email || ' is also on user ' || f._id"
+            " SELECT _id, 'duplicate email', 'duplicate email: ' || email || ' is also on user ' || first_id"
             " || ', seen earlier'"
-            " FROM stage_users s JOIN LATERAL (SELECT f._id FROM stage_users f"
-            "   WHERE f.email = s.email AND f.seq < s.seq ORDER BY f.seq LIMIT 1) f ON true")
+            " FROM (SELECT _id, email, first_value(_id) OVER w AS first_id, row_number() OVER w AS n"
+            "  FROM stage_users WHERE email IS NOT NULL WINDOW w AS (PARTITION BY email ORDER BY seq)) d"
+            " WHERE n > 1")
         return cursor.fetchall()
 
     @staticmethod

@@ -1,0 +1,1 @@
+"""The benchmark of gigsterpg: python -m bench."""

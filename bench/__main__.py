@@ -1,0 +1,222 @@
+"""The benchmark: ``python -m bench [--scale S] [--repeat N]`` (or ``make bench``).
+
+Starts embedded servers (or uses ``DB_URL_PSQL`` / ``DB_URL_MONGO`` with
+``--external``), generates the dataset (100k users + 200k gigs at scale 1,
+deterministic), and prints one table: every measured rate as documents/s and
+as the ratio its target uses, median and min over the repetitions. Each
+measurement runs in a child process (``bench.child``), so that its time and
+peak RSS are its own.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pymongo
+from bson import ObjectId
+from psycopg2 import sql
+
+from gigsterpg.generate import write_dataset
+
+USERS, GIGS = 100_000, 200_000
+TARGETS = {"first sync": 0.7, "unchanged re-sync": 0.9, "re-sync after changes": 0.8, "transform + load": 0.6}
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def child(op: str, pg_url: str, mongo_url: str, batch_size: int) -> dict:
+    """Run one operation in a fresh interpreter; its JSON result."""
+    result = subprocess.run([sys.executable, "-m", "bench.child", op, pg_url, mongo_url, str(batch_size)],
+                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if result.returncode != 0:
+        raise SystemExit(f"FAILED: benchmark step {op!r} failed, {result.stderr.strip().splitlines()[-1:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class Databases:
+    """Fresh PostgreSQL databases on one server, dropped at the end."""
+
+    def __init__(self, server_url: str):
+        self.server_url = server_url
+        self.names = []
+
+    def fresh(self) -> str:
+        name = "bench_" + uuid.uuid4().hex[:12]
+        self._admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.names.append(name)
+        return with_database(self.server_url, name)
+
+    def drop_all(self) -> None:
+        for name in self.names:
+            self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def _admin(self, statement) -> None:
+        connection = psycopg2.connect(self.server_url)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+        connection.close()
+
+
+def mongo_id(text: str):
+    """The MongoDB _id whose text form is ``text`` (generated data: ObjectId, int or string)."""
+    if len(text) == 24:
+        try:
+            return ObjectId(text)
+        except Exception:
+            pass
+    return int(text) if text.isdigit() else text
+
+
+def apply_changes(database, pg_url: str, round_no: int) -> dict:
+    """Update 1%, insert 1% and delete 0.5% of each collection's stored documents; the expected counts."""
+    expected = {}
+    connection = psycopg2.connect(pg_url)
+    for name, field in (("users", "name"), ("gigs", "description")):
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("SELECT _id FROM {} ORDER BY md5(_id || %s)").format(sql.Identifier(name)),
+                           (str(round_no),))
+            stored = [row[0] for row in cursor.fetchall()]
+        total = database[name].estimated_document_count()
+        n_update, n_insert, n_delete = total // 100, total // 100, total // 200
+        updates, deletes = stored[:n_update], stored[n_update:n_update + n_delete]
+        for text in updates:
+            database[name].update_one({"_id": mongo_id(text)}, {"$set": {field: f"changed in round {round_no}"}})
+        database[name].delete_many({"_id": {"$in": [mongo_id(text) for text in deletes]}})
+        fresh = [{"_id": ObjectId(), "name": f"new {round_no}.{i}", "state": "unstarted"} for i in range(n_insert)]
+        if name == "users":
+            fresh = [{"_id": doc["_id"], "name": doc["name"], "skills": ["Python", "Brand New Skill"]}
+                     for doc in fresh]
+        database[name].insert_many(fresh)
+        expected[name] = {"updated": len(updates), "inserted": n_insert, "deleted": len(deletes)}
+    connection.close()
+    return expected
+
+
+def summarize(values):
+    return statistics.median(values), min(values)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0 = 100k users + 200k gigs")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of each measurement")
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--rss-scale", type=float, default=0, help="also measure the first sync's RSS at this scale")
+    parser.add_argument("--external", action="store_true", help="use DB_URL_PSQL / DB_URL_MONGO, not embedded servers")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args(argv)
+
+    servers = []
+    folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
+    if args.external:
+        pg_server, mongo_server = os.environ["DB_URL_PSQL"], os.environ["DB_URL_MONGO"]
+    else:
+        from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
+        postgres = EmbeddedPostgres(folder / "postgres")
+        mongo = EmbeddedMongo(folder / "mongo")
+        servers = [mongo, postgres]
+        pg_server, mongo_server = postgres.url("postgres"), mongo.url("")
+    databases = Databases(pg_server)
+    try:
+        results = run(args, databases, mongo_server)
+    finally:
+        databases.drop_all()
+        for server in servers:
+            server.stop()
+    print(render(results, args))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def run(args, databases: Databases, mongo_server: str) -> dict:
+    mongo_url = with_database(mongo_server, "bench_" + uuid.uuid4().hex[:8])
+    client = pymongo.MongoClient(mongo_url)
+    database = client.get_default_database()
+    users, gigs = int(USERS * args.scale), int(GIGS * args.scale)
+    started = time.perf_counter()
+    write_dataset(database, users, gigs, messy_rate=0.05, seed=42, replace=True)
+    print(f"generated {users} users + {gigs} gigs in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    batch = args.batch_size
+    results = {"docs": users + gigs, "runs": {}}
+
+    def record(label, result):
+        results["runs"].setdefault(label, []).append(result)
+        print(f"{label}: {result['docs'] / result['seconds']:,.0f} docs/s, {result['maxrss_mb']:.0f} MB",
+              file=sys.stderr)
+
+    for _ in range(args.repeat):
+        record("read-only", child("read", databases.server_url, mongo_url, batch))
+    for _ in range(args.repeat):
+        record("first sync", child("sync", databases.fresh(), mongo_url, batch))
+    pg_url = databases.names and with_database(databases.server_url, databases.names[-1])
+    for _ in range(args.repeat):
+        result = child("sync", pg_url, mongo_url, batch)
+        result["rewritten"] = sum(c["inserted"] + c["updated"] + c["deleted"] for c in result["counts"].values())
+        record("unchanged re-sync", result)
+    for round_no in range(args.repeat):
+        expected = apply_changes(database, pg_url, round_no)
+        result = child("sync", pg_url, mongo_url, batch)
+        result["expected"] = expected
+        result["exact"] = all(result["counts"][name][key] == value for name, touched in expected.items()
+                              for key, value in touched.items())
+        record("re-sync after changes", result)
+        record("read-only (after changes)", child("read", databases.server_url, mongo_url, batch))
+    for _ in range(args.repeat):
+        record("transform + load", child("transform_load", databases.fresh(), mongo_url, batch))
+        record("COPY of the same rows", child("copy", pg_url, mongo_url, batch))
+    record("ORM merge() per document", child("orm", databases.fresh(), mongo_url, batch))
+    if args.rss_scale:
+        big_url = with_database(mongo_server, "bench_big_" + uuid.uuid4().hex[:8])
+        big = pymongo.MongoClient(big_url)
+        write_dataset(big.get_default_database(), int(USERS * args.rss_scale), int(GIGS * args.rss_scale),
+                      messy_rate=0.05, seed=43, replace=True)
+        record(f"first sync at scale {args.rss_scale:g}", child("sync", databases.fresh(), big_url, batch))
+        big.drop_database(big.get_default_database().name)
+    client.drop_database(database.name)
+    return results
+
+
+def render(results: dict, args) -> str:
+    runs = results["runs"]
+
+    def rates(label):
+        return [r["docs"] / r["seconds"] for r in runs[label]]
+
+    read_median = statistics.median(rates("read-only") + rates("read-only (after changes)"))
+    copy_median = statistics.median(rates("COPY of the same rows"))
+    lines = [f"gigsterpg benchmark: {results['docs']:,} documents (scale {args.scale:g}), batch {args.batch_size},"
+             f" {args.repeat} repetitions, {os.cpu_count()} cores",
+             "",
+             "| measurement | docs/s median | docs/s min | ratio (median) | target | peak RSS MB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for label in runs:
+        median, low = summarize(rates(label))
+        base = copy_median if label == "transform + load" else read_median
+        ratio = f"{median / base:.2f} x {'COPY' if label == 'transform + load' else 'read'}"
+        target = TARGETS.get(label)
+        verdict = "" if target is None else f"{target} {'met' if median / base >= target else 'NOT met'}"
+        rss = max(r["maxrss_mb"] for r in runs[label])
+        lines.append(f"| {label} | {median:,.0f} | {low:,.0f} | {ratio} | {verdict} | {rss:.0f} |")
+    unchanged = runs["unchanged re-sync"]
+    changed = runs["re-sync after changes"]
+    lines += ["",
+              f"- unchanged re-sync rows rewritten: {[r['rewritten'] for r in unchanged]} (target 0)",
+              f"- re-sync after changes touched exactly the changed rows: {[r['exact'] for r in changed]}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

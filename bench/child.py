@@ -1,0 +1,167 @@
+"""One measured operation, run in its own process so that its time and peak RSS are its own.
+
+``python -m bench.child OP PG_URL MONGO_URL BATCH_SIZE`` prints one JSON
+object: ``docs``, ``seconds``, ``maxrss_mb`` and what the operation reports.
+"""
+import json
+import resource
+import sys
+import time
+
+import pymongo
+from sqlalchemy import select
+
+from gigsterpg import commands
+from gigsterpg.config import Settings
+from gigsterpg.lib.pg.db import Gig, SqlAlchemy, User
+from gigsterpg.lib.pg.sync.bulk import BatchLoader, copy_rows
+from gigsterpg.lib.pg.sync.gig import GigSync
+from gigsterpg.lib.pg.sync.runner import RunReport, batches, begin_run, end_run
+from gigsterpg.lib.pg.sync.user import UserSync
+
+ORM_SAMPLE = 10_000
+
+
+def _mongo(url):
+    client = pymongo.MongoClient(url, tz_aware=True)
+    return client, client.get_default_database()
+
+
+def read_only(pg_url, mongo_url, batch_size):
+    """Stream both collections as dicts: the ceiling the sync is measured against."""
+    client, database = _mongo(mongo_url)
+    started, docs = time.perf_counter(), 0
+    for name in ("users", "gigs"):
+        for _ in database[name].find({}, sort=[("_id", 1)], batch_size=batch_size):
+            docs += 1
+    return {"docs": docs, "seconds": time.perf_counter() - started}
+
+
+def sync(pg_url, mongo_url, batch_size):
+    """The whole sync, as the CLI runs it (migration check included)."""
+    settings = Settings(pg_url=pg_url, mongo_url=mongo_url, batch_size=batch_size)
+    started = time.perf_counter()
+    report = commands.sync(settings)
+    seconds = time.perf_counter() - started
+    counts = {name: c.as_dict() for name, c in report.collections.items()}
+    return {"docs": sum(c["seen"] for c in counts.values()), "seconds": seconds, "counts": counts}
+
+
+def _in_memory_batches(database, batch_size):
+    """Each collection's batches, read before the clock starts."""
+    for model in (UserSync, GigSync):
+        yield model, list(batches(database[model.collection].find({}, sort=[("_id", 1)], batch_size=batch_size),
+                                  batch_size))
+
+
+def transform_load(pg_url, mongo_url, batch_size):
+    """Transform + load of documents already in memory, no MongoDB in the timed part."""
+    client, database = _mongo(mongo_url)
+    pg = SqlAlchemy(pg_url)
+    pg.migrate_head()
+    raw = pg.engine.raw_connection()
+    connection = raw.driver_connection
+    run_id = begin_run(connection, ["users", "gigs"])
+    seconds, docs = 0.0, 0
+    for model, loaded in _in_memory_batches(database, batch_size):
+        loader = BatchLoader(connection, model, run_id)
+        started = time.perf_counter()
+        for batch in loaded:
+            loader.load(batch)
+            docs += len(batch)
+        loader.finish(True)
+        seconds += time.perf_counter() - started
+        del loaded
+    end_run(connection, RunReport(run_id, "succeeded"), None)
+    raw.close()
+    return {"docs": docs, "seconds": seconds}
+
+
+def copy_only(pg_url, mongo_url, batch_size):
+    """COPY of the rows the transform builds, into empty tables shaped like the four targets."""
+    client, database = _mongo(mongo_url)
+    pg = SqlAlchemy(pg_url)
+    raw = pg.engine.raw_connection()
+    connection = raw.driver_connection
+    with connection.cursor() as cursor:
+        for table in ("skills", "users", "user_skills", "gigs"):
+            cursor.execute(f"DROP TABLE IF EXISTS copy_{table}")
+            cursor.execute(f"CREATE TABLE copy_{table} (LIKE {table} INCLUDING ALL)")
+    connection.commit()
+    seconds, docs, rows = 0.0, 0, 0
+    skill_ids = {}
+    for model, loaded in _in_memory_batches(database, batch_size):
+        for batch in loaded:
+            built, keys = [], set()
+            for doc in batch:
+                try:
+                    row = model.to_row(doc)
+                except Exception:
+                    continue
+                # Unique keys as in the real tables: a duplicate would abort the COPY.
+                key = (row.mongo_id, row.email if model is UserSync else None)
+                if key[0] in keys or (key[1] and key[1] in keys):
+                    continue
+                keys.update(k for k in key if k)
+                built.append(row)
+            docs += len(batch)
+            with connection.cursor() as cursor:
+                started = time.perf_counter()
+                if model is UserSync:
+                    base = rows
+                    copy_rows(cursor, "copy_users", ("id",) + UserSync.columns,
+                              ((base + i,) + row[:6] for i, row in enumerate(built)))
+                    pairs = [(base + i, skill_ids.setdefault(key, len(skill_ids) + 1))
+                             for i, row in enumerate(built) for _, key in row.skills]
+                    copy_rows(cursor, "copy_user_skills", ("user_id", "skill_id"), set(pairs))
+                    rows += len(pairs)
+                else:
+                    copy_rows(cursor, "copy_gigs", ("id",) + GigSync.columns,
+                              ((rows + i,) + tuple(row) for i, row in enumerate(built)))
+                connection.commit()
+                seconds += time.perf_counter() - started
+            rows += len(built)
+    with connection.cursor() as cursor:
+        for table in ("skills", "users", "user_skills", "gigs"):
+            cursor.execute(f"DROP TABLE copy_{table}")
+    connection.commit()
+    raw.close()
+    return {"docs": docs, "seconds": seconds, "rows": rows}
+
+
+def orm(pg_url, mongo_url, batch_size):
+    """The textbook ORM way, ``session.merge()`` per document, on a sample."""
+    client, database = _mongo(mongo_url)
+    pg = SqlAlchemy(pg_url)
+    pg.migrate_head()
+    session = pg.session()
+    started, docs = time.perf_counter(), 0
+    for model, mapped in ((UserSync, User), (GigSync, Gig)):
+        for doc in database[model.collection].find({}, sort=[("_id", 1)]).limit(ORM_SAMPLE // 2):
+            try:
+                row = model.to_row(doc)
+            except Exception:
+                continue
+            instance = session.scalars(select(mapped).where(mapped.mongo_id == row.mongo_id)).one_or_none()
+            instance = model.mongo_to_pg(session, doc, instance or mapped())
+            session.merge(instance)
+            try:
+                session.commit()
+            except Exception:  # a duplicate e-mail: the textbook way has no better answer than skipping it
+                session.rollback()
+            docs += 1
+    return {"docs": docs, "seconds": time.perf_counter() - started}
+
+
+OPERATIONS = {"read": read_only, "sync": sync, "transform_load": transform_load, "copy": copy_only, "orm": orm}
+
+
+def main(argv):
+    op, pg_url, mongo_url, batch_size = argv[0], argv[1], argv[2], int(argv[3])
+    result = OPERATIONS[op](pg_url, mongo_url, batch_size)
+    result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -84,45 +84,43 @@ def copy_only(pg_url, mongo_url, batch_size):
     raw = pg.engine.raw_connection()
     connection = raw.driver_connection
     with connection.cursor() as cursor:
-        for table in ("skills", "users", "user_skills", "gigs"):
+        for table in ("users", "user_skills", "gigs"):
             cursor.execute(f"DROP TABLE IF EXISTS copy_{table}")
             cursor.execute(f"CREATE TABLE copy_{table} (LIKE {table} INCLUDING ALL)")
     connection.commit()
     seconds, docs, rows = 0.0, 0, 0
-    skill_ids = {}
+    skill_ids, unique_keys = {}, set()
     for model, loaded in _in_memory_batches(database, batch_size):
         for batch in loaded:
-            built, keys = [], set()
+            built = []
             for doc in batch:
                 try:
                     row = model.to_row(doc)
                 except Exception:
                     continue
                 # Unique keys as in the real tables: a duplicate would abort the COPY.
-                key = (row.mongo_id, row.email if model is UserSync else None)
-                if key[0] in keys or (key[1] and key[1] in keys):
+                keys = [(model.table, row.mongo_id)] + ([row.email] if model is UserSync and row.email else [])
+                if any(key in unique_keys for key in keys):
                     continue
-                keys.update(k for k in key if k)
-                built.append(row)
+                unique_keys.update(keys)
+                built.append((rows + len(built) + 1, row))
             docs += len(batch)
+            rows += len(built)
             with connection.cursor() as cursor:
                 started = time.perf_counter()
                 if model is UserSync:
-                    base = rows
                     copy_rows(cursor, "copy_users", ("id",) + UserSync.columns,
-                              ((base + i,) + row[:6] for i, row in enumerate(built)))
-                    pairs = [(base + i, skill_ids.setdefault(key, len(skill_ids) + 1))
-                             for i, row in enumerate(built) for _, key in row.skills]
-                    copy_rows(cursor, "copy_user_skills", ("user_id", "skill_id"), set(pairs))
-                    rows += len(pairs)
+                              ((row_id,) + row[:6] for row_id, row in built))
+                    copy_rows(cursor, "copy_user_skills", ("user_id", "skill_id"),
+                              ((row_id, skill_ids.setdefault(key, len(skill_ids) + 1))
+                               for row_id, row in built for _, key in row.skills))
                 else:
                     copy_rows(cursor, "copy_gigs", ("id",) + GigSync.columns,
-                              ((rows + i,) + tuple(row) for i, row in enumerate(built)))
+                              ((row_id,) + tuple(row) for row_id, row in built))
                 connection.commit()
                 seconds += time.perf_counter() - started
-            rows += len(built)
     with connection.cursor() as cursor:
-        for table in ("skills", "users", "user_skills", "gigs"):
+        for table in ("users", "user_skills", "gigs"):
             cursor.execute(f"DROP TABLE copy_{table}")
     connection.commit()
     raw.close()

@@ -57,7 +57,8 @@ class GigSync:
 
     collection = "gigs"
     table = "gigs"
-    columns = GigRow._fields
+    # The staged columns, in GigRow's order; poster_id is resolved from poster_ref in SQL.
+    columns = ("_id", "created", "updated", "name", "description", "state", "poster_ref", "budget", "extra")
     to_row = staticmethod(gig_row)
 
     @staticmethod
@@ -89,8 +90,7 @@ class GigSync:
     @staticmethod
     def stage(copy, rows) -> None:
         """COPY the batch's rows into the staging table."""
-        copy("stage_gigs", ("_id", "created", "updated", "name", "description", "state", "poster_ref",
-                            "budget", "extra"), rows)
+        copy("stage_gigs", GigSync.columns, rows)
 
     @staticmethod
     def conflicts(cursor):

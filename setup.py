@@ -10,7 +10,7 @@ setup(
     install_requires=[
         "sqlalchemy>=2.0,<2.2",
         "alembic>=1.13,<2",
-        "psycopg2-binary>=2.9.9,<3",
+        "psycopg[binary]>=3.2,<4",
         "pymongo>=4.6,<5",
         "python-dotenv>=1.0,<2",
         "tqdm>=4.66,<5",

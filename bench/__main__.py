@@ -19,10 +19,10 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
+import psycopg
 import pymongo
 from bson import ObjectId
-from psycopg2 import sql
+from psycopg import sql
 
 from gigsterpg.generate import write_dataset
 
@@ -62,8 +62,7 @@ class Databases:
             self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     def _admin(self, statement) -> None:
-        connection = psycopg2.connect(self.server_url)
-        connection.autocommit = True
+        connection = psycopg.connect(self.server_url, autocommit=True)
         with connection.cursor() as cursor:
             cursor.execute(statement)
         connection.close()
@@ -82,7 +81,7 @@ def mongo_id(text: str):
 def apply_changes(database, pg_url: str, round_no: int) -> dict:
     """Update 1%, insert 1% and delete 0.5% of each collection's stored documents; the expected counts."""
     expected = {}
-    connection = psycopg2.connect(pg_url)
+    connection = psycopg.connect(pg_url)
     for name, field in (("users", "name"), ("gigs", "description")):
         with connection.cursor() as cursor:
             cursor.execute(sql.SQL("SELECT _id FROM {} ORDER BY md5(_id || %s)").format(sql.Identifier(name)),

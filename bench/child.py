@@ -14,9 +14,11 @@ from sqlalchemy import select
 from gigsterpg import commands
 from gigsterpg.config import Settings
 from gigsterpg.lib.pg.db import Gig, SqlAlchemy, User
-from gigsterpg.lib.pg.sync.bulk import BatchLoader, copy_rows
+from gigsterpg.lib.pg.sync.bulk import BatchLoader, decode, prepare
+from gigsterpg.lib.pg.sync.copy import copy_rows
 from gigsterpg.lib.pg.sync.gig import GigSync
-from gigsterpg.lib.pg.sync.runner import RunReport, batches, begin_run, end_run
+from gigsterpg.lib.pg.sync.reader import batches
+from gigsterpg.lib.pg.sync.runner import RAW, RunReport, begin_run, end_run
 from gigsterpg.lib.pg.sync.user import UserSync
 
 ORM_SAMPLE = 10_000
@@ -50,8 +52,9 @@ def sync(pg_url, mongo_url, batch_size):
 def _in_memory_batches(database, batch_size):
     """Each collection's batches, read before the clock starts."""
     for model in (UserSync, GigSync):
-        yield model, list(batches(database[model.collection].find({}, sort=[("_id", 1)], batch_size=batch_size),
-                                  batch_size))
+        collection = database[model.collection].with_options(codec_options=RAW)
+        cursor = collection.find({}, sort=[("_id", 1)], batch_size=batch_size)
+        yield model, list(batches(cursor, batch_size))
 
 
 def transform_load(pg_url, mongo_url, batch_size):
@@ -67,7 +70,7 @@ def transform_load(pg_url, mongo_url, batch_size):
         loader = BatchLoader(connection, model, run_id)
         started = time.perf_counter()
         for batch in loaded:
-            loader.load(batch)
+            loader.load(prepare(batch))
             docs += len(batch)
         loader.finish(True)
         seconds += time.perf_counter() - started
@@ -87,6 +90,8 @@ def copy_only(pg_url, mongo_url, batch_size):
         for table in ("users", "user_skills", "gigs"):
             cursor.execute(f"DROP TABLE IF EXISTS copy_{table}")
             cursor.execute(f"CREATE TABLE copy_{table} (LIKE {table} INCLUDING ALL)")
+            if table != "user_skills":  # the rows carry extra as JSON text, as staging does
+                cursor.execute(f"ALTER TABLE copy_{table} ALTER COLUMN extra TYPE text")
     connection.commit()
     seconds, docs, rows = 0.0, 0, 0
     skill_ids, unique_keys = {}, set()
@@ -95,7 +100,7 @@ def copy_only(pg_url, mongo_url, batch_size):
             built = []
             for doc in batch:
                 try:
-                    row = model.to_row(doc)
+                    row = model.to_row(decode(doc))
                 except Exception:
                     continue
                 # Unique keys as in the real tables: a duplicate would abort the COPY.
@@ -109,13 +114,13 @@ def copy_only(pg_url, mongo_url, batch_size):
             with connection.cursor() as cursor:
                 started = time.perf_counter()
                 if model is UserSync:
-                    copy_rows(cursor, "copy_users", ("id",) + UserSync.columns,
+                    copy_rows(cursor, "copy_users", (("id", "int8"),) + UserSync.columns,
                               ((row_id,) + row[:6] for row_id, row in built))
-                    copy_rows(cursor, "copy_user_skills", ("user_id", "skill_id"),
+                    copy_rows(cursor, "copy_user_skills", (("user_id", "int8"), ("skill_id", "int4")),
                               ((row_id, skill_ids.setdefault(key, len(skill_ids) + 1))
                                for row_id, row in built for _, key in row.skills))
                 else:
-                    copy_rows(cursor, "copy_gigs", ("id",) + GigSync.columns,
+                    copy_rows(cursor, "copy_gigs", (("id", "int8"),) + GigSync.columns,
                               ((row_id,) + tuple(row) for row_id, row in built))
                 connection.commit()
                 seconds += time.perf_counter() - started

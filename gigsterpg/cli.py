@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--collections", help="comma-separated subset of users,gigs (default: both)")
     sync.add_argument("--limit", type=_positive, help="read at most N documents per collection (no deletes then)")
     sync.add_argument("--batch-size", type=_positive, help="documents per batch (default: 5000)")
+    sync.add_argument("--full-compare", action="store_true",
+                      help="map and compare every document, not only the changed ones (repairs rows edited by hand)")
 
     demo = sub.add_parser("demo", parents=[common], help="embedded servers + generated data + sync, in one go")
     demo.add_argument("--folder", type=Path, default=Path(".gigsterpg-demo"), help="where the servers keep data")
@@ -120,7 +122,8 @@ def run(args) -> int:
         result = commands.status(settings, args.runs)
         print(format_status(result["runs"], result["rejects"]))
         return 0
-    report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args))
+    report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
+                           full_compare=args.full_compare)
     print(format_run(report))
     return 0 if report.balanced else 1
 

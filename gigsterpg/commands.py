@@ -47,8 +47,13 @@ def migrate(pg: SqlAlchemy) -> None:
 
 
 def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Optional[int] = None,
-         progress: Optional[Progress] = None) -> RunReport:
-    """Migrate, then sync ``collections`` from MongoDB into PostgreSQL."""
+         progress: Optional[Progress] = None, full_compare: bool = False) -> RunReport:
+    """Migrate, then sync ``collections`` from MongoDB into PostgreSQL.
+
+    Args:
+        full_compare: map and compare every document, not only those whose
+            bytes changed since their row was stored (repairs rows edited by hand).
+    """
     if limit is not None and limit < 1:
         raise ConfigError(f"bad limit {limit}", "it must be 1 or more", "give a positive --limit", value=limit)
     pg = open_pg(settings)
@@ -59,7 +64,8 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
         migrate(pg)
         require_collections(database, collections, settings.mongo_url)
         with pg_errors(pg.url), mongo_errors_translated(settings.mongo_url):
-            return run_sync(pg.engine, database, tuple(collections), settings.batch_size, limit, progress)
+            return run_sync(pg.engine, database, tuple(collections), settings.batch_size, limit, progress,
+                            skip_unchanged=not full_compare)
 
 
 def status(settings: Settings, runs: int = 10) -> Dict[str, list]:

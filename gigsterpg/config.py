@@ -22,16 +22,16 @@ def mask_url(text: str) -> str:
 
 
 def sqlalchemy_pg_url(url: str) -> str:
-    """Turn a ``postgres://`` or ``postgresql://`` URL into one SQLAlchemy loads with psycopg2."""
+    """Turn a ``postgres://`` or ``postgresql://`` URL into one SQLAlchemy loads with psycopg (3)."""
     scheme, sep, rest = (url or "").partition("://")
-    if not sep or scheme not in ("postgres", "postgresql", "postgresql+psycopg2"):
+    if not sep or scheme not in ("postgres", "postgresql", "postgresql+psycopg"):
         raise ConfigError(
             f"bad PostgreSQL URL {mask_url(url)!r}",
             "it must start with postgres:// or postgresql://",
             "set DB_URL_PSQL or --pg-url, e.g. postgresql://user:password@host:5432/db",
             value=mask_url(url),
         )
-    return "postgresql+psycopg2://" + rest
+    return "postgresql+psycopg://" + rest
 
 
 def mongo_database_name(url: str) -> str:

@@ -1,12 +1,12 @@
 """Opening the two databases, and translating driver errors into gigsterpg's own.
 
-The only place that knows how psycopg2, SQLAlchemy and pymongo report a
+The only place that knows how psycopg, SQLAlchemy and pymongo report a
 refused login or an unreachable server.
 """
 import contextlib
 import logging
 
-import psycopg2
+import psycopg
 import pymongo
 import sqlalchemy.exc
 from pymongo import errors as mongo_errors
@@ -23,15 +23,15 @@ PG_CONNECT_TIMEOUT_S = 10
 
 
 def pg_error(err: Exception, url: str) -> GigsterPgError:
-    """The gigsterpg error for a psycopg2 or SQLAlchemy error met while using ``url``."""
+    """The gigsterpg error for a psycopg or SQLAlchemy error met while using ``url``."""
     orig = getattr(err, "orig", None) or err
     message = mask_url(str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__)
     where = mask_url(url)
-    if isinstance(orig, psycopg2.errors.InsufficientPrivilege):
+    if isinstance(orig, psycopg.errors.InsufficientPrivilege):
         return PrivilegeError(f"the PostgreSQL role lacks a right on {where}", message,
                               "grant it CREATE and USAGE on the schema and ownership of gigsterpg's tables"
                               " (README, 'Least privileges')")
-    if isinstance(orig, psycopg2.OperationalError):
+    if isinstance(orig, psycopg.OperationalError):
         if "password authentication failed" in message or "authentication failed" in message:
             return AuthError(f"PostgreSQL refused the login at {where}", message,
                              "check the user and password in DB_URL_PSQL", url=where)
@@ -40,17 +40,17 @@ def pg_error(err: Exception, url: str) -> GigsterPgError:
                                "create it (createdb) or fix the database name in DB_URL_PSQL", value=where)
         return ConnectError(f"cannot connect to PostgreSQL at {where}", message,
                             "check that the server runs and DB_URL_PSQL points at it", url=where)
-    if isinstance(orig, (psycopg2.InterfaceError,)):
+    if isinstance(orig, psycopg.InterfaceError):
         return TransientError(f"lost the connection to PostgreSQL at {where}", message, "run the sync again")
     return GigsterPgError(f"PostgreSQL error at {where}", message, "see the log, or rerun with --debug")
 
 
 @contextlib.contextmanager
 def pg_errors(url: str):
-    """Translate psycopg2/SQLAlchemy errors raised inside the block."""
+    """Translate psycopg/SQLAlchemy errors raised inside the block."""
     try:
         yield
-    except (psycopg2.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.OperationalError) as err:
+    except (psycopg.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.OperationalError) as err:
         raise pg_error(err, url) from err
 
 

@@ -54,10 +54,9 @@ class EmbeddedPostgres:
 
     def create_database(self, name: str) -> str:
         """Create ``name`` unless it exists; return its URL."""
-        import psycopg2
-        from psycopg2 import sql
-        connection = psycopg2.connect(self.url())
-        connection.autocommit = True
+        import psycopg
+        from psycopg import sql
+        connection = psycopg.connect(self.url(), autocommit=True)
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))

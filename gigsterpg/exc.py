@@ -2,7 +2,7 @@
 
 Every error a user can cause or meet ends up as a ``GigsterPgError``; its
 ``str()`` is the one line the CLI prints after ``FAILED:``. Driver errors
-(psycopg2, pymongo) are translated into these at the boundary, in
+(psycopg, pymongo) are translated into these at the boundary, in
 ``gigsterpg.connections``.
 """
 

@@ -11,10 +11,10 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
+import psycopg
 import pymongo
 import pytest
-from psycopg2 import sql
+from psycopg import sql
 
 from gigsterpg.config import Settings
 from gigsterpg.lib.pg.db import SqlAlchemy
@@ -29,8 +29,7 @@ def with_database(url: str, database: str) -> str:
 
 
 def _admin(url: str):
-    connection = psycopg2.connect(url)
-    connection.autocommit = True
+    connection = psycopg.connect(url, autocommit=True)
     return connection
 
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from urllib.parse import urlsplit
 
-import psycopg2
+import psycopg
 import pytest
 
 from gigsterpg import cli
@@ -95,8 +95,7 @@ def test_missing_database_and_collection(tmp_path, pg_url, mongo_url, mongo_db):
 
 
 def test_role_without_rights(tmp_path, empty_pg_url, mongo_url, pg_server_url):
-    admin = psycopg2.connect(pg_server_url)
-    admin.autocommit = True
+    admin = psycopg.connect(pg_server_url, autocommit=True)
     with admin.cursor() as cursor:
         cursor.execute("DROP ROLE IF EXISTS gigster_weak")
         cursor.execute("CREATE ROLE gigster_weak LOGIN")
@@ -116,8 +115,7 @@ def test_role_without_rights(tmp_path, empty_pg_url, mongo_url, pg_server_url):
 def test_a_second_sync_refuses_in_one_line(tmp_path, pg_url, mongo_url, mongo_db):
     mongo_db.users.insert_one({"_id": 1, "name": "u"})
     mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done"})
-    holder = psycopg2.connect(pg_url)
-    holder.autocommit = True
+    holder = psycopg.connect(pg_url, autocommit=True)
     try:
         with holder.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))

@@ -19,8 +19,8 @@ def test_mask_url_hides_every_password():
 
 
 @pytest.mark.parametrize("url", ["postgres://u:p@h/db", "postgresql://u:p@h/db"])
-def test_pg_urls_are_given_the_psycopg2_driver(url):
-    assert sqlalchemy_pg_url(url) == "postgresql+psycopg2://u:p@h/db"
+def test_pg_urls_are_given_the_psycopg_driver(url):
+    assert sqlalchemy_pg_url(url) == "postgresql+psycopg://u:p@h/db"
 
 
 @pytest.mark.parametrize("url", ["mysql://u:secret@h/db", "h/db", ""])

@@ -1,5 +1,5 @@
 """The bulk sync end to end, on a real PostgreSQL and a real MongoDB-protocol server."""
-import psycopg2
+import psycopg
 import pytest
 from bson import ObjectId
 from sqlalchemy import text
@@ -178,8 +178,7 @@ def test_a_batch_postgresql_refuses_is_split_not_dropped(settings, pg, mongo_db)
 def test_a_second_sync_refuses_while_one_runs(settings, pg, mongo_db, pg_url):
     mongo_db.users.insert_one({"_id": 1, "name": "u"})
     mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done"})
-    holder = psycopg2.connect(pg_url)
-    holder.autocommit = True
+    holder = psycopg.connect(pg_url, autocommit=True)
     try:
         with holder.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
@@ -212,7 +211,7 @@ def test_a_failed_run_is_recorded_as_failed(settings, pg, mongo_db):
     mongo_db.users.insert_one({"_id": 1, "name": "u"})
     with pg.engine.begin() as connection:
         connection.execute(text("ALTER TABLE users RENAME TO users_elsewhere"))
-    with pytest.raises(psycopg2.errors.UndefinedTable):
+    with pytest.raises(psycopg.errors.UndefinedTable):
         run_sync(pg.engine, mongo_db, ("users",))
     assert rows(pg, "SELECT status, error LIKE '%users%' FROM sync_runs") == [("failed", True)]
 
@@ -244,3 +243,27 @@ def test_collections_argument_is_checked():
     assert commands.parse_collections(None) == ("users", "gigs")
     with pytest.raises(Exception, match="unknown collection"):
         commands.parse_collections("users,orders")
+
+
+def test_unchanged_documents_are_skipped_and_full_compare_repairs_hand_edits(settings, pg, mongo_db):
+    mongo_db.users.insert_many([{"_id": i, "name": f"user {i}", "skills": ["Go"]} for i in range(20)])
+    mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done", "poster": 3})
+    commands.sync(settings)
+    assert rows(pg, "SELECT count(*) FROM sync_hashes") == [(21,)]
+    with pg.engine.begin() as connection:  # someone edits the replica by hand
+        connection.execute(text("UPDATE users SET name = 'edited' WHERE _id = '5'"))
+        connection.execute(text("DELETE FROM user_skills WHERE user_id = (SELECT id FROM users WHERE _id = '6')"))
+
+    skipped = commands.sync(settings)  # the documents did not change: nothing is decoded or compared
+    assert skipped.collections["users"].counts.updated == 0
+    assert rows(pg, "SELECT name FROM users WHERE _id = '5'") == [("edited",)]
+
+    repaired = commands.sync(settings, full_compare=True)
+    counts = repaired.collections["users"].counts
+    assert (counts.updated, counts.extra["user_skills_inserted"]) == (1, 1)
+    assert rows(pg, "SELECT name FROM users WHERE _id = '5'") == [("user 5",)]
+    assert skills_of(pg, "6") == {"go"}
+
+    mongo_db.users.delete_one({"_id": 7})
+    commands.sync(settings)
+    assert rows(pg, "SELECT count(*) FROM sync_hashes WHERE collection = 'users'") == [(19,)]

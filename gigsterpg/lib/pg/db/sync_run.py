@@ -1,8 +1,8 @@
-"""Mapped classes of the sync's own bookkeeping: runs and rejects."""
+"""Mapped classes of the sync's own bookkeeping: runs, rejects and the hashes of stored documents."""
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, Text, func, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -52,3 +52,16 @@ class SyncReject(Base):
     __table_args__ = (
         Index("ix_sync_rejects_open", "collection", "reason", postgresql_where=text("resolved_at IS NULL")),
     )
+
+
+class SyncHash(Base):
+    """The hash of the bytes each stored row was made from, so unchanged documents are skipped.
+
+    Only stored rows have one: a rejected document is looked at again every run.
+    """
+
+    __tablename__ = "sync_hashes"
+
+    collection: Mapped[str] = mapped_column(Text, primary_key=True)
+    doc_id: Mapped[str] = mapped_column("_id", Text, primary_key=True)
+    hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

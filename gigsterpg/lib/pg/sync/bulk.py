@@ -1,47 +1,60 @@
-"""The bulk path: one batch of documents -> COPY into staging -> one set-wise merge.
+"""The bulk path: one batch of raw documents -> COPY into staging -> one set-wise merge.
 
 A ``BatchLoader`` works for any model sync class (``UserSync``, ``GigSync``)
-over one psycopg2 connection. Each batch is one transaction, so a batch is
-either wholly visible or not at all. A batch that PostgreSQL refuses is split
-in halves until the one refused document is found and recorded as a reject:
-one bad document never costs a good one.
+over one psycopg connection. Per batch, in one transaction:
+
+1. the ids and hashes of every document go to staging, and into the run's
+   table of seen ids (for the deletes after a complete scan);
+2. PostgreSQL answers which documents are new or changed since they were
+   stored (``sync_hashes``); only those are decoded and transformed;
+3. their rows are COPYed to staging and merged set-wise, and rejects recorded.
+
+A batch PostgreSQL refuses is split in halves until the one refused document
+is found and recorded as a reject: one bad document never costs a good one.
 """
-import io
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Iterable, List, Mapping, Sequence
+from datetime import timezone
+from typing import List, Sequence
 
-import psycopg2
+import bson
+import psycopg
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.exc import RejectedDocument
-from gigsterpg.lib.pg.sync import document
+from gigsterpg.lib.pg.sync import document, fingerprint
+from gigsterpg.lib.pg.sync.copy import copy_rows
 
 logger = logging.getLogger(__name__)
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+DECODE = CodecOptions(tz_aware=True, tzinfo=timezone.utc)
+HASH_COLUMNS = (("seq", "int4"), ("_id", "text"), ("hash", "bytea"))
+REJECT_COLUMNS = (("doc_id", "text"), ("reason", "text"), ("detail", "text"), ("document", "text"))
 
 
-def copy_value(value) -> str:
-    """One value in PostgreSQL's COPY text format."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
+@dataclass
+class Prepared:
+    """A document as read, with what is known without decoding it."""
+
+    raw: object
+    doc_id: str
+    digest: bytes
 
 
-def copy_rows(cursor, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """COPY ``rows`` into ``table`` (a fixed, trusted name) in one round trip."""
-    buffer = io.StringIO()
-    for row in rows:
-        buffer.write("\t".join([copy_value(value) for value in row]))
-        buffer.write("\n")
-    buffer.seek(0)
-    cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
+def prepare(docs: Sequence) -> List[Prepared]:
+    """Id and hash of each raw document (cheap: no decoding); runs on the reader thread."""
+    prepared = []
+    for doc in docs:
+        raw = doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc)
+        prepared.append(Prepared(doc, fingerprint.doc_id(doc), fingerprint.digest(raw)))
+    return prepared
+
+
+def decode(doc) -> dict:
+    """A plain dict of the document (tz-aware UTC datetimes)."""
+    return bson.decode(doc.raw, codec_options=DECODE) if isinstance(doc, RawBSONDocument) else doc
 
 
 @dataclass
@@ -79,33 +92,67 @@ class BatchLoader:
     """Loads batches of one collection's documents through a model sync class.
 
     Args:
-        connection: a psycopg2 connection, not in autocommit mode.
+        connection: a psycopg connection, not in autocommit mode.
         model: ``UserSync`` or ``GigSync``.
         run_id: the ``sync_runs`` row the rejects are recorded under.
+        skip_unchanged: skip documents whose hash matches the stored one
+            (False re-maps and compares every document).
     """
 
-    def __init__(self, connection, model, run_id: int):
+    def __init__(self, connection, model, run_id: int, skip_unchanged: bool = True):
         self.connection = connection
         self.model = model
         self.run_id = run_id
+        self.skip_unchanged = skip_unchanged
         self.counts = CollectionCounts()
         self.seen_table = f"seen_{model.collection}"
         with connection.cursor() as cursor:
             for statement in model.stage_ddl:
                 cursor.execute(statement)
+            cursor.execute("CREATE TEMP TABLE IF NOT EXISTS stage_hashes (seq int, _id text, hash bytea)"
+                           " ON COMMIT DELETE ROWS")
             cursor.execute("CREATE TEMP TABLE IF NOT EXISTS stage_rejects (doc_id text, reason text, detail text,"
-                           " document jsonb) ON COMMIT DELETE ROWS")
+                           " document text) ON COMMIT DELETE ROWS")
             # Every id seen in this run, for the deletes after a complete scan.
             cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
             cursor.execute(f"CREATE TEMP TABLE {self.seen_table} (_id text)")
         connection.commit()
 
-    def load(self, docs: Sequence[Mapping]) -> None:
-        """Store one batch of documents, or record why not, in one transaction."""
-        rows, originals, rejects, seen = [], [], [], []
+    def load(self, batch: Sequence[Prepared]) -> None:
+        """Store one prepared batch, or record why not, in one transaction."""
+        try:
+            with self.connection.cursor() as cursor:
+                copy_rows(cursor, "stage_hashes", HASH_COLUMNS,
+                          ((seq, item.doc_id, item.digest) for seq, item in enumerate(batch)))
+                cursor.execute(f"INSERT INTO {self.seen_table} (_id) SELECT _id FROM stage_hashes")
+                todo = self._changed(cursor, batch)
+                rows, originals, rejects = self._rows(todo)
+                stored = [row.mongo_id for row in self._merge(cursor, rows, originals, rejects)]
+                self._record_rejects(cursor, rejects, stored)
+                self._record_hashes(cursor, stored, [r.doc_id for r in rejects])
+            self.connection.commit()
+        except BaseException:
+            self.connection.rollback()
+            raise
+        self.counts.seen += len(batch)
+        self.counts.rejected.update(reject.reason for reject in rejects)
+
+    def _changed(self, cursor, batch: Sequence[Prepared]) -> List[Prepared]:
+        """The documents not stored yet, or stored from other bytes (or all, without skipping)."""
+        if not self.skip_unchanged:
+            return list(batch)
+        cursor.execute("SELECT s.seq FROM stage_hashes s LEFT JOIN sync_hashes h"
+                       " ON h.collection = %s AND h._id = s._id WHERE h.hash IS DISTINCT FROM s.hash"
+                       " ORDER BY s.seq", (self.model.collection,))
+        return [batch[seq] for (seq,) in cursor.fetchall()]
+
+    def _rows(self, todo: Sequence[Prepared]):
+        """Decode and map each document: rows to merge, their documents, and rejects."""
+        rows, originals, rejects = [], [], []
         batch_ids = set()
-        for doc in docs:
-            doc_id = document.describe_id(doc.get("_id"))
+        for item in todo:
+            doc = decode(item.raw)
+            doc_id = item.doc_id
             try:
                 row = self.model.to_row(doc)
                 if row.mongo_id in batch_ids:
@@ -119,18 +166,7 @@ class BatchLoader:
                 batch_ids.add(row.mongo_id)
                 rows.append(row)
                 originals.append(doc)
-            seen.append((doc_id,))
-        try:
-            with self.connection.cursor() as cursor:
-                copy_rows(cursor, self.seen_table, ("_id",), seen)
-                merged = self._merge(cursor, rows, originals, rejects)
-                self._record_rejects(cursor, rejects, [row.mongo_id for row in merged])
-            self.connection.commit()
-        except BaseException:
-            self.connection.rollback()
-            raise
-        self.counts.seen += len(docs)
-        self.counts.rejected.update(reject.reason for reject in rejects)
+        return rows, originals, rejects
 
     def _merge(self, cursor, rows: List, originals: List, rejects: List[Reject]) -> List:
         """Merge ``rows``; split on a refused batch. Returns the rows stored."""
@@ -145,10 +181,10 @@ class BatchLoader:
             if found:
                 self.model.unstage(cursor, list(found))
             counts = self.model.merge(cursor)
-        except (psycopg2.DataError, psycopg2.IntegrityError) as err:
+        except (psycopg.DataError, psycopg.IntegrityError) as err:
             cursor.execute("ROLLBACK TO SAVEPOINT merge_batch")
             if len(rows) == 1:
-                message = (err.pgerror or str(err)).strip().splitlines()[0]
+                message = str(err).strip().splitlines()[0]
                 rejects.append(Reject(rows[0].mongo_id, "refused by PostgreSQL", f"refused by PostgreSQL: {message}",
                                       document.document_json(originals[0])))
                 return []
@@ -177,11 +213,11 @@ class BatchLoader:
         """
         collection = self.model.collection
         if rejects:
-            copy_rows(cursor, "stage_rejects", ("doc_id", "reason", "detail", "document"),
+            copy_rows(cursor, "stage_rejects", REJECT_COLUMNS,
                       ((r.doc_id, r.reason, r.detail, r.document) for r in rejects))
             cursor.execute(
                 "INSERT INTO sync_rejects AS r (collection, doc_id, run_id, reason, detail, document)"
-                " SELECT DISTINCT ON (doc_id) %s, doc_id, %s, reason, detail, document FROM stage_rejects"
+                " SELECT DISTINCT ON (doc_id) %s, doc_id, %s, reason, detail, document::jsonb FROM stage_rejects"
                 " ON CONFLICT (collection, doc_id) DO UPDATE SET run_id = excluded.run_id,"
                 "  reason = excluded.reason, detail = excluded.detail, document = excluded.document,"
                 "  changed_at = now(), resolved_at = NULL,"
@@ -189,15 +225,28 @@ class BatchLoader:
                 " WHERE r.resolved_at IS NOT NULL OR (r.reason, r.detail, r.document)"
                 "  IS DISTINCT FROM (excluded.reason, excluded.detail, excluded.document)",
                 (collection, self.run_id))
-            cursor.execute(f"DELETE FROM {self.model.table} WHERE _id = ANY(%s)",
-                           ([r.doc_id for r in rejects],))
+            cursor.execute(f"DELETE FROM {self.model.table} WHERE _id = ANY(%s)", ([r.doc_id for r in rejects],))
         if stored_ids:
             cursor.execute("UPDATE sync_rejects SET resolved_at = now(), changed_at = now()"
                            " WHERE collection = %s AND resolved_at IS NULL AND doc_id = ANY(%s)",
                            (collection, stored_ids))
 
+    def _record_hashes(self, cursor, stored_ids: List[str], rejected_ids: List[str]) -> None:
+        """Remember the bytes of what is stored; forget what is not, so it is looked at again."""
+        collection = self.model.collection
+        if stored_ids:
+            cursor.execute(
+                "INSERT INTO sync_hashes AS h (collection, _id, hash)"
+                " SELECT DISTINCT ON (_id) %s, _id, hash FROM stage_hashes WHERE _id = ANY(%s) ORDER BY _id, seq"
+                " ON CONFLICT (collection, _id) DO UPDATE SET hash = excluded.hash WHERE h.hash <> excluded.hash",
+                (collection, stored_ids))
+        if rejected_ids:
+            cursor.execute("DELETE FROM sync_hashes WHERE collection = %s AND _id = ANY(%s)",
+                           (collection, rejected_ids))
+
     def finish(self, complete: bool) -> None:
         """After the scan: delete what MongoDB no longer has (only if the scan was complete)."""
+        collection = self.model.collection
         with self.connection.cursor() as cursor:
             if complete:
                 cursor.execute(f"ANALYZE {self.seen_table}")
@@ -206,8 +255,9 @@ class BatchLoader:
                 self.counts.deleted = cursor.rowcount
                 cursor.execute("UPDATE sync_rejects r SET resolved_at = now(), changed_at = now()"
                                " WHERE collection = %s AND resolved_at IS NULL AND NOT EXISTS"
-                               f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = r.doc_id)",
-                               (self.model.collection,))
+                               f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = r.doc_id)", (collection,))
+                cursor.execute("DELETE FROM sync_hashes h WHERE collection = %s AND NOT EXISTS"
+                               f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = h._id)", (collection,))
             self.counts.extra.update(self.model.after_scan(cursor))
             cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
         self.connection.commit()

@@ -58,7 +58,9 @@ class GigSync:
     collection = "gigs"
     table = "gigs"
     # The staged columns, in GigRow's order; poster_id is resolved from poster_ref in SQL.
-    columns = ("_id", "created", "updated", "name", "description", "state", "poster_ref", "budget", "extra")
+    columns = (("_id", "text"), ("created", "timestamptz"), ("updated", "timestamptz"), ("name", "text"),
+               ("description", "text"), ("state", "text"), ("poster_ref", "text"), ("budget", "numeric"),
+               ("extra", "text"))
     to_row = staticmethod(gig_row)
 
     @staticmethod
@@ -82,7 +84,7 @@ class GigSync:
 
     stage_ddl = (
         "CREATE TEMP TABLE IF NOT EXISTS stage_gigs (_id text, created timestamptz, updated timestamptz,"
-        " name text, description text, state text, poster_ref text, budget numeric, extra jsonb)"
+        " name text, description text, state text, poster_ref text, budget numeric, extra text)"
         " ON COMMIT DELETE ROWS",
     )
     stage_tables = ("stage_gigs",)
@@ -110,7 +112,7 @@ class GigSync:
             " INSERT INTO gigs AS t (_id, created, updated, name, description, state, poster_id, poster_ref,"
             "  budget, extra)"
             " SELECT s._id, s.created, s.updated, s.name, s.description, s.state, u.id, s.poster_ref,"
-            "  s.budget, s.extra"
+            "  s.budget, s.extra::jsonb"
             " FROM stage_gigs s LEFT JOIN users u ON u._id = s.poster_ref"
             " ON CONFLICT (_id) DO UPDATE SET created = excluded.created, updated = excluded.updated,"
             "  name = excluded.name, description = excluded.description, state = excluded.state,"

@@ -5,19 +5,23 @@ user_skills, then gigs). Memory is bounded by the batch size: documents are
 streamed from a MongoDB cursor, and the ids seen (for deletes) are kept in a
 PostgreSQL temp table, not in Python.
 """
-import itertools
+import contextlib
 import json
 import logging
 import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional
+from typing import Dict, Optional
+
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.config import COLLECTIONS, mask_url
 from gigsterpg.exc import SyncLockedError
-from gigsterpg.lib.pg.sync.bulk import BatchLoader, CollectionCounts
+from gigsterpg.lib.pg.sync.bulk import BatchLoader, CollectionCounts, prepare
 from gigsterpg.lib.pg.sync.gig import GigSync
+from gigsterpg.lib.pg.sync.reader import read_ahead
 from gigsterpg.lib.pg.sync.user import UserSync
 
 logger = logging.getLogger(__name__)
@@ -25,6 +29,8 @@ logger = logging.getLogger(__name__)
 MODELS = {"users": UserSync, "gigs": GigSync}
 # One key for "a sync is writing to this database"; session-level, so it dies with a crashed process.
 LOCK_KEY = 0x6769677374657270  # "gigsterp"
+# Documents arrive undecoded: most of an unchanged collection is never decoded at all.
+RAW = CodecOptions(document_class=RawBSONDocument)
 
 
 @dataclass
@@ -76,24 +82,16 @@ class Progress:
         """The collection's scan ended."""
 
 
-def batches(cursor, size: int) -> Iterable[list]:
-    """The cursor's documents in lists of at most ``size``."""
-    iterator = iter(cursor)
-    while True:
-        batch = list(itertools.islice(iterator, size))
-        if not batch:
-            return
-        yield batch
-
-
 def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, limit: Optional[int] = None,
-             progress: Optional[Progress] = None) -> RunReport:
+             progress: Optional[Progress] = None, skip_unchanged: bool = True) -> RunReport:
     """Sync ``collections`` of ``mongo_db`` into the database of ``engine`` (migrated already).
 
     Args:
         engine: SQLAlchemy engine of the target database.
         mongo_db: pymongo Database holding ``users`` and ``gigs``.
         limit: read at most this many documents per collection (no deletes then).
+        skip_unchanged: skip documents whose bytes match those their row was
+            made from; False re-maps and compares every document.
 
     Raises:
         SyncLockedError: another sync is writing to this database.
@@ -107,8 +105,9 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
         report = RunReport(run_id)
         try:
             for name in ordered:
-                report.collections[name] = _sync_collection(connection, mongo_db, MODELS[name], run_id, batch_size,
-                                                            limit, progress)
+                loader = BatchLoader(connection, MODELS[name], run_id, skip_unchanged)
+                report.collections[name] = _sync_collection(connection, mongo_db, loader, batch_size, limit,
+                                                            progress)
         except BaseException as err:
             connection.rollback()
             report.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -160,22 +159,25 @@ def end_run(connection, report: RunReport, error: Optional[str]) -> None:
     logger.info("sync run %d %s", report.run_id, report.status)
 
 
-def _sync_collection(connection, mongo_db, model, run_id: int, batch_size: int, limit: Optional[int],
+def _sync_collection(connection, mongo_db, loader: BatchLoader, batch_size: int, limit: Optional[int],
                      progress: Progress) -> CollectionReport:
-    """Stream one collection through a BatchLoader, then delete and account."""
+    """Stream one collection through a BatchLoader, reading ahead, then delete and account."""
     started = time.monotonic()
+    model = loader.model
     collection = mongo_db[model.collection]
     total = collection.estimated_document_count()
     progress.start(model.collection, min(total, limit) if limit else total)
-    loader = BatchLoader(connection, model, run_id)
     read = 0
+    cursor = collection.with_options(codec_options=RAW).find({}, sort=[("_id", 1)], batch_size=batch_size,
+                                                             limit=limit or 0)
     try:
-        cursor = collection.find({}, sort=[("_id", 1)], batch_size=batch_size, limit=limit or 0)
-        for batch in batches(cursor, batch_size):
-            loader.load(batch)
-            read += len(batch)
-            progress.advance(len(batch))
+        with contextlib.closing(read_ahead(cursor, batch_size, prepare)) as prepared_batches:
+            for batch in prepared_batches:
+                loader.load(batch)
+                read += len(batch)
+                progress.advance(len(batch))
     finally:
+        cursor.close()
         progress.close()
     complete = limit is None or read < limit
     loader.finish(complete)

@@ -85,7 +85,9 @@ class UserSync:
 
     collection = "users"
     table = "users"
-    columns = ("_id", "created", "updated", "name", "email", "extra")
+    # Staged columns and their types, in UserRow's order; extra is JSON text, cast on merge.
+    columns = (("_id", "text"), ("created", "timestamptz"), ("updated", "timestamptz"), ("name", "text"),
+               ("email", "text"), ("extra", "text"))
     to_row = staticmethod(user_row)
 
     @staticmethod
@@ -113,7 +115,7 @@ class UserSync:
 
     stage_ddl = (
         "CREATE TEMP TABLE IF NOT EXISTS stage_users (seq int, _id text, created timestamptz, updated timestamptz,"
-        " name text, email text, extra jsonb) ON COMMIT DELETE ROWS",
+        " name text, email text, extra text) ON COMMIT DELETE ROWS",
         "CREATE TEMP TABLE IF NOT EXISTS stage_user_skills (_id text, name text, key text) ON COMMIT DELETE ROWS",
         "CREATE TEMP TABLE IF NOT EXISTS stage_user_skill_ids (user_id bigint, skill_id int) ON COMMIT DELETE ROWS",
     )
@@ -122,8 +124,9 @@ class UserSync:
     @staticmethod
     def stage(copy, rows) -> None:
         """COPY the batch's rows and (user, skill) pairs into the staging tables."""
-        copy("stage_users", ("seq",) + UserSync.columns, ((seq,) + row[:6] for seq, row in enumerate(rows)))
-        copy("stage_user_skills", ("_id", "name", "key"),
+        copy("stage_users", (("seq", "int4"),) + UserSync.columns,
+             ((seq,) + row[:6] for seq, row in enumerate(rows)))
+        copy("stage_user_skills", (("_id", "text"), ("name", "text"), ("key", "text")),
              ((row.mongo_id, name, key) for row in rows for name, key in row.skills))
 
     @staticmethod
@@ -159,7 +162,7 @@ class UserSync:
         cursor.execute(
             "WITH merged AS ("
             " INSERT INTO users AS t (_id, created, updated, name, email, extra)"
-            " SELECT _id, created, updated, name, email, extra FROM stage_users"
+            " SELECT _id, created, updated, name, email, extra::jsonb FROM stage_users"
             " ON CONFLICT (_id) DO UPDATE SET created = excluded.created, updated = excluded.updated,"
             "  name = excluded.name, email = excluded.email, extra = excluded.extra"
             " WHERE (t.created, t.updated, t.name, t.email, t.extra)"

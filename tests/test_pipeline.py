@@ -1,0 +1,85 @@
+"""Reading ahead and fingerprints: pure, no server."""
+import threading
+
+import bson
+import pytest
+from bson import ObjectId
+from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
+
+from gigsterpg.lib.pg.sync import document, fingerprint
+from gigsterpg.lib.pg.sync.bulk import decode, prepare
+from gigsterpg.lib.pg.sync.reader import batches, read_ahead
+
+
+@pytest.mark.parametrize("raw_id", [ObjectId(), 0, -5, 2 ** 40, Int64(7), "legacy-1", "caf\u00e9", "",
+                                    "a\x00b", 1.5, True, {"a": 1}, [1], None])
+def test_fast_id_agrees_with_a_full_decode(raw_id):
+    doc = RawBSONDocument(bson.encode({"_id": raw_id, "name": "x"}))
+    assert fingerprint.doc_id(doc) == document.describe_id(raw_id)
+
+
+def test_fast_id_gives_up_when_id_is_not_first():
+    # bson.encode moves a top-level _id first; a sub-document keeps its order.
+    outer = bson.encode({"d": {"name": "x", "_id": 5}})
+    raw = outer[7:7 + int.from_bytes(outer[7:11], "little")]
+    assert fingerprint.fast_id(raw) is None
+    assert fingerprint.doc_id(RawBSONDocument(raw)) == "5"
+
+
+def test_digest_follows_the_bytes():
+    one, same, other = (bson.encode(d) for d in ({"_id": 1, "a": 1}, {"_id": 1, "a": 1}, {"_id": 1, "a": 2}))
+    assert fingerprint.digest(one) == fingerprint.digest(same) != fingerprint.digest(other)
+    assert len(fingerprint.digest(one)) == 16
+
+
+def test_prepare_and_decode_raw_and_plain_documents():
+    raw = RawBSONDocument(bson.encode({"_id": 3, "when": {"$date": 0}}))
+    plain = {"_id": 4}
+    first, second = prepare([raw, plain])
+    assert (first.doc_id, second.doc_id) == ("3", "4")
+    assert first.digest == fingerprint.digest(raw.raw) and second.digest == fingerprint.digest(bson.encode(plain))
+    assert decode(raw) == {"_id": 3, "when": {"$date": 0}} and decode(plain) is plain
+
+
+def test_batches_cut_a_stream():
+    assert list(batches(iter(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(batches(iter([]), 3)) == []
+
+
+def test_read_ahead_yields_every_batch_in_order_prepared_on_another_thread():
+    threads = set()
+
+    def tag(batch):
+        threads.add(threading.current_thread().name)
+        return sum(batch)
+
+    assert list(read_ahead(iter(range(10)), 3, tag)) == [3, 12, 21, 9]
+    assert threads == {"gigsterpg-reader"}
+
+
+def test_read_ahead_raises_the_readers_error_in_the_caller():
+    def cursor():
+        yield 1
+        raise ConnectionError("cursor lost")
+
+    with pytest.raises(ConnectionError, match="cursor lost"):
+        list(read_ahead(cursor(), 1, list))
+
+
+def test_read_ahead_stops_the_reader_when_the_caller_stops():
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    stream = read_ahead(endless(), 10, list, depth=1)
+    assert next(stream) == list(range(10))
+    stream.close()  # joins the reader: it must not run on
+    count = len(produced)
+    assert count < 50
+    assert len(produced) == count

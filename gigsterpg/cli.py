@@ -25,6 +25,8 @@ COMMANDS = ("sync", "demo", "generate", "status")
 class BarProgress(Progress):
     """A tqdm bar per collection: documents done of total, and the rate."""
 
+    needs_total = True
+
     def __init__(self, stream):
         self.stream = stream
         self.bar = None

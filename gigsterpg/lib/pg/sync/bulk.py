@@ -227,9 +227,10 @@ class BatchLoader:
                 (collection, self.run_id))
             cursor.execute(f"DELETE FROM {self.model.table} WHERE _id = ANY(%s)", ([r.doc_id for r in rejects],))
         if stored_ids:
-            cursor.execute("UPDATE sync_rejects SET resolved_at = now(), changed_at = now()"
-                           " WHERE collection = %s AND resolved_at IS NULL AND doc_id = ANY(%s)",
-                           (collection, stored_ids))
+            cursor.execute("UPDATE sync_rejects r SET resolved_at = now(), changed_at = now()"
+                           " FROM unnest(%s::text[]) AS k(_id)"
+                           " WHERE r.collection = %s AND r.resolved_at IS NULL AND r.doc_id = k._id",
+                           (stored_ids, collection))
 
     def _record_hashes(self, cursor, stored_ids: List[str], rejected_ids: List[str]) -> None:
         """Remember the bytes of what is stored; forget what is not, so it is looked at again."""
@@ -237,7 +238,8 @@ class BatchLoader:
         if stored_ids:
             cursor.execute(
                 "INSERT INTO sync_hashes AS h (collection, _id, hash)"
-                " SELECT DISTINCT ON (_id) %s, _id, hash FROM stage_hashes WHERE _id = ANY(%s) ORDER BY _id, seq"
+                " SELECT DISTINCT ON (s._id) %s, s._id, s.hash FROM stage_hashes s"
+                " JOIN unnest(%s::text[]) AS k(_id) ON k._id = s._id ORDER BY s._id, s.seq"
                 " ON CONFLICT (collection, _id) DO UPDATE SET hash = excluded.hash WHERE h.hash <> excluded.hash",
                 (collection, stored_ids))
         if rejected_ids:

@@ -8,7 +8,7 @@ import math
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable, Mapping, Optional
+from typing import AbstractSet, Any, Mapping, Optional
 
 from bson import ObjectId, json_util
 from bson.decimal128 import Decimal128
@@ -79,6 +79,8 @@ def timestamp(doc: Mapping, field: str) -> Optional[datetime]:
     if value is None:
         return None
     if isinstance(value, datetime):
+        if value.tzinfo is timezone.utc:  # what the sync's decoder gives: nothing to do
+            return value
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
     if isinstance(value, int) and not isinstance(value, bool):
         try:
@@ -116,11 +118,11 @@ def number(doc: Mapping, field: str) -> Optional[Decimal]:
     return result
 
 
-def extra_json(doc: Mapping, known: Iterable[str]) -> str:
+def extra_json(doc: Mapping, known: AbstractSet[str]) -> str:
     """Every field not in ``known``, as relaxed extended JSON for a JSONB column."""
-    extra = {key: value for key, value in doc.items() if key not in known}
-    if not extra:
+    if known.issuperset(doc):
         return "{}"
+    extra = {key: value for key, value in doc.items() if key not in known}
     text = json_util.dumps(extra, json_options=JSON_OPTIONS)
     if _ESCAPED_NUL in text:
         for key, value in extra.items():

@@ -35,7 +35,11 @@ RAW = CodecOptions(document_class=RawBSONDocument)
 
 @dataclass
 class CollectionReport:
-    """The outcome of one collection in one run."""
+    """The outcome of one collection in one run.
+
+    ``documents`` is the number of documents the scan read: after a complete
+    scan, every one of them must be a row or an open reject.
+    """
 
     name: str
     counts: CollectionCounts
@@ -71,6 +75,9 @@ class RunReport:
 
 class Progress:
     """Receives progress; the CLI passes one that draws a bar."""
+
+    # Counting a collection costs a scan on some servers: only a bar that shows a total asks for it.
+    needs_total = False
 
     def start(self, collection: str, total: int) -> None:
         """A collection's scan begins."""
@@ -165,7 +172,7 @@ def _sync_collection(connection, mongo_db, loader: BatchLoader, batch_size: int,
     started = time.monotonic()
     model = loader.model
     collection = mongo_db[model.collection]
-    total = collection.estimated_document_count()
+    total = collection.estimated_document_count() if progress.needs_total else 0
     progress.start(model.collection, min(total, limit) if limit else total)
     read = 0
     cursor = collection.with_options(codec_options=RAW).find({}, sort=[("_id", 1)], batch_size=batch_size,
@@ -189,6 +196,7 @@ def _sync_collection(connection, mongo_db, loader: BatchLoader, batch_size: int,
                        (model.collection,))
         report.open_rejects = cursor.fetchone()[0]
     connection.commit()
-    report.documents = collection.count_documents({})
+    # The complete scan itself counted the collection; a second count would read it all again.
+    report.documents = loader.counts.seen
     logger.info("%s: %s", model.collection, report.as_dict())
     return report

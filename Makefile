@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 COVERAGE_MIN ?= 90
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(VENV)/.installed-dev
 
 test: lint
 	$(BIN)/python -m pytest --cov=gigsterpg --cov-report=term-missing --cov-fail-under=$(COVERAGE_MIN)
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench --scale 1 --repeat 3
 
 clean:
 	rm -rf $(VENV) .gigsterpg-demo .coverage .coverage.* .pytest_cache *.egg-info

@@ -5,7 +5,6 @@ and returns a clean value or raises ``RejectedDocument`` with a reason a
 person understands.
 """
 import math
-import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import AbstractSet, Any, Mapping, Optional
@@ -152,9 +151,6 @@ def _contains_nul(value: Any) -> bool:
     return False
 
 
-_SPACES = re.compile(r"\s+")
-
-
 def collapse_spaces(value: str) -> str:
     """Trim and fold runs of white space into one space."""
-    return _SPACES.sub(" ", value).strip()
+    return " ".join(value.split())

@@ -53,7 +53,7 @@ def clean_email(value) -> Optional[str]:
         return None
     if not isinstance(value, str):
         raise RejectedDocument("invalid email", "email", value)
-    email = re.sub(r"\s+", "", value)
+    email = "".join(value.split())
     if email[:7].lower() == "mailto:":
         email = email[7:]
     email = email.lower()

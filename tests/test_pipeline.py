@@ -55,7 +55,7 @@ def test_read_ahead_yields_every_batch_in_order_prepared_on_another_thread():
         return sum(batch)
 
     assert list(read_ahead(iter(range(10)), 3, tag)) == [3, 12, 21, 9]
-    assert threads == {"gigsterpg-reader"}
+    assert threads == {"gigsterpg-prepare"}
 
 
 def test_read_ahead_raises_the_readers_error_in_the_caller():

@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timezone
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import bson
 import psycopg
@@ -36,20 +36,37 @@ REJECT_COLUMNS = (("doc_id", "text"), ("reason", "text"), ("detail", "text"), ("
 
 @dataclass
 class Prepared:
-    """A document as read, with what is known without decoding it."""
+    """A document as read, with what is known without decoding it, and its mapping if already done."""
 
     raw: object
     doc_id: str
     digest: bytes
+    mapped: Optional[tuple] = None  # (decoded document, row or RejectedDocument)
 
 
-def prepare(docs: Sequence) -> List[Prepared]:
-    """Id and hash of each raw document (cheap: no decoding); runs on the reader thread."""
+def prepare(docs: Sequence, model=None) -> List[Prepared]:
+    """Id and hash of each raw document; with ``model``, also its decoded form and mapping.
+
+    Runs on the reader thread, so what it does overlaps with PostgreSQL's work
+    on the previous batch.
+    """
     prepared = []
     for doc in docs:
         raw = doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc)
-        prepared.append(Prepared(doc, fingerprint.doc_id(doc), fingerprint.digest(raw)))
+        item = Prepared(doc, fingerprint.doc_id(doc), fingerprint.digest(raw))
+        if model is not None:
+            item.mapped = map_document(model, item.raw)
+        prepared.append(item)
     return prepared
+
+
+def map_document(model, raw) -> tuple:
+    """(decoded document, its row), or the RejectedDocument in place of the row."""
+    doc = decode(raw)
+    try:
+        return doc, model.to_row(doc)
+    except RejectedDocument as err:
+        return doc, err
 
 
 def decode(doc) -> dict:
@@ -107,6 +124,11 @@ class BatchLoader:
         self.counts = CollectionCounts()
         self.seen_table = f"seen_{model.collection}"
         with connection.cursor() as cursor:
+            # Map documents ahead, on the reader thread, while most of them turn out changed
+            # (a first sync); stop once most are skipped, so an unchanged run decodes nothing.
+            cursor.execute("SELECT NOT EXISTS (SELECT 1 FROM sync_hashes WHERE collection = %s)",
+                           (model.collection,))
+            self.map_ahead = cursor.fetchone()[0] or not skip_unchanged
             for statement in model.stage_ddl:
                 cursor.execute(statement)
             cursor.execute("CREATE TEMP TABLE IF NOT EXISTS stage_hashes (seq int, _id text, hash bytea)"
@@ -118,6 +140,10 @@ class BatchLoader:
             cursor.execute(f"CREATE TEMP TABLE {self.seen_table} (_id text)")
         connection.commit()
 
+    def prepare(self, docs: Sequence) -> List[Prepared]:
+        """``prepare`` for this collection: with the mapping while mapping ahead pays."""
+        return prepare(docs, self.model if self.map_ahead else None)
+
     def load(self, batch: Sequence[Prepared]) -> None:
         """Store one prepared batch, or record why not, in one transaction."""
         try:
@@ -126,6 +152,8 @@ class BatchLoader:
                           ((seq, item.doc_id, item.digest) for seq, item in enumerate(batch)))
                 cursor.execute(f"INSERT INTO {self.seen_table} (_id) SELECT _id FROM stage_hashes")
                 todo = self._changed(cursor, batch)
+                if self.skip_unchanged:
+                    self.map_ahead = len(todo) * 2 > len(batch)
                 rows, originals, rejects = self._rows(todo)
                 stored = [row.mongo_id for row in self._merge(cursor, rows, originals, rejects)]
                 self._record_rejects(cursor, rejects, stored)
@@ -151,10 +179,11 @@ class BatchLoader:
         rows, originals, rejects = [], [], []
         batch_ids = set()
         for item in todo:
-            doc = decode(item.raw)
+            doc, row = item.mapped or map_document(self.model, item.raw)
             doc_id = item.doc_id
             try:
-                row = self.model.to_row(doc)
+                if isinstance(row, RejectedDocument):
+                    raise row
                 if row.mongo_id in batch_ids:
                     # Two ids of different types with one text form (1 and "1"): keep the first.
                     doc_id = f"{doc_id} ({type(doc['_id']).__name__}, duplicate)"

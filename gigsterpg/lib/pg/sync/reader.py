@@ -1,8 +1,14 @@
-"""Reading ahead: the next batch is fetched from MongoDB while the current one is written to PostgreSQL.
+"""Reading ahead: MongoDB, our own CPU work and PostgreSQL all busy at once.
 
-One thread reads (it mostly waits on the MongoDB socket, which releases the
-GIL), the caller writes (it mostly waits on PostgreSQL). A bounded queue keeps
-at most ``depth`` batches in memory.
+Two threads feed the caller through bounded queues:
+
+- the fetcher only pulls raw batches off the cursor, so the MongoDB server
+  always has the next request in hand (it mostly waits on the socket, which
+  releases the GIL);
+- the preparer hashes (and, on a first sync, decodes and maps) each batch,
+  while the caller waits on PostgreSQL for the previous one.
+
+At most ``depth`` batches wait in each queue, so memory stays bounded.
 """
 import itertools
 import queue
@@ -23,43 +29,63 @@ def batches(cursor, size: int) -> Iterator[list]:
         yield batch
 
 
-def read_ahead(cursor: Iterable, size: int, prepare: Callable[[list], object], depth: int = 2) -> Iterator:
-    """``prepare(batch)`` for each batch of ``cursor``, computed on a reader thread ahead of the caller.
+class _Stage(threading.Thread):
+    """Applies ``work`` to each item of ``source`` and hands the results on, in order."""
 
-    An error on the reader thread is raised in the caller; closing the
-    generator (or an error in the caller) stops the reader.
-    """
-    handoff: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    def __init__(self, name: str, source: Iterable, work: Callable, depth: int, stop: threading.Event):
+        super().__init__(name=name, daemon=True)
+        self.source, self.work, self.stop = source, work, stop
+        self.out: queue.Queue = queue.Queue(maxsize=depth)
 
-    def put(item) -> bool:
-        while not stop.is_set():
+    def put(self, item) -> bool:
+        while not self.stop.is_set():
             try:
-                handoff.put(item, timeout=_POLL_S)
+                self.out.put(item, timeout=_POLL_S)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def work() -> None:
+    def run(self) -> None:
         try:
-            for batch in batches(cursor, size):
-                if not put(prepare(batch)):
+            for item in self.source:
+                if not self.put(self.work(item)):
                     return
-            put(_DONE)
-        except BaseException as err:  # handed to the caller, who raises it
-            put(err)
+            self.put(_DONE)
+        except BaseException as err:  # handed on, and raised by the caller
+            self.put(err)
 
-    reader = threading.Thread(target=work, name="gigsterpg-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = handoff.get()
-            if item is _DONE:
+
+def _drain(stage: _Stage, stop: threading.Event) -> Iterator:
+    """The results of ``stage``; its error is raised here."""
+    while True:
+        try:
+            item = stage.out.get(timeout=_POLL_S)
+        except queue.Empty:
+            if stop.is_set():
                 return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+            continue
+        if item is _DONE:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def read_ahead(cursor: Iterable, size: int, prepare: Callable[[list], object], depth: int = 2) -> Iterator:
+    """``prepare(batch)`` for each batch of ``cursor``, fetched and prepared ahead of the caller.
+
+    An error on either thread is raised in the caller; closing the generator
+    (or an error in the caller) stops both threads.
+    """
+    stop = threading.Event()
+    fetcher = _Stage("gigsterpg-fetch", batches(cursor, size), lambda batch: batch, depth, stop)
+    preparer = _Stage("gigsterpg-prepare", _drain(fetcher, stop), prepare, depth, stop)
+    fetcher.start()
+    preparer.start()
+    try:
+        yield from _drain(preparer, stop)
     finally:
         stop.set()
-        reader.join()
+        preparer.join()
+        fetcher.join()

@@ -19,7 +19,7 @@ from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.config import COLLECTIONS, mask_url
 from gigsterpg.exc import SyncLockedError
-from gigsterpg.lib.pg.sync.bulk import BatchLoader, CollectionCounts, prepare
+from gigsterpg.lib.pg.sync.bulk import BatchLoader, CollectionCounts
 from gigsterpg.lib.pg.sync.gig import GigSync
 from gigsterpg.lib.pg.sync.reader import read_ahead
 from gigsterpg.lib.pg.sync.user import UserSync
@@ -178,7 +178,7 @@ def _sync_collection(connection, mongo_db, loader: BatchLoader, batch_size: int,
     cursor = collection.with_options(codec_options=RAW).find({}, sort=[("_id", 1)], batch_size=batch_size,
                                                              limit=limit or 0)
     try:
-        with contextlib.closing(read_ahead(cursor, batch_size, prepare)) as prepared_batches:
+        with contextlib.closing(read_ahead(cursor, batch_size, loader.prepare)) as prepared_batches:
             for batch in prepared_batches:
                 loader.load(batch)
                 read += len(batch)

@@ -35,13 +35,33 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
+SERVER_PIDS = {}
+
+
+def server_cpu() -> dict:
+    """CPU seconds used so far by each embedded server (PostgreSQL: the postmaster and its backends)."""
+    import psutil
+    totals = {}
+    for name, pid in SERVER_PIDS.items():
+        try:
+            root = psutil.Process(pid)
+            totals[name] = sum(sum(p.cpu_times()[:4]) for p in [root] + root.children(recursive=True))
+        except psutil.Error:
+            totals[name] = 0.0
+    return totals
+
+
 def child(op: str, pg_url: str, mongo_url: str, batch_size: int) -> dict:
-    """Run one operation in a fresh interpreter; its JSON result."""
+    """Run one operation in a fresh interpreter; its JSON result, with the servers' CPU seconds."""
+    before = server_cpu()
     result = subprocess.run([sys.executable, "-m", "bench.child", op, pg_url, mongo_url, str(batch_size)],
                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if result.returncode != 0:
         raise SystemExit(f"FAILED: benchmark step {op!r} failed, {result.stderr.strip().splitlines()[-1:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    after = server_cpu()
+    measured.update({f"{name}_cpu_s": after[name] - before[name] for name in after})
+    return measured
 
 
 class Databases:
@@ -126,6 +146,7 @@ def main(argv=None) -> int:
         postgres = EmbeddedPostgres(folder / "postgres")
         mongo = EmbeddedMongo(folder / "mongo")
         servers = [mongo, postgres]
+        SERVER_PIDS.update({"mongo": mongo.process.pid, "pg": postgres.server.get_pid()})
         pg_server, mongo_server = postgres.url("postgres"), mongo.url("")
     databases = Databases(pg_server)
     try:
@@ -199,8 +220,9 @@ def render(results: dict, args) -> str:
     lines = [f"gigsterpg benchmark: {results['docs']:,} documents (scale {args.scale:g}), batch {args.batch_size},"
              f" {args.repeat} repetitions, {os.cpu_count()} cores",
              "",
-             "| measurement | docs/s median | docs/s min | ratio (median) | target | peak RSS MB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| measurement | docs/s median | docs/s min | ratio (median) | target | peak RSS MB"
+             " | CPU µs/doc: gigsterpg / MongoDB / PostgreSQL |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for label in runs:
         median, low = summarize(rates(label))
         base = copy_median if label == "transform + load" else read_median
@@ -208,7 +230,9 @@ def render(results: dict, args) -> str:
         target = TARGETS.get(label)
         verdict = "" if target is None else f"{target} {'met' if median / base >= target else 'NOT met'}"
         rss = max(r["maxrss_mb"] for r in runs[label])
-        lines.append(f"| {label} | {median:,.0f} | {low:,.0f} | {ratio} | {verdict} | {rss:.0f} |")
+        cpu = " / ".join(f"{statistics.median(r.get(key, 0) / r['docs'] * 1e6 for r in runs[label]):.0f}"
+                         for key in ("cpu_s", "mongo_cpu_s", "pg_cpu_s"))
+        lines.append(f"| {label} | {median:,.0f} | {low:,.0f} | {ratio} | {verdict} | {rss:.0f} | {cpu} |")
     unchanged = runs["unchanged re-sync"]
     changed = runs["re-sync after changes"]
     lines += ["",

@@ -9,7 +9,7 @@ from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.lib.pg.sync import document, fingerprint
 from gigsterpg.lib.pg.sync.bulk import decode, prepare
-from gigsterpg.lib.pg.sync.reader import batches, read_ahead
+from gigsterpg.lib.pg.sync.reader import ReadAhead, batches
 
 
 @pytest.mark.parametrize("raw_id", [ObjectId(), 0, -5, 2 ** 40, Int64(7), "legacy-1", "caf\u00e9", "",
@@ -54,7 +54,8 @@ def test_read_ahead_yields_every_batch_in_order_prepared_on_another_thread():
         threads.add(threading.current_thread().name)
         return sum(batch)
 
-    assert list(read_ahead(iter(range(10)), 3, tag)) == [3, 12, 21, 9]
+    with ReadAhead(iter(range(10)), 3, tag) as stream:
+        assert list(stream) == [3, 12, 21, 9]
     assert threads == {"gigsterpg-prepare"}
 
 
@@ -63,8 +64,8 @@ def test_read_ahead_raises_the_readers_error_in_the_caller():
         yield 1
         raise ConnectionError("cursor lost")
 
-    with pytest.raises(ConnectionError, match="cursor lost"):
-        list(read_ahead(cursor(), 1, list))
+    with pytest.raises(ConnectionError, match="cursor lost"), ReadAhead(cursor(), 1, list) as stream:
+        list(stream)
 
 
 def test_read_ahead_stops_the_reader_when_the_caller_stops():
@@ -77,9 +78,9 @@ def test_read_ahead_stops_the_reader_when_the_caller_stops():
             yield n
             n += 1
 
-    stream = read_ahead(endless(), 10, list, depth=1)
-    assert next(stream) == list(range(10))
-    stream.close()  # joins the reader: it must not run on
+    stream = ReadAhead(endless(), 10, list, depth=1)
+    assert next(iter(stream)) == list(range(10))
+    stream.close()  # joins both threads: they must not run on
     count = len(produced)
     assert count < 50
     assert len(produced) == count

@@ -72,20 +72,32 @@ def _drain(stage: _Stage, stop: threading.Event) -> Iterator:
         yield item
 
 
-def read_ahead(cursor: Iterable, size: int, prepare: Callable[[list], object], depth: int = 2) -> Iterator:
+class ReadAhead:
     """``prepare(batch)`` for each batch of ``cursor``, fetched and prepared ahead of the caller.
 
-    An error on either thread is raised in the caller; closing the generator
-    (or an error in the caller) stops both threads.
+    The threads start at once, so a collection can be read while the one before
+    it is still being written. Iterate to get the prepared batches; an error on
+    either thread is raised there. ``close()`` (or leaving a ``with`` block)
+    stops both threads.
     """
-    stop = threading.Event()
-    fetcher = _Stage("gigsterpg-fetch", batches(cursor, size), lambda batch: batch, depth, stop)
-    preparer = _Stage("gigsterpg-prepare", _drain(fetcher, stop), prepare, depth, stop)
-    fetcher.start()
-    preparer.start()
-    try:
-        yield from _drain(preparer, stop)
-    finally:
-        stop.set()
-        preparer.join()
-        fetcher.join()
+
+    def __init__(self, cursor: Iterable, size: int, prepare: Callable[[list], object], depth: int = 2):
+        self._stop = threading.Event()
+        self._fetcher = _Stage("gigsterpg-fetch", batches(cursor, size), lambda batch: batch, depth, self._stop)
+        self._preparer = _Stage("gigsterpg-prepare", _drain(self._fetcher, self._stop), prepare, depth, self._stop)
+        self._fetcher.start()
+        self._preparer.start()
+
+    def __iter__(self) -> Iterator:
+        return _drain(self._preparer, self._stop)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._preparer.join()
+        self._fetcher.join()
+
+    def __enter__(self) -> "ReadAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

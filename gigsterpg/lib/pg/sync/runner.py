@@ -21,7 +21,7 @@ from gigsterpg.config import COLLECTIONS, mask_url
 from gigsterpg.exc import SyncLockedError
 from gigsterpg.lib.pg.sync.bulk import BatchLoader, CollectionCounts
 from gigsterpg.lib.pg.sync.gig import GigSync
-from gigsterpg.lib.pg.sync.reader import read_ahead
+from gigsterpg.lib.pg.sync.reader import ReadAhead
 from gigsterpg.lib.pg.sync.user import UserSync
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,18 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
         run_id = begin_run(connection, ordered)
         report = RunReport(run_id)
         try:
-            for name in ordered:
-                loader = BatchLoader(connection, MODELS[name], run_id, skip_unchanged)
-                report.collections[name] = _sync_collection(connection, mongo_db, loader, batch_size, limit,
-                                                            progress)
+            with contextlib.ExitStack() as readers:
+                # Every collection starts reading now: gigs are fetched while users are written.
+                pipelines = []
+                for name in ordered:
+                    loader = BatchLoader(connection, MODELS[name], run_id, skip_unchanged)
+                    cursor = mongo_db[name].with_options(codec_options=RAW).find(
+                        {}, sort=[("_id", 1)], hint=[("_id", 1)], batch_size=batch_size, limit=limit or 0)
+                    readers.callback(cursor.close)
+                    pipelines.append((loader, readers.enter_context(ReadAhead(cursor, batch_size, loader.prepare))))
+                for loader, pipeline in pipelines:
+                    report.collections[loader.model.collection] = _sync_collection(
+                        connection, mongo_db, loader, pipeline, limit, progress)
         except BaseException as err:
             connection.rollback()
             report.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -166,25 +174,20 @@ def end_run(connection, report: RunReport, error: Optional[str]) -> None:
     logger.info("sync run %d %s", report.run_id, report.status)
 
 
-def _sync_collection(connection, mongo_db, loader: BatchLoader, batch_size: int, limit: Optional[int],
+def _sync_collection(connection, mongo_db, loader: BatchLoader, pipeline: ReadAhead, limit: Optional[int],
                      progress: Progress) -> CollectionReport:
-    """Stream one collection through a BatchLoader, reading ahead, then delete and account."""
+    """Load one collection's prepared batches, then delete and account."""
     started = time.monotonic()
     model = loader.model
-    collection = mongo_db[model.collection]
-    total = collection.estimated_document_count() if progress.needs_total else 0
+    total = mongo_db[model.collection].estimated_document_count() if progress.needs_total else 0
     progress.start(model.collection, min(total, limit) if limit else total)
     read = 0
-    cursor = collection.with_options(codec_options=RAW).find({}, sort=[("_id", 1)], batch_size=batch_size,
-                                                             limit=limit or 0)
     try:
-        with contextlib.closing(read_ahead(cursor, batch_size, loader.prepare)) as prepared_batches:
-            for batch in prepared_batches:
-                loader.load(batch)
-                read += len(batch)
-                progress.advance(len(batch))
+        for batch in pipeline:
+            loader.load(batch)
+            read += len(batch)
+            progress.advance(len(batch))
     finally:
-        cursor.close()
         progress.close()
     complete = limit is None or read < limit
     loader.finish(complete)

@@ -53,7 +53,7 @@ def _in_memory_batches(database, batch_size):
     """Each collection's batches, read before the clock starts."""
     for model in (UserSync, GigSync):
         collection = database[model.collection].with_options(codec_options=RAW)
-        cursor = collection.find({}, sort=[("_id", 1)], batch_size=batch_size)
+        cursor = collection.find({}, batch_size=batch_size)
         yield model, list(batches(cursor, batch_size))
 
 
@@ -140,7 +140,7 @@ def orm(pg_url, mongo_url, batch_size):
     session = pg.session()
     started, docs = time.perf_counter(), 0
     for model, mapped in ((UserSync, User), (GigSync, Gig)):
-        for doc in database[model.collection].find({}, sort=[("_id", 1)]).limit(ORM_SAMPLE // 2):
+        for doc in database[model.collection].find({}).limit(ORM_SAMPLE // 2):
             try:
                 row = model.to_row(doc)
             except Exception:

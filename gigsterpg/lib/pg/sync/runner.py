@@ -117,7 +117,7 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
                 for name in ordered:
                     loader = BatchLoader(connection, MODELS[name], run_id, skip_unchanged)
                     cursor = mongo_db[name].with_options(codec_options=RAW).find(
-                        {}, sort=[("_id", 1)], hint=[("_id", 1)], batch_size=batch_size, limit=limit or 0)
+                        {}, batch_size=batch_size, limit=limit or 0)
                     readers.callback(cursor.close)
                     pipelines.append((loader, readers.enter_context(ReadAhead(cursor, batch_size, loader.prepare))))
                 for loader, pipeline in pipelines:

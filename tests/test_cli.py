@@ -10,7 +10,6 @@ import pytest
 
 from gigsterpg import cli
 from gigsterpg.generate import write_dataset
-from gigsterpg.lib.pg.sync.runner import LOCK_KEY
 
 SECRET = "topsecret-pw"
 
@@ -134,17 +133,11 @@ def test_wrong_password(tmp_path, pg_server_url, mongo_url):
         admin.close()
 
 
-def test_a_second_sync_refuses_in_one_line(tmp_path, pg_url, mongo_url, mongo_db):
+def test_a_second_sync_refuses_in_one_line(tmp_path, pg_url, mongo_url, mongo_db, sync_lock):
     mongo_db.users.insert_one({"_id": 1, "name": "u"})
     mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done"})
-    holder = psycopg.connect(pg_url, autocommit=True)
-    try:
-        with holder.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-        result = run_cli("--pg-url", pg_url, "--mongo-url", mongo_url, cwd=tmp_path)
-        assert_one_line_failure(result, "another sync is running", "wait for it to finish")
-    finally:
-        holder.close()
+    result = run_cli("--pg-url", pg_url, "--mongo-url", mongo_url, cwd=tmp_path)
+    assert_one_line_failure(result, "another sync is running", "wait for it to finish")
 
 
 def test_generate_and_status_in_process(capsys, tmp_path, monkeypatch, pg_url, mongo_url, mongo_db):

@@ -7,8 +7,10 @@ from bson import ObjectId
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 
+from gigsterpg.exc import RejectedDocument
 from gigsterpg.lib.pg.sync import document, fingerprint
 from gigsterpg.lib.pg.sync.bulk import decode, prepare
+from gigsterpg.lib.pg.sync.gig import GigSync
 from gigsterpg.lib.pg.sync.reader import ReadAhead, batches
 
 
@@ -40,6 +42,10 @@ def test_prepare_and_decode_raw_and_plain_documents():
     assert (first.doc_id, second.doc_id) == ("3", "4")
     assert first.digest == fingerprint.digest(raw.raw) and second.digest == fingerprint.digest(bson.encode(plain))
     assert decode(raw) == {"_id": 3, "when": {"$date": 0}} and decode(plain) is plain
+    mapped, = prepare([raw], model=GigSync)
+    assert isinstance(mapped.mapped, RejectedDocument) and mapped.mapped.reason == "unknown state"
+    good, = prepare([{"_id": 5, "name": "g", "state": "done"}], model=GigSync)
+    assert good.mapped.mongo_id == "5"
 
 
 def test_batches_cut_a_stream():

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from gigsterpg import commands
 from gigsterpg.exc import SourceError, SyncLockedError
 from gigsterpg.generate import write_dataset
-from gigsterpg.lib.pg.sync.runner import LOCK_KEY, run_sync
+from gigsterpg.lib.pg.sync.runner import run_sync
 from gigsterpg.lib.pg.sync.user import clean_skills
 
 
@@ -175,19 +175,13 @@ def test_a_batch_postgresql_refuses_is_split_not_dropped(settings, pg, mongo_db)
     assert "small_budget" in rows(pg, "SELECT detail FROM sync_rejects WHERE doc_id = '77'")[0][0]
 
 
-def test_a_second_sync_refuses_while_one_runs(settings, pg, mongo_db, pg_url):
+def test_a_second_sync_refuses_while_one_runs(settings, pg, mongo_db, sync_lock):
     mongo_db.users.insert_one({"_id": 1, "name": "u"})
     mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done"})
-    holder = psycopg.connect(pg_url, autocommit=True)
-    try:
-        with holder.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-            cursor.execute("INSERT INTO sync_runs (collections, pid, hostname)"
-                           " VALUES ('users,gigs', 4242, 'elsewhere')")
-        with pytest.raises(SyncLockedError, match="another sync is running .*pid 4242 on elsewhere"):
-            commands.sync(settings)
-    finally:
-        holder.close()
+    sync_lock.execute("INSERT INTO sync_runs (collections, pid, hostname) VALUES ('users,gigs', 4242, 'elsewhere')")
+    with pytest.raises(SyncLockedError, match="another sync is running .*pid 4242 on elsewhere"):
+        commands.sync(settings)
+    sync_lock.close()
     # The holder died without finishing: the next run marks its run interrupted and goes on.
     report = commands.sync(settings)
     assert report.status == "succeeded"

@@ -41,11 +41,12 @@ class Prepared:
     raw: object
     doc_id: str
     digest: bytes
-    mapped: Optional[tuple] = None  # (decoded document, row or RejectedDocument)
+    # Its row, or the RejectedDocument; the decoded document is not kept (memory): a reject decodes again.
+    mapped: Optional[object] = None
 
 
 def prepare(docs: Sequence, model=None) -> List[Prepared]:
-    """Id and hash of each raw document; with ``model``, also its decoded form and mapping.
+    """Id and hash of each raw document; with ``model``, also its mapping.
 
     Runs on the reader thread, so what it does overlaps with PostgreSQL's work
     on the previous batch.
@@ -60,13 +61,12 @@ def prepare(docs: Sequence, model=None) -> List[Prepared]:
     return prepared
 
 
-def map_document(model, raw) -> tuple:
-    """(decoded document, its row), or the RejectedDocument in place of the row."""
-    doc = decode(raw)
+def map_document(model, raw):
+    """The document's row, or the RejectedDocument that says why there is none."""
     try:
-        return doc, model.to_row(doc)
+        return model.to_row(decode(raw))
     except RejectedDocument as err:
-        return doc, err
+        return err
 
 
 def decode(doc) -> dict:
@@ -175,26 +175,26 @@ class BatchLoader:
         return [batch[seq] for (seq,) in cursor.fetchall()]
 
     def _rows(self, todo: Sequence[Prepared]):
-        """Decode and map each document: rows to merge, their documents, and rejects."""
+        """Map each document (unless mapped ahead): rows to merge, their raw documents, and rejects."""
         rows, originals, rejects = [], [], []
         batch_ids = set()
         for item in todo:
-            doc, row = item.mapped or map_document(self.model, item.raw)
+            row = item.mapped if item.mapped is not None else map_document(self.model, item.raw)
             doc_id = item.doc_id
             try:
                 if isinstance(row, RejectedDocument):
                     raise row
                 if row.mongo_id in batch_ids:
                     # Two ids of different types with one text form (1 and "1"): keep the first.
-                    doc_id = f"{doc_id} ({type(doc['_id']).__name__}, duplicate)"
+                    doc_id = f"{doc_id} ({type(decode(item.raw)['_id']).__name__}, duplicate)"
                     raise RejectedDocument("duplicate _id", detail=f"duplicate _id: {row.mongo_id!r} is already"
                                            " used by another document of this batch")
             except RejectedDocument as err:
-                rejects.append(Reject(doc_id, err.reason, err.detail, document.document_json(doc)))
+                rejects.append(Reject(doc_id, err.reason, err.detail, document.document_json(decode(item.raw))))
             else:
                 batch_ids.add(row.mongo_id)
                 rows.append(row)
-                originals.append(doc)
+                originals.append(item.raw)
         return rows, originals, rejects
 
     def _merge(self, cursor, rows: List, originals: List, rejects: List[Reject]) -> List:
@@ -215,7 +215,7 @@ class BatchLoader:
             if len(rows) == 1:
                 message = str(err).strip().splitlines()[0]
                 rejects.append(Reject(rows[0].mongo_id, "refused by PostgreSQL", f"refused by PostgreSQL: {message}",
-                                      document.document_json(originals[0])))
+                                      document.document_json(decode(originals[0]))))
                 return []
             half = len(rows) // 2
             logger.info("%s: PostgreSQL refused a batch of %d, splitting it", self.model.collection, len(rows))
@@ -229,7 +229,7 @@ class BatchLoader:
         for row, original in zip(rows, originals):
             if row.mongo_id in found:
                 reason, detail = found[row.mongo_id]
-                rejects.append(Reject(row.mongo_id, reason, detail, document.document_json(original)))
+                rejects.append(Reject(row.mongo_id, reason, detail, document.document_json(decode(original))))
             else:
                 stored.append(row)
         return stored

@@ -4,6 +4,7 @@ Nothing here touches a database: every function takes BSON-decoded values
 and returns a clean value or raises ``RejectedDocument`` with a reason a
 person understands.
 """
+import json
 import math
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -128,6 +129,13 @@ def extra_json(doc: Mapping, known: AbstractSet[str]) -> str:
             if _contains_nul(value):
                 raise RejectedDocument("NUL character", key, value)
     return text
+
+
+def fill(instance, row: tuple, skip=()) -> None:
+    """Copy a row's fields onto the mapped instance of the same names; ``extra`` is parsed from its JSON."""
+    for name, value in zip(row._fields, row):
+        if name not in skip:
+            setattr(instance, name, json.loads(value) if name == "extra" else value)
 
 
 def document_json(doc: Mapping) -> str:

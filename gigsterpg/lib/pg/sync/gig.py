@@ -3,7 +3,6 @@
 ``gig_row`` is the one document -> row mapping; ``GigSync.mongo_to_pg`` (one
 ORM instance) and the bulk path both use it.
 """
-import json
 from typing import Mapping, NamedTuple, Optional
 
 from sqlalchemy import select
@@ -67,15 +66,7 @@ class GigSync:
     def mongo_to_pg(session: Session, mongo_entry: Mapping, instance: Gig) -> Gig:
         """Fill ``instance`` from one document and link it to its poster, if present."""
         row = gig_row(mongo_entry)
-        instance.mongo_id = row.mongo_id
-        instance.created = row.created
-        instance.updated = row.updated
-        instance.name = row.name
-        instance.description = row.description
-        instance.state = row.state
-        instance.poster_ref = row.poster_ref
-        instance.budget = row.budget
-        instance.extra = json.loads(row.extra)
+        document.fill(instance, row)
         instance.poster = None if row.poster_ref is None else session.scalars(
             select(User).where(User.mongo_id == row.poster_ref)).one_or_none()
         return instance

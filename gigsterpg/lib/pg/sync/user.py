@@ -3,7 +3,6 @@
 ``user_row`` is the one document -> row mapping; ``UserSync.mongo_to_pg``
 (one ORM instance) and the bulk path (COPY + set-wise merge) both use it.
 """
-import json
 import re
 from typing import Mapping, NamedTuple, Optional, Tuple
 
@@ -98,12 +97,7 @@ class UserSync:
         rows; a name not seen before becomes a new ``Skill``.
         """
         row = user_row(mongo_entry)
-        instance.mongo_id = row.mongo_id
-        instance.created = row.created
-        instance.updated = row.updated
-        instance.name = row.name
-        instance.email = row.email
-        instance.extra = json.loads(row.extra)
+        document.fill(instance, row, skip=("skills",))
         wanted = _skills_by_key(session, row.skills)
         kept = [link for link in instance.skills if link.skill.name.lower() in wanted]
         have = {link.skill.name.lower() for link in kept}

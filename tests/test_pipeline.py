@@ -4,6 +4,7 @@ import threading
 import bson
 import pytest
 from bson import ObjectId
+from bson.datetime_ms import DatetimeMS
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 
@@ -90,3 +91,9 @@ def test_read_ahead_stops_the_reader_when_the_caller_stops():
     count = len(produced)
     assert count < 50
     assert len(produced) == count
+
+
+def test_dates_out_of_pythons_range_reject_the_document_not_the_batch():
+    raw = RawBSONDocument(bson.encode({"_id": 1, "name": "g", "state": "done", "created": DatetimeMS(-(10 ** 15))}))
+    item, = prepare([raw], model=GigSync)
+    assert isinstance(item.mapped, RejectedDocument) and item.mapped.reason == "unparseable created"

@@ -1,14 +1,19 @@
 """The bulk sync end to end, on a real PostgreSQL and a real MongoDB-protocol server."""
+import base64
+
+import bson
 import psycopg
 import pytest
 from bson import ObjectId
+from bson.raw_bson import RawBSONDocument
 from sqlalchemy import text
 
 from gigsterpg import commands
 from gigsterpg.exc import SourceError, SyncLockedError
 from gigsterpg.generate import write_dataset
-from gigsterpg.lib.pg.sync.runner import run_sync
-from gigsterpg.lib.pg.sync.user import clean_skills
+from gigsterpg.lib.pg.sync.bulk import BatchLoader, prepare
+from gigsterpg.lib.pg.sync.runner import begin_run, run_sync
+from gigsterpg.lib.pg.sync.user import UserSync, clean_skills
 
 
 def rows(pg, sql, **params):
@@ -261,3 +266,19 @@ def test_unchanged_documents_are_skipped_and_full_compare_repairs_hand_edits(set
     mongo_db.users.delete_one({"_id": 7})
     commands.sync(settings)
     assert rows(pg, "SELECT count(*) FROM sync_hashes WHERE collection = 'users'") == [(19,)]
+
+
+def test_documents_that_cannot_be_decoded_are_rejected_alone(pg):
+    # A string that is not UTF-8, as a broken export has it (the test server refuses to store one,
+    # so the raw documents go to the loader directly).
+    broken = bson.encode({"_id": 3, "name": "abc"}).replace(b"abc", b"a\xffc")
+    documents = [RawBSONDocument(bson.encode({"_id": 1, "name": "ok"})), RawBSONDocument(broken)]
+    raw = pg.engine.raw_connection()
+    try:
+        loader = BatchLoader(raw.driver_connection, UserSync, begin_run(raw.driver_connection, ["users"]))
+        loader.load(prepare(documents))
+        assert (loader.counts.inserted, dict(loader.counts.rejected)) == (1, {"undecodable document": 1})
+    finally:
+        raw.close()
+    doc_id, document = rows(pg, "SELECT doc_id, document FROM sync_rejects")[0]
+    assert doc_id == "3" and base64.b64decode(document["undecodable_bson_base64"]) == broken

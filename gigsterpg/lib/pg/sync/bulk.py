@@ -12,6 +12,8 @@ over one psycopg connection. Per batch, in one transaction:
 A batch PostgreSQL refuses is split in halves until the one refused document
 is found and recorded as a reject: one bad document never costs a good one.
 """
+import base64
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +22,8 @@ from typing import List, Optional, Sequence
 
 import bson
 import psycopg
-from bson.codec_options import CodecOptions
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.errors import InvalidBSON
 from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.exc import RejectedDocument
@@ -29,7 +32,8 @@ from gigsterpg.lib.pg.sync.copy import copy_rows
 
 logger = logging.getLogger(__name__)
 
-DECODE = CodecOptions(tz_aware=True, tzinfo=timezone.utc)
+# Dates outside Python's range decode as DatetimeMS (and are then rejected), not as an error for the batch.
+DECODE = CodecOptions(tz_aware=True, tzinfo=timezone.utc, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 HASH_COLUMNS = (("seq", "int4"), ("_id", "text"), ("hash", "bytea"))
 REJECT_COLUMNS = (("doc_id", "text"), ("reason", "text"), ("detail", "text"), ("document", "text"))
 
@@ -67,6 +71,16 @@ def map_document(model, raw):
         return model.to_row(decode(raw))
     except RejectedDocument as err:
         return err
+    except InvalidBSON as err:  # e.g. a string that is not UTF-8: this document only
+        return RejectedDocument("undecodable document", detail=f"undecodable document: {err}")
+
+
+def document_json(raw) -> str:
+    """The document as readable extended JSON; its raw bytes (base64) if it cannot be decoded."""
+    try:
+        return document.document_json(decode(raw))
+    except InvalidBSON:
+        return json.dumps({"undecodable_bson_base64": base64.b64encode(raw.raw).decode("ascii")})
 
 
 def decode(doc) -> dict:
@@ -186,11 +200,11 @@ class BatchLoader:
                     raise row
                 if row.mongo_id in batch_ids:
                     # Two ids of different types with one text form (1 and "1"): keep the first.
-                    doc_id = f"{doc_id} ({type(decode(item.raw)['_id']).__name__}, duplicate)"
+                    doc_id = f"{doc_id} (duplicate {item.digest.hex()[:12]})"
                     raise RejectedDocument("duplicate _id", detail=f"duplicate _id: {row.mongo_id!r} is already"
                                            " used by another document of this batch")
             except RejectedDocument as err:
-                rejects.append(Reject(doc_id, err.reason, err.detail, document.document_json(decode(item.raw))))
+                rejects.append(Reject(doc_id, err.reason, err.detail, document_json(item.raw)))
             else:
                 batch_ids.add(row.mongo_id)
                 rows.append(row)
@@ -215,7 +229,7 @@ class BatchLoader:
             if len(rows) == 1:
                 message = str(err).strip().splitlines()[0]
                 rejects.append(Reject(rows[0].mongo_id, "refused by PostgreSQL", f"refused by PostgreSQL: {message}",
-                                      document.document_json(decode(originals[0]))))
+                                      document_json(originals[0])))
                 return []
             half = len(rows) // 2
             logger.info("%s: PostgreSQL refused a batch of %d, splitting it", self.model.collection, len(rows))
@@ -229,7 +243,7 @@ class BatchLoader:
         for row, original in zip(rows, originals):
             if row.mongo_id in found:
                 reason, detail = found[row.mongo_id]
-                rejects.append(Reject(row.mongo_id, reason, detail, document.document_json(decode(original))))
+                rejects.append(Reject(row.mongo_id, reason, detail, document_json(original)))
             else:
                 stored.append(row)
         return stored

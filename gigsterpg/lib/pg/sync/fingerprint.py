@@ -7,6 +7,7 @@ so a rejected document is looked at again on every run.
 import hashlib
 from typing import Optional
 
+from bson.errors import InvalidBSON
 from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.lib.pg.sync import document
@@ -52,4 +53,8 @@ def doc_id(doc) -> str:
         found = fast_id(doc.raw)
         if found is not None:
             return found
+        try:
+            return document.describe_id(doc.get("_id"))
+        except (InvalidBSON, ValueError, OverflowError):  # cannot even be decoded: name it by its bytes
+            return "undecodable " + digest(doc.raw).hex()
     return document.describe_id(doc.get("_id"))

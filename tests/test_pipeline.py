@@ -62,7 +62,9 @@ def test_read_ahead_yields_every_batch_in_order_prepared_on_another_thread():
         return sum(batch)
 
     with ReadAhead(iter(range(10)), 3, tag) as stream:
+        stream.start()
         assert list(stream) == [3, 12, 21, 9]
+        assert stream.fetched
     assert threads == {"gigsterpg-prepare"}
 
 
@@ -86,6 +88,7 @@ def test_read_ahead_stops_the_reader_when_the_caller_stops():
             n += 1
 
     stream = ReadAhead(endless(), 10, list, depth=1)
+    assert produced == [] and not stream.fetched, "nothing is read before start()"
     assert next(iter(stream)) == list(range(10))
     stream.close()  # joins both threads: they must not run on
     count = len(produced)

@@ -75,26 +75,37 @@ def _drain(stage: _Stage, stop: threading.Event) -> Iterator:
 class ReadAhead:
     """``prepare(batch)`` for each batch of ``cursor``, fetched and prepared ahead of the caller.
 
-    The threads start at once, so a collection can be read while the one before
-    it is still being written. Iterate to get the prepared batches; an error on
-    either thread is raised there. ``close()`` (or leaving a ``with`` block)
-    stops both threads.
+    The threads run from ``start()`` (iterating starts them too), so a
+    collection can be read while the one before it is still being written.
+    Iterate to get the prepared batches; an error on either thread is raised
+    there. ``close()`` (or leaving a ``with`` block) stops both threads.
     """
 
     def __init__(self, cursor: Iterable, size: int, prepare: Callable[[list], object], depth: int = 2):
         self._stop = threading.Event()
         self._fetcher = _Stage("gigsterpg-fetch", batches(cursor, size), lambda batch: batch, depth, self._stop)
         self._preparer = _Stage("gigsterpg-prepare", _drain(self._fetcher, self._stop), prepare, depth, self._stop)
-        self._fetcher.start()
-        self._preparer.start()
+
+    def start(self) -> None:
+        """Start reading (again: a no-op)."""
+        if not self._fetcher.is_alive() and self._fetcher.ident is None:
+            self._fetcher.start()
+            self._preparer.start()
+
+    @property
+    def fetched(self) -> bool:
+        """Whether the cursor has been read to its end (what is left is in the queues)."""
+        return self._fetcher.ident is not None and not self._fetcher.is_alive()
 
     def __iter__(self) -> Iterator:
+        self.start()
         return _drain(self._preparer, self._stop)
 
     def close(self) -> None:
         self._stop.set()
-        self._preparer.join()
-        self._fetcher.join()
+        for stage in (self._preparer, self._fetcher):
+            if stage.ident is not None:
+                stage.join()
 
     def __enter__(self) -> "ReadAhead":
         return self

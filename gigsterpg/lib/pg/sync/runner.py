@@ -112,7 +112,8 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
         report = RunReport(run_id)
         try:
             with contextlib.ExitStack() as readers:
-                # Every collection starts reading now: gigs are fetched while users are written.
+                # The next collection starts reading once this one is fetched to its end: gigs are
+                # read while the last users are written, and no cursor sits idle long enough to time out.
                 pipelines = []
                 for name in ordered:
                     loader = BatchLoader(connection, MODELS[name], run_id, skip_unchanged)
@@ -120,9 +121,10 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
                         {}, batch_size=batch_size, limit=limit or 0)
                     readers.callback(cursor.close)
                     pipelines.append((loader, readers.enter_context(ReadAhead(cursor, batch_size, loader.prepare))))
-                for loader, pipeline in pipelines:
+                for index, (loader, pipeline) in enumerate(pipelines):
+                    following = pipelines[index + 1][1] if index + 1 < len(pipelines) else None
                     report.collections[loader.model.collection] = _sync_collection(
-                        connection, mongo_db, loader, pipeline, limit, progress)
+                        connection, mongo_db, loader, pipeline, following, limit, progress)
         except BaseException as err:
             connection.rollback()
             report.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -174,8 +176,8 @@ def end_run(connection, report: RunReport, error: Optional[str]) -> None:
     logger.info("sync run %d %s", report.run_id, report.status)
 
 
-def _sync_collection(connection, mongo_db, loader: BatchLoader, pipeline: ReadAhead, limit: Optional[int],
-                     progress: Progress) -> CollectionReport:
+def _sync_collection(connection, mongo_db, loader: BatchLoader, pipeline: ReadAhead,
+                     following: Optional[ReadAhead], limit: Optional[int], progress: Progress) -> CollectionReport:
     """Load one collection's prepared batches, then delete and account."""
     started = time.monotonic()
     model = loader.model
@@ -187,6 +189,8 @@ def _sync_collection(connection, mongo_db, loader: BatchLoader, pipeline: ReadAh
             loader.load(batch)
             read += len(batch)
             progress.advance(len(batch))
+            if following is not None and pipeline.fetched:
+                following.start()
     finally:
         progress.close()
     complete = limit is None or read < limit

@@ -98,11 +98,10 @@ def test_role_without_rights(tmp_path, empty_pg_url, mongo_url, pg_server_url):
     admin = psycopg.connect(pg_server_url, autocommit=True)
     with admin.cursor() as cursor:
         cursor.execute("DROP ROLE IF EXISTS gigster_weak")
-        cursor.execute("CREATE ROLE gigster_weak LOGIN")
+        cursor.execute("CREATE ROLE gigster_weak LOGIN PASSWORD 'weak-pw'")
     try:
         parts = urlsplit(empty_pg_url)
-        weak = parts._replace(netloc=parts.netloc.replace("postgres", "gigster_weak", 1)).geturl()
-        assert "gigster_weak" in weak
+        weak = parts._replace(netloc="gigster_weak:weak-pw@" + parts.netloc.rsplit("@", 1)[-1]).geturl()
         result = run_cli("--pg-url", weak, "--mongo-url", mongo_url, cwd=tmp_path)
         assert_one_line_failure(result, "the PostgreSQL role lacks a right", "permission denied")
     finally:

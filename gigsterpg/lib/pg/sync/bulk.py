@@ -52,7 +52,7 @@ class Prepared:
 def prepare(docs: Sequence, model=None) -> List[Prepared]:
     """Id and hash of each raw document; with ``model``, also its mapping.
 
-    Runs on the reader thread, so what it does overlaps with PostgreSQL's work
+    Runs on the prepare thread (reader.py), so what it does overlaps with PostgreSQL's work
     on the previous batch.
     """
     prepared = []

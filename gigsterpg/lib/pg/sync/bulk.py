@@ -28,7 +28,7 @@ from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.exc import RejectedDocument
 from gigsterpg.lib.pg.sync import document, fingerprint
-from gigsterpg.lib.pg.sync.copy import copy_rows
+from gigsterpg.lib.pg.sync.copy import copy_rows, create_staging
 
 logger = logging.getLogger(__name__)
 
@@ -143,12 +143,9 @@ class BatchLoader:
             cursor.execute("SELECT NOT EXISTS (SELECT 1 FROM sync_hashes WHERE collection = %s)",
                            (model.collection,))
             self.map_ahead = cursor.fetchone()[0] or not skip_unchanged
-            for statement in model.stage_ddl:
-                cursor.execute(statement)
-            cursor.execute("CREATE TEMP TABLE IF NOT EXISTS stage_hashes (seq int, _id text, hash bytea)"
-                           " ON COMMIT DELETE ROWS")
-            cursor.execute("CREATE TEMP TABLE IF NOT EXISTS stage_rejects (doc_id text, reason text, detail text,"
-                           " document text) ON COMMIT DELETE ROWS")
+            for table, columns in {**model.staging, "stage_hashes": HASH_COLUMNS,
+                                   "stage_rejects": REJECT_COLUMNS}.items():
+                create_staging(cursor, table, columns)
             # Every id seen in this run, for the deletes after a complete scan.
             cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
             cursor.execute(f"CREATE TEMP TABLE {self.seen_table} (_id text)")
@@ -217,9 +214,9 @@ class BatchLoader:
             return []
         cursor.execute("SAVEPOINT merge_batch")
         try:
-            for table in self.model.stage_tables:
+            for table in self.model.staging:
                 cursor.execute(f"DELETE FROM {table}")
-            self.model.stage(lambda table, columns, values: copy_rows(cursor, table, columns, values), rows)
+            self.model.stage(lambda table, values: copy_rows(cursor, table, self.model.staging[table], values), rows)
             found = {doc_id: (reason, detail) for doc_id, reason, detail in self.model.conflicts(cursor)}
             if found:
                 self.model.unstage(cursor, list(found))

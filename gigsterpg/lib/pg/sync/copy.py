@@ -1,7 +1,14 @@
-"""Binary COPY of Python rows into a table: the fastest way psycopg has to load rows."""
+"""Staging tables and binary COPY of Python rows into them: the fastest way psycopg has to load rows."""
 from typing import Iterable, Sequence, Tuple
 
 from psycopg import sql
+
+
+def create_staging(cursor, table: str, columns: Sequence[Tuple[str, str]]) -> None:
+    """A temp table of ``columns`` (name, type), emptied at each commit; the same list COPY uses."""
+    cursor.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)))
 
 
 def copy_rows(cursor, table: str, columns: Sequence[Tuple[str, str]], rows: Iterable[Sequence]) -> None:

@@ -53,8 +53,7 @@ def doc_id(doc) -> str:
         found = fast_id(doc.raw)
         if found is not None:
             return found
-        try:
-            return document.describe_id(doc.get("_id"))
-        except (InvalidBSON, ValueError, OverflowError):  # cannot even be decoded: name it by its bytes
-            return "undecodable " + digest(doc.raw).hex()
-    return document.describe_id(doc.get("_id"))
+    try:
+        return document.describe_id(doc.get("_id"))
+    except (InvalidBSON, ValueError, OverflowError):  # a raw document that cannot be decoded: name it by its bytes
+        return "undecodable " + digest(doc.raw).hex()

@@ -73,17 +73,12 @@ class GigSync:
 
     # ---- bulk path: staging table, COPY and a set-wise merge -------------------------
 
-    stage_ddl = (
-        "CREATE TEMP TABLE IF NOT EXISTS stage_gigs (_id text, created timestamptz, updated timestamptz,"
-        " name text, description text, state text, poster_ref text, budget numeric, extra text)"
-        " ON COMMIT DELETE ROWS",
-    )
-    stage_tables = ("stage_gigs",)
+    staging = {"stage_gigs": columns}
 
     @staticmethod
     def stage(copy, rows) -> None:
         """COPY the batch's rows into the staging table."""
-        copy("stage_gigs", GigSync.columns, rows)
+        copy("stage_gigs", rows)
 
     @staticmethod
     def conflicts(cursor):

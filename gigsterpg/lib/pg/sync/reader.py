@@ -88,7 +88,7 @@ class ReadAhead:
 
     def start(self) -> None:
         """Start reading (again: a no-op)."""
-        if not self._fetcher.is_alive() and self._fetcher.ident is None:
+        if self._fetcher.ident is None:
             self._fetcher.start()
             self._preparer.start()
 

@@ -107,21 +107,18 @@ class UserSync:
 
     # ---- bulk path: staging tables, COPY and a set-wise merge -------------------------
 
-    stage_ddl = (
-        "CREATE TEMP TABLE IF NOT EXISTS stage_users (seq int, _id text, created timestamptz, updated timestamptz,"
-        " name text, email text, extra text) ON COMMIT DELETE ROWS",
-        "CREATE TEMP TABLE IF NOT EXISTS stage_user_skills (_id text, name text, key text) ON COMMIT DELETE ROWS",
-        "CREATE TEMP TABLE IF NOT EXISTS stage_user_skill_ids (user_id bigint, skill_id int) ON COMMIT DELETE ROWS",
-    )
-    stage_tables = ("stage_users", "stage_user_skills", "stage_user_skill_ids")
+    # Staging tables and their columns: the temp tables are created from these, and COPY uses them.
+    staging = {
+        "stage_users": (("seq", "int4"),) + columns,
+        "stage_user_skills": (("_id", "text"), ("name", "text"), ("key", "text")),
+        "stage_user_skill_ids": (("user_id", "int8"), ("skill_id", "int4")),
+    }
 
     @staticmethod
     def stage(copy, rows) -> None:
         """COPY the batch's rows and (user, skill) pairs into the staging tables."""
-        copy("stage_users", (("seq", "int4"),) + UserSync.columns,
-             ((seq,) + row[:6] for seq, row in enumerate(rows)))
-        copy("stage_user_skills", (("_id", "text"), ("name", "text"), ("key", "text")),
-             ((row.mongo_id, name, key) for row in rows for name, key in row.skills))
+        copy("stage_users", ((seq,) + row[:6] for seq, row in enumerate(rows)))
+        copy("stage_user_skills", ((row.mongo_id, name, key) for row in rows for name, key in row.skills))
 
     @staticmethod
     def conflicts(cursor):

@@ -28,6 +28,7 @@ setup(
             "pytest-cov>=5",
             "flake8>=7",
             "psutil>=5.9",  # the benchmark reads the servers' CPU time
+            "hypothesis>=6.100",  # property tests of the document -> row mappings
         ],
     },
 )

@@ -6,6 +6,7 @@ non-zero exit; ``--debug`` shows the traceback instead.
 """
 import argparse
 import logging
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import List, Optional
 from gigsterpg import commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
-from gigsterpg.lib.pg.sync.runner import Progress
+from gigsterpg.lib.pg.sync.runner import Progress, RetryPolicy
 from gigsterpg.report import format_run, format_status
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,26 @@ def _positive(value: str) -> int:
     return number
 
 
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 0 or more")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds")
+    return number
+
+
 def _rate(value: str) -> float:
     try:
         number = float(value)
@@ -83,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--batch-size", type=_positive, help="documents per batch (default: 5000)")
     sync.add_argument("--full-compare", action="store_true",
                       help="map and compare every document, not only the changed ones (repairs rows edited by hand)")
+    sync.add_argument("--retries", type=_count, default=RetryPolicy.attempts,
+                      help="reconnect and go on this many times after a lost connection (default: %(default)s)")
+    sync.add_argument("--wait", type=_seconds, nargs="?", const=3600.0, metavar="SECONDS",
+                      help="if another sync is running, wait for it (up to SECONDS, default 3600) instead of refusing")
 
     demo = sub.add_parser("demo", parents=[common], help="embedded servers + generated data + sync, in one go")
     demo.add_argument("--folder", type=Path, default=Path(".gigsterpg-demo"), help="where the servers keep data")
@@ -125,7 +150,8 @@ def run(args) -> int:
         print(format_status(result["runs"], result["rejects"]))
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
-                           full_compare=args.full_compare)
+                           full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),
+                           wait_s=args.wait)
     print(format_run(report))
     return 0 if report.balanced else 1
 
@@ -137,6 +163,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv.insert(0, "sync")
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
+    # A service manager's SIGTERM ends the run like Ctrl-C: batch in hand rolled back, run recorded as interrupted.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run(args)
     except GigsterPgError as err:
@@ -145,6 +173,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(args, "interrupted, the batch in hand was rolled back, run the sync again to finish", 130)
     except Exception as err:  # an error we did not foresee: still one line, unless --debug
         return _fail(args, f"unexpected error {type(err).__name__}: {err}, rerun with --debug and report it", 1)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _fail(args, message: str, code: int) -> int:

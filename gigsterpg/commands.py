@@ -16,7 +16,7 @@ from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, 
 from gigsterpg.exc import ConfigError, TerminalError
 from gigsterpg.generate import write_dataset
 from gigsterpg.lib.pg.db import SqlAlchemy
-from gigsterpg.lib.pg.sync.runner import Progress, RunReport, run_sync
+from gigsterpg.lib.pg.sync.runner import Progress, RetryPolicy, RunReport, run_sync
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,15 @@ def migrate(pg: SqlAlchemy) -> None:
 
 
 def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Optional[int] = None,
-         progress: Optional[Progress] = None, full_compare: bool = False) -> RunReport:
+         progress: Optional[Progress] = None, full_compare: bool = False, retry: RetryPolicy = RetryPolicy(),
+         wait_s: Optional[float] = None) -> RunReport:
     """Migrate, then sync ``collections`` from MongoDB into PostgreSQL.
 
     Args:
         full_compare: map and compare every document, not only those whose
             bytes changed since their row was stored (repairs rows edited by hand).
+        retry: how often to reconnect and go on after a lost connection.
+        wait_s: wait up to this long for a running sync to end instead of refusing.
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"bad limit {limit}", "it must be 1 or more", "give a positive --limit", value=limit)
@@ -65,7 +68,7 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
         require_collections(database, collections, settings.mongo_url)
         with pg_errors(pg.url), mongo_errors_translated(settings.mongo_url):
             return run_sync(pg.engine, database, tuple(collections), settings.batch_size, limit, progress,
-                            skip_unchanged=not full_compare)
+                            skip_unchanged=not full_compare, retry=retry, wait_s=wait_s)
 
 
 def status(settings: Settings, runs: int = 10) -> Dict[str, list]:

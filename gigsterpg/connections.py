@@ -22,6 +22,27 @@ MONGO_TIMEOUT_MS = 5000
 PG_CONNECT_TIMEOUT_S = 10
 
 
+# MongoDB server codes that mean "try again": shutting down, stepped down, interrupted, network.
+MONGO_TRANSIENT_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a retry may cure ``err``: a lost connection or a server restarting, not bad data or settings."""
+    if isinstance(err, TransientError):
+        return True
+    if isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError)):
+        # Lost connection, server shutting down or starting (57P01, 57P03), deadlock or serialization failure.
+        # A refused login or a missing database is no such thing.
+        return not any(text in str(err) for text in ("authentication failed", "does not exist"))
+    if isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+        return is_transient(err.orig) if err.orig is not None else True
+    if isinstance(err, (mongo_errors.AutoReconnect, mongo_errors.CursorNotFound)):
+        return True
+    if isinstance(err, mongo_errors.OperationFailure):
+        return err.code in MONGO_TRANSIENT_CODES
+    return isinstance(err, mongo_errors.ConnectionFailure)
+
+
 def pg_error(err: Exception, url: str) -> GigsterPgError:
     """The gigsterpg error for a psycopg or SQLAlchemy error met while using ``url``."""
     orig = getattr(err, "orig", None) or err

@@ -25,6 +25,13 @@ class SyncRun(Base):
     error: Mapped[Optional[str]] = mapped_column(Text)
     pid: Mapped[Optional[int]] = mapped_column(Integer)
     hostname: Mapped[Optional[str]] = mapped_column(Text)
+    # Where the run is, or stopped: "users: loading", "gigs: deleting"... Written in the same
+    # transaction as each batch, so after a crash it tells exactly what was committed.
+    stage: Mapped[Optional[str]] = mapped_column(Text)
+    # Documents committed so far per collection: {"users": 15000, "gigs": 5000}.
+    progress: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    # Transient errors (lost connection, server restart) the run recovered from.
+    retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
 
 
 class SyncReject(Base):

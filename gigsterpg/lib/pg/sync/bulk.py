@@ -13,8 +13,11 @@ A batch PostgreSQL refuses is split in halves until the one refused document
 is found and recorded as a reject: one bad document never costs a good one.
 """
 import base64
+import contextlib
+import copy
 import json
 import logging
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -26,6 +29,7 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import InvalidBSON
 from bson.raw_bson import RawBSONDocument
 
+from gigsterpg import faults
 from gigsterpg.exc import RejectedDocument
 from gigsterpg.lib.pg.sync import document, fingerprint
 from gigsterpg.lib.pg.sync.copy import copy_rows, create_staging
@@ -36,6 +40,7 @@ logger = logging.getLogger(__name__)
 DECODE = CodecOptions(tz_aware=True, tzinfo=timezone.utc, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 HASH_COLUMNS = (("seq", "int4"), ("_id", "text"), ("hash", "bytea"))
 REJECT_COLUMNS = (("doc_id", "text"), ("reason", "text"), ("detail", "text"), ("document", "text"))
+DUPLICATE_ID = "duplicate _id"
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Prepared:
     raw: object
     doc_id: str
     digest: bytes
+    seq: int = 0  # place in its batch
     # Its row, or the RejectedDocument; the decoded document is not kept (memory): a reject decodes again.
     mapped: Optional[object] = None
 
@@ -56,9 +62,9 @@ def prepare(docs: Sequence, model=None) -> List[Prepared]:
     on the previous batch.
     """
     prepared = []
-    for doc in docs:
+    for seq, doc in enumerate(docs):
         raw = doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc)
-        item = Prepared(doc, fingerprint.doc_id(doc), fingerprint.digest(raw))
+        item = Prepared(doc, fingerprint.doc_id(doc), fingerprint.digest(raw), seq)
         if model is not None:
             item.mapped = map_document(model, item.raw)
         prepared.append(item)
@@ -73,13 +79,16 @@ def map_document(model, raw):
         return err
     except InvalidBSON as err:  # e.g. a string that is not UTF-8: this document only
         return RejectedDocument("undecodable document", detail=f"undecodable document: {err}")
+    except RecursionError:  # sub-documents nested deeper than Python follows
+        return RejectedDocument("too deeply nested", detail="too deeply nested: sub-documents nested deeper"
+                                f" than {sys.getrecursionlimit()} levels")
 
 
 def document_json(raw) -> str:
     """The document as readable extended JSON; its raw bytes (base64) if it cannot be decoded."""
     try:
         return document.document_json(decode(raw))
-    except InvalidBSON:
+    except (InvalidBSON, RecursionError):
         return json.dumps({"undecodable_bson_base64": base64.b64encode(raw.raw).decode("ascii")})
 
 
@@ -96,6 +105,16 @@ class Reject:
     reason: str
     detail: str
     document: str
+
+
+def _duplicate(item: Prepared, holder: str) -> Reject:
+    """The reject of a document whose id has the text form of one already stored in this run (1 and "1").
+
+    The first in scan order keeps the row; this one is recorded under its id and a piece of its hash.
+    """
+    return Reject(f"{item.doc_id} (duplicate {item.digest.hex()[:12]})", DUPLICATE_ID,
+                  f"{DUPLICATE_ID}: {item.doc_id!r} is already used by {holder} (an id of another type"
+                  " with the same text form)", document_json(item.raw))
 
 
 @dataclass
@@ -148,7 +167,9 @@ class BatchLoader:
                 create_staging(cursor, table, columns)
             # Every id seen in this run, for the deletes after a complete scan.
             cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
-            cursor.execute(f"CREATE TEMP TABLE {self.seen_table} (_id text)")
+            # Keyed, so a second document with an id already seen in this run (1 and "1") is caught.
+            cursor.execute(f"CREATE TEMP TABLE {self.seen_table} (_id text PRIMARY KEY)")
+            self._record_progress(cursor, "loading", 0)
         connection.commit()
 
     def prepare(self, docs: Sequence) -> List[Prepared]:
@@ -156,25 +177,52 @@ class BatchLoader:
         return prepare(docs, self.model if self.map_ahead else None)
 
     def load(self, batch: Sequence[Prepared]) -> None:
-        """Store one prepared batch, or record why not, in one transaction."""
+        """Store one prepared batch, or record why not, in one transaction (with the run's progress)."""
+        before = copy.deepcopy(self.counts)
         try:
             with self.connection.cursor() as cursor:
                 copy_rows(cursor, "stage_hashes", HASH_COLUMNS,
                           ((seq, item.doc_id, item.digest) for seq, item in enumerate(batch)))
-                cursor.execute(f"INSERT INTO {self.seen_table} (_id) SELECT _id FROM stage_hashes")
+                again = self._mark_seen(cursor)
                 todo = self._changed(cursor, batch)
                 if self.skip_unchanged:
                     self.map_ahead = len(todo) * 2 > len(batch)
-                rows, originals, rejects = self._rows(todo)
+                rows, originals, rejects = self._rows([item for item in todo if item.seq not in again])
+                rejects.extend(_duplicate(item, "another document of this collection") for item in todo
+                               if item.seq in again)
                 stored = [row.mongo_id for row in self._merge(cursor, rows, originals, rejects)]
                 self._record_rejects(cursor, rejects, stored)
+                self._mark_seen(cursor, [r.doc_id for r in rejects if r.reason == DUPLICATE_ID])
                 self._record_hashes(cursor, stored, [r.doc_id for r in rejects])
+                self._record_progress(cursor, "loading", self.counts.seen + len(batch))
+            faults.point("merged")
             self.connection.commit()
         except BaseException:
-            self.connection.rollback()
+            self.counts = before  # nothing of the batch was committed
+            with contextlib.suppress(psycopg.Error):  # a dead connection has nothing to roll back
+                self.connection.rollback()
             raise
+        faults.point("committed")
         self.counts.seen += len(batch)
         self.counts.rejected.update(reject.reason for reject in rejects)
+
+    def _record_progress(self, cursor, stage: str, documents: int) -> None:
+        """Where the run is, committed with the batch it describes: a crash leaves it telling the truth."""
+        cursor.execute("UPDATE sync_runs SET stage = %s, progress = progress || jsonb_build_object(%s::text, %s)"
+                       " WHERE id = %s", (f"{self.model.collection}: {stage}", self.model.collection, documents,
+                                          self.run_id))
+
+    def _mark_seen(self, cursor, keys: Optional[List[str]] = None) -> set:
+        """Add the batch's ids (or ``keys``) to the ids seen in this run; the seqs of ids seen before."""
+        if keys is not None:
+            if keys:
+                cursor.execute(f"INSERT INTO {self.seen_table} (_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                               (keys,))
+            return set()
+        cursor.execute(f"WITH fresh AS (INSERT INTO {self.seen_table} (_id) SELECT _id FROM stage_hashes"
+                       "  ON CONFLICT DO NOTHING RETURNING _id)"
+                       " SELECT s.seq FROM stage_hashes s WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f._id = s._id)")
+        return {seq for (seq,) in cursor.fetchall()}
 
     def _changed(self, cursor, batch: Sequence[Prepared]) -> List[Prepared]:
         """The documents not stored yet, or stored from other bytes (or all, without skipping)."""
@@ -196,10 +244,8 @@ class BatchLoader:
                 if isinstance(row, RejectedDocument):
                     raise row
                 if row.mongo_id in batch_ids:
-                    # Two ids of different types with one text form (1 and "1"): keep the first.
-                    doc_id = f"{doc_id} (duplicate {item.digest.hex()[:12]})"
-                    raise RejectedDocument("duplicate _id", detail=f"duplicate _id: {row.mongo_id!r} is already"
-                                           " used by another document of this batch")
+                    rejects.append(_duplicate(item, "another document of this batch"))
+                    continue
             except RejectedDocument as err:
                 rejects.append(Reject(doc_id, err.reason, err.detail, document_json(item.raw)))
             else:
@@ -289,17 +335,24 @@ class BatchLoader:
     def finish(self, complete: bool) -> None:
         """After the scan: delete what MongoDB no longer has (only if the scan was complete)."""
         collection = self.model.collection
+        deleted = 0
         with self.connection.cursor() as cursor:
             if complete:
                 cursor.execute(f"ANALYZE {self.seen_table}")
                 cursor.execute(f"DELETE FROM {self.model.table} t WHERE NOT EXISTS"
                                f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = t._id)")
-                self.counts.deleted = cursor.rowcount
+                deleted = cursor.rowcount
                 cursor.execute("UPDATE sync_rejects r SET resolved_at = now(), changed_at = now()"
                                " WHERE collection = %s AND resolved_at IS NULL AND NOT EXISTS"
                                f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = r.doc_id)", (collection,))
                 cursor.execute("DELETE FROM sync_hashes h WHERE collection = %s AND NOT EXISTS"
                                f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = h._id)", (collection,))
-            self.counts.extra.update(self.model.after_scan(cursor))
+                faults.point("deleting")
+            extra = self.model.after_scan(cursor)
             cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
+            self._record_progress(cursor, "done" if complete else "done (partial scan)", self.counts.seen)
         self.connection.commit()
+        # Counted once committed: a retry after a lost connection must not count them twice.
+        self.counts.deleted = deleted
+        self.counts.extra.update(extra)
+        faults.point("finished")

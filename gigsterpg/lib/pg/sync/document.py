@@ -10,7 +10,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import AbstractSet, Any, Mapping, Optional
 
+from uuid import UUID
+
 from bson import ObjectId, json_util
+from bson.binary import UUID_SUBTYPE, Binary
 from bson.decimal128 import Decimal128
 
 from gigsterpg.exc import RejectedDocument
@@ -19,11 +22,20 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 JSON_OPTIONS = json_util.RELAXED_JSON_OPTIONS
 _ESCAPED_NUL = "\\u0000"
 _VISIBLE_NUL = "\\u2400"  # SYMBOL FOR NULL: keeps a NUL readable where PostgreSQL cannot store it
+# PostgreSQL numeric holds up to 131072 digits before the decimal point and 16383 after it.
+NUMERIC_MAX_ADJUSTED = 131071
+NUMERIC_MIN_EXPONENT = -16383
 
 
 def id_text(value: Any, field: str = "_id") -> str:
-    """The text form of a MongoDB id: ObjectId -> 24 hex chars, int 0 -> '0', a string as is."""
+    """The text form of a MongoDB id: ObjectId -> 24 hex chars, int 0 -> '0', UUID -> its canonical form,
+    a string as is. Other types (binary, sub-documents, doubles...) have no text form that could not
+    collide with a string id: they are rejected."""
     if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE:
+        return str(value.as_uuid())
+    if isinstance(value, UUID):
         return str(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
@@ -82,17 +94,14 @@ def timestamp(doc: Mapping, field: str) -> Optional[datetime]:
         if value.tzinfo is timezone.utc:  # what the sync's decoder gives: nothing to do
             return value
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
             return EPOCH + timedelta(milliseconds=value)
-        except OverflowError:
-            raise RejectedDocument(f"unparseable {field}", field, value) from None
-    if isinstance(value, str):
-        try:
+        if isinstance(value, str):
             parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise RejectedDocument(f"unparseable {field}", field, value) from None
-        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+            return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # not a date, or one outside years 1-9999 once in UTC
+        pass
     raise RejectedDocument(f"unparseable {field}", field, value)
 
 
@@ -115,6 +124,12 @@ def number(doc: Mapping, field: str) -> Optional[Decimal]:
         raise RejectedDocument(f"{field} is not a number", field, value) from None
     if not result.is_finite():
         raise RejectedDocument(f"{field} is not a finite number", field, value)
+    if result.as_tuple().exponent < NUMERIC_MIN_EXPONENT:
+        if not result:  # 0E-20000 is 0
+            return Decimal(0)
+        raise RejectedDocument(f"{field} out of range", field, value)
+    if result.adjusted() > NUMERIC_MAX_ADJUSTED:
+        raise RejectedDocument(f"{field} out of range", field, value)
     return result
 
 

@@ -15,6 +15,8 @@ import queue
 import threading
 from typing import Callable, Iterable, Iterator
 
+from gigsterpg import faults
+
 _DONE = object()
 _POLL_S = 0.1
 
@@ -26,6 +28,7 @@ def batches(cursor, size: int) -> Iterator[list]:
         batch = list(itertools.islice(iterator, size))
         if not batch:
             return
+        faults.point("fetched")
         yield batch
 
 

@@ -14,10 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+import psycopg
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.config import COLLECTIONS, mask_url
+from gigsterpg.connections import is_transient
 from gigsterpg.exc import SyncLockedError
 from gigsterpg.lib.pg.sync.bulk import BatchLoader, CollectionCounts
 from gigsterpg.lib.pg.sync.gig import GigSync
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 MODELS = {"users": UserSync, "gigs": GigSync}
 # One key for "a sync is writing to this database"; session-level, so it dies with a crashed process.
 LOCK_KEY = 0x6769677374657270  # "gigsterp"
+LOCK_POLL_S = 1.0
 # Documents arrive undecoded: most of an unchanged collection is never decoded at all.
 RAW = CodecOptions(document_class=RawBSONDocument)
 
@@ -89,9 +92,31 @@ class Progress:
         """The collection's scan ended."""
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and after how long, a run retries after a transient error (lost connection, restart).
+
+    ``attempts`` retries in all for the run; the n-th waits ``first_delay * 2**(n-1)`` seconds, at most
+    ``max_delay``.
+    """
+
+    attempts: int = 5
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+
+    def delay(self, retry: int) -> float:
+        return min(self.max_delay, self.first_delay * 2 ** (retry - 1))
+
+
 def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, limit: Optional[int] = None,
-             progress: Optional[Progress] = None, skip_unchanged: bool = True) -> RunReport:
+             progress: Optional[Progress] = None, skip_unchanged: bool = True,
+             retry: RetryPolicy = RetryPolicy(), wait_s: Optional[float] = None) -> RunReport:
     """Sync ``collections`` of ``mongo_db`` into the database of ``engine`` (migrated already).
+
+    Every batch commits on its own. After a transient error the run reconnects
+    (with backoff, ``retry.attempts`` times at most) and scans the collection
+    it was in again from its start: the batches already committed are known
+    by their hashes and cost a read, not a write.
 
     Args:
         engine: SQLAlchemy engine of the target database.
@@ -99,57 +124,132 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
         limit: read at most this many documents per collection (no deletes then).
         skip_unchanged: skip documents whose bytes match those their row was
             made from; False re-maps and compares every document.
+        wait_s: if another sync is running, wait this long for it instead of refusing.
 
     Raises:
         SyncLockedError: another sync is writing to this database.
     """
-    progress = progress or Progress()
+    run = _Run(engine, mongo_db, batch_size, limit, progress or Progress(), skip_unchanged)
     ordered = [name for name in COLLECTIONS if name in collections]
-    raw = engine.raw_connection()
-    connection = raw.driver_connection
     try:
-        run_id = begin_run(connection, ordered)
-        report = RunReport(run_id)
-        try:
-            with contextlib.ExitStack() as readers:
-                # The next collection starts reading once this one is fetched to its end: gigs are
-                # read while the last users are written, and no cursor sits idle long enough to time out.
-                pipelines = []
-                for name in ordered:
-                    loader = BatchLoader(connection, MODELS[name], run_id, skip_unchanged)
-                    cursor = mongo_db[name].with_options(codec_options=RAW).find(
-                        {}, batch_size=batch_size, limit=limit or 0)
-                    readers.callback(cursor.close)
-                    pipelines.append((loader, readers.enter_context(ReadAhead(cursor, batch_size, loader.prepare))))
-                for index, (loader, pipeline) in enumerate(pipelines):
-                    following = pipelines[index + 1][1] if index + 1 < len(pipelines) else None
-                    report.collections[loader.model.collection] = _sync_collection(
-                        connection, mongo_db, loader, pipeline, following, limit, progress)
-        except BaseException as err:
-            connection.rollback()
-            report.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            end_run(connection, report, mask_url(str(err)) or type(err).__name__)
-            raise
-        report.status = "succeeded"
-        end_run(connection, report, None)
-        return report
-    finally:
-        raw.close()
+        run.connect()
+        run.report = RunReport(begin_run(run.connection, ordered, wait_s))
+        pending = list(ordered)
+        retries = 0
+        while pending:
+            try:
+                run.sync(pending)
+            except BaseException as err:
+                if not is_transient(err) or retries >= retry.attempts:
+                    raise
+                retries += 1
+                delay = retry.delay(retries)
+                logger.warning("sync run %d: %s; retry %d of %d in %.1f s, from the start of %s",
+                               run.report.run_id, mask_url(str(err).strip().splitlines()[0] if str(err).strip()
+                                                           else type(err).__name__),
+                               retries, retry.attempts, delay, pending[0])
+                time.sleep(delay)
+                run.reconnect()
+    except BaseException as err:
+        if run.report is not None:
+            run.report.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            run.end(mask_url(str(err)) or type(err).__name__)
+        run.close()
+        raise
+    run.report.status = "succeeded"
+    run.end(None)
+    run.close()
+    return run.report
 
 
-def begin_run(connection, collections) -> int:
-    """Take the sync lock, mark dead runs interrupted, and record this run as running."""
+class _Run:
+    """The state of one run across retries: the connection, the report, the counts carried over."""
+
+    def __init__(self, engine, mongo_db, batch_size, limit, progress, skip_unchanged):
+        self.engine, self.mongo_db = engine, mongo_db
+        self.batch_size, self.limit, self.progress, self.skip_unchanged = batch_size, limit, progress, skip_unchanged
+        self.raw = self.connection = None
+        self.report: Optional[RunReport] = None
+        # What earlier attempts committed, per collection: a retried scan counts from zero again.
+        self.carried: Dict[str, CollectionCounts] = {}
+
+    def connect(self) -> None:
+        self.raw = self.engine.raw_connection()
+        self.connection = self.raw.driver_connection
+
+    def reconnect(self) -> None:
+        """A new connection (the old one may be dead), the lock taken again, the retry recorded."""
+        with contextlib.suppress(Exception):
+            self.raw.invalidate()
+        self.connect()
+        resume_run(self.connection, self.report.run_id)
+
+    def sync(self, pending: list) -> None:
+        """Sync the ``pending`` collections in order, removing each from the list once it is done."""
+        with contextlib.ExitStack() as readers:
+            # The next collection starts reading once this one is fetched to its end: gigs are
+            # read while the last users are written, and no cursor sits idle long enough to time out.
+            pipelines = []
+            for name in pending:
+                loader = BatchLoader(self.connection, MODELS[name], self.report.run_id, self.skip_unchanged)
+                cursor = self.mongo_db[name].with_options(codec_options=RAW).find(
+                    {}, batch_size=self.batch_size, limit=self.limit or 0)
+                readers.callback(cursor.close)
+                pipelines.append((loader, readers.enter_context(
+                    ReadAhead(cursor, self.batch_size, loader.prepare))))
+            for index, (loader, pipeline) in enumerate(pipelines):
+                following = pipelines[index + 1][1] if index + 1 < len(pipelines) else None
+                try:
+                    report = _sync_collection(self.connection, self.mongo_db, loader, pipeline, following,
+                                              self.limit, self.progress)
+                except BaseException:
+                    self._carry(loader.counts, loader.model.collection)
+                    raise
+                self._carry(report.counts, loader.model.collection)
+                report.counts = self.carried.pop(loader.model.collection)
+                self.report.collections[loader.model.collection] = report
+                pending.remove(loader.model.collection)
+
+    def _carry(self, counts: CollectionCounts, name: str) -> None:
+        """Keep what an attempt committed; ``seen`` and the rejects come from the last (whole) scan only."""
+        carried = self.carried.setdefault(name, CollectionCounts())
+        carried.inserted += counts.inserted
+        carried.updated += counts.updated
+        carried.deleted += counts.deleted
+        carried.extra.update(counts.extra)
+        carried.seen, carried.rejected = counts.seen, counts.rejected
+
+    def end(self, error: Optional[str]) -> None:
+        if self.connection is not None:
+            _rollback(self.connection)
+            end_run(self.connection, self.report, error)
+
+    def close(self) -> None:
+        if self.raw is not None:
+            with contextlib.suppress(Exception):
+                self.raw.close()
+
+
+def _rollback(connection) -> None:
+    """Roll back whatever is open; a dead connection has nothing to roll back."""
+    with contextlib.suppress(psycopg.Error):
+        connection.rollback()
+
+
+def begin_run(connection, collections, wait_s: Optional[float] = None) -> int:
+    """Take the sync lock (waiting up to ``wait_s`` for it), mark dead runs interrupted, record this run."""
     connection.autocommit = True
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
-        if not cursor.fetchone()[0]:
-            cursor.execute("SELECT id, started_at, pid, hostname FROM sync_runs WHERE status = 'running'"
-                           " ORDER BY id DESC LIMIT 1")
-            running = cursor.fetchone()
-            who = (f"run {running[0]} started {running[1]:%Y-%m-%d %H:%M:%S %Z} by pid {running[2]} on {running[3]}"
-                   if running else "another sync")
-            raise SyncLockedError(f"another sync is running ({who})", "only one sync may write at a time",
-                                  "wait for it to finish (gigsterpg status shows it)")
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        while not _try_lock(cursor):
+            holder = _running(cursor)
+            if deadline is None or time.monotonic() >= deadline:
+                waited = "" if deadline is None else f" (waited {wait_s:g} s)"
+                raise SyncLockedError(f"another sync is running ({holder}){waited}",
+                                      "only one sync may write at a time",
+                                      "wait for it to finish (gigsterpg status shows it), or pass --wait")
+            logger.info("waiting for %s to finish", holder)
+            time.sleep(min(LOCK_POLL_S, max(0.0, deadline - time.monotonic())))
         # We hold the lock, so any run still marked running belongs to a dead process.
         cursor.execute("UPDATE sync_runs SET status = 'interrupted', finished_at = now(),"
                        " error = coalesce(error, 'the process ended before the run finished')"
@@ -160,6 +260,32 @@ def begin_run(connection, collections) -> int:
     connection.autocommit = False
     logger.info("sync run %d started: %s", run_id, ", ".join(collections))
     return run_id
+
+
+def resume_run(connection, run_id: int) -> None:
+    """On a new connection after a transient error: take the lock again and count the retry."""
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        if not _try_lock(cursor):
+            raise SyncLockedError(f"another sync took over while run {run_id} reconnected ({_running(cursor)})",
+                                  "only one sync may write at a time", "let it finish; it does this run's work")
+        cursor.execute("UPDATE sync_runs SET status = 'running', finished_at = NULL, retries = retries + 1"
+                       " WHERE id = %s", (run_id,))
+    connection.autocommit = False
+
+
+def _try_lock(cursor) -> bool:
+    cursor.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+    return cursor.fetchone()[0]
+
+
+def _running(cursor) -> str:
+    """Which run holds the lock, as a person reads it."""
+    cursor.execute("SELECT id, started_at, pid, hostname FROM sync_runs WHERE status = 'running'"
+                   " ORDER BY id DESC LIMIT 1")
+    running = cursor.fetchone()
+    return (f"run {running[0]} started {running[1]:%Y-%m-%d %H:%M:%S %Z} by pid {running[2]} on {running[3]}"
+            if running else "another sync")
 
 
 def end_run(connection, report: RunReport, error: Optional[str]) -> None:

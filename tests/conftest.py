@@ -6,8 +6,10 @@ and a MongoDB-protocol server (``secantusdb``) in a temporary folder. Set
 ``TEST_DB_URL_MONGO`` to run the same suite against servers of your own, for
 example a real mongod and PostgreSQL from Docker.
 """
+import json
 import os
 import uuid
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +22,21 @@ from gigsterpg.config import Settings
 from gigsterpg.lib.pg.db import SqlAlchemy
 
 TEMPLATE = "gigsterpg_test_template"
+# What the reliability tests tried (kill points, faults, hostile documents) and lost; printed at the end
+# of the session and written to build/reliability.json, the figures RELIABILITY.md quotes.
+FIGURES: Counter = Counter()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FIGURES:
+        return
+    figures = dict(sorted(FIGURES.items()))
+    terminalreporter.write_sep("-", "reliability figures")
+    for name, value in figures.items():
+        terminalreporter.write_line(f"{name}: {value}")
+    out = Path(__file__).resolve().parents[1] / "build" / "reliability.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def with_database(url: str, database: str) -> str:

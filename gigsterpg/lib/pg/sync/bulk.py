@@ -183,16 +183,15 @@ class BatchLoader:
             with self.connection.cursor() as cursor:
                 copy_rows(cursor, "stage_hashes", HASH_COLUMNS,
                           ((seq, item.doc_id, item.digest) for seq, item in enumerate(batch)))
-                again = self._mark_seen(cursor)
+                again = self._mark_seen(cursor, batch)
                 todo = self._changed(cursor, batch)
                 if self.skip_unchanged:
                     self.map_ahead = len(todo) * 2 > len(batch)
                 rows, originals, rejects = self._rows([item for item in todo if item.seq not in again])
-                rejects.extend(_duplicate(item, "another document of this collection") for item in todo
-                               if item.seq in again)
+                rejects.extend(_duplicate(batch[seq], "another document of this collection") for seq in sorted(again))
                 stored = [row.mongo_id for row in self._merge(cursor, rows, originals, rejects)]
                 self._record_rejects(cursor, rejects, stored)
-                self._mark_seen(cursor, [r.doc_id for r in rejects if r.reason == DUPLICATE_ID])
+                self._mark_seen_keys(cursor, [r.doc_id for r in rejects if r.reason == DUPLICATE_ID])
                 self._record_hashes(cursor, stored, [r.doc_id for r in rejects])
                 self._record_progress(cursor, "loading", self.counts.seen + len(batch))
             faults.point("merged")
@@ -212,17 +211,25 @@ class BatchLoader:
                        " WHERE id = %s", (f"{self.model.collection}: {stage}", self.model.collection, documents,
                                           self.run_id))
 
-    def _mark_seen(self, cursor, keys: Optional[List[str]] = None) -> set:
-        """Add the batch's ids (or ``keys``) to the ids seen in this run; the seqs of ids seen before."""
-        if keys is not None:
-            if keys:
-                cursor.execute(f"INSERT INTO {self.seen_table} (_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-                               (keys,))
-            return set()
+    def _mark_seen(self, cursor, batch: Sequence[Prepared]) -> set:
+        """Add the batch's ids to the ids seen in this run; the seqs of ids seen before (in it or earlier).
+
+        Two documents whose ids have one text form (1 and "1"): the first in scan order keeps the row.
+        """
         cursor.execute(f"WITH fresh AS (INSERT INTO {self.seen_table} (_id) SELECT _id FROM stage_hashes"
                        "  ON CONFLICT DO NOTHING RETURNING _id)"
                        " SELECT s.seq FROM stage_hashes s WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f._id = s._id)")
-        return {seq for (seq,) in cursor.fetchall()}
+        again = {seq for (seq,) in cursor.fetchall()}
+        if len({item.doc_id for item in batch}) < len(batch):
+            first = {}
+            again.update(item.seq for item in batch if first.setdefault(item.doc_id, item.seq) != item.seq)
+        return again
+
+    def _mark_seen_keys(self, cursor, keys: List[str]) -> None:
+        """Count the keys of duplicate-id rejects as seen, so the end of the scan does not close them."""
+        if keys:
+            cursor.execute(f"INSERT INTO {self.seen_table} (_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                           (keys,))
 
     def _changed(self, cursor, batch: Sequence[Prepared]) -> List[Prepared]:
         """The documents not stored yet, or stored from other bytes (or all, without skipping)."""
@@ -234,22 +241,16 @@ class BatchLoader:
         return [batch[seq] for (seq,) in cursor.fetchall()]
 
     def _rows(self, todo: Sequence[Prepared]):
-        """Map each document (unless mapped ahead): rows to merge, their raw documents, and rejects."""
+        """Map each document (unless mapped ahead): rows to merge, their raw documents, and rejects.
+
+        ``todo`` holds no two documents of one id (``_mark_seen`` took the later ones out).
+        """
         rows, originals, rejects = [], [], []
-        batch_ids = set()
         for item in todo:
             row = item.mapped if item.mapped is not None else map_document(self.model, item.raw)
-            doc_id = item.doc_id
-            try:
-                if isinstance(row, RejectedDocument):
-                    raise row
-                if row.mongo_id in batch_ids:
-                    rejects.append(_duplicate(item, "another document of this batch"))
-                    continue
-            except RejectedDocument as err:
-                rejects.append(Reject(doc_id, err.reason, err.detail, document_json(item.raw)))
+            if isinstance(row, RejectedDocument):
+                rejects.append(Reject(item.doc_id, row.reason, row.detail, document_json(item.raw)))
             else:
-                batch_ids.add(row.mongo_id)
                 rows.append(row)
                 originals.append(item.raw)
         return rows, originals, rejects

@@ -40,7 +40,7 @@ def fast_id(raw: bytes) -> Optional[str]:
     if kind == 0x02:
         size = int.from_bytes(raw[9:13], "little", signed=True)
         try:
-            text = raw[13:13 + size - 1].decode("utf-8")
+            text = str(raw[13:13 + size - 1], "utf-8")  # raw may be a memoryview (large replies)
         except UnicodeDecodeError:
             return None
         return text if text and "\x00" not in text else None

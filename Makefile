@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 COVERAGE_MIN ?= 90
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(VENV)/.installed-dev
 
 test: lint
 	$(BIN)/python -m pytest --cov=gigsterpg --cov-report=term-missing --cov-fail-under=$(COVERAGE_MIN)
+
+# Kill points, injected faults, hostile documents, concurrency, secrets; GIGSTERPG_SOAK=N for N times the random kills.
+reliability: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/test_reliability.py tests/test_hostile.py tests/test_properties.py tests/test_security.py
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench --scale 1 --repeat 3

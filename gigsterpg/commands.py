@@ -79,7 +79,7 @@ def status(settings: Settings, runs: int = 10) -> Dict[str, list]:
             if not connection.execute(text("SELECT to_regclass('sync_runs') IS NOT NULL")).scalar():
                 return {"runs": [], "rejects": []}
             recent = connection.execute(text(
-                "SELECT id, started_at, status, collections, error,"
+                "SELECT id, started_at, status, collections, error, stage, retries,"
                 " extract(epoch FROM finished_at - started_at)::float AS seconds"
                 " FROM sync_runs ORDER BY id DESC LIMIT :n"), {"n": runs}).mappings().all()
             rejects = connection.execute(text(

@@ -43,6 +43,16 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, mongo_errors.ConnectionFailure)
 
 
+def short_reason(err: BaseException) -> str:
+    """The first clause of a driver's message, password masked: what a person needs in one line.
+
+    pymongo appends its timeouts and topology to the message, psycopg a hint on further lines.
+    """
+    text = str(err).strip()
+    text = text.split(", Timeout:")[0].split(" (configured timeouts")[0].splitlines()[0] if text else ""
+    return mask_url(text or type(err).__name__)
+
+
 def pg_error(err: Exception, url: str) -> GigsterPgError:
     """The gigsterpg error for a psycopg or SQLAlchemy error met while using ``url``."""
     orig = getattr(err, "orig", None) or err
@@ -88,9 +98,7 @@ def open_pg(settings: Settings) -> SqlAlchemy:
 def mongo_error(err: Exception, url: str) -> GigsterPgError:
     """The gigsterpg error for a pymongo error met while using ``url``."""
     where = mask_url(url)
-    # pymongo appends its timeouts and topology to the message; the first clause is what a person needs.
-    message = str(err).split(", Timeout:")[0].split(" (configured timeouts")[0].splitlines()[0] if str(err) else ""
-    message = mask_url(message or type(err).__name__)
+    message = short_reason(err)
     if isinstance(err, mongo_errors.OperationFailure) and err.code in (18, 13):
         return AuthError(f"MongoDB refused the login at {where}", message,
                          "check the user, password and authSource in DB_URL_MONGO", url=where)

@@ -42,8 +42,15 @@ def format_status(runs: List[dict], rejects: List[tuple]) -> str:
     lines = ["Last runs:", f"{'run':>6}  {'started (UTC)':<19}  {'seconds':>8}  {'status':<11}  collections"]
     for run in runs:
         seconds = f"{run['seconds']:.1f}" if run["seconds"] is not None else "-"
+        notes = []
+        if run.get("stage") and run["status"] != "succeeded":
+            notes.append(("at " if run["status"] == "running" else "stopped at ") + run["stage"])
+        if run.get("retries"):
+            notes.append(f"{run['retries']} retr{'y' if run['retries'] == 1 else 'ies'}")
+        if run["error"]:
+            notes.append(run["error"])
         lines.append(f"{run['id']:>6}  {run['started_at']:%Y-%m-%d %H:%M:%S}  {seconds:>8}  {run['status']:<11}  "
-                     f"{run['collections']}" + (f"  ({run['error']})" if run["error"] else ""))
+                     f"{run['collections']}" + (f"  ({'; '.join(notes)})" if notes else ""))
     lines.append("Open rejects:" if rejects else "Open rejects: none.")
     for collection, reason, count in rejects:
         lines.append(f"  {collection:<8} {reason:<32} {count:>8}")

@@ -9,7 +9,6 @@ example a real mongod and PostgreSQL from Docker.
 import json
 import os
 import uuid
-from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,11 +19,9 @@ from psycopg import sql
 
 from gigsterpg.config import Settings
 from gigsterpg.lib.pg.db import SqlAlchemy
+from tests.figures import FIGURES
 
 TEMPLATE = "gigsterpg_test_template"
-# What the reliability tests tried (kill points, faults, hostile documents) and lost; printed at the end
-# of the session and written to build/reliability.json, the figures RELIABILITY.md quotes.
-FIGURES: Counter = Counter()
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -71,7 +68,8 @@ def mongo_server_url(tmp_path_factory):
         yield external
         return
     from gigsterpg.embedded import EmbeddedMongo
-    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"))
+    # Test commands: the reliability tests arm failCommand failpoints (configureFailPoint).
+    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"), extra_args=("--enable-test-commands",))
     yield server.url("")
     server.stop()
 

@@ -23,7 +23,7 @@ from gigsterpg.lib.pg.sync.bulk import BatchLoader, prepare
 from gigsterpg.lib.pg.sync.gig import GigSync
 from gigsterpg.lib.pg.sync.runner import begin_run
 from gigsterpg.lib.pg.sync.user import UserSync
-from tests.conftest import FIGURES
+from tests.figures import FIGURES
 
 TEN_MB = 10 * 1024 * 1024
 UID = uuid.UUID("12345678-1234-5678-1234-567812345678")

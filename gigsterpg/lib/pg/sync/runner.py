@@ -19,7 +19,7 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.config import COLLECTIONS, mask_url
-from gigsterpg.connections import is_transient
+from gigsterpg.connections import is_transient, short_reason
 from gigsterpg.exc import SyncLockedError
 from gigsterpg.lib.pg.sync.bulk import BatchLoader, CollectionCounts
 from gigsterpg.lib.pg.sync.gig import GigSync
@@ -136,8 +136,12 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
         run.report = RunReport(begin_run(run.connection, ordered, wait_s))
         pending = list(ordered)
         retries = 0
+        lost = False
         while pending:
             try:
+                if lost:  # the server may still be starting: a refused connection is one more retry
+                    run.reconnect()
+                    lost = False
                 run.sync(pending)
             except BaseException as err:
                 if not is_transient(err) or retries >= retry.attempts:
@@ -145,11 +149,9 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
                 retries += 1
                 delay = retry.delay(retries)
                 logger.warning("sync run %d: %s; retry %d of %d in %.1f s, from the start of %s",
-                               run.report.run_id, mask_url(str(err).strip().splitlines()[0] if str(err).strip()
-                                                           else type(err).__name__),
-                               retries, retry.attempts, delay, pending[0])
+                               run.report.run_id, short_reason(err), retries, retry.attempts, delay, pending[0])
                 time.sleep(delay)
-                run.reconnect()
+                lost = True
     except BaseException as err:
         if run.report is not None:
             run.report.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -178,11 +180,27 @@ class _Run:
         self.connection = self.raw.driver_connection
 
     def reconnect(self) -> None:
-        """A new connection (the old one may be dead), the lock taken again, the retry recorded."""
-        with contextlib.suppress(Exception):
-            self.raw.invalidate()
+        """After a transient error: keep the connection if it still works (it holds the lock), else a
+        new one that takes the lock again; the retry is recorded either way."""
+        if self._alive():
+            resume_run(self.connection, self.report.run_id, relock=False)
+            return
+        if self.raw.is_valid:
+            with contextlib.suppress(Exception):
+                self.raw.invalidate()
         self.connect()
         resume_run(self.connection, self.report.run_id)
+
+    def _alive(self) -> bool:
+        if self.connection is None or self.connection.closed or self.connection.broken:
+            return False
+        try:
+            self.connection.rollback()
+            self.connection.execute("SELECT 1")
+            self.connection.rollback()
+            return True
+        except psycopg.Error:
+            return False
 
     def sync(self, pending: list) -> None:
         """Sync the ``pending`` collections in order, removing each from the list once it is done."""
@@ -262,11 +280,11 @@ def begin_run(connection, collections, wait_s: Optional[float] = None) -> int:
     return run_id
 
 
-def resume_run(connection, run_id: int) -> None:
-    """On a new connection after a transient error: take the lock again and count the retry."""
+def resume_run(connection, run_id: int, relock: bool = True) -> None:
+    """After a transient error: take the lock again (on a new connection) and count the retry."""
     connection.autocommit = True
     with connection.cursor() as cursor:
-        if not _try_lock(cursor):
+        if relock and not _try_lock(cursor):
             raise SyncLockedError(f"another sync took over while run {run_id} reconnected ({_running(cursor)})",
                                   "only one sync may write at a time", "let it finish; it does this run's work")
         cursor.execute("UPDATE sync_runs SET status = 'running', finished_at = NULL, retries = retries + 1"

@@ -49,7 +49,9 @@ def short_reason(err: BaseException) -> str:
     pymongo appends its timeouts and topology to the message, psycopg a hint on further lines.
     """
     text = str(err).strip()
-    text = text.split(", Timeout:")[0].split(" (configured timeouts")[0].splitlines()[0] if text else ""
+    for tail in (", Timeout:", " (configured timeouts", ", full error:"):
+        text = text.split(tail)[0]
+    text = text.splitlines()[0] if text else ""
     return mask_url(text or type(err).__name__)
 
 

@@ -80,3 +80,32 @@ def test_no_password_anywhere_after_runs_that_succeed_and_fail(secret_url, mongo
         assert PASSWORD not in text
         assert secret_url not in text and unreachable_mongo not in text
     assert any("***" in text for text in outputs)  # the URLs are shown, masked
+
+
+def test_a_wrong_mongodb_password_fails_in_one_line_without_showing_it(pg_url, tmp_path):
+    if os.environ.get("TEST_DB_URL_MONGO"):
+        pytest.skip("starts a server of its own with --auth")
+    import pymongo
+    from gigsterpg.embedded import EmbeddedMongo
+    folder = tmp_path / "mongo-auth"
+    server = EmbeddedMongo(folder)  # users are provisioned without auth, then the server restarts with it
+    client = pymongo.MongoClient(server.url("admin"))
+    client.admin.command("createUser", "reader", pwd=PASSWORD, roles=[{"role": "read", "db": "shop"}])
+    client.close()
+    server.stop()
+    server = EmbeddedMongo(folder, port=server.port, extra_args=("--auth",))
+    try:
+        base = server.url("shop").replace("mongodb://", "mongodb://reader:{}@") + "&authSource=admin"
+        wrong = run_cli("sync", "--pg-url", pg_url, "--mongo-url", base.format(PASSWORD + "x"), "--log-level",
+                        "debug", cwd=tmp_path)
+        assert wrong.returncode == 1
+        failed = [line for line in wrong.stderr.splitlines() if line.startswith("FAILED: ")]
+        assert len(failed) == 1 and "Traceback" not in wrong.stderr
+        assert failed[0].startswith("FAILED: MongoDB refused the login at mongodb://reader:***@")
+        assert failed[0].endswith(", authentication failed, check the user, password and authSource in DB_URL_MONGO")
+        right = run_cli("sync", "--pg-url", pg_url, "--mongo-url", base.format(PASSWORD), cwd=tmp_path)
+        assert "collection 'users' not found" in right.stderr  # logged in: the empty database is what is wrong
+        for text in (wrong.stdout, wrong.stderr, right.stdout, right.stderr):
+            assert PASSWORD not in text
+    finally:
+        server.stop()

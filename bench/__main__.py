@@ -194,6 +194,7 @@ def run(args, databases: Databases, mongo_server: str) -> dict:
                               for key, value in touched.items())
         record("re-sync after changes", result)
         record("read-only (after changes)", child("read", databases.server_url, mongo_url, batch))
+    measure_incremental(results, database, pg_url, mongo_url, batch, args.repeat, args.scale)
     for _ in range(args.repeat):
         record("transform + load", child("transform_load", databases.fresh(), mongo_url, batch))
         record("COPY of the same rows", child("copy", pg_url, mongo_url, batch))
@@ -203,10 +204,23 @@ def run(args, databases: Databases, mongo_server: str) -> dict:
         big = pymongo.MongoClient(big_url)
         write_dataset(big.get_default_database(), int(USERS * args.rss_scale), int(GIGS * args.rss_scale),
                       messy_rate=0.05, seed=43, replace=True)
-        record(f"first sync at scale {args.rss_scale:g}", child("sync", databases.fresh(), big_url, batch))
+        big_pg = databases.fresh()
+        record(f"first sync at scale {args.rss_scale:g}", child("sync", big_pg, big_url, batch))
+        measure_incremental(results, big.get_default_database(), big_pg, big_url, batch, args.repeat, args.rss_scale)
         big.drop_database(big.get_default_database().name)
     client.drop_database(database.name)
     return results
+
+
+def measure_incremental(results, database, pg_url, mongo_url, batch, repeat, scale) -> None:
+    """Incremental runs on unchanged data (after a full one, with an index on ``updated``): seconds and
+    documents read, which must not grow with the size of the collections."""
+    for name in ("users", "gigs"):
+        database[name].create_index("updated")
+    child("sync", pg_url, mongo_url, batch)  # a full run sets the watermarks
+    runs = [child("incremental", pg_url, mongo_url, batch) for _ in range(repeat)]
+    results.setdefault("incremental", {})[f"{scale:g}"] = runs
+    print(f"incremental at scale {scale:g}: {[round(r['seconds'], 2) for r in runs]} s", file=sys.stderr)
 
 
 def render(results: dict, args) -> str:
@@ -224,6 +238,8 @@ def render(results: dict, args) -> str:
              " | CPU µs/doc: gigsterpg / MongoDB / PostgreSQL |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for label in runs:
+        if not runs[label][0]["docs"]:
+            continue
         median, low = summarize(rates(label))
         base = copy_median if label == "transform + load" else read_median
         ratio = f"{median / base:.2f} x {'COPY' if label == 'transform + load' else 'read'}"
@@ -238,6 +254,12 @@ def render(results: dict, args) -> str:
     lines += ["",
               f"- unchanged re-sync rows rewritten: {[r['rewritten'] for r in unchanged]} (target 0)",
               f"- re-sync after changes touched exactly the changed rows: {[r['exact'] for r in changed]}"]
+    for scale, incremental in results.get("incremental", {}).items():
+        seconds = statistics.median(r["seconds"] for r in incremental)
+        read = [r["docs"] for r in incremental]
+        documents = int(results["docs"] * float(scale) / args.scale)
+        lines.append(f"- incremental run on unchanged data at scale {scale} ({documents:,} documents): median"
+                     f" {seconds:.2f} s, documents read {read}")
     return "\n".join(lines)
 
 

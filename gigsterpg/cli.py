@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--batch-size", type=_positive, help="documents per batch (default: 5000)")
     sync.add_argument("--full-compare", action="store_true",
                       help="map and compare every document, not only the changed ones (repairs rows edited by hand)")
+    scope = sync.add_mutually_exclusive_group()
+    scope.add_argument("--incremental", dest="mode", action="store_const", const="incremental",
+                       help="read only documents updated since the last run (no deletes)")
+    scope.add_argument("--reconcile", dest="mode", action="store_const", const="full",
+                       help="read everything and apply deletes (the default unless GIGSTERPG_INCREMENTAL is set)")
     sync.add_argument("--retries", type=_count, default=RetryPolicy.attempts,
                       help="reconnect and go on this many times after a lost connection (default: %(default)s)")
     sync.add_argument("--wait", type=_seconds, nargs="?", const=3600.0, metavar="SECONDS",
@@ -151,7 +156,7 @@ def run(args) -> int:
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
                            full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),
-                           wait_s=args.wait)
+                           wait_s=args.wait, mode=args.mode or "auto")
     print(format_run(report))
     return 0 if report.balanced else 1
 

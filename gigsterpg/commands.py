@@ -46,12 +46,42 @@ def migrate(pg: SqlAlchemy) -> None:
                             "the database may have been migrated by a newer gigsterpg; upgrade this one") from err
 
 
+SYNC_MODES = ("auto", "full", "incremental")
+
+
+def choose_mode(pg: SqlAlchemy, settings: Settings, mode: str) -> str:
+    """``full`` or ``incremental`` for this run.
+
+    ``auto``: incremental when the settings make it the default, a full run
+    has succeeded, and fewer than ``reconcile_every`` incremental runs have
+    succeeded since the last full one; full otherwise.
+    """
+    if mode != "auto":
+        return mode
+    if not settings.incremental:
+        return "full"
+    with pg_errors(pg.url), pg.engine.connect() as connection:
+        last_full = connection.execute(text(
+            "SELECT max(id) FROM sync_runs WHERE mode = 'full' AND status = 'succeeded'")).scalar()
+        if last_full is None:
+            return "full"
+        since = connection.execute(text(
+            "SELECT count(*) FROM sync_runs WHERE mode = 'incremental' AND status = 'succeeded' AND id > :id"),
+            {"id": last_full}).scalar()
+    if settings.reconcile_every and since + 1 >= settings.reconcile_every:
+        logger.info("full run to reconcile: %d incremental runs since the last full one", since)
+        return "full"
+    return "incremental"
+
+
 def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Optional[int] = None,
          progress: Optional[Progress] = None, full_compare: bool = False, retry: RetryPolicy = RetryPolicy(),
-         wait_s: Optional[float] = None) -> RunReport:
+         wait_s: Optional[float] = None, mode: str = "auto") -> RunReport:
     """Migrate, then sync ``collections`` from MongoDB into PostgreSQL.
 
     Args:
+        mode: ``full`` (read everything, apply deletes), ``incremental`` (read what changed since
+            the watermarks), or ``auto`` (see ``choose_mode``).
         full_compare: map and compare every document, not only those whose
             bytes changed since their row was stored (repairs rows edited by hand).
         retry: how often to reconnect and go on after a lost connection.
@@ -68,7 +98,9 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
         require_collections(database, collections, settings.mongo_url)
         with pg_errors(pg.url), mongo_errors_translated(settings.mongo_url):
             return run_sync(pg.engine, database, tuple(collections), settings.batch_size, limit, progress,
-                            skip_unchanged=not full_compare, retry=retry, wait_s=wait_s)
+                            skip_unchanged=not full_compare, retry=retry, wait_s=wait_s,
+                            incremental=choose_mode(pg, settings, mode) == "incremental",
+                            overlap_s=settings.overlap_s)
 
 
 def status(settings: Settings, runs: int = 10) -> Dict[str, list]:

@@ -11,6 +11,9 @@ from dotenv import dotenv_values
 from gigsterpg.exc import ConfigError
 
 DEFAULT_BATCH_SIZE = 5000
+DEFAULT_RECONCILE_EVERY = 10
+DEFAULT_OVERLAP_S = 300.0
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 COLLECTIONS = ("users", "gigs")
 
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?P<tail>@)")
@@ -62,6 +65,12 @@ class Settings:
     mongo_url: Optional[str] = None
     mongo_db: Optional[str] = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    # Incremental runs: the default once a full run has succeeded (GIGSTERPG_INCREMENTAL); every
+    # ``reconcile_every``-th run is a full one, which finds deletions and documents without a usable
+    # ``updated`` (0: only on demand); the watermark is read ``overlap_s`` seconds early.
+    incremental: bool = False
+    reconcile_every: int = DEFAULT_RECONCILE_EVERY
+    overlap_s: float = DEFAULT_OVERLAP_S
 
     def require_pg(self) -> str:
         """The PostgreSQL URL, or a ConfigError saying how to give one."""
@@ -107,6 +116,13 @@ def load_settings(overrides: Optional[Mapping[str, object]] = None,
     }
     if values.get("GIGSTERPG_BATCH_SIZE"):
         settings["batch_size"] = _positive_int("GIGSTERPG_BATCH_SIZE", values["GIGSTERPG_BATCH_SIZE"])
+    if "GIGSTERPG_INCREMENTAL" in values:
+        settings["incremental"] = _flag("GIGSTERPG_INCREMENTAL", values["GIGSTERPG_INCREMENTAL"])
+    if values.get("GIGSTERPG_RECONCILE_EVERY"):
+        settings["reconcile_every"] = _number("GIGSTERPG_RECONCILE_EVERY", values["GIGSTERPG_RECONCILE_EVERY"], int)
+    if values.get("GIGSTERPG_INCREMENTAL_OVERLAP_S"):
+        settings["overlap_s"] = _number("GIGSTERPG_INCREMENTAL_OVERLAP_S", values["GIGSTERPG_INCREMENTAL_OVERLAP_S"],
+                                        float)
     for key, value in (overrides or {}).items():
         if value is not None:
             settings[key] = value
@@ -123,4 +139,23 @@ def _positive_int(name: str, value) -> int:
     if number < 1:
         raise ConfigError(f"bad {name} {value!r}", "it must be a whole number of 1 or more",
                           "give a positive number", value=value)
+    return number
+
+
+def _flag(name: str, value: str) -> bool:
+    text = (value or "").strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise ConfigError(f"bad {name} {value!r}", "it must be true or false", "set it to true or false",
+                          value=value)
+    return text in _TRUE
+
+
+def _number(name: str, value, kind):
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = -1
+    if not 0 <= number < float("inf"):
+        raise ConfigError(f"bad {name} {value!r}", "it must be a number of 0 or more", "give a number of 0 or more",
+                          value=value)
     return number

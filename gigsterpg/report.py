@@ -8,7 +8,7 @@ COLUMNS = ("seen", "inserted", "updated", "unchanged", "deleted", "rejected")
 
 def format_run(report: RunReport) -> str:
     """The end-of-run summary: counts per collection, rejects by reason, the accounting."""
-    lines = [f"Sync run {report.run_id} {report.status}."]
+    lines = [f"Sync run {report.run_id} ({report.mode}) {report.status}."]
     header = f"{'collection':<12}" + "".join(f"{name:>11}" for name in COLUMNS) + "   rows + open rejects = documents"
     lines.append(header)
     for name, collection in report.collections.items():
@@ -16,7 +16,8 @@ def format_run(report: RunReport) -> str:
         values = (counts.seen, counts.inserted, counts.updated, counts.unchanged, counts.deleted,
                   sum(counts.rejected.values()))
         if collection.balanced is None:
-            accounting = "not checked (partial scan: --limit)"
+            accounting = ("not checked (incremental: reads only what changed)" if collection.scope == "incremental"
+                          else "not checked (partial scan: --limit)")
         else:
             verdict = "holds" if collection.balanced else "DOES NOT HOLD"
             accounting = (f"{collection.rows} + {collection.open_rejects} "

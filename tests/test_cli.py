@@ -37,9 +37,9 @@ def test_sync_prints_the_summary_and_the_accounting(tmp_path, pg_url, mongo_url,
     env = {"DB_URL_PSQL": pg_url, "DB_URL_MONGO": mongo_url}
     first = run_cli("--batch-size", "40", "--log-level", "info", cwd=tmp_path, env_extra=env)
     assert first.returncode == 0, first.stderr
-    assert "Sync run 1 succeeded." in first.stdout
+    assert "Sync run 1 (full) succeeded." in first.stdout
     assert first.stdout.count("holds") == 2 and "rejected this run:" in first.stdout
-    assert "sync run 1 started" in first.stderr, "--log-level info logs the run"
+    assert "sync run 1 (full) started" in first.stderr, "--log-level info logs the run"
 
     second = run_cli("sync", "--no-progress", "--log-format", "json", cwd=tmp_path, env_extra=env)
     assert second.returncode == 0

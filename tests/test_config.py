@@ -84,3 +84,18 @@ def test_text_logs():
     logging.getLogger("gigsterpg.test").info("hidden")
     logging.getLogger("gigsterpg.test").warning("shown")
     assert "hidden" not in stream.getvalue() and "WARNING gigsterpg.test: shown" in stream.getvalue()
+
+
+def test_incremental_settings_come_from_the_environment(tmp_path):
+    env = {"GIGSTERPG_INCREMENTAL": "yes", "GIGSTERPG_RECONCILE_EVERY": "24", "GIGSTERPG_INCREMENTAL_OVERLAP_S": "60"}
+    settings = load_settings(environ=env, dotenv_path=tmp_path / "none")
+    assert (settings.incremental, settings.reconcile_every, settings.overlap_s) == (True, 24, 60.0)
+    defaults = load_settings(environ={}, dotenv_path=tmp_path / "none")
+    assert (defaults.incremental, defaults.reconcile_every, defaults.overlap_s) == (False, 10, 300.0)
+
+
+@pytest.mark.parametrize("name, value", [("GIGSTERPG_INCREMENTAL", "maybe"), ("GIGSTERPG_RECONCILE_EVERY", "-1"),
+                                         ("GIGSTERPG_INCREMENTAL_OVERLAP_S", "soon")])
+def test_bad_incremental_settings_are_refused(tmp_path, name, value):
+    with pytest.raises(ConfigError, match=f"bad {name}"):
+        load_settings(environ={name: value}, dotenv_path=tmp_path / "none")

@@ -62,7 +62,7 @@ def test_no_password_anywhere_after_runs_that_succeed_and_fail(secret_url, mongo
     ):
         result = run_cli(*args, cwd=tmp_path)
         outputs.append(result.stdout + result.stderr)
-    assert "Sync run 1 succeeded" in outputs[0] and "FAILED: cannot reach MongoDB" in outputs[2]
+    assert "Sync run 1 (full) succeeded" in outputs[0] and "FAILED: cannot reach MongoDB" in outputs[2]
     assert "FAILED: PostgreSQL refused the login" in outputs[4]
 
     errors = []

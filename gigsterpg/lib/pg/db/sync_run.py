@@ -32,6 +32,8 @@ class SyncRun(Base):
     progress: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     # Transient errors (lost connection, server restart) the run recovered from.
     retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # "full" (every document read, deletes applied) or "incremental" (documents updated since the watermark).
+    mode: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'full'"))
 
 
 class SyncReject(Base):
@@ -72,3 +74,20 @@ class SyncHash(Base):
     collection: Mapped[str] = mapped_column(Text, primary_key=True)
     doc_id: Mapped[str] = mapped_column("_id", Text, primary_key=True)
     hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class SyncWatermark(Base):
+    """How far a collection is synced: every document whose ``updated`` is before this is stored.
+
+    Set by a scan read to its end (full or incremental) in the transaction of
+    its last step, to the MongoDB server's clock when the scan began: a crash
+    cannot move it past data that was not written. Incremental runs read the
+    documents whose ``updated`` is at or after it, minus an overlap for clocks.
+    """
+
+    __tablename__ = "sync_watermarks"
+
+    collection: Mapped[str] = mapped_column(Text, primary_key=True)
+    updated: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[Optional[int]] = mapped_column(BigInteger, ForeignKey("sync_runs.id", ondelete="SET NULL"))
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())

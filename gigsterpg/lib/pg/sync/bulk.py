@@ -333,8 +333,9 @@ class BatchLoader:
             cursor.execute("DELETE FROM sync_hashes WHERE collection = %s AND _id = ANY(%s)",
                            (collection, rejected_ids))
 
-    def finish(self, complete: bool) -> None:
-        """After the scan: delete what MongoDB no longer has (only if the scan was complete)."""
+    def finish(self, complete: bool, watermark: Optional[tuple] = None) -> None:
+        """After the scan: delete what MongoDB no longer has (only if the scan was complete), and set
+        the collection's watermark (``(datetime or None,)``) in the same transaction."""
         collection = self.model.collection
         deleted = 0
         with self.connection.cursor() as cursor:
@@ -350,8 +351,15 @@ class BatchLoader:
                                f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = h._id)", (collection,))
                 faults.point("deleting")
             extra = self.model.after_scan(cursor)
+            if watermark is not None:
+                cursor.execute("INSERT INTO sync_watermarks AS w (collection, updated, run_id) VALUES (%s, %s, %s)"
+                               " ON CONFLICT (collection) DO UPDATE SET updated = excluded.updated,"
+                               "  run_id = excluded.run_id, set_at = now()"
+                               " WHERE w.updated IS DISTINCT FROM excluded.updated",
+                               (collection, watermark[0], self.run_id))
             cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
-            self._record_progress(cursor, "done" if complete else "done (partial scan)", self.counts.seen)
+            self._record_progress(cursor, "done" if complete else "done (no deletes: partial scan)",
+                                  self.counts.seen)
         self.connection.commit()
         # Counted once committed: a retry after a lost connection must not count them twice.
         self.counts.deleted = deleted

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Dict, Optional
 
 import psycopg
@@ -32,6 +33,8 @@ MODELS = {"users": UserSync, "gigs": GigSync}
 # One key for "a sync is writing to this database"; session-level, so it dies with a crashed process.
 LOCK_KEY = 0x6769677374657270  # "gigsterp"
 LOCK_POLL_S = 1.0
+# Incremental runs read from the watermark minus this much: clocks of application servers differ.
+DEFAULT_OVERLAP_S = 300.0
 # Documents arrive undecoded: most of an unchanged collection is never decoded at all.
 RAW = CodecOptions(document_class=RawBSONDocument)
 
@@ -47,6 +50,8 @@ class CollectionReport:
     name: str
     counts: CollectionCounts
     complete: bool
+    # "full" (every document read), or "incremental" (only those updated since the watermark).
+    scope: str = "full"
     rows: int = 0
     open_rejects: int = 0
     documents: int = 0
@@ -58,7 +63,7 @@ class CollectionReport:
         return (self.rows + self.open_rejects == self.documents) if self.complete else None
 
     def as_dict(self) -> dict:
-        return {**self.counts.as_dict(), "complete": self.complete, "rows": self.rows,
+        return {**self.counts.as_dict(), "scope": self.scope, "complete": self.complete, "rows": self.rows,
                 "open_rejects": self.open_rejects, "documents": self.documents, "balanced": self.balanced,
                 "seconds": round(self.seconds, 3)}
 
@@ -69,6 +74,7 @@ class RunReport:
 
     run_id: int
     status: str = "running"
+    mode: str = "full"
     collections: Dict[str, CollectionReport] = field(default_factory=dict)
 
     @property
@@ -93,6 +99,30 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Scan:
+    """What one collection's scan reads, and the watermark it sets once read to its end."""
+
+    query: dict
+    scope: str  # "full" or "incremental"
+    mark: Optional[datetime]
+
+
+def server_time(mongo_db) -> datetime:
+    """The MongoDB server's clock (``hello``'s localTime), as an aware UTC datetime.
+
+    The watermark a scan sets: documents written after it began carry a later
+    ``updated`` (application clocks differ: the overlap absorbs that), so the
+    next incremental run reads them. An O(1) look-up, unlike the newest
+    ``updated`` in the collection, and a document dated in the future cannot
+    hold the watermark there.
+    """
+    value = mongo_db.client.admin.command("hello").get("localTime")
+    if not isinstance(value, datetime):  # pragma: no cover - every server answers with it
+        return datetime.now(timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """How often, and after how long, a run retries after a transient error (lost connection, restart).
 
@@ -110,7 +140,8 @@ class RetryPolicy:
 
 def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, limit: Optional[int] = None,
              progress: Optional[Progress] = None, skip_unchanged: bool = True,
-             retry: RetryPolicy = RetryPolicy(), wait_s: Optional[float] = None) -> RunReport:
+             retry: RetryPolicy = RetryPolicy(), wait_s: Optional[float] = None, incremental: bool = False,
+             overlap_s: float = DEFAULT_OVERLAP_S) -> RunReport:
     """Sync ``collections`` of ``mongo_db`` into the database of ``engine`` (migrated already).
 
     Every batch commits on its own. After a transient error the run reconnects
@@ -125,15 +156,20 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
         skip_unchanged: skip documents whose bytes match those their row was
             made from; False re-maps and compares every document.
         wait_s: if another sync is running, wait this long for it instead of refusing.
+        incremental: read only the documents whose ``updated`` is at or after the collection's
+            watermark minus ``overlap_s`` seconds (no deletes); a collection without a watermark
+            (no complete scan yet) is read in full.
 
     Raises:
         SyncLockedError: another sync is writing to this database.
     """
     run = _Run(engine, mongo_db, batch_size, limit, progress or Progress(), skip_unchanged)
+    run.incremental, run.overlap = incremental, timedelta(seconds=overlap_s)
     ordered = [name for name in COLLECTIONS if name in collections]
     try:
         run.connect()
-        run.report = RunReport(begin_run(run.connection, ordered, wait_s))
+        mode = "incremental" if incremental else "full"
+        run.report = RunReport(begin_run(run.connection, ordered, wait_s, mode=mode), mode=mode)
         pending = list(ordered)
         retries = 0
         lost = False
@@ -210,15 +246,16 @@ class _Run:
             pipelines = []
             for name in pending:
                 loader = BatchLoader(self.connection, MODELS[name], self.report.run_id, self.skip_unchanged)
+                scan = self._plan(name)
                 cursor = self.mongo_db[name].with_options(codec_options=RAW).find(
-                    {}, batch_size=self.batch_size, limit=self.limit or 0)
+                    scan.query, batch_size=self.batch_size, limit=self.limit or 0)
                 readers.callback(cursor.close)
-                pipelines.append((loader, readers.enter_context(
+                pipelines.append((loader, scan, readers.enter_context(
                     ReadAhead(cursor, self.batch_size, loader.prepare))))
-            for index, (loader, pipeline) in enumerate(pipelines):
-                following = pipelines[index + 1][1] if index + 1 < len(pipelines) else None
+            for index, (loader, scan, pipeline) in enumerate(pipelines):
+                following = pipelines[index + 1][2] if index + 1 < len(pipelines) else None
                 try:
-                    report = _sync_collection(self.connection, self.mongo_db, loader, pipeline, following,
+                    report = _sync_collection(self.connection, self.mongo_db, loader, scan, pipeline, following,
                                               self.limit, self.progress)
                 except BaseException:
                     self._carry(loader.counts, loader.model.collection)
@@ -227,6 +264,24 @@ class _Run:
                 report.counts = self.carried.pop(loader.model.collection)
                 self.report.collections[loader.model.collection] = report
                 pending.remove(loader.model.collection)
+
+    def _plan(self, name: str) -> "Scan":
+        """What to read of ``name``: everything, or (incremental) what changed since its watermark.
+
+        The watermark is the server's clock before the cursor opens: whatever changes during
+        the scan is newer, and the next incremental run reads it.
+        """
+        mark = server_time(self.mongo_db)
+        if self.incremental:
+            with self.connection.cursor() as cursor:
+                cursor.execute("SELECT updated FROM sync_watermarks WHERE collection = %s", (name,))
+                row = cursor.fetchone()
+            self.connection.commit()
+            if row is not None:
+                query = {} if row[0] is None else {"updated": {"$gte": row[0] - self.overlap}}
+                return Scan(query, "incremental", mark)
+            logger.info("%s: no watermark yet, reading it in full", name)
+        return Scan({}, "full", mark)
 
     def _carry(self, counts: CollectionCounts, name: str) -> None:
         """Keep what an attempt committed; ``seen`` and the rejects come from the last (whole) scan only."""
@@ -254,7 +309,7 @@ def _rollback(connection) -> None:
         connection.rollback()
 
 
-def begin_run(connection, collections, wait_s: Optional[float] = None) -> int:
+def begin_run(connection, collections, wait_s: Optional[float] = None, mode: str = "full") -> int:
     """Take the sync lock (waiting up to ``wait_s`` for it), mark dead runs interrupted, record this run."""
     connection.autocommit = True
     with connection.cursor() as cursor:
@@ -272,11 +327,11 @@ def begin_run(connection, collections, wait_s: Optional[float] = None) -> int:
         cursor.execute("UPDATE sync_runs SET status = 'interrupted', finished_at = now(),"
                        " error = coalesce(error, 'the process ended before the run finished')"
                        " WHERE status = 'running'")
-        cursor.execute("INSERT INTO sync_runs (collections, pid, hostname) VALUES (%s, %s, %s) RETURNING id",
-                       (",".join(collections), os.getpid(), socket.gethostname()))
+        cursor.execute("INSERT INTO sync_runs (collections, pid, hostname, mode) VALUES (%s, %s, %s, %s)"
+                       " RETURNING id", (",".join(collections), os.getpid(), socket.gethostname(), mode))
         run_id = cursor.fetchone()[0]
     connection.autocommit = False
-    logger.info("sync run %d started: %s", run_id, ", ".join(collections))
+    logger.info("sync run %d (%s) started: %s", run_id, mode, ", ".join(collections))
     return run_id
 
 
@@ -320,9 +375,9 @@ def end_run(connection, report: RunReport, error: Optional[str]) -> None:
     logger.info("sync run %d %s", report.run_id, report.status)
 
 
-def _sync_collection(connection, mongo_db, loader: BatchLoader, pipeline: ReadAhead,
+def _sync_collection(connection, mongo_db, loader: BatchLoader, scan: Scan, pipeline: ReadAhead,
                      following: Optional[ReadAhead], limit: Optional[int], progress: Progress) -> CollectionReport:
-    """Load one collection's prepared batches, then delete and account."""
+    """Load one collection's prepared batches, then delete (after a full scan), set the watermark, account."""
     started = time.monotonic()
     model = loader.model
     total = mongo_db[model.collection].estimated_document_count() if progress.needs_total else 0
@@ -337,16 +392,19 @@ def _sync_collection(connection, mongo_db, loader: BatchLoader, pipeline: ReadAh
                 following.start()
     finally:
         progress.close()
-    complete = limit is None or read < limit
-    loader.finish(complete)
-    report = CollectionReport(model.collection, loader.counts, complete, seconds=time.monotonic() - started)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {model.table}")
-        report.rows = cursor.fetchone()[0]
-        cursor.execute("SELECT count(*) FROM sync_rejects WHERE collection = %s AND resolved_at IS NULL",
-                       (model.collection,))
-        report.open_rejects = cursor.fetchone()[0]
-    connection.commit()
+    to_the_end = limit is None or read < limit
+    complete = to_the_end and scan.scope == "full"
+    loader.finish(complete, watermark=(scan.mark,) if to_the_end else None)
+    report = CollectionReport(model.collection, loader.counts, complete, scan.scope,
+                              seconds=time.monotonic() - started)
+    if complete:  # the accounting; a partial scan has nothing to balance, and a count costs a table scan
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM {model.table}")
+            report.rows = cursor.fetchone()[0]
+            cursor.execute("SELECT count(*) FROM sync_rejects WHERE collection = %s AND resolved_at IS NULL",
+                           (model.collection,))
+            report.open_rejects = cursor.fetchone()[0]
+        connection.commit()
     # The complete scan itself counted the collection; a second count would read it all again.
     report.documents = loader.counts.seen
     logger.info("%s: %s", model.collection, report.as_dict())

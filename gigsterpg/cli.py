@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read only documents updated since the last run (no deletes)")
     scope.add_argument("--reconcile", dest="mode", action="store_const", const="full",
                        help="read everything and apply deletes (the default unless GIGSTERPG_INCREMENTAL is set)")
+    scope.add_argument("--follow", action="store_true",
+                       help="catch up, then apply MongoDB's changes as they happen until stopped (Ctrl-C, SIGTERM)")
     sync.add_argument("--retries", type=_count, default=RetryPolicy.attempts,
                       help="reconnect and go on this many times after a lost connection (default: %(default)s)")
     sync.add_argument("--wait", type=_seconds, nargs="?", const=3600.0, metavar="SECONDS",
@@ -152,7 +154,12 @@ def run(args) -> int:
         return 0
     if args.command == "status":
         result = commands.status(settings, args.runs)
-        print(format_status(result["runs"], result["rejects"]))
+        print(format_status(result["runs"], result["rejects"], result["followers"]))
+        return 0
+    if args.follow:
+        followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries))
+        print(f"Stopped following: {followed.events} events applied in {followed.batches} batches"
+              f" ({followed.resyncs} full re-syncs, {followed.retries} reconnections); the position is saved.")
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
                            full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),

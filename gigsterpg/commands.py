@@ -8,14 +8,16 @@ import logging
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
+import bson
 from alembic.util import CommandError
 from sqlalchemy import text
 
 from gigsterpg.config import COLLECTIONS, Settings
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_errors, require_collections
-from gigsterpg.exc import ConfigError, TerminalError
+from gigsterpg.exc import ConfigError, GigsterPgError, TerminalError
 from gigsterpg.generate import write_dataset
 from gigsterpg.lib.pg.db import SqlAlchemy
+from gigsterpg.lib.pg.sync.follow import Follower, FollowReport, behind
 from gigsterpg.lib.pg.sync.runner import Progress, RetryPolicy, RunReport, run_sync
 
 logger = logging.getLogger(__name__)
@@ -103,23 +105,75 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
                             overlap_s=settings.overlap_s)
 
 
+def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), batch_size: int = 1000,
+           max_wait_ms: int = 200) -> FollowReport:
+    """Migrate, catch up if there is no saved position, then apply MongoDB's changes until stopped.
+
+    The catch-up is a full sync if none has succeeded yet, else an incremental one.
+    ``stop`` (a threading.Event) ends it between two batches; so do Ctrl-C and SIGTERM.
+    """
+    pg = open_pg(settings)
+    with contextlib.ExitStack() as stack:
+        stack.callback(pg.dispose)
+        client, database = open_mongo(settings)
+        stack.callback(client.close)
+        migrate(pg)
+        require_collections(database, COLLECTIONS, settings.mongo_url)
+
+        def catch_up(full: bool) -> RunReport:
+            with pg.engine.connect() as connection:
+                full_done = connection.execute(text(
+                    "SELECT EXISTS (SELECT 1 FROM sync_runs WHERE mode = 'full' AND status = 'succeeded')")).scalar()
+            return run_sync(pg.engine, database, COLLECTIONS, settings.batch_size, retry=retry,
+                            incremental=full_done and not full, overlap_s=settings.overlap_s)
+
+        with pg_errors(pg.url), mongo_errors_translated(settings.mongo_url):
+            return Follower(pg.engine, database, catch_up, batch_size, max_wait_ms, retry, stop).run()
+
+
 def status(settings: Settings, runs: int = 10) -> Dict[str, list]:
     """The last ``runs`` runs and the open rejects grouped by collection and reason."""
     pg = open_pg(settings)
     try:
         with pg_errors(pg.url), pg.engine.connect() as connection:
             if not connection.execute(text("SELECT to_regclass('sync_runs') IS NOT NULL")).scalar():
-                return {"runs": [], "rejects": []}
+                return {"runs": [], "rejects": [], "followers": []}
             recent = connection.execute(text(
-                "SELECT id, started_at, status, collections, error, stage, retries,"
+                "SELECT id, started_at, status, mode, collections, error, stage, retries,"
                 " extract(epoch FROM finished_at - started_at)::float AS seconds"
                 " FROM sync_runs ORDER BY id DESC LIMIT :n"), {"n": runs}).mappings().all()
             rejects = connection.execute(text(
                 "SELECT collection, reason, count(*) FROM sync_rejects WHERE resolved_at IS NULL"
                 " GROUP BY collection, reason ORDER BY collection DESC, count(*) DESC, reason")).all()
-        return {"runs": [dict(row) for row in recent], "rejects": [tuple(row) for row in rejects]}
+            followers = []
+            if connection.execute(text("SELECT to_regclass('sync_followers') IS NOT NULL")).scalar():
+                followers = [dict(row) for row in connection.execute(text(
+                    "SELECT name, token, events_applied, last_event_at, applied_at, caught_up_at, last_error,"
+                    " last_error_at FROM sync_followers ORDER BY name")).mappings()]
+        for follower in followers:
+            follower.update(_behind(settings, follower.pop("token"), follower["last_event_at"]))
+        return {"runs": [dict(row) for row in recent], "rejects": [tuple(row) for row in rejects],
+                "followers": followers}
     finally:
         pg.dispose()
+
+
+def _behind(settings: Settings, token: Optional[bytes], last_event_at) -> dict:
+    """A follower's lag, asked of MongoDB; unknown (with why) when it cannot be asked."""
+    if not settings.mongo_url or token is None:
+        return {"behind_events": None, "behind_seconds": None, "behind_unknown": "no MongoDB URL or no position"}
+    try:
+        client, database = open_mongo(settings)
+    except GigsterPgError as err:
+        return {"behind_events": None, "behind_seconds": None, "behind_unknown": err.what}
+    try:
+        with mongo_errors_translated(settings.mongo_url):
+            lag = behind(database, bson.decode(token), last_event_at)
+        return {"behind_events": lag["events"], "behind_seconds": lag["seconds"], "behind_unknown": None}
+    except GigsterPgError as err:
+        return {"behind_events": None, "behind_seconds": None, "behind_unknown": err.what}
+    finally:
+        client.close()
 
 
 def generate(settings: Settings, users: int, gigs: int, messy_rate: float = 0.05, seed: int = 42,

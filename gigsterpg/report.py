@@ -1,5 +1,5 @@
 """Plain-text renderings of a run and of the status, as the CLI prints them."""
-from typing import List
+from typing import List, Optional
 
 from gigsterpg.lib.pg.sync.runner import RunReport
 
@@ -36,11 +36,12 @@ def format_run(report: RunReport) -> str:
     return "\n".join(lines)
 
 
-def format_status(runs: List[dict], rejects: List[tuple]) -> str:
-    """The last runs and the open rejects by reason."""
+def format_status(runs: List[dict], rejects: List[tuple], followers: Optional[List[dict]] = None) -> str:
+    """The last runs, the followers of the change streams, and the open rejects by reason."""
     if not runs:
         return "No sync has run on this database yet."
-    lines = ["Last runs:", f"{'run':>6}  {'started (UTC)':<19}  {'seconds':>8}  {'status':<11}  collections"]
+    lines = ["Last runs:", f"{'run':>6}  {'started (UTC)':<19}  {'seconds':>8}  {'status':<11}  {'mode':<11}  "
+             "collections"]
     for run in runs:
         seconds = f"{run['seconds']:.1f}" if run["seconds"] is not None else "-"
         notes = []
@@ -51,8 +52,25 @@ def format_status(runs: List[dict], rejects: List[tuple]) -> str:
         if run["error"]:
             notes.append(run["error"])
         lines.append(f"{run['id']:>6}  {run['started_at']:%Y-%m-%d %H:%M:%S}  {seconds:>8}  {run['status']:<11}  "
-                     f"{run['collections']}" + (f"  ({'; '.join(notes)})" if notes else ""))
+                     f"{run.get('mode', 'full'):<11}  {run['collections']}"
+                     + (f"  ({'; '.join(notes)})" if notes else ""))
+    for follower in followers or []:
+        lines.append(_format_follower(follower))
     lines.append("Open rejects:" if rejects else "Open rejects: none.")
     for collection, reason, count in rejects:
         lines.append(f"  {collection:<8} {reason:<32} {count:>8}")
     return "\n".join(lines)
+
+
+def _format_follower(follower: dict) -> str:
+    """``Follower main: 1200 events applied, last change 2026-... UTC, behind: 0 events, 0.0 s``."""
+    when = follower["last_event_at"]
+    parts = [f"{follower['events_applied']} events applied",
+             f"last change {when:%Y-%m-%d %H:%M:%S} UTC" if when else "no change applied yet"]
+    if follower.get("behind_unknown"):
+        parts.append(f"behind: unknown ({follower['behind_unknown']})")
+    else:
+        parts.append(f"behind: {follower['behind_events']} events, {follower['behind_seconds']:.1f} s")
+    if follower.get("last_error"):
+        parts.append(f"last error {follower['last_error_at']:%Y-%m-%d %H:%M:%S}: {follower['last_error']}")
+    return f"Follower {follower['name']}: " + ", ".join(parts)

@@ -91,3 +91,25 @@ class SyncWatermark(Base):
     updated: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     run_id: Mapped[Optional[int]] = mapped_column(BigInteger, ForeignKey("sync_runs.id", ondelete="SET NULL"))
     set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class SyncFollower(Base):
+    """A follower of MongoDB's change streams (``sync --follow``): its position and how it is doing.
+
+    ``token`` (the change stream's resume token, as BSON) is written in the
+    same transaction as the changes it covers, so a restart resumes exactly
+    where the last committed batch ended.
+    """
+
+    __tablename__ = "sync_followers"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    token: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
+    run_id: Mapped[Optional[int]] = mapped_column(BigInteger, ForeignKey("sync_runs.id", ondelete="SET NULL"))
+    events_applied: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    # MongoDB's time of the last change applied, when it was applied, and when the stream last had nothing new.
+    last_event_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    applied_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    caught_up_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    last_error_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))

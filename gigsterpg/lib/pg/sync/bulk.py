@@ -149,11 +149,14 @@ class BatchLoader:
             (False re-maps and compares every document).
     """
 
-    def __init__(self, connection, model, run_id: int, skip_unchanged: bool = True):
+    def __init__(self, connection, model, run_id: int, skip_unchanged: bool = True, scan: bool = True):
         self.connection = connection
         self.model = model
         self.run_id = run_id
         self.skip_unchanged = skip_unchanged
+        # A scan sees each document once and keeps the ids it saw (deletes, repeated ids); a follower
+        # of the change streams sees a document again at each change, and deletes what it is told.
+        self.scan = scan
         self.counts = CollectionCounts()
         self.seen_table = f"seen_{model.collection}"
         with connection.cursor() as cursor:
@@ -176,11 +179,18 @@ class BatchLoader:
         """``prepare`` for this collection: with the mapping while mapping ahead pays."""
         return prepare(docs, self.model if self.map_ahead else None)
 
-    def load(self, batch: Sequence[Prepared]) -> None:
-        """Store one prepared batch, or record why not, in one transaction (with the run's progress)."""
+    def load(self, batch: Sequence[Prepared], commit: bool = True) -> None:
+        """Store one prepared batch, or record why not, in one transaction (with the run's progress).
+
+        ``commit=False`` leaves the transaction open for the caller to add to it and commit
+        (the follower stores its position with the changes); the counts are then the caller's to undo.
+        """
         before = copy.deepcopy(self.counts)
         try:
             with self.connection.cursor() as cursor:
+                if not commit:  # another load may have staged in this transaction (staging empties at commit)
+                    cursor.execute("DELETE FROM stage_hashes")
+                    cursor.execute("DELETE FROM stage_rejects")
                 copy_rows(cursor, "stage_hashes", HASH_COLUMNS,
                           ((seq, item.doc_id, item.digest) for seq, item in enumerate(batch)))
                 again = self._mark_seen(cursor, batch)
@@ -193,9 +203,11 @@ class BatchLoader:
                 self._record_rejects(cursor, rejects, stored)
                 self._mark_seen_keys(cursor, [r.doc_id for r in rejects if r.reason == DUPLICATE_ID])
                 self._record_hashes(cursor, stored, [r.doc_id for r in rejects])
-                self._record_progress(cursor, "loading", self.counts.seen + len(batch))
+                if self.scan:
+                    self._record_progress(cursor, "loading", self.counts.seen + len(batch))
             faults.point("merged")
-            self.connection.commit()
+            if commit:
+                self.connection.commit()
         except BaseException:
             self.counts = before  # nothing of the batch was committed
             with contextlib.suppress(psycopg.Error):  # a dead connection has nothing to roll back
@@ -216,10 +228,12 @@ class BatchLoader:
 
         Two documents whose ids have one text form (1 and "1"): the first in scan order keeps the row.
         """
-        cursor.execute(f"WITH fresh AS (INSERT INTO {self.seen_table} (_id) SELECT _id FROM stage_hashes"
-                       "  ON CONFLICT DO NOTHING RETURNING _id)"
-                       " SELECT s.seq FROM stage_hashes s WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f._id = s._id)")
-        again = {seq for (seq,) in cursor.fetchall()}
+        again = set()
+        if self.scan:
+            cursor.execute(f"WITH fresh AS (INSERT INTO {self.seen_table} (_id) SELECT _id FROM stage_hashes"
+                           "  ON CONFLICT DO NOTHING RETURNING _id) SELECT s.seq FROM stage_hashes s"
+                           " WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f._id = s._id)")
+            again = {seq for (seq,) in cursor.fetchall()}
         if len({item.doc_id for item in batch}) < len(batch):
             first = {}
             again.update(item.seq for item in batch if first.setdefault(item.doc_id, item.seq) != item.seq)
@@ -227,7 +241,7 @@ class BatchLoader:
 
     def _mark_seen_keys(self, cursor, keys: List[str]) -> None:
         """Count the keys of duplicate-id rejects as seen, so the end of the scan does not close them."""
-        if keys:
+        if keys and self.scan:
             cursor.execute(f"INSERT INTO {self.seen_table} (_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
                            (keys,))
 
@@ -332,6 +346,20 @@ class BatchLoader:
         if rejected_ids:
             cursor.execute("DELETE FROM sync_hashes WHERE collection = %s AND _id = ANY(%s)",
                            (collection, rejected_ids))
+
+    def delete(self, doc_ids: List[str]) -> None:
+        """Delete the rows of documents deleted in MongoDB, close their rejects, forget their hashes.
+
+        Does not commit (the follower commits with its position). User deletes cascade to
+        user_skills; gigs of a deleted user keep ``poster_ref`` and lose ``poster_id``.
+        """
+        collection = self.model.collection
+        with self.connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {self.model.table} WHERE _id = ANY(%s)", (doc_ids,))
+            self.counts.deleted += cursor.rowcount
+            cursor.execute("UPDATE sync_rejects SET resolved_at = now(), changed_at = now()"
+                           " WHERE collection = %s AND resolved_at IS NULL AND doc_id = ANY(%s)", (collection, doc_ids))
+            cursor.execute("DELETE FROM sync_hashes WHERE collection = %s AND _id = ANY(%s)", (collection, doc_ids))
 
     def finish(self, complete: bool, watermark: Optional[tuple] = None) -> None:
         """After the scan: delete what MongoDB no longer has (only if the scan was complete), and set

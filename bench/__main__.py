@@ -10,10 +10,12 @@ peak RSS are its own.
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +29,8 @@ from psycopg import sql
 from gigsterpg.generate import write_dataset
 
 USERS, GIGS = 100_000, 200_000
+# Follow mode: inserts per second offered (None: as fast as the server takes them).
+FOLLOW_RATES = (200, None)
 TARGETS = {"first sync": 0.7, "unchanged re-sync": 0.9, "re-sync after changes": 0.8, "transform + load": 0.6}
 
 
@@ -135,6 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rss-scale", type=float, default=0, help="also measure the first sync's RSS at this scale")
     parser.add_argument("--external", action="store_true", help="use DB_URL_PSQL / DB_URL_MONGO, not embedded servers")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--follow-seconds", type=float, default=10, help="length of each follow-mode load")
     args = parser.parse_args(argv)
 
     servers = []
@@ -195,6 +200,8 @@ def run(args, databases: Databases, mongo_server: str) -> dict:
         record("re-sync after changes", result)
         record("read-only (after changes)", child("read", databases.server_url, mongo_url, batch))
     measure_incremental(results, database, pg_url, mongo_url, batch, args.repeat, args.scale)
+    for rate in FOLLOW_RATES:
+        measure_follow(results, database, pg_url, mongo_url, rate, args.follow_seconds)
     for _ in range(args.repeat):
         record("transform + load", child("transform_load", databases.fresh(), mongo_url, batch))
         record("COPY of the same rows", child("copy", pg_url, mongo_url, batch))
@@ -221,6 +228,62 @@ def measure_incremental(results, database, pg_url, mongo_url, batch, repeat, sca
     runs = [child("incremental", pg_url, mongo_url, batch) for _ in range(repeat)]
     results.setdefault("incremental", {})[f"{scale:g}"] = runs
     print(f"incremental at scale {scale:g}: {[round(r['seconds'], 2) for r in runs]} s", file=sys.stderr)
+
+
+def measure_follow(results, database, pg_url, mongo_url, rate: float, seconds: float) -> None:
+    """``sync --follow`` in its own process under a steady load of inserts: changes applied per second,
+    and the delay from each insert in MongoDB to its row being visible in PostgreSQL."""
+    env = {**os.environ, "DB_URL_PSQL": pg_url, "DB_URL_MONGO": mongo_url}
+    follower = subprocess.Popen([sys.executable, "-m", "gigsterpg.cli", "sync", "--follow"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as pg:
+            deadline = time.monotonic() + 600
+            while pg.execute("SELECT count(*) FROM sync_runs WHERE mode = 'follow' AND status = 'running'"
+                             ).fetchone()[0] == 0:
+                if time.monotonic() > deadline or follower.poll() is not None:
+                    raise SystemExit("FAILED: benchmark step 'follow' did not start following")
+                time.sleep(0.1)
+            written, visible, failed = [], [], []
+            prefix = f"follow{rate or 'max'}-"
+
+            def write():  # `rate` inserts per second (None: as fast as the server takes them) for `seconds`
+                try:
+                    start = time.perf_counter()
+                    seq = 0
+                    while time.perf_counter() < start + seconds:
+                        wait = start + seq / rate - time.perf_counter() if rate else 0
+                        if wait > 0:
+                            time.sleep(wait)
+                        database.gigs.insert_one({"_id": f"{prefix}{seq}", "name": "follow", "state": "unstarted"})
+                        written.append(time.perf_counter())
+                        seq += 1
+                except BaseException as err:  # reported below
+                    failed.append(err)
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            seen = 0
+            deadline = time.monotonic() + seconds + 60
+            while (writer.is_alive() or seen < len(written)) and time.monotonic() < deadline and not failed:
+                now = pg.execute("SELECT count(*) FROM gigs WHERE _id LIKE %s", (prefix + "%",)).fetchone()[0]
+                visible.extend([time.perf_counter()] * (now - seen))  # applied in order: a prefix is visible
+                seen = now
+                time.sleep(0.005)
+            writer.join()
+            if failed:
+                raise SystemExit(f"FAILED: benchmark step 'follow' could not write: {failed[0]}")
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(timeout=60)
+    delays = sorted(v - w for w, v in zip(written, visible))
+    span = visible[-1] - written[0] if visible else float("nan")
+    results.setdefault("follow", []).append({
+        "offered_per_s": rate, "seconds": seconds, "changes": len(visible), "applied_per_s": len(visible) / span,
+        "written_per_s": len(written) / (written[-1] - written[0]) if len(written) > 1 else None,
+        "p50_ms": 1000 * delays[len(delays) // 2] if delays else None,
+        "p99_ms": 1000 * delays[int(len(delays) * 0.99)] if delays else None})
+    print(f"follow at {rate or 'max'}/s: {results['follow'][-1]}", file=sys.stderr)
 
 
 def render(results: dict, args) -> str:
@@ -254,6 +317,12 @@ def render(results: dict, args) -> str:
     lines += ["",
               f"- unchanged re-sync rows rewritten: {[r['rewritten'] for r in unchanged]} (target 0)",
               f"- re-sync after changes touched exactly the changed rows: {[r['exact'] for r in changed]}"]
+    for run in results.get("follow", []):
+        load = f"{run['offered_per_s']:g} inserts/s" if run["offered_per_s"] else "inserts as fast as MongoDB takes"
+        lines.append(f"- follow under a steady load of {load} for {run['seconds']:g} s (written: "
+                     f"{run['written_per_s']:,.0f}/s): {run['applied_per_s']:,.0f} changes applied/s, delay from"
+                     f" MongoDB write to PostgreSQL row p50 {run['p50_ms']:.0f} ms, p99 {run['p99_ms']:.0f} ms"
+                     f" ({run['changes']} changes)")
     for scale, incremental in results.get("incremental", {}).items():
         seconds = statistics.median(r["seconds"] for r in incremental)
         read = [r["docs"] for r in incremental]

@@ -5,7 +5,7 @@ import sys
 
 def test_benchmark_runs_at_a_tiny_scale(project_root, tmp_path):
     result = subprocess.run([sys.executable, "-m", "bench", "--scale", "0.002", "--repeat", "1",
-                             "--json", str(tmp_path / "bench.json")],
+                             "--follow-seconds", "1", "--json", str(tmp_path / "bench.json")],
                             cwd=project_root, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     for label in ("read-only", "first sync", "unchanged re-sync", "re-sync after changes", "transform + load",
@@ -13,4 +13,6 @@ def test_benchmark_runs_at_a_tiny_scale(project_root, tmp_path):
         assert f"| {label} |" in result.stdout
     assert "rows rewritten: [0]" in result.stdout
     assert "touched exactly the changed rows: [True]" in result.stdout
+    assert "- follow under a steady load of 200 inserts/s" in result.stdout
+    assert "- incremental run on unchanged data at scale 0.002" in result.stdout
     assert (tmp_path / "bench.json").stat().st_size > 0

@@ -94,7 +94,8 @@ class Follower:
         catch_up: ``catch_up(full)`` runs a sync that brings PostgreSQL up to date: a full one when
             ``full`` (after a lost position), else the caller's choice.
         batch_size: at most this many events per transaction.
-        max_wait_ms: how long a read waits for new events before the batch in hand is applied.
+        max_wait_ms: how long a read waits for new events, and the longest an event waits in a batch
+            before the batch is applied.
     """
 
     def __init__(self, engine, mongo_db, catch_up: Callable[[bool], RunReport], batch_size: int = 1000,
@@ -161,12 +162,15 @@ class Follower:
                     PIPELINE, full_document="updateLookup", resume_after=token, max_await_time_ms=self.max_wait_ms,
                     batch_size=self.batch_size) as stream:
                 while not self.stop.is_set():
-                    events = []
-                    while len(events) < self.batch_size:
+                    # A batch ends when the stream has nothing more, when it is full, or when its first
+                    # event has waited max_wait_ms: under a steady load the stream is never empty.
+                    events, deadline = [], None
+                    while len(events) < self.batch_size and (deadline is None or time.monotonic() < deadline):
                         event = stream.try_next()
                         if event is None:
                             break
                         events.append(event)
+                        deadline = deadline or time.monotonic() + self.max_wait_ms / 1000
                     if events:
                         self._apply(events)
                     else:

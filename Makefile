@@ -30,7 +30,8 @@ test: lint
 
 # Kill points, injected faults, hostile documents, concurrency, secrets; GIGSTERPG_SOAK=N for N times the random kills.
 reliability: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest tests/test_reliability.py tests/test_hostile.py tests/test_properties.py tests/test_security.py
+	$(BIN)/python -m pytest tests/test_reliability.py tests/test_hostile.py tests/test_properties.py tests/test_security.py \
+		tests/test_follow.py
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench --scale 1 --repeat 3

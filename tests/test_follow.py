@@ -220,3 +220,38 @@ def test_status_shows_how_far_behind_a_follower_is(settings, mongo_db, tmp_path)
     shown = run_cli("status", cwd=tmp_path, env_extra={"DB_URL_PSQL": settings.pg_url,
                                                        "DB_URL_MONGO": settings.mongo_url})
     assert "Follower main: " in shown.stdout and "behind: 3 events" in shown.stdout
+
+
+def test_a_follower_reconnects_after_losing_postgresql(settings, mongo_db, pg_server_url):
+    mongo_db.users.insert_many([{"_id": i, "name": f"u{i}"} for i in range(10)])
+    mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done", "poster": 1})
+    with Background(settings) as follower:
+        wait_caught_up(settings.pg_url, mongo_db)
+        with psycopg.connect(settings.pg_url, autocommit=True) as admin:
+            killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                   " WHERE datname = current_database() AND application_name = 'gigsterpg'"
+                                   ).fetchone()[0]
+        assert killed >= 1
+        mongo_db.users.insert_one({"_id": 99, "name": "after the cut"})
+        mongo_db.users.delete_one({"_id": 4})
+        wait_caught_up(settings.pg_url, mongo_db)
+    assert follower.report.retries >= 1
+    with psycopg.connect(settings.pg_url) as connection:
+        error = connection.execute("SELECT last_error FROM sync_followers").fetchone()[0]
+    assert "terminating connection" in error or "closed" in error
+    assert state(settings.pg_url) == reference(pg_server_url, settings.mongo_url)
+    FIGURES["faults injected"] += 1
+
+
+def test_a_dropped_collection_stops_the_follower_in_one_line(settings, mongo_db):
+    mongo_db.users.insert_one({"_id": 1, "name": "u"})
+    mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done"})
+    follower = Background(settings)
+    with pytest.raises(Exception) as info:
+        with follower:
+            wait_caught_up(settings.pg_url, mongo_db)
+            mongo_db.gigs.drop()
+            follower.thread.join(timeout=30)
+    assert "collection 'gigs' was dropped in MongoDB" in str(info.value)
+    with psycopg.connect(settings.pg_url) as connection:
+        assert connection.execute("SELECT status FROM sync_runs WHERE mode = 'follow'").fetchone() == ("failed",)

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 NAME = "main"
 PIPELINE = [{"$match": {"ns.coll": {"$in": list(COLLECTIONS)}}}]
 APPLIED = frozenset({"insert", "update", "replace", "delete"})
+ENDINGS = {"drop": "dropped", "rename": "renamed", "dropDatabase": "dropped", "invalidate": "invalidated"}
 # The stream's position is gone: history lost, fatal stream error, a token the server cannot use.
 POSITION_LOST = frozenset({286, 280, 260, 9})
 NO_CHANGE_STREAMS = 40573  # a standalone server
@@ -189,9 +190,9 @@ class Follower:
         for event in events:
             kind, collection = event["operationType"], event["ns"]["coll"]
             if kind not in APPLIED:
-                raise SourceError(f"collection {collection!r} was {kind.replace('invalidate', 'invalidated')}"
-                                  " in MongoDB", "the change stream cannot go on",
-                                  "check the source, then run sync --follow again", collection=collection)
+                raise SourceError(f"collection {collection!r} was {ENDINGS.get(kind, kind)} in MongoDB",
+                                  "the change stream cannot go on", "check the source, then run sync --follow again",
+                                  collection=collection)
             key = fingerprint.doc_id(event["documentKey"])
             latest[collection].pop(key, None)
             latest[collection][key] = event
@@ -233,18 +234,19 @@ class Follower:
             return
         with contextlib.suppress(Exception):
             self.connection.rollback()
-        if error and message:
-            with contextlib.suppress(Exception), self.connection.cursor() as cursor:
-                cursor.execute("UPDATE sync_followers SET last_error = %s, last_error_at = now() WHERE name = %s",
-                               (message, NAME))
-                self.connection.commit()
         if self.run_id is not None:
             report = RunReport(self.run_id, status, mode="follow")
             end_run(self.connection, report, message if status != "succeeded" else None)
         with contextlib.suppress(Exception):
+            if self.connection.broken or self.connection.closed:
+                self.raw.invalidate()  # not back into the pool
             self.raw.close()
         self.raw = self.connection = None
         self.run_id = None
+        if error and message:  # on a connection of its own: the follower's may be what failed
+            with contextlib.suppress(Exception), self.engine.begin() as connection:
+                connection.exec_driver_sql("UPDATE sync_followers SET last_error = %(error)s, last_error_at = now()"
+                                           " WHERE name = %(name)s", {"error": message, "name": NAME})
 
 
 def behind(mongo_db, token: Optional[dict], last_event_at: Optional[datetime], budget_s: float = 2.0) -> dict:

@@ -20,7 +20,7 @@ from gigsterpg.report import format_run, format_status
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("sync", "demo", "generate", "status")
+COMMANDS = ("sync", "demo", "generate", "status", "export-table")
 
 
 class BarProgress(Progress):
@@ -43,44 +43,25 @@ class BarProgress(Progress):
         self.bar.close()
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
-    return number
+def _number(kind, low: float, high: float, what: str):
+    """An argparse type: ``kind(value)`` from ``low`` to ``high``, else a message saying ``what`` it must be."""
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}")
+        return number
+    return parse
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 0 or more")
-    return number
+_positive = _number(int, 1, float("inf"), "a whole number of 1 or more")
+_count = _number(int, 0, float("inf"), "a whole number of 0 or more")
+_seconds = _number(float, 0, 1e9, "a number of seconds")
 
 
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 <= number < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds")
-    return number
-
-
-def _rate(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 <= number <= 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number between 0 and 1")
-    return number
+_rate = _number(float, 0, 1, "a number between 0 and 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gigsterpg.cli",
         description="Replicate the Gigster MongoDB (users, gigs) into PostgreSQL. Without a command: sync.")
-    sub = parser.add_subparsers(dest="command", metavar="{sync,demo,generate,status}")
+    sub = parser.add_subparsers(dest="command", metavar="{sync,demo,generate,status,export-table}")
 
     sync = sub.add_parser("sync", parents=[common], help="migrate, then sync MongoDB into PostgreSQL (default)")
     sync.add_argument("--collections", help="comma-separated subset of users,gigs (default: both)")
@@ -129,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=42)
     generate.add_argument("--replace", action="store_true", help="drop users and gigs first")
 
+    export = sub.add_parser("export-table", parents=[common],
+                            help="every row of a PostgreSQL table into MongoDB documents (_id = primary key)")
+    export.add_argument("--pg", dest="pg_url", help="the PostgreSQL URL to read from (default: DB_URL_PSQL)")
+    export.add_argument("--table", required=True, help="[schema.]name, exactly as in the catalog")
+    export.add_argument("--schema", help="the schema, when the table's name holds a dot")
+    export.add_argument("--mongo", dest="mongo_url",
+                        help="the MongoDB URL, its path the database (default: DB_URL_MONGO)")
+    export.add_argument("--collection", help="the collection (default: the table's name)")
+    export.add_argument("--batch-size", type=_positive, default=2000, help="rows per batch (default: 2000)")
+
     status = sub.add_parser("status", parents=[common], help="the last runs and the open rejects by reason")
     status.add_argument("--runs", type=_positive, default=10)
     return parser
@@ -151,6 +142,12 @@ def run(args) -> int:
     if args.command == "generate":
         written = commands.generate(settings, args.users, args.gigs, args.messy_rate, args.seed, args.replace)
         print(f"Generated {written['users']} users and {written['gigs']} gigs in {settings.mongo_database!r}.")
+        return 0
+    if args.command == "export-table":
+        done = commands.export_table(settings, args.table, args.schema, args.collection, args.batch_size)
+        print(f"Exported {done.table} into {settings.mongo_database}.{done.collection}: {done.rows} rows read,"
+              f" {done.written} documents written, {done.deleted} deleted (rows gone), {done.seconds:.1f} s"
+              f" ({done.rate:,.0f} rows/s).")
         return 0
     if args.command == "status":
         result = commands.status(settings, args.runs)

@@ -16,6 +16,8 @@ from gigsterpg.config import COLLECTIONS, Settings
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_errors, require_collections
 from gigsterpg.exc import ConfigError, GigsterPgError, TerminalError
 from gigsterpg.generate import write_dataset
+from gigsterpg.lib.mongo import export
+from gigsterpg.lib.mongo.export import ExportReport
 from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.sync.follow import Follower, FollowReport, behind
 from gigsterpg.lib.pg.sync.runner import Progress, RetryPolicy, RunReport, run_sync
@@ -91,18 +93,10 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"bad limit {limit}", "it must be 1 or more", "give a positive --limit", value=limit)
-    pg = open_pg(settings)
-    with contextlib.ExitStack() as stack:
-        stack.callback(pg.dispose)
-        client, database = open_mongo(settings)
-        stack.callback(client.close)
-        migrate(pg)
-        require_collections(database, collections, settings.mongo_url)
-        with pg_errors(pg.url), mongo_errors_translated(settings.mongo_url):
-            return run_sync(pg.engine, database, tuple(collections), settings.batch_size, limit, progress,
-                            skip_unchanged=not full_compare, retry=retry, wait_s=wait_s,
-                            incremental=choose_mode(pg, settings, mode) == "incremental",
-                            overlap_s=settings.overlap_s)
+    with _both(settings, collections) as (pg, database):
+        return run_sync(pg.engine, database, tuple(collections), settings.batch_size, limit, progress,
+                        skip_unchanged=not full_compare, retry=retry, wait_s=wait_s,
+                        incremental=choose_mode(pg, settings, mode) == "incremental", overlap_s=settings.overlap_s)
 
 
 def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), batch_size: int = 1000,
@@ -112,14 +106,7 @@ def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), ba
     The catch-up is a full sync if none has succeeded yet, else an incremental one.
     ``stop`` (a threading.Event) ends it between two batches; so do Ctrl-C and SIGTERM.
     """
-    pg = open_pg(settings)
-    with contextlib.ExitStack() as stack:
-        stack.callback(pg.dispose)
-        client, database = open_mongo(settings)
-        stack.callback(client.close)
-        migrate(pg)
-        require_collections(database, COLLECTIONS, settings.mongo_url)
-
+    with _both(settings, COLLECTIONS) as (pg, database):
         def catch_up(full: bool) -> RunReport:
             with pg.engine.connect() as connection:
                 full_done = connection.execute(text(
@@ -127,8 +114,38 @@ def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), ba
             return run_sync(pg.engine, database, COLLECTIONS, settings.batch_size, retry=retry,
                             incremental=full_done and not full, overlap_s=settings.overlap_s)
 
+        return Follower(pg.engine, database, catch_up, batch_size, max_wait_ms, retry, stop).run()
+
+
+@contextlib.contextmanager
+def _both(settings: Settings, collections: Iterable[str]):
+    """(pg, MongoDB database), both checked, the schema migrated and ``collections`` present; driver
+    errors inside come out as GigsterPgError."""
+    pg = open_pg(settings)
+    with contextlib.ExitStack() as stack:
+        stack.callback(pg.dispose)
+        client, database = open_mongo(settings)
+        stack.callback(client.close)
+        migrate(pg)
+        require_collections(database, collections, settings.mongo_url)
         with pg_errors(pg.url), mongo_errors_translated(settings.mongo_url):
-            return Follower(pg.engine, database, catch_up, batch_size, max_wait_ms, retry, stop).run()
+            yield pg, database
+
+
+def export_table(settings: Settings, table: str, schema: Optional[str] = None, collection: Optional[str] = None,
+                 batch_size: int = 2000) -> ExportReport:
+    """Every row of a PostgreSQL table (``settings.pg_url``) into a MongoDB collection (default: the
+    table's name) of ``settings.mongo_url``'s database, ``_id`` = the primary key."""
+    url = settings.require_pg()
+    client, database = open_mongo(settings)
+    try:
+        with pg_errors(url):
+            connection = export.connect(url)
+        with connection, pg_errors(url), mongo_errors_translated(settings.mongo_url):
+            found = export.describe(connection, table, schema)
+            return export.export(connection, database[collection or found.name], found, batch_size)
+    finally:
+        client.close()
 
 
 def status(settings: Settings, runs: int = 10) -> Dict[str, list]:

@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 
 WRITE_BATCH = 2000
 START = datetime(2020, 1, 1, tzinfo=timezone.utc)
+# Creation dates spread over five years from START whatever the size, so that no date (updated is up to
+# 400 days later) lies in the future: an incremental run re-reads future-dated documents every time.
+SPAN_MINUTES = 5 * 365 * 24 * 60
 SKILLS = ("Python", "JavaScript", "TypeScript", "Go", "Rust", "Java", "React", "Node.js", "Django", "SQL",
           "PostgreSQL", "MongoDB", "Docker", "Kubernetes", "AWS", "Swift", "Kotlin", "Figma", "UI Design",
           "Machine Learning", "Data Science", "DevOps", "GraphQL", "Vue.js", "Ruby on Rails")
@@ -53,7 +56,8 @@ class Generator:
 
     def users(self) -> Iterator[Dict]:
         for index in range(self.user_count):
-            created = START + timedelta(minutes=17 * index + self.rng.randrange(17))
+            spread = SPAN_MINUTES * index // max(1, self.user_count)
+            created = START + timedelta(minutes=spread + self.rng.randrange(17))
             first, last = self.rng.choice(FIRST), self.rng.choice(LAST)
             doc = {
                 "_id": object_id(self.seed, 1, index),
@@ -122,7 +126,8 @@ class Generator:
 
     def gigs(self) -> Iterator[Dict]:
         for index in range(self.gig_count):
-            created = START + timedelta(minutes=7 * index + self.rng.randrange(7))
+            spread = SPAN_MINUTES * index // max(1, self.gig_count)
+            created = START + timedelta(minutes=spread + self.rng.randrange(7))
             doc = {
                 "_id": object_id(self.seed, 2, index),
                 "created": created,

@@ -111,12 +111,11 @@ class Follower:
         self.full_next = False
 
     def run(self) -> FollowReport:
-        failures = 0
+        failures, batches_then = 0, 0
         try:
             while not self.stop.is_set():
                 try:
                     self._session()
-                    failures = 0
                 except PositionLost as lost:
                     logger.warning("change stream position lost (%s): syncing again, then following", lost)
                     self._close("interrupted", f"position lost: {lost}")
@@ -124,6 +123,8 @@ class Follower:
                     self.full_next = True  # deletions in the gap are found only by a full scan
                     self.report.resyncs += 1
                 except BaseException as err:
+                    if self.report.batches > batches_then:  # it got going again since: a new run of failures
+                        failures, batches_then = 0, self.report.batches
                     if isinstance(err, KeyboardInterrupt) or not is_transient(err) or failures >= self.retry.attempts:
                         raise
                     failures += 1

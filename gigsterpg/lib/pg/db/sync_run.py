@@ -79,8 +79,9 @@ class SyncHash(Base):
 class SyncWatermark(Base):
     """How far a collection is synced: every document whose ``updated`` is before this is stored.
 
-    Set by a scan read to its end (full or incremental) in the transaction of
-    its last step, to the MongoDB server's clock when the scan began: a crash
+    Set by a scan read to its end (full or incremental) that wrote something,
+    in the transaction of its last step, to the MongoDB server's clock when the
+    scan began (an unchanged re-run leaves it as it is): a crash
     cannot move it past data that was not written. Incremental runs read the
     documents whose ``updated`` is at or after it, minus an overlap for clocks.
     """

@@ -380,11 +380,14 @@ class BatchLoader:
                 faults.point("deleting")
             extra = self.model.after_scan(cursor)
             if watermark is not None:
+                # Moved only by a scan that wrote something: a re-run on unchanged data changes nothing,
+                # its watermark included (keeping an older one is always safe: it only reads more).
+                wrote = bool(self.counts.inserted or self.counts.updated or deleted)
                 cursor.execute("INSERT INTO sync_watermarks AS w (collection, updated, run_id) VALUES (%s, %s, %s)"
                                " ON CONFLICT (collection) DO UPDATE SET updated = excluded.updated,"
                                "  run_id = excluded.run_id, set_at = now()"
-                               " WHERE w.updated IS DISTINCT FROM excluded.updated",
-                               (collection, watermark[0], self.run_id))
+                               " WHERE %s AND w.updated IS DISTINCT FROM excluded.updated",
+                               (collection, watermark[0], self.run_id, wrote))
             cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
             self._record_progress(cursor, "done" if complete else "done (no deletes: partial scan)",
                                   self.counts.seen)

@@ -29,6 +29,7 @@ from psycopg import sql
 from gigsterpg.generate import write_dataset
 
 USERS, GIGS = 100_000, 200_000
+EXPORT_ROWS = 100_000
 # Follow mode: inserts per second offered (None: as fast as the server takes them).
 FOLLOW_RATES = (200, None)
 TARGETS = {"first sync": 0.7, "unchanged re-sync": 0.9, "re-sync after changes": 0.8, "transform + load": 0.6}
@@ -206,6 +207,8 @@ def run(args, databases: Databases, mongo_server: str) -> dict:
         record("transform + load", child("transform_load", databases.fresh(), mongo_url, batch))
         record("COPY of the same rows", child("copy", pg_url, mongo_url, batch))
     record("ORM merge() per document", child("orm", databases.fresh(), mongo_url, batch))
+    export_rows = max(1000, int(EXPORT_ROWS * args.scale))  # the row count travels in batch_size's place
+    results["export"] = [child("export", databases.fresh(), mongo_url, export_rows) for _ in range(args.repeat)]
     if args.rss_scale:
         big_url = with_database(mongo_server, "bench_big_" + uuid.uuid4().hex[:8])
         big = pymongo.MongoClient(big_url)
@@ -317,6 +320,15 @@ def render(results: dict, args) -> str:
     lines += ["",
               f"- unchanged re-sync rows rewritten: {[r['rewritten'] for r in unchanged]} (target 0)",
               f"- re-sync after changes touched exactly the changed rows: {[r['exact'] for r in changed]}"]
+    if results.get("export"):
+        runs_ = results["export"]
+        rate = statistics.median(r["docs"] / r["seconds"] for r in runs_)
+        copy_rate = statistics.median(r["docs"] / r["copy_seconds"] for r in runs_)
+        insert_rate = statistics.median(r["docs"] / r["insert_seconds"] for r in runs_)
+        lines.append(f"- export-table of a {runs_[0]['docs']:,}-row table: {rate:,.0f} rows/s = {rate / copy_rate:.3f}x"
+                     f" COPY ... TO of the same table ({copy_rate:,.0f} rows/s) and {rate / insert_rate:.2f}x a plain"
+                     f" insert_many of the same documents ({insert_rate:,.0f} docs/s); peak RSS"
+                     f" {max(r['maxrss_mb'] for r in runs_):.0f} MB (the plain insert holds every document)")
     for run in results.get("follow", []):
         load = f"{run['offered_per_s']:g} inserts/s" if run["offered_per_s"] else "inserts as fast as MongoDB takes"
         lines.append(f"- follow under a steady load of {load} for {run['seconds']:g} s (written: "

@@ -59,6 +59,51 @@ def incremental(pg_url, mongo_url, batch_size):
     return {"docs": sum(c["seen"] for c in counts.values()), "seconds": seconds, "counts": counts}
 
 
+EXPORT_TABLE = "export_bench"
+
+
+def export_table(pg_url, mongo_url, batch_size):
+    """export-table of a 100k-row table (scaled by the caller's row count in batch_size's place: see
+    bench.__main__), against COPY ... TO of the same table and a plain insert_many of the same documents."""
+    from gigsterpg.lib.mongo import export
+    rows = batch_size
+    client, database = _mongo(mongo_url)
+    with export.connect(pg_url) as connection:
+        connection.execute(
+            f"CREATE TABLE {EXPORT_TABLE} (id int PRIMARY KEY, name text, price numeric(10, 2), ok boolean,"
+            " score float8, created timestamptz, tags text[])")
+        connection.execute(
+            f"INSERT INTO {EXPORT_TABLE} SELECT i, 'row ' || i, (i %% 10000) / 100.0, i %% 2 = 0, i * 0.5,"
+            " '2024-01-01'::timestamptz + i * interval '1 minute', ARRAY['a', 'b'] FROM generate_series(1, %s) i",
+            (rows,))
+        connection.commit()
+        table = export.describe(connection, EXPORT_TABLE)
+        database.drop_collection("export_bench")
+        started = time.perf_counter()
+        report = export.export(connection, database.export_bench, table)
+        exported = time.perf_counter() - started
+
+        started = time.perf_counter()
+        with connection.cursor().copy(f"COPY {EXPORT_TABLE} TO STDOUT (FORMAT BINARY)") as copy:
+            for _ in copy:
+                pass
+        copied = time.perf_counter() - started
+        connection.rollback()
+
+        names = [column.name for column in table.columns]
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM {EXPORT_TABLE}")
+            documents = [export.document_of(table, names, row) for row in cursor.fetchall()]
+    database.drop_collection("export_plain")
+    started = time.perf_counter()
+    for start in range(0, len(documents), 2000):
+        database.export_plain.insert_many(documents[start:start + 2000], ordered=False)
+    inserted = time.perf_counter() - started
+    client.close()
+    return {"docs": report.rows, "seconds": exported, "copy_seconds": copied, "insert_seconds": inserted,
+            "written": report.written}
+
+
 def _in_memory_batches(database, batch_size):
     """Each collection's batches, read before the clock starts."""
     for model in (UserSync, GigSync):
@@ -167,7 +212,7 @@ def orm(pg_url, mongo_url, batch_size):
 
 
 OPERATIONS = {"read": read_only, "sync": sync, "incremental": incremental, "transform_load": transform_load,
-              "copy": copy_only, "orm": orm}
+              "copy": copy_only, "orm": orm, "export": export_table}
 
 
 def main(argv):

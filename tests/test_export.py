@@ -123,3 +123,27 @@ def test_cli_export_and_its_one_line_errors(source, tmp_path, mongo_db):
     unreachable = run_cli("export-table", "--pg", "postgresql://u:pw@127.0.0.1:1/x", "--mongo", source.mongo_url,
                           "--table", "t", cwd=tmp_path)
     assert_one_line_failure(unreachable, "cannot connect to PostgreSQL at postgresql://u:***@127.0.0.1:1/x")
+
+
+class _LooksEmpty:
+    """A real collection that answers its estimated count with 0, as one does while another writer starts."""
+
+    def __init__(self, collection):
+        self._collection = collection
+
+    def estimated_document_count(self):
+        return 0
+
+    def __getattr__(self, name):
+        return getattr(self._collection, name)
+
+
+def test_a_first_export_that_meets_documents_switches_to_upserts(source, mongo_db):
+    from gigsterpg.lib.mongo import export
+    execute(source.pg_url, "CREATE TABLE t (id int PRIMARY KEY, v text)",
+            "INSERT INTO t SELECT i, 'v' FROM generate_series(1, 10) i")
+    mongo_db.t.insert_one({"_id": 3, "v": "someone else's"})
+    with export.connect(source.pg_url) as connection:
+        report = export.export(connection, _LooksEmpty(mongo_db.t), export.describe(connection, "t"))
+    assert report.rows == 10 and mongo_db.t.count_documents({}) == 10
+    assert mongo_db.t.find_one({"_id": 3}) == {"_id": 3, "id": 3, "v": "v"}

@@ -449,8 +449,26 @@ def test_an_interrupted_run_is_recorded_as_interrupted(scenario, tmp_path):
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 130
-        assert process.stderr.read().startswith("FAILED: interrupted")
+        stderr = process.stderr.read()
         process.stderr.close()
+        assert stderr.strip().splitlines()[-1].startswith("FAILED: interrupted") and "Traceback" not in stderr
         assert last_run(url)[0] == "interrupted"
     finally:
         drop_database(scenario["server"], name)
+
+
+def test_the_end_of_a_run_is_recorded_even_when_its_connection_is_gone(pg):
+    """A signal can leave the run's connection in the middle of a command: the end goes through another."""
+    from gigsterpg.lib.pg.sync.runner import RunReport, begin_run, end_run
+    raw = pg.engine.raw_connection()
+    run_id = begin_run(raw.driver_connection, ["users"])
+    raw.driver_connection.close()
+    end_run(raw.driver_connection, RunReport(run_id, "interrupted"), "stopped by a signal", pg.engine, raw)
+    with pg.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT status, error FROM sync_runs").all() == [
+            ("interrupted", "stopped by a signal")]
+    other = pg.engine.raw_connection()
+    try:
+        assert begin_run(other.driver_connection, ["users"]) > run_id  # the lock went with the connection
+    finally:
+        other.close()

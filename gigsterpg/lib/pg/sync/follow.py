@@ -237,7 +237,7 @@ class Follower:
             self.connection.rollback()
         if self.run_id is not None:
             report = RunReport(self.run_id, status, mode="follow")
-            end_run(self.connection, report, message if status != "succeeded" else None)
+            end_run(self.connection, report, message if status != "succeeded" else None, self.engine, self.raw)
         with contextlib.suppress(Exception):
             if self.connection.broken or self.connection.closed:
                 self.raw.invalidate()  # not back into the pool

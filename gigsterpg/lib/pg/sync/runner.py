@@ -295,7 +295,7 @@ class _Run:
     def end(self, error: Optional[str]) -> None:
         if self.connection is not None:
             _rollback(self.connection)
-            end_run(self.connection, self.report, error)
+            end_run(self.connection, self.report, error, self.engine, self.raw)
 
     def close(self) -> None:
         if self.raw is not None:
@@ -361,17 +361,38 @@ def _running(cursor) -> str:
             if running else "another sync")
 
 
-def end_run(connection, report: RunReport, error: Optional[str]) -> None:
-    """Record how the run ended and release the lock."""
-    counts = {name: collection.as_dict() for name, collection in report.collections.items()}
+END_RUN = ("UPDATE sync_runs SET status = %(status)s, finished_at = now(), counts = %(counts)s, error = %(error)s"
+           " WHERE id = %(id)s")
+
+
+def end_run(connection, report: RunReport, error: Optional[str], engine=None, raw=None) -> None:
+    """Record how the run ended and release the lock.
+
+    The run's own connection may be what failed, or be stuck in the command a signal
+    interrupted: then (given ``engine`` and the pooled ``raw`` connection) that connection is
+    dropped, which releases the lock, and the end is recorded on a new one.
+    """
+    ending = {"status": report.status, "error": error, "id": report.run_id,
+              "counts": json.dumps({name: collection.as_dict() for name, collection in report.collections.items()})}
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:
-            cursor.execute("UPDATE sync_runs SET status = %s, finished_at = now(), counts = %s, error = %s"
-                           " WHERE id = %s", (report.status, json.dumps(counts), error, report.run_id))
+            cursor.execute(END_RUN, ending)
             cursor.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
-    except Exception:  # the connection itself may be what failed; the lock dies with it
-        logger.warning("could not record the end of run %d", report.run_id, exc_info=True)
+    except Exception as err:
+        logger.debug("recording the end of run %d on its own connection failed", report.run_id, exc_info=True)
+        recorded = False
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                if raw is not None and raw.is_valid:
+                    raw.invalidate()  # closes it: the lock goes with it
+            with contextlib.suppress(Exception), engine.connect() as fresh:
+                fresh.exec_driver_sql(END_RUN, ending)
+                fresh.commit()
+                recorded = True
+        if not recorded:
+            logger.warning("could not record the end of run %d (%s): the next run will mark it interrupted",
+                           report.run_id, short_reason(err))
     logger.info("sync run %d %s", report.run_id, report.status)
 
 

@@ -92,7 +92,9 @@ def test_read_ahead_stops_the_reader_when_the_caller_stops():
     assert next(iter(stream)) == list(range(10))
     stream.close()  # joins both threads: they must not run on
     count = len(produced)
-    assert count < 50
+    # At most five batches ever leave the source with queues of depth 1: the one taken, one in each
+    # queue and one in each thread's hands. (CI once saw exactly 50; "< 50" was off by one.)
+    assert count <= 50
     assert len(produced) == count
 
 

@@ -239,7 +239,7 @@ class Follower:
             report = RunReport(self.run_id, status, mode="follow")
             end_run(self.connection, report, message if status != "succeeded" else None, self.engine, self.raw)
         with contextlib.suppress(Exception):
-            if self.connection.broken or self.connection.closed:
+            if (self.connection.broken or self.connection.closed) and self.raw.is_valid:
                 self.raw.invalidate()  # not back into the pool
             self.raw.close()
         self.raw = self.connection = None

@@ -39,11 +39,11 @@ def read_only(pg_url, mongo_url, batch_size):
     return {"docs": docs, "seconds": time.perf_counter() - started}
 
 
-def sync(pg_url, mongo_url, batch_size):
+def sync(pg_url, mongo_url, batch_size, mode="auto"):
     """The whole sync, as the CLI runs it (migration check included)."""
     settings = Settings(pg_url=pg_url, mongo_url=mongo_url, batch_size=batch_size)
     started = time.perf_counter()
-    report = commands.sync(settings)
+    report = commands.sync(settings, mode=mode)
     seconds = time.perf_counter() - started
     counts = {name: c.as_dict() for name, c in report.collections.items()}
     return {"docs": sum(c["seen"] for c in counts.values()), "seconds": seconds, "counts": counts}
@@ -51,12 +51,7 @@ def sync(pg_url, mongo_url, batch_size):
 
 def incremental(pg_url, mongo_url, batch_size):
     """An incremental run (documents updated since the watermarks), as ``sync --incremental`` runs it."""
-    settings = Settings(pg_url=pg_url, mongo_url=mongo_url, batch_size=batch_size)
-    started = time.perf_counter()
-    report = commands.sync(settings, mode="incremental")
-    seconds = time.perf_counter() - started
-    counts = {name: c.as_dict() for name, c in report.collections.items()}
-    return {"docs": sum(c["seen"] for c in counts.values()), "seconds": seconds, "counts": counts}
+    return sync(pg_url, mongo_url, batch_size, mode="incremental")
 
 
 EXPORT_TABLE = "export_bench"

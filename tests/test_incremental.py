@@ -4,22 +4,17 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from sqlalchemy import text
 
 from gigsterpg import commands
 from gigsterpg.config import Settings
 from tests.test_cli import run_cli
+from tests.test_sync import rows
 
 OLD = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
 def now():
     return datetime.now(timezone.utc)
-
-
-def rows(pg, sql, **params):
-    with pg.engine.connect() as connection:
-        return connection.execute(text(sql), params).all()
 
 
 def watermarks(url):

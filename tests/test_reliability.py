@@ -22,6 +22,7 @@ from psycopg import sql
 from gigsterpg import commands
 from gigsterpg.config import Settings
 from gigsterpg.generate import write_dataset
+from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.sync.runner import RetryPolicy
 from tests.conftest import TEMPLATE, with_database
 from tests.figures import FIGURES
@@ -304,7 +305,9 @@ def test_postgresql_restarting_mid_run_is_retried_and_resumed(scenario, tmp_path
     folder = tmp_path / "pg"
     server = EmbeddedPostgres(folder)
     url = server.create_database("restart")
-    commands.migrate(_handle(url))
+    handle = SqlAlchemy(url)
+    commands.migrate(handle)
+    handle.dispose()
     restarted = []
 
     def restart_mid_run():
@@ -333,12 +336,6 @@ def test_postgresql_restarting_mid_run_is_retried_and_resumed(scenario, tmp_path
     finally:
         thread.join()
         server.stop()
-
-
-def _handle(url):
-    from gigsterpg.lib.pg.db import SqlAlchemy
-    handle = SqlAlchemy(url)
-    return handle
 
 
 def test_two_syncs_started_together_never_write_at_once(scenario, tmp_path):

@@ -43,6 +43,19 @@ REJECT_COLUMNS = (("doc_id", "text"), ("reason", "text"), ("detail", "text"), ("
 DUPLICATE_ID = "duplicate _id"
 
 
+def rollback(connection) -> None:
+    """Roll back whatever is open; a dead connection has nothing to roll back."""
+    with contextlib.suppress(psycopg.Error):
+        connection.rollback()
+
+
+def discard(raw) -> None:
+    """Drop a pooled connection that may be broken, never back into the pool (closing it releases its locks)."""
+    with contextlib.suppress(Exception):
+        if raw is not None and raw.is_valid:
+            raw.invalidate()
+
+
 @dataclass
 class Prepared:
     """A document as read, with what is known without decoding it, and its mapping if already done."""
@@ -188,9 +201,10 @@ class BatchLoader:
         before = copy.deepcopy(self.counts)
         try:
             with self.connection.cursor() as cursor:
-                if not commit:  # another load may have staged in this transaction (staging empties at commit)
-                    cursor.execute("DELETE FROM stage_hashes")
-                    cursor.execute("DELETE FROM stage_rejects")
+                # Staging empties at commit; emptied here too, as _merge does the model's, because a
+                # follower loads both collections in one transaction.
+                cursor.execute("DELETE FROM stage_hashes")
+                cursor.execute("DELETE FROM stage_rejects")
                 copy_rows(cursor, "stage_hashes", HASH_COLUMNS,
                           ((seq, item.doc_id, item.digest) for seq, item in enumerate(batch)))
                 again = self._mark_seen(cursor, batch)
@@ -210,8 +224,7 @@ class BatchLoader:
                 self.connection.commit()
         except BaseException:
             self.counts = before  # nothing of the batch was committed
-            with contextlib.suppress(psycopg.Error):  # a dead connection has nothing to roll back
-                self.connection.rollback()
+            rollback(self.connection)
             raise
         faults.point("committed")
         self.counts.seen += len(batch)

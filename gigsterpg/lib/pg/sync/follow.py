@@ -30,7 +30,7 @@ from gigsterpg.config import COLLECTIONS
 from gigsterpg.connections import is_transient, short_reason
 from gigsterpg.exc import SourceError
 from gigsterpg.lib.pg.sync import fingerprint
-from gigsterpg.lib.pg.sync.bulk import BatchLoader, prepare
+from gigsterpg.lib.pg.sync.bulk import BatchLoader, discard, prepare, rollback
 from gigsterpg.lib.pg.sync.runner import MODELS, RAW, RetryPolicy, RunReport, begin_run, end_run
 from gigsterpg.lib.pg.sync.user import UserSync
 
@@ -213,8 +213,7 @@ class Follower:
                            events[-1]["clusterTime"].as_datetime())
             self.connection.commit()
         except BaseException:
-            with contextlib.suppress(Exception):
-                self.connection.rollback()
+            rollback(self.connection)
             raise
         self.report.events += len(events)
         self.report.batches += 1
@@ -233,14 +232,13 @@ class Follower:
         """End this stretch's run record (releasing the lock) and the connection."""
         if self.connection is None:
             return
-        with contextlib.suppress(Exception):
-            self.connection.rollback()
+        rollback(self.connection)
         if self.run_id is not None:
             report = RunReport(self.run_id, status, mode="follow")
             end_run(self.connection, report, message if status != "succeeded" else None, self.engine, self.raw)
+        if self.connection.broken or self.connection.closed:
+            discard(self.raw)  # not back into the pool
         with contextlib.suppress(Exception):
-            if (self.connection.broken or self.connection.closed) and self.raw.is_valid:
-                self.raw.invalidate()  # not back into the pool
             self.raw.close()
         self.raw = self.connection = None
         self.run_id = None

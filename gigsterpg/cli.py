@@ -20,7 +20,7 @@ from gigsterpg.report import format_run, format_status
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("sync", "demo", "generate", "status", "export-table")
+COMMANDS = ("sync", "demo", "generate", "status", "export-table", "serve")
 
 
 class BarProgress(Progress):
@@ -62,6 +62,7 @@ _seconds = _number(float, 0, 1e9, "a number of seconds")
 
 
 _rate = _number(float, 0, 1, "a number between 0 and 1")
+_port = _number(int, 1, 65535, "a port number (1-65535)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gigsterpg.cli",
         description="Replicate the Gigster MongoDB (users, gigs) into PostgreSQL. Without a command: sync.")
-    sub = parser.add_subparsers(dest="command", metavar="{sync,demo,generate,status,export-table}")
+    sub = parser.add_subparsers(dest="command", metavar="{sync,demo,generate,status,export-table,serve}")
 
     sync = sub.add_parser("sync", parents=[common], help="migrate, then sync MongoDB into PostgreSQL (default)")
     sync.add_argument("--collections", help="comma-separated subset of users,gigs (default: both)")
@@ -120,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--collection", help="the collection (default: the table's name)")
     export.add_argument("--batch-size", type=_positive, default=2000, help="rows per batch (default: 2000)")
 
+    serve = sub.add_parser("serve", parents=[common],
+                           help="the HTTP API: exports and syncs as jobs, the replicated data, /health, /docs")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to listen on (default: %(default)s)")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="run without a bearer token (anyone who reaches the port may start jobs)")
+
     status = sub.add_parser("status", parents=[common], help="the last runs and the open rejects by reason")
     status.add_argument("--runs", type=_positive, default=10)
     return parser
@@ -149,6 +157,8 @@ def run(args) -> int:
               f" {done.written} documents written, {done.deleted} deleted (rows gone), {done.seconds:.1f} s"
               f" ({done.rate:,.0f} rows/s).")
         return 0
+    if args.command == "serve":
+        return serve(settings, args)
     if args.command == "status":
         result = commands.status(settings, args.runs)
         print(format_status(result["runs"], result["rejects"], result["followers"]))
@@ -163,6 +173,26 @@ def run(args) -> int:
                            wait_s=args.wait, mode=args.mode or "auto")
     print(format_run(report))
     return 0 if report.balanced else 1
+
+
+def serve(settings, args) -> int:
+    """Open the databases (a bad setting fails here, in one line), then serve until stopped."""
+    if not settings.api_token and not args.no_auth:
+        raise ConfigError("no API token", "GIGSTERPG_API_TOKEN is not set",
+                          "set it (e.g. to the output of: python -c 'import secrets; print(secrets.token_urlsafe())')"
+                          " or pass --no-auth to run without one")
+    import uvicorn
+
+    from gigsterpg.api.app import create_app
+
+    token = None if args.no_auth else settings.api_token
+    if token is None:
+        logger.warning("serving without a bearer token: anyone who reaches %s:%d may start jobs", args.host, args.port)
+    app = create_app(settings, token, max_jobs=settings.api_max_jobs)
+    print(f"Serving the gigsterpg API on http://{args.host}:{args.port} (documentation at /docs); Ctrl-C stops.",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=True)
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

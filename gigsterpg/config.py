@@ -13,6 +13,7 @@ from gigsterpg.exc import ConfigError
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_RECONCILE_EVERY = 10
 DEFAULT_OVERLAP_S = 300.0
+DEFAULT_API_MAX_JOBS = 4
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 COLLECTIONS = ("users", "gigs")
 
@@ -71,6 +72,9 @@ class Settings:
     incremental: bool = False
     reconcile_every: int = DEFAULT_RECONCILE_EVERY
     overlap_s: float = DEFAULT_OVERLAP_S
+    # The HTTP API's bearer token (GIGSTERPG_API_TOKEN) and how many of its jobs run at once.
+    api_token: Optional[str] = dataclasses.field(default=None, repr=False)
+    api_max_jobs: int = DEFAULT_API_MAX_JOBS
 
     def require_pg(self) -> str:
         """The PostgreSQL URL, or a ConfigError saying how to give one."""
@@ -123,6 +127,10 @@ def load_settings(overrides: Optional[Mapping[str, object]] = None,
     if values.get("GIGSTERPG_INCREMENTAL_OVERLAP_S"):
         settings["overlap_s"] = _number("GIGSTERPG_INCREMENTAL_OVERLAP_S", values["GIGSTERPG_INCREMENTAL_OVERLAP_S"],
                                         float)
+    if values.get("GIGSTERPG_API_TOKEN"):
+        settings["api_token"] = values["GIGSTERPG_API_TOKEN"]
+    if values.get("GIGSTERPG_API_MAX_JOBS"):
+        settings["api_max_jobs"] = _positive_int("GIGSTERPG_API_MAX_JOBS", values["GIGSTERPG_API_MAX_JOBS"])
     for key, value in (overrides or {}).items():
         if value is not None:
             settings[key] = value

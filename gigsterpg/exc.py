@@ -67,6 +67,14 @@ class SourceError(TerminalError):
         super().__init__(what, why, todo)
 
 
+class TableNotFoundError(SourceError):
+    """The PostgreSQL table an export names does not exist (or the role cannot see it)."""
+
+
+class NoPrimaryKeyError(SourceError):
+    """The PostgreSQL table an export names has no primary key to be the documents' ``_id``."""
+
+
 class SyncLockedError(TerminalError):
     """Another sync holds the lock on the target database."""
 

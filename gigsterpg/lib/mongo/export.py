@@ -24,7 +24,7 @@ from psycopg import sql
 from pymongo import DeleteMany, InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError
 
-from gigsterpg.exc import ConfigError, PrivilegeError, SourceError
+from gigsterpg.exc import ConfigError, NoPrimaryKeyError, PrivilegeError, SourceError, TableNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ def describe(connection, table: str, schema: Optional[str] = None) -> Table:
         found = cursor.fetchone()
         if found is None:
             where = f"schema {schema!r}" if schema else "the search path"
-            raise SourceError(f"table {name!r} not found in {where}", "no such table or view",
-                              "check the table name (it is case-sensitive) and the schema")
+            raise TableNotFoundError(f"table {name!r} not found in {where}", "no such table or view",
+                                     "check the table name (it is case-sensitive) and the schema")
         oid, schema, name, estimate = found
         cursor.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
                        " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (oid,))
@@ -106,9 +106,9 @@ def describe(connection, table: str, schema: Optional[str] = None) -> Table:
                        " ORDER BY array_position(i.indkey::int2[], a.attnum)", (oid,))
         key = [row[0] for row in cursor.fetchall()]
         if not key:
-            raise SourceError(f"table {schema}.{name} has no primary key",
-                              "each document's _id is the row's primary key",
-                              "add a primary key to the table, or export a view of one that has it")
+            raise NoPrimaryKeyError(f"table {schema}.{name} has no primary key",
+                                    "each document's _id is the row's primary key",
+                                    "add a primary key to the table, or export a view of one that has it")
         cursor.execute("SELECT has_table_privilege(%s, 'SELECT')", (oid,))
         if not cursor.fetchone()[0]:
             raise PrivilegeError(f"the PostgreSQL role may not read {schema}.{name}", "permission denied",
@@ -249,7 +249,16 @@ def from_bson_key(doc_id, name: str, table: Table):
     return value
 
 
-def connect(url: str, timeout_s: int = 10) -> psycopg.Connection:
-    """A connection to the source; in UTC, so dates and naive timestamps mean the same on the way back."""
-    return psycopg.connect(url, connect_timeout=timeout_s, application_name="gigsterpg-export",
-                           options="-c TimeZone=UTC")
+def count_rows(connection, table: Table) -> int:
+    """The table's exact row count (a scan, but a cheap one next to the export's)."""
+    try:
+        return connection.execute(sql.SQL("SELECT count(*) FROM {}").format(table.qualified)).fetchone()[0]
+    finally:
+        connection.rollback()
+
+
+def connect(url: str = "", timeout_s: float = 10, **params) -> psycopg.Connection:
+    """A connection to the source, from a URL or keyword parameters (host, port, user, password, dbname,
+    sslmode); in UTC, so dates and naive timestamps mean the same on the way back."""
+    return psycopg.connect(url, connect_timeout=max(1, round(timeout_s)), application_name="gigsterpg-export",
+                           options="-c TimeZone=UTC", **params)

@@ -16,6 +16,7 @@ from gigsterpg.config import mask_url, sqlalchemy_pg_url
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.pg.db.base import Base
 from gigsterpg.lib.pg.db.gig import Gig
+from gigsterpg.lib.pg.db.job import ApiJob
 from gigsterpg.lib.pg.db.skill import Skill
 from gigsterpg.lib.pg.db.sync_run import SyncFollower, SyncHash, SyncReject, SyncRun, SyncWatermark
 from gigsterpg.lib.pg.db.user import User
@@ -25,13 +26,13 @@ from gigsterpg.lib.pg.db.user_skill import UserSkill
 ALL_TABLES = (Skill.__table__, User.__table__, UserSkill.__table__, Gig.__table__)
 # The sync's own bookkeeping, beside the data.
 BOOKKEEPING_TABLES = (SyncRun.__table__, SyncReject.__table__, SyncHash.__table__, SyncWatermark.__table__,
-                      SyncFollower.__table__)
+                      SyncFollower.__table__, ApiJob.__table__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[4]
 ALEMBIC_DIR = PROJECT_ROOT / "alembic"
 
-__all__ = ["ALL_TABLES", "BOOKKEEPING_TABLES", "Base", "Gig", "Skill", "SqlAlchemy", "SyncHash", "SyncReject",
-           "SyncFollower", "SyncRun", "SyncWatermark", "User", "UserSkill", "alembic_config"]
+__all__ = ["ALL_TABLES", "ApiJob", "BOOKKEEPING_TABLES", "Base", "Gig", "Skill", "SqlAlchemy", "SyncHash",
+           "SyncReject", "SyncFollower", "SyncRun", "SyncWatermark", "User", "UserSkill", "alembic_config"]
 
 
 def alembic_config(url: str) -> Config:

@@ -1,0 +1,164 @@
+"""What the API's jobs do, and the checks made before one starts (each failure with its HTTP status)."""
+import dataclasses
+import logging
+import uuid
+from typing import Optional
+
+import psycopg
+from pymongo import errors as mongo_errors
+from sqlalchemy import text
+
+from gigsterpg import commands
+from gigsterpg.config import Settings
+from gigsterpg.connections import mongo_errors_translated, pg_errors, short_reason
+from gigsterpg.exc import NoPrimaryKeyError, PrivilegeError, TableNotFoundError
+from gigsterpg.lib.mongo import export
+from gigsterpg.api.jobs import Job, Jobs
+from gigsterpg.lib.pg.sync.runner import LOCK_KEY, Progress, RunReport
+
+logger = logging.getLogger(__name__)
+
+# SQLSTATEs of a refused login: invalid_authorization_specification, invalid_password.
+LOGIN_REFUSED = ("28000", "28P01")
+
+
+class ApiError(Exception):
+    """A refusal with its HTTP status; the body is ``{error, message, why, todo}``."""
+
+    def __init__(self, status: int, error: str, message: str, why: str = "", todo: str = "",
+                 headers: Optional[dict] = None):
+        super().__init__(message)
+        self.status, self.error, self.message, self.why, self.todo = status, error, message, why, todo
+        self.headers = headers
+
+    def body(self) -> dict:
+        return {"error": self.error, "message": self.message, "why": self.why, "todo": self.todo}
+
+
+def open_source(params: dict, password: str, timeout_s: float) -> psycopg.Connection:
+    """A connection to an export's source, or the ApiError that says why there is none."""
+    where = f"{params['host']}:{params['port']}/{params['database']}"
+    extra = {"sslmode": params["sslmode"]} if params.get("sslmode") else {}
+    try:
+        return export.connect(host=params["host"], port=params["port"], user=params["user"], password=password,
+                              dbname=params["database"], timeout_s=timeout_s, **extra)
+    except psycopg.OperationalError as err:
+        reason = short_reason(err)
+        sqlstate = getattr(err, "sqlstate", None)
+        if sqlstate in LOGIN_REFUSED or "authentication failed" in reason or "no password supplied" in reason:
+            raise ApiError(401, "source_auth_failed", f"PostgreSQL at {where} refused the login of {params['user']!r}",
+                           reason, "check user and password") from err
+        if sqlstate == "3D000" or ("database" in reason and "does not exist" in reason):
+            raise ApiError(404, "database_not_found", f"no database {params['database']!r} at {where}",
+                           reason, "check the database name") from err
+        raise ApiError(502, "source_unreachable", f"cannot connect to PostgreSQL at {where}", reason,
+                       "check host, port and sslmode, and that the server accepts connections from here") from err
+
+
+def describe_source(connection, params: dict) -> export.Table:
+    """The table as the catalog describes it, or the ApiError for a missing, keyless or unreadable one."""
+    try:
+        return export.describe(connection, params["table"], params.get("schema"))
+    except TableNotFoundError as err:
+        raise ApiError(404, "table_not_found", err.what, err.why, err.todo) from err
+    except NoPrimaryKeyError as err:
+        raise ApiError(422, "no_primary_key", err.what, err.why, err.todo) from err
+    except PrivilegeError as err:
+        raise ApiError(403, "permission_denied", err.what, err.why, err.todo) from err
+    except psycopg.Error as err:
+        raise ApiError(502, "source_error", "PostgreSQL failed while reading the catalog", short_reason(err),
+                       "try again; if it persists, check the server's log") from err
+
+
+def ping_mongo(client, url: str) -> None:
+    """Raise the 503 ApiError when gigsterpg's MongoDB cannot be reached."""
+    try:
+        client.admin.command("ping")
+    except mongo_errors.PyMongoError as err:
+        raise ApiError(503, "mongo_unreachable", "gigsterpg's MongoDB cannot be reached", short_reason(err),
+                       "check the MongoDB server and DB_URL_MONGO; GET /health tells when it is back") from err
+
+
+def active_job(engine, kind: str, collection: Optional[str] = None) -> Optional[uuid.UUID]:
+    """A queued or running job of ``kind`` (for an export: into ``collection``), of any server."""
+    query = "SELECT id FROM api_jobs WHERE kind = :kind AND state IN ('queued', 'running')"
+    if collection is not None:
+        query += " AND params->>'collection' = :collection"
+    with engine.connect() as connection:
+        return connection.execute(text(query + " LIMIT 1"), {"kind": kind, "collection": collection}).scalar()
+
+
+def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: str, timeout_s: float,
+                 restart_of: Optional[uuid.UUID] = None) -> uuid.UUID:
+    """Check the source table and the target, then start the export job; ``params`` has no password."""
+    source = open_source(params, password, timeout_s)
+    try:
+        table = describe_source(source, params)
+        params = {**params, "schema": table.schema, "table": table.name,
+                  "collection": params.get("collection") or table.name}
+        running = active_job(jobs.engine, "export", params["collection"])
+        if running is not None:
+            raise ApiError(409, "export_running", f"an export into {params['collection']!r} is running (job {running})",
+                           "two exports into one collection would delete each other's documents",
+                           "wait for it (GET /exports/{id}), or name another collection")
+        ping_mongo(mongo, settings.mongo_url)
+        collection = mongo[settings.mongo_database][params["collection"]]
+
+        def work(job: Job) -> dict:
+            with pg_errors(f"{params['host']}:{params['port']}/{params['database']}"), \
+                    mongo_errors_translated(settings.mongo_url):
+                job.total(export.count_rows(source, table))
+                report = export.export(source, collection, table, params["batch_size"], progress=job.progress)
+            return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
+
+        return jobs.start("export", params, work, cleanup=source.close, restart_of=restart_of)
+    except BaseException:
+        source.close()
+        raise
+
+
+class JobProgress(Progress):
+    """A sync's progress, as the job's rows done and total (MongoDB's estimated counts)."""
+
+    needs_total = True
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.total = 0
+        self.done = 0
+
+    def start(self, collection: str, total: int) -> None:
+        self.total += total
+        self.job.total(self.total)
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        self.job.progress(self.done)
+
+
+def run_report(report: RunReport) -> dict:
+    return {"run_id": report.run_id, "status": report.status, "mode": report.mode, "balanced": report.balanced,
+            "collections": {name: part.as_dict() for name, part in report.collections.items()}}
+
+
+def start_sync(jobs: Jobs, settings: Settings, mongo, params: dict,
+               restart_of: Optional[uuid.UUID] = None) -> uuid.UUID:
+    """Refuse while a sync runs (a job, the nightly CLI or a follower), else start the sync job."""
+    running = active_job(jobs.engine, "sync")
+    if running is not None:
+        raise ApiError(409, "sync_running", f"a sync job is running (job {running})",
+                       "one sync at a time writes the target database", "wait for it: GET /syncs/{id}")
+    with jobs.engine.begin() as connection:
+        # A transaction lock: free again at commit, so the sync itself can take it a moment later.
+        if not connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}).scalar():
+            raise ApiError(409, "sync_running", "another sync holds the sync lock (the CLI or a follower)",
+                           "one sync at a time writes the target database", "try again when it has ended")
+    ping_mongo(mongo, settings.mongo_url)
+
+    def work(job: Job) -> dict:
+        report = commands.sync(settings, params["collections"], progress=JobProgress(job), mode=params["mode"])
+        if not report.balanced:
+            job.errors.append("rows + open rejects differ from the documents read: see result.collections")
+        return run_report(report)
+
+    return jobs.start("sync", params, work, restart_of=restart_of)

@@ -168,5 +168,26 @@ def sync_lock(pg_url):
 
 
 @pytest.fixture
+def password_role(pg_server_url):
+    """(name, password) of a role that must log in with its password (a scram line in pg_hba.conf)."""
+    if os.environ.get("TEST_DB_URL_PSQL"):
+        pytest.skip("rewrites pg_hba.conf of the embedded server")
+    admin = psycopg.connect(pg_server_url, autocommit=True)
+    hba = Path(admin.execute("SHOW hba_file").fetchone()[0])
+    original = hba.read_text()
+    try:
+        admin.execute("CREATE ROLE gigster_pw LOGIN PASSWORD 'the-right-one'")
+        hba.write_text("local all gigster_pw scram-sha-256\nhost all gigster_pw 0.0.0.0/0 scram-sha-256\n" + original)
+        admin.execute("SELECT pg_reload_conf()")
+        yield "gigster_pw", "the-right-one"
+    finally:
+        hba.write_text(original)
+        admin.execute("SELECT pg_reload_conf()")
+        admin.execute("DROP OWNED BY gigster_pw")
+        admin.execute("DROP ROLE IF EXISTS gigster_pw")
+        admin.close()
+
+
+@pytest.fixture
 def project_root() -> Path:
     return Path(__file__).resolve().parents[1]

@@ -111,25 +111,11 @@ def test_role_without_rights(tmp_path, empty_pg_url, mongo_url, pg_server_url):
         admin.close()
 
 
-def test_wrong_password(tmp_path, pg_server_url, mongo_url):
-    if os.environ.get("TEST_DB_URL_PSQL"):
-        pytest.skip("rewrites pg_hba.conf of the embedded server")
-    admin = psycopg.connect(pg_server_url, autocommit=True)
-    hba = Path(admin.execute("SHOW hba_file").fetchone()[0])
-    original = hba.read_text()
-    try:
-        admin.execute("CREATE ROLE gigster_pw LOGIN PASSWORD 'the-right-one'")
-        hba.write_text("local all gigster_pw scram-sha-256\n" + original)
-        admin.execute("SELECT pg_reload_conf()")
-        wrong = urlsplit(pg_server_url)._replace(netloc=f"gigster_pw:{SECRET}@").geturl()
-        result = run_cli("--pg-url", wrong, "--mongo-url", mongo_url, cwd=tmp_path)
-        assert_one_line_failure(result, "PostgreSQL refused the login at postgresql://gigster_pw:***@",
-                                "check the user and password in DB_URL_PSQL")
-    finally:
-        hba.write_text(original)
-        admin.execute("SELECT pg_reload_conf()")
-        admin.execute("DROP ROLE IF EXISTS gigster_pw")
-        admin.close()
+def test_wrong_password(tmp_path, pg_server_url, mongo_url, password_role):
+    wrong = urlsplit(pg_server_url)._replace(netloc=f"{password_role[0]}:{SECRET}@").geturl()
+    result = run_cli("--pg-url", wrong, "--mongo-url", mongo_url, cwd=tmp_path)
+    assert_one_line_failure(result, "PostgreSQL refused the login at postgresql://gigster_pw:***@",
+                            "check the user and password in DB_URL_PSQL")
 
 
 def test_a_second_sync_refuses_in_one_line(tmp_path, pg_url, mongo_url, mongo_db, sync_lock):

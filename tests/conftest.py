@@ -158,6 +158,12 @@ def settings(pg_url, mongo_url):
 
 
 @pytest.fixture
+def api_settings(pg_url, mongo_url):
+    """Settings for the HTTP API's tests (the same fresh databases)."""
+    return Settings(pg_url=pg_url, mongo_url=mongo_url, batch_size=50)
+
+
+@pytest.fixture
 def sync_lock(pg_url):
     """A connection holding the sync's advisory lock on the test database, as a running sync would."""
     from gigsterpg.lib.pg.sync.runner import LOCK_KEY

@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg

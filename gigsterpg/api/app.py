@@ -17,6 +17,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy import text
 
 from gigsterpg import __version__, commands
@@ -79,6 +80,14 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
                                            why=why[:2000], todo="see /docs for what each field takes").model_dump(),
                             status_code=400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        # FastAPI's own refusals (a body that is not JSON, an unknown path, a wrong method) in the same shape.
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        return JSONResponse(models.Problem(error=codes.get(err.status_code, "http_error"), message=str(err.detail),
+                                           todo="see /docs").model_dump(),
+                            status_code=err.status_code, headers=getattr(err, "headers", None))
+
     @app.exception_handler(GigsterPgError)
     async def database_error(request: Request, err: GigsterPgError):
         transient = isinstance(err, TransientError)
@@ -96,7 +105,16 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
                            "no Authorization header" if credentials is None else "the token does not match",
                            "send Authorization: Bearer <GIGSTERPG_API_TOKEN>", headers={"WWW-Authenticate": "Bearer"})
 
-    api = APIRouter(dependencies=[Depends(authorized)], responses=_problems(400, 401, 503))
+    def known_query(request: Request) -> None:
+        # A misspelt filter (?stat=done) would silently list everything: refuse what the route does not take.
+        route = request.scope.get("route")
+        taken = {param.alias for param in route.dependant.query_params} if route else set()
+        unknown = sorted(set(request.query_params) - taken)
+        if unknown:
+            raise ApiError(400, "bad_request", f"unknown query parameter {', '.join(map(repr, unknown))}",
+                           f"this route takes {', '.join(sorted(taken)) or 'none'}", "see /docs")
+
+    api = APIRouter(dependencies=[Depends(authorized), Depends(known_query)], responses=_problems(400, 401, 503))
 
     def reads():
         return pg_errors(settings.pg_url)

@@ -26,7 +26,8 @@ class ExportRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    host: str = Field(min_length=1, max_length=255, pattern=NO_NUL, examples=["db.example.com"])
+    host: str = Field(min_length=1, max_length=255, pattern=r"^[!-~]+$", examples=["db.example.com"],
+                      description="name or address (ASCII: punycode for international names), or a socket directory")
     port: int = Field(5432, ge=1, le=65535)
     user: str = Field(min_length=1, max_length=63, pattern=NO_NUL)
     password: SecretStr = Field(SecretStr(""), description="never stored, logged or sent back")

@@ -53,6 +53,9 @@ def open_source(params: dict, password: str, timeout_s: float) -> psycopg.Connec
                            reason, "check the database name") from err
         raise ApiError(502, "source_unreachable", f"cannot connect to PostgreSQL at {where}", reason,
                        "check host, port and sslmode, and that the server accepts connections from here") from err
+    except (psycopg.Error, ValueError) as err:  # details libpq or the resolver cannot use (UnicodeError too)
+        raise ApiError(400, "bad_request", f"cannot use the connection details for {where}", short_reason(err),
+                       "check host, port and sslmode") from err
 
 
 def describe_source(connection, params: dict) -> export.Table:

@@ -1,4 +1,4 @@
-# gigsterpg: the sync as a container. Runs as an unprivileged user.
+# gigsterpg: the sync (or, with `serve`, the HTTP API) as a container. Runs as an unprivileged user.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -14,5 +14,7 @@ COPY alembic alembic
 COPY gigsterpg gigsterpg
 
 USER gigster
+# The HTTP API, when run as `serve --host 0.0.0.0` (docker compose's api service).
+EXPOSE 8000
 ENTRYPOINT ["python", "-m", "gigsterpg.cli"]
 CMD ["sync", "--no-progress"]

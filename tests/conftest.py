@@ -175,7 +175,10 @@ def sync_lock(pg_url):
 
 @pytest.fixture
 def password_role(pg_server_url):
-    """(name, password) of a role that must log in with its password (a scram line in pg_hba.conf)."""
+    """(name, password) of a role that must log in with its password (a scram line in pg_hba.conf).
+
+    Request it before the databases where the test grants it rights: it is dropped after they are.
+    """
     if os.environ.get("TEST_DB_URL_PSQL"):
         pytest.skip("rewrites pg_hba.conf of the embedded server")
     admin = psycopg.connect(pg_server_url, autocommit=True)

@@ -108,6 +108,13 @@ def test_an_export_job_writes_one_document_per_row_keyed_by_the_primary_key(clie
     assert sorted(map(json.dumps, (doc["_id"] for doc in mongo_db.k.find()))) == sorted(map(json.dumps, ids))
 
 
+def test_an_empty_table_is_a_job_of_zero_rows(client, source_url, mongo_db):
+    execute(source_url, "CREATE TABLE empty (id int PRIMARY KEY, v text)")
+    job = export(client, source_url, "empty")
+    assert (job["state"], job["rows_done"], job["rows_total"], job["errors"]) == ("succeeded", 0, 0, [])
+    assert job["result"]["written"] == 0 and mongo_db.empty.count_documents({}) == 0
+
+
 def test_a_re_export_follows_the_changes_and_restart_runs_a_job_again(client, source_url, mongo_db):
     execute(source_url, "CREATE TABLE t (id int PRIMARY KEY, v text)",
             "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 300) g")
@@ -140,8 +147,9 @@ def test_names_from_the_request_are_looked_up_never_spliced(client, source_url, 
         assert connection.execute("SELECT to_regclass('victim') IS NOT NULL").fetchone()[0]
 
 
-def test_each_refusal_has_its_own_status_and_never_echoes_the_password(client, source_url, password_role, caplog):
-    execute(source_url, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE TABLE loose (x int)",
+def test_each_refusal_has_its_own_status_and_never_echoes_the_password(password_role, client, source_url, caplog):
+    execute(source_url, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE TABLE loose (x int)", "CREATE SCHEMA hidden",
+            "CREATE TABLE hidden.t (id int PRIMARY KEY)", f"GRANT SELECT ON hidden.t TO {password_role[0]}",
             f"GRANT CONNECT ON DATABASE {conninfo_to_dict(source_url)['dbname']} TO {password_role[0]}")
     good = source_of(source_url, user=password_role[0], password=password_role[1])
     cases = {
@@ -151,6 +159,7 @@ def test_each_refusal_has_its_own_status_and_never_echoes_the_password(client, s
         "missing database": ({**good, "database": "no_such_db", "table": "t"}, 404, None),
         "missing table": ({**good, "table": "nope"}, 404, "table_not_found"),
         "missing privilege": ({**good, "table": "t"}, 403, "permission_denied"),
+        "no schema usage": ({**good, "table": "hidden.t"}, 403, "permission_denied"),
         "no primary key": ({**source_of(source_url), "table": "loose"}, 422, "no_primary_key"),
         "bad request": ({"host": "h", "password": SECRET, "port": "x", "user": "u", "database": "d", "table": "t"},
                         400, "bad_request"),

@@ -109,10 +109,12 @@ def describe(connection, table: str, schema: Optional[str] = None) -> Table:
             raise NoPrimaryKeyError(f"table {schema}.{name} has no primary key",
                                     "each document's _id is the row's primary key",
                                     "add a primary key to the table, or export a view of one that has it")
-        cursor.execute("SELECT has_table_privilege(%s, 'SELECT')", (oid,))
-        if not cursor.fetchone()[0]:
-            raise PrivilegeError(f"the PostgreSQL role may not read {schema}.{name}", "permission denied",
-                                 f"GRANT SELECT ON {schema}.{name} to it")
+        cursor.execute("SELECT has_schema_privilege(%s, 'USAGE'), has_table_privilege(%s, 'SELECT')", (schema, oid))
+        usage, select = cursor.fetchone()
+        if not (usage and select):
+            grant = f"GRANT SELECT ON {schema}.{name}" if not select else f"GRANT USAGE ON SCHEMA {schema}"
+            raise PrivilegeError(f"the PostgreSQL role may not read {schema}.{name}",
+                                 "permission denied" + ("" if usage else f" for schema {schema}"), f"{grant} to it")
     connection.rollback()
     return Table(schema, name, columns, key, estimate)
 

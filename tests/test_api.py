@@ -4,7 +4,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -339,3 +341,47 @@ def test_export_job_library_and_cli_agree(api_settings, source_url, mongo_url, c
         assert list(database.by_api.find().sort("_id")) == list(database.by_library.find().sort("_id"))
     finally:
         database.client.close()
+
+
+def test_the_database_lets_one_export_per_collection_and_one_sync_be_active(api_settings, pg):
+    """The unique indexes decide, whichever server started the job; a full server refuses with 429."""
+    from gigsterpg.api.jobs import JobRefused, Jobs
+    gate = threading.Event()
+    jobs = Jobs(pg.engine, api_settings.pg_url, max_running=1)
+    try:
+        jobs.start("export", {"collection": "x"}, lambda job: gate.wait(30) and {})
+        with pytest.raises(JobRefused) as refused:
+            jobs.start("export", {"collection": "x"}, lambda job: {})
+        assert refused.value.busy
+        jobs.start("sync", {}, lambda job: gate.wait(30) and {})
+        with pytest.raises(JobRefused):
+            jobs.start("sync", {}, lambda job: {})
+        for name in "abc":  # queued behind the one running slot
+            jobs.start("export", {"collection": name}, lambda job: gate.wait(30) and {})
+        with pytest.raises(JobRefused) as full:
+            jobs.start("export", {"collection": "d"}, lambda job: {})
+        assert not full.value.busy and "5 jobs" in str(full.value)
+    finally:
+        gate.set()
+        jobs.stop()
+    with pg.engine.connect() as connection:
+        states = connection.exec_driver_sql("SELECT state, count(*) FROM api_jobs GROUP BY 1").all()
+    assert dict(states) == {"succeeded": 1, "interrupted": 4}  # the queued ones never ran: the server stopped
+
+
+def test_an_export_of_another_live_server_is_in_the_way(client, source_url, pg_url):
+    from gigsterpg.api.jobs import lock_key
+    execute(source_url, "CREATE TABLE t (id int PRIMARY KEY)")
+    other = psycopg.connect(pg_url, autocommit=True)
+    try:
+        job_id = uuid.uuid4()
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key(job_id),))
+        other.execute("INSERT INTO api_jobs (id, kind, state, params) VALUES (%s, 'export', 'running',"
+                      " '{\"collection\": \"t\"}')", (job_id,))
+        busy = client.post("/exports", headers=AUTH, json={**source_of(source_url), "table": "t"})
+        assert busy.status_code == 409 and str(job_id) in busy.json()["message"]
+    finally:
+        other.close()  # that server dies: its job is interrupted and out of the way
+    job = export(client, source_url, "t")
+    assert job["state"] == "succeeded"
+    assert client.get(f"/exports/{job_id}", headers=AUTH).json()["state"] == "interrupted"

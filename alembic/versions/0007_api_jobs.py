@@ -41,9 +41,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_jobs")),
     )
     op.create_index("ix_api_jobs_kind_created_at", "api_jobs", ["kind", "created_at"], unique=False)
+    op.create_index("uq_api_jobs_active_export", "api_jobs", [sa.text("(params->>'collection')")], unique=True,
+                    postgresql_where=sa.text("kind = 'export' AND state IN ('queued', 'running')"))
+    op.create_index("uq_api_jobs_active_sync", "api_jobs", ["kind"], unique=True,
+                    postgresql_where=sa.text("kind = 'sync' AND state IN ('queued', 'running')"))
 
 
 def downgrade() -> None:
     """Drop api_jobs."""
+    op.drop_index("uq_api_jobs_active_sync", table_name="api_jobs")
+    op.drop_index("uq_api_jobs_active_export", table_name="api_jobs")
     op.drop_index("ix_api_jobs_kind_created_at", table_name="api_jobs")
     op.drop_table("api_jobs")

@@ -159,13 +159,13 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
     Limit = Query(20, ge=1, le=500, description="how many, newest first")
 
     @api.post("/exports", response_model=models.JobStarted, summary="Start exporting a PostgreSQL table into MongoDB",
-              responses=_problems(401, 403, 404, 409, 422, 502))
+              responses=_problems(401, 403, 404, 409, 422, 429, 502))
     def post_export(request: Request, body: models.ExportRequest):
         """Connects with the given details, checks that the table exists, has a primary key and is readable,
         then answers at once while the rows are written in the background, one document per row with `_id` =
         the primary key. Each refusal has its own status: 401 login refused, 403 no SELECT right, 404 no such
-        database or table, 409 an export into that collection is running, 422 no primary key, 502 the server
-        cannot be reached, 503 gigsterpg's MongoDB cannot be reached."""
+        database or table, 409 an export into that collection is running, 422 no primary key, 429 the server
+        has its fill of jobs, 502 the server cannot be reached, 503 gigsterpg's MongoDB cannot be reached."""
         params = body.model_dump(exclude={"password"}, by_alias=True)
         job_id = start_export(jobs, settings, mongo, params, body.password.get_secret_value(), source_timeout_s)
         return started(request, "export", job_id)
@@ -180,7 +180,7 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
         return find_job(request, "export", job_id)
 
     @api.post("/exports/{job_id}/restart", response_model=models.JobStarted, summary="Run an ended export again",
-              responses=_problems(401, 403, 404, 409, 422, 502))
+              responses=_problems(401, 403, 404, 409, 422, 429, 502))
     def restart_export(request: Request, job_id: uuid.UUID = JobId,
                        body: models.RestartExport = Body(default_factory=models.RestartExport)):
         """A new job with the same source and collection (the password, which no job keeps, in the body);
@@ -191,7 +191,7 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
         return started(request, "export", new_id)
 
     @api.post("/syncs", response_model=models.JobStarted, summary="Start a MongoDB -> PostgreSQL sync",
-              responses=_problems(409))
+              responses=_problems(409, 429))
     def post_sync(request: Request, body: models.SyncRequest = Body(default_factory=models.SyncRequest)):
         """The sync of the CLI, on gigsterpg's configured databases; 409 while another sync runs."""
         params = {"collections": [c for c in COLLECTIONS if c in (body.collections or COLLECTIONS)], "mode": body.mode}
@@ -207,7 +207,7 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
         return find_job(request, "sync", job_id)
 
     @api.post("/syncs/{job_id}/restart", response_model=models.JobStarted, summary="Run an ended sync again",
-              responses=_problems(404, 409))
+              responses=_problems(404, 409, 429))
     def restart_sync(request: Request, job_id: uuid.UUID = JobId):
         job = restartable(request, "sync", job_id)
         return started(request, "sync", start_sync(jobs, settings, mongo, job["params"], restart_of=job_id))

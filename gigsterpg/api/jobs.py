@@ -31,6 +31,14 @@ PROGRESS_EVERY_S = 0.5
 INTERRUPTED = "the server running it stopped before it ended; restart it with POST .../{id}/restart"
 
 
+class JobRefused(Exception):
+    """A job that cannot start now: one like it is active (``busy``), or too many are queued."""
+
+    def __init__(self, message: str, busy: bool):
+        super().__init__(message)
+        self.busy = busy
+
+
 class JobInterrupted(KeyboardInterrupt):
     """Raised in a job's thread at its next progress report once the server is stopping.
 
@@ -92,13 +100,17 @@ class Jobs:
     Args:
         engine: SQLAlchemy engine of gigsterpg's PostgreSQL database (migrated).
         url: the same database's URL, for each worker's own connection.
-        max_running: jobs run at once; more wait as queued.
+        max_running: jobs run at once; more wait as queued, up to ``QUEUED_PER_SLOT`` times as many
+            (each holds a connection or two while it waits), then new ones are refused.
     """
+
+    QUEUED_PER_SLOT = 4
 
     def __init__(self, engine, url: str, max_running: int = 4):
         self.engine = engine
         self.url = url
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.max_live = max_running * (1 + self.QUEUED_PER_SLOT)
         self.slots = threading.BoundedSemaphore(max_running)
         self.stopping = threading.Event()
         self.live: Dict[uuid.UUID, threading.Thread] = {}
@@ -106,7 +118,13 @@ class Jobs:
 
     def start(self, kind: str, params: dict, work: Work, cleanup: Callable[[], None] = lambda: None,
               restart_of: Optional[uuid.UUID] = None) -> uuid.UUID:
-        """Record a queued job, then run ``work`` in a thread; ``cleanup`` runs when it ends, however."""
+        """Record a queued job, then run ``work`` in a thread; ``cleanup`` runs when it ends, however.
+
+        Raises JobRefused when one like it is active (the database's unique indexes decide, whichever
+        server started it) or when this server already has its fill of jobs.
+        """
+        if len(self.live) >= self.max_live:
+            raise JobRefused(f"this server has {len(self.live)} jobs running or queued", busy=False)
         job_id = uuid.uuid4()
         connection = psycopg.connect(self.url, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_S,
                                      application_name=f"gigsterpg-job-{kind}")
@@ -114,6 +132,9 @@ class Jobs:
             connection.execute("SELECT pg_advisory_lock(%s)", (lock_key(job_id),))
             connection.execute("INSERT INTO api_jobs (id, kind, params, owner, restart_of) VALUES (%s, %s, %s, %s, %s)",
                                (job_id, kind, Jsonb(params), self.owner, restart_of))
+        except psycopg.errors.UniqueViolation as err:
+            connection.close()
+            raise JobRefused(f"an active {kind} job is in the way", busy=True) from err
         except BaseException:
             connection.close()
             raise

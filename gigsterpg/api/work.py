@@ -2,7 +2,7 @@
 import dataclasses
 import logging
 import uuid
-from typing import Optional
+from typing import Dict, Optional
 
 import psycopg
 from pymongo import errors as mongo_errors
@@ -13,7 +13,7 @@ from gigsterpg.config import Settings
 from gigsterpg.connections import mongo_errors_translated, pg_errors, short_reason
 from gigsterpg.exc import NoPrimaryKeyError, PrivilegeError, TableNotFoundError
 from gigsterpg.lib.mongo import export
-from gigsterpg.api.jobs import Job, Jobs
+from gigsterpg.api.jobs import Job, JobRefused, Jobs
 from gigsterpg.lib.pg.sync.runner import LOCK_KEY, Progress, RunReport
 
 logger = logging.getLogger(__name__)
@@ -82,13 +82,25 @@ def ping_mongo(client, url: str) -> None:
                        "check the MongoDB server and DB_URL_MONGO; GET /health tells when it is back") from err
 
 
-def active_job(engine, kind: str, collection: Optional[str] = None) -> Optional[uuid.UUID]:
-    """A queued or running job of ``kind`` (for an export: into ``collection``), of any server."""
+def active_job(jobs: Jobs, kind: str, collection: Optional[str] = None) -> Optional[uuid.UUID]:
+    """A queued or running job of ``kind`` (for an export: into ``collection``), of any live server."""
+    jobs.reconcile()  # a dead server's job is in nobody's way
     query = "SELECT id FROM api_jobs WHERE kind = :kind AND state IN ('queued', 'running')"
     if collection is not None:
         query += " AND params->>'collection' = :collection"
-    with engine.connect() as connection:
+    with jobs.engine.connect() as connection:
         return connection.execute(text(query + " LIMIT 1"), {"kind": kind, "collection": collection}).scalar()
+
+
+def start(jobs: Jobs, kind: str, params: dict, work, busy: ApiError, **options) -> uuid.UUID:
+    """``jobs.start``, its refusals as ApiErrors: ``busy`` when one like it won the race, 429 when full."""
+    try:
+        return jobs.start(kind, params, work, **options)
+    except JobRefused as err:
+        if err.busy:
+            raise busy from err
+        raise ApiError(429, "too_many_jobs", "the server has its fill of jobs", str(err),
+                       "try again when some have ended", headers={"Retry-After": "30"}) from err
 
 
 def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: str, timeout_s: float,
@@ -99,11 +111,16 @@ def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: 
         table = describe_source(source, params)
         params = {**params, "schema": table.schema, "table": table.name,
                   "collection": params.get("collection") or table.name}
-        running = active_job(jobs.engine, "export", params["collection"])
+
+        def busy(running) -> ApiError:
+            return ApiError(409, "export_running", f"an export into {params['collection']!r} is running"
+                            + (f" (job {running})" if running else ""),
+                            "two exports into one collection would delete each other's documents",
+                            "wait for it (GET /exports/{id}), or name another collection")
+
+        running = active_job(jobs, "export", params["collection"])
         if running is not None:
-            raise ApiError(409, "export_running", f"an export into {params['collection']!r} is running (job {running})",
-                           "two exports into one collection would delete each other's documents",
-                           "wait for it (GET /exports/{id}), or name another collection")
+            raise busy(running)
         ping_mongo(mongo, settings.mongo_url)
         collection = mongo[settings.mongo_database][params["collection"]]
 
@@ -114,29 +131,35 @@ def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: 
                 report = export.export(source, collection, table, params["batch_size"], progress=job.progress)
             return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
 
-        return jobs.start("export", params, work, cleanup=source.close, restart_of=restart_of)
+        return start(jobs, "export", params, work, busy(None), cleanup=source.close, restart_of=restart_of)
     except BaseException:
         source.close()
         raise
 
 
 class JobProgress(Progress):
-    """A sync's progress, as the job's rows done and total (MongoDB's estimated counts)."""
+    """A sync's progress, as the job's rows done and total (MongoDB's estimated counts).
+
+    Per collection, so a collection scanned again after a reconnection is not counted twice.
+    """
 
     needs_total = True
 
     def __init__(self, job: Job):
         self.job = job
-        self.total = 0
-        self.done = 0
+        self.totals: Dict[str, int] = {}
+        self.done: Dict[str, int] = {}
+        self.collection = ""
 
     def start(self, collection: str, total: int) -> None:
-        self.total += total
-        self.job.total(self.total)
+        self.collection = collection
+        self.totals[collection] = total
+        self.done[collection] = 0
+        self.job.total(sum(self.totals.values()))
 
     def advance(self, count: int) -> None:
-        self.done += count
-        self.job.progress(self.done)
+        self.done[self.collection] += count
+        self.job.progress(sum(self.done.values()))
 
 
 def run_report(report: RunReport) -> dict:
@@ -147,10 +170,13 @@ def run_report(report: RunReport) -> dict:
 def start_sync(jobs: Jobs, settings: Settings, mongo, params: dict,
                restart_of: Optional[uuid.UUID] = None) -> uuid.UUID:
     """Refuse while a sync runs (a job, the nightly CLI or a follower), else start the sync job."""
-    running = active_job(jobs.engine, "sync")
+    def busy(running) -> ApiError:
+        return ApiError(409, "sync_running", "a sync job is running" + (f" (job {running})" if running else ""),
+                        "one sync at a time writes the target database", "wait for it: GET /syncs/{id}")
+
+    running = active_job(jobs, "sync")
     if running is not None:
-        raise ApiError(409, "sync_running", f"a sync job is running (job {running})",
-                       "one sync at a time writes the target database", "wait for it: GET /syncs/{id}")
+        raise busy(running)
     with jobs.engine.begin() as connection:
         # A transaction lock: free again at commit, so the sync itself can take it a moment later.
         if not connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}).scalar():
@@ -164,4 +190,4 @@ def start_sync(jobs: Jobs, settings: Settings, mongo, params: dict,
             job.errors.append("rows + open rejects differ from the documents read: see result.collections")
         return run_report(report)
 
-    return jobs.start("sync", params, work, restart_of=restart_of)
+    return start(jobs, "sync", params, work, busy(None), restart_of=restart_of)

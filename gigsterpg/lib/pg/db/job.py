@@ -44,6 +44,11 @@ class ApiJob(Base):
         CheckConstraint("kind IN ('export', 'sync')", name="kind"),
         CheckConstraint("state IN ('queued', 'running', 'succeeded', 'failed', 'interrupted')", name="state"),
         Index("ix_api_jobs_kind_created_at", "kind", "created_at"),
+        # One active export per target collection and one active sync, whichever server started them.
+        Index("uq_api_jobs_active_export", text("(params->>'collection')"), unique=True,
+              postgresql_where=text("kind = 'export' AND state IN ('queued', 'running')")),
+        Index("uq_api_jobs_active_sync", "kind", unique=True,
+              postgresql_where=text("kind = 'sync' AND state IN ('queued', 'running')")),
     )
 
     def __repr__(self) -> str:

@@ -170,15 +170,6 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
         job_id = start_export(jobs, settings, mongo, params, body.password.get_secret_value(), source_timeout_s)
         return started(request, "export", job_id)
 
-    @api.get("/exports", response_model=models.JobList, summary="Recent export jobs")
-    def get_exports(request: Request, limit: int = Limit):
-        return list_jobs(request, "export", limit)
-
-    @api.get("/exports/{job_id}", response_model=models.Job, summary="An export job: state, rows, rate, errors",
-             responses=_problems(404))
-    def get_export(request: Request, job_id: uuid.UUID = JobId):
-        return find_job(request, "export", job_id)
-
     @api.post("/exports/{job_id}/restart", response_model=models.JobStarted, summary="Run an ended export again",
               responses=_problems(401, 403, 404, 409, 422, 429, 502))
     def restart_export(request: Request, job_id: uuid.UUID = JobId,
@@ -197,14 +188,20 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
         params = {"collections": [c for c in COLLECTIONS if c in (body.collections or COLLECTIONS)], "mode": body.mode}
         return started(request, "sync", start_sync(jobs, settings, mongo, params))
 
-    @api.get("/syncs", response_model=models.JobList, summary="Recent sync jobs")
-    def get_syncs(request: Request, limit: int = Limit):
-        return list_jobs(request, "sync", limit)
+    def job_reads(kind: str, what: str) -> None:
+        """GET /{kind}s (the newest jobs) and GET /{kind}s/{id} (one job)."""
+        @api.get(f"/{kind}s", response_model=models.JobList, summary=f"Recent {kind} jobs", name=f"list_{kind}s")
+        def list_kind(request: Request, limit: int = Limit):
+            return list_jobs(request, kind, limit)
 
-    @api.get("/syncs/{job_id}", response_model=models.Job, summary="A sync job: state, documents, rate, errors",
-             responses=_problems(404))
-    def get_sync(request: Request, job_id: uuid.UUID = JobId):
-        return find_job(request, "sync", job_id)
+        @api.get(f"/{kind}s/{{job_id}}", response_model=models.Job, name=f"get_{kind}",
+                 summary=f"A{'n' if kind == 'export' else ''} {kind} job: state, {what}, rate, errors",
+                 responses=_problems(404))
+        def get_kind(request: Request, job_id: uuid.UUID = JobId):
+            return find_job(request, kind, job_id)
+
+    job_reads("export", "rows")
+    job_reads("sync", "documents")
 
     @api.post("/syncs/{job_id}/restart", response_model=models.JobStarted, summary="Run an ended sync again",
               responses=_problems(404, 409, 429))

@@ -96,28 +96,26 @@ class JobList(BaseModel):
     items: List[Job]
 
 
-class User(BaseModel):
+class Replicated(BaseModel):
+    """What every replicated row has: PostgreSQL's key, the MongoDB _id, the document's timestamps."""
+
     model_config = ConfigDict(populate_by_name=True)
 
-    id: int
+    id: int = Field(description="PostgreSQL's key: the order of the pages")
     mongo_id: str = Field(alias="_id", description="the MongoDB _id as text")
     name: str
-    email: Optional[str] = None
     created: Optional[datetime] = None
     updated: Optional[datetime] = None
 
 
-class Gig(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+class User(Replicated):
+    email: Optional[str] = None
 
-    id: int
-    mongo_id: str = Field(alias="_id", description="the MongoDB _id as text")
-    name: str
+
+class Gig(Replicated):
     description: Optional[str] = None
     state: GigState
     budget: Optional[str] = Field(None, description="exact decimal, as text")
-    created: Optional[datetime] = None
-    updated: Optional[datetime] = None
     poster: Optional[str] = Field(None, description="the poster's _id, when the poster is replicated")
     poster_ref: Optional[str] = Field(None, description="the poster reference as the document had it")
 

@@ -385,3 +385,21 @@ def test_an_export_of_another_live_server_is_in_the_way(client, source_url, pg_u
     job = export(client, source_url, "t")
     assert job["state"] == "succeeded"
     assert client.get(f"/exports/{job_id}", headers=AUTH).json()["state"] == "interrupted"
+
+
+def test_a_source_that_drops_the_connection_fails_the_job_with_its_reason(client, source_url, mongo_db):
+    execute(source_url, "CREATE TABLE slow (id int PRIMARY KEY)",
+            "INSERT INTO slow SELECT g FROM generate_series(1, 20000) g")
+    started = client.post("/exports", headers=AUTH,
+                          json={**source_of(source_url), "table": "slow", "batch_size": 10})
+    status_url = started.json()["status_url"]
+    while client.get(status_url, headers=AUTH).json()["rows_done"] == 0:
+        time.sleep(0.05)
+    execute(source_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE application_name = 'gigsterpg-export'")
+    job = wait(client, status_url)
+    assert job["state"] == "failed" and 0 < job["rows_done"] < 20000
+    assert len(job["errors"]) == 1 and "failed during the export" in job["errors"][0], job["errors"]
+    assert "restart the job" in job["errors"][0]
+    again = wait(client, client.post(f"/exports/{job['id']}/restart", headers=AUTH).json()["status_url"])
+    assert again["state"] == "succeeded" and mongo_db.slow.count_documents({}) == 20000

@@ -10,8 +10,8 @@ from sqlalchemy import text
 
 from gigsterpg import commands
 from gigsterpg.config import Settings
-from gigsterpg.connections import mongo_errors_translated, pg_errors, short_reason
-from gigsterpg.exc import NoPrimaryKeyError, PrivilegeError, TableNotFoundError
+from gigsterpg.connections import mongo_errors_translated, short_reason
+from gigsterpg.exc import GigsterPgError, NoPrimaryKeyError, PrivilegeError, TableNotFoundError
 from gigsterpg.lib.mongo import export
 from gigsterpg.api.jobs import Job, JobRefused, Jobs
 from gigsterpg.lib.pg.sync.runner import LOCK_KEY, Progress, RunReport
@@ -35,10 +35,15 @@ class ApiError(Exception):
         return {"error": self.error, "message": self.message, "why": self.why, "todo": self.todo}
 
 
+def where(params: dict) -> str:
+    """An export source as people read it: host:port/database."""
+    return f"{params['host']}:{params['port']}/{params['database']}"
+
+
 def open_source(params: dict, password: str, timeout_s: float) -> psycopg.Connection:
     """A connection to an export's source, or the ApiError that says why there is none."""
-    where = f"{params['host']}:{params['port']}/{params['database']}"
     extra = {"sslmode": params["sslmode"]} if params.get("sslmode") else {}
+    at = where(params)
     try:
         return export.connect(host=params["host"], port=params["port"], user=params["user"], password=password,
                               dbname=params["database"], timeout_s=timeout_s, **extra)
@@ -46,15 +51,15 @@ def open_source(params: dict, password: str, timeout_s: float) -> psycopg.Connec
         reason = short_reason(err)
         sqlstate = getattr(err, "sqlstate", None)
         if sqlstate in LOGIN_REFUSED or "authentication failed" in reason or "no password supplied" in reason:
-            raise ApiError(401, "source_auth_failed", f"PostgreSQL at {where} refused the login of {params['user']!r}",
+            raise ApiError(401, "source_auth_failed", f"PostgreSQL at {at} refused the login of {params['user']!r}",
                            reason, "check user and password") from err
         if sqlstate == "3D000" or ("database" in reason and "does not exist" in reason):
-            raise ApiError(404, "database_not_found", f"no database {params['database']!r} at {where}",
+            raise ApiError(404, "database_not_found", f"no database {params['database']!r} at {at}",
                            reason, "check the database name") from err
-        raise ApiError(502, "source_unreachable", f"cannot connect to PostgreSQL at {where}", reason,
+        raise ApiError(502, "source_unreachable", f"cannot connect to PostgreSQL at {at}", reason,
                        "check host, port and sslmode, and that the server accepts connections from here") from err
     except (psycopg.Error, ValueError) as err:  # details libpq or the resolver cannot use (UnicodeError too)
-        raise ApiError(400, "bad_request", f"cannot use the connection details for {where}", short_reason(err),
+        raise ApiError(400, "bad_request", f"cannot use the connection details for {at}", short_reason(err),
                        "check host, port and sslmode") from err
 
 
@@ -125,10 +130,13 @@ def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: 
         collection = mongo[settings.mongo_database][params["collection"]]
 
         def work(job: Job) -> dict:
-            with pg_errors(f"{params['host']}:{params['port']}/{params['database']}"), \
-                    mongo_errors_translated(settings.mongo_url):
-                job.total(export.count_rows(source, table))
-                report = export.export(source, collection, table, params["batch_size"], progress=job.progress)
+            try:
+                with mongo_errors_translated(settings.mongo_url):
+                    job.total(export.count_rows(source, table))
+                    report = export.export(source, collection, table, params["batch_size"], progress=job.progress)
+            except psycopg.Error as err:
+                raise GigsterPgError(f"PostgreSQL at {where(params)} failed during the export", short_reason(err),
+                                     "restart the job (POST /exports/{id}/restart): the export is idempotent") from err
             return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
 
         return start(jobs, "export", params, work, busy(None), cleanup=source.close, restart_of=restart_of)

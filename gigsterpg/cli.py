@@ -1,11 +1,13 @@
-"""The command line: ``python -m gigsterpg.cli [sync|demo|generate|status] ...``.
+"""The command line: ``python -m gigsterpg.cli [sync|demo|generate|status|export-table|serve] ...``.
 
 Only parses arguments and calls the verbs of ``gigsterpg.commands``. Errors a
 user can cause end as one line ``FAILED: what, why, what to do`` and a
 non-zero exit; ``--debug`` shows the traceback instead.
 """
 import argparse
+import dataclasses
 import logging
+import secrets
 import signal
 import sys
 import traceback
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=_positive, default=3000)
     demo.add_argument("--gigs", type=_positive, default=6000)
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--serve", action="store_true",
+                      help="after the sync, serve the HTTP API on the demo's data until Ctrl-C (a token is printed)")
+    demo.add_argument("--port", type=_port, default=8000, help="the API's port with --serve (default: %(default)s)")
 
     generate = sub.add_parser("generate", parents=[common], help="write a generated dataset into MongoDB")
     generate.add_argument("--users", type=int, default=3000)
@@ -142,8 +147,18 @@ def _progress(args) -> Optional[Progress]:
 def run(args) -> int:
     """Run the parsed command; returns the exit code."""
     if args.command == "demo":
-        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args))
-        print(format_run(report))
+        def serve_demo(settings, report) -> None:
+            print(format_run(report), flush=True)
+            token = secrets.token_urlsafe(16)
+            print(f"\nThe API on the demo's data: http://127.0.0.1:{args.port}/docs (Ctrl-C stops it and the servers)"
+                  f"\n  curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.port}/users?limit=3'",
+                  flush=True)
+            _serve(dataclasses.replace(settings, api_token=token), "127.0.0.1", args.port, args.log_level)
+
+        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args),
+                               then=serve_demo if args.serve else None)
+        if not args.serve:
+            print(format_run(report))
         return 0 if report.balanced else 1
     settings = load_settings({"pg_url": args.pg_url, "mongo_url": args.mongo_url,
                               "batch_size": getattr(args, "batch_size", None)})
@@ -181,18 +196,23 @@ def serve(settings, args) -> int:
         raise ConfigError("no API token", "GIGSTERPG_API_TOKEN is not set",
                           "set it (e.g. to the output of: python -c 'import secrets; print(secrets.token_urlsafe())')"
                           " or pass --no-auth to run without one")
+    if args.no_auth:
+        logger.warning("serving without a bearer token: anyone who reaches %s:%d may start jobs", args.host, args.port)
+        settings = dataclasses.replace(settings, api_token=None)
+    _serve(settings, args.host, args.port, args.log_level)
+    return 0
+
+
+def _serve(settings, host: str, port: int, log_level: str) -> None:
+    """The API over ``settings`` (its token: ``settings.api_token``) on uvicorn, until SIGTERM or Ctrl-C."""
     import uvicorn
 
     from gigsterpg.api.app import create_app
 
-    token = None if args.no_auth else settings.api_token
-    if token is None:
-        logger.warning("serving without a bearer token: anyone who reaches %s:%d may start jobs", args.host, args.port)
-    app = create_app(settings, token, max_jobs=settings.api_max_jobs)
-    print(f"Serving the gigsterpg API on http://{args.host}:{args.port} (documentation at /docs); Ctrl-C stops.",
+    app = create_app(settings, settings.api_token, max_jobs=settings.api_max_jobs)
+    print(f"Serving the gigsterpg API on http://{host}:{port} (documentation at /docs); Ctrl-C stops.",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=True)
-    return 0
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

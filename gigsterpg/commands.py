@@ -6,7 +6,7 @@ environment. Driver errors come out as ``GigsterPgError``.
 import contextlib
 import logging
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 import bson
 from alembic.util import CommandError
@@ -205,8 +205,12 @@ def generate(settings: Settings, users: int, gigs: int, messy_rate: float = 0.05
 
 
 def demo(folder: Path, users: int = 3000, gigs: int = 6000, seed: int = 42, batch_size: int = 5000,
-         progress: Optional[Progress] = None) -> RunReport:
-    """Start embedded servers in ``folder``, fill MongoDB with generated data, sync it, stop the servers."""
+         progress: Optional[Progress] = None,
+         then: Optional[Callable[[Settings, RunReport], None]] = None) -> RunReport:
+    """Start embedded servers in ``folder``, fill MongoDB with generated data, sync it, stop the servers.
+
+    ``then`` runs after the sync while the servers still run (``demo --serve`` serves the API there).
+    """
     from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
 
     folder = folder.resolve()
@@ -219,4 +223,7 @@ def demo(folder: Path, users: int = 3000, gigs: int = 6000, seed: int = 42, batc
                             mongo_url=mongo.url(DEMO_MONGO_DATABASE), batch_size=batch_size)
         logger.info("demo servers: PostgreSQL %s, MongoDB %s", settings.pg_url, settings.mongo_url)
         generate(settings, users, gigs, messy_rate=0.05, seed=seed, replace=True)
-        return sync(settings, progress=progress)
+        report = sync(settings, progress=progress)
+        if then is not None:
+            then(settings, report)
+        return report

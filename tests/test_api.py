@@ -403,3 +403,35 @@ def test_a_source_that_drops_the_connection_fails_the_job_with_its_reason(client
     assert "restart the job" in job["errors"][0]
     again = wait(client, client.post(f"/exports/{job['id']}/restart", headers=AUTH).json()["status_url"])
     assert again["state"] == "succeeded" and mongo_db.slow.count_documents({}) == 20000
+
+
+def test_demo_serve_serves_the_demo_data_with_a_printed_token(tmp_path):
+    import httpx
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}
+    demo = subprocess.Popen([sys.executable, "-m", "gigsterpg.cli", "demo", "--serve", "--port", str(port),
+                             "--users", "30", "--gigs", "60", "--folder", str(tmp_path / "demo")],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any("Authorization: Bearer" in line for line in lines):
+            line = demo.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        token = lines[-1].split("Bearer ")[1].split("'")[0]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                users = httpx.get(f"http://127.0.0.1:{port}/users?limit=3",
+                                  headers={"Authorization": f"Bearer {token}"})
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert users.status_code == 200 and len(users.json()["items"]) == 3
+        assert "holds" in "".join(lines)  # the sync's summary came first
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=60) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()

@@ -435,3 +435,18 @@ def test_demo_serve_serves_the_demo_data_with_a_printed_token(tmp_path):
     finally:
         if demo.poll() is None:
             demo.kill()
+
+
+def test_a_job_that_loses_its_record_connection_is_shown_interrupted(client, source_url, pg_url):
+    execute(source_url, "CREATE TABLE slow (id int PRIMARY KEY)",
+            "INSERT INTO slow SELECT g FROM generate_series(1, 20000) g")
+    started = client.post("/exports", headers=AUTH, json={**source_of(source_url), "table": "slow", "batch_size": 10})
+    status_url = started.json()["status_url"]
+    while client.get(status_url, headers=AUTH).json()["rows_done"] == 0:
+        time.sleep(0.05)
+    execute(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'gigsterpg-job-export'")
+    deadline = time.monotonic() + 30
+    while (job := client.get(status_url, headers=AUTH).json())["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job["state"] == "interrupted" and job["errors"][0].startswith("the server running it stopped"), job

@@ -21,14 +21,15 @@ import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import text
 
-from gigsterpg.connections import PG_CONNECT_TIMEOUT_S
-from gigsterpg.exc import GigsterPgError
+from gigsterpg.connections import PG_CONNECT_TIMEOUT_S, short_reason
+from gigsterpg.exc import GigsterPgError, TransientError
 
 logger = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 PROGRESS_EVERY_S = 0.5
-INTERRUPTED = "the server running it stopped before it ended; restart it with POST .../{id}/restart"
+INTERRUPTED = ("the server running it stopped (or lost its connection to PostgreSQL) before it ended;"
+               " restart it with POST .../{id}/restart")
 
 
 class JobRefused(Exception):
@@ -67,7 +68,11 @@ class Job:
     _reported: float = 0.0
 
     def _update(self, assignments: str, params: tuple = ()) -> None:
-        self.connection.execute(f"UPDATE api_jobs SET {assignments} WHERE id = %s", (*params, self.id))
+        try:
+            self.connection.execute(f"UPDATE api_jobs SET {assignments} WHERE id = %s", (*params, self.id))
+        except psycopg.Error as err:  # not the work's own database: say whose connection it was
+            raise TransientError("lost the connection to gigsterpg's PostgreSQL, which records the job",
+                                 short_reason(err), "the job shows as interrupted once it is back; restart it") from err
 
     def running(self) -> None:
         self._update("state = 'running', started_at = now()")
@@ -176,7 +181,7 @@ class Jobs:
         logger.warning("job %s (%s) %s: %s", job.id, job.kind, state, error)
         try:
             job.finish(state, errors=[error])
-        except psycopg.Error as err:  # its connection is gone: reconcile will show it as interrupted
+        except TransientError as err:  # its connection is gone: reconcile will show it as interrupted
             logger.warning("could not record the end of job %s: %s", job.id, err)
 
     def reconcile(self) -> int:

@@ -55,6 +55,10 @@ def short_reason(err: BaseException) -> str:
     return mask_url(text or type(err).__name__)
 
 
+# SQLSTATEs of a refused login: invalid_authorization_specification, invalid_password.
+LOGIN_REFUSED = ("28000", "28P01")
+
+
 def pg_error(err: Exception, url: str) -> GigsterPgError:
     """The gigsterpg error for a psycopg or SQLAlchemy error met while using ``url``."""
     orig = getattr(err, "orig", None) or err
@@ -65,10 +69,12 @@ def pg_error(err: Exception, url: str) -> GigsterPgError:
                               "grant it CREATE and USAGE on the schema and ownership of gigsterpg's tables"
                               " (README, 'Least privileges')")
     if isinstance(orig, psycopg.OperationalError):
-        if "password authentication failed" in message or "authentication failed" in message:
+        sqlstate = getattr(orig, "sqlstate", None)
+        if sqlstate in LOGIN_REFUSED or any(text in message for text in ("authentication failed",
+                                                                         "no password supplied")):
             return AuthError(f"PostgreSQL refused the login at {where}", message,
                              "check the user and password in DB_URL_PSQL", url=where)
-        if "does not exist" in message and "database" in message:
+        if sqlstate == "3D000" or ("does not exist" in message and "database" in message):
             return ConfigError(f"PostgreSQL database missing at {where}", message,
                                "create it (createdb) or fix the database name in DB_URL_PSQL", value=where)
         return ConnectError(f"cannot connect to PostgreSQL at {where}", message,

@@ -10,16 +10,14 @@ from sqlalchemy import text
 
 from gigsterpg import commands
 from gigsterpg.config import Settings
-from gigsterpg.connections import mongo_errors_translated, short_reason
-from gigsterpg.exc import GigsterPgError, NoPrimaryKeyError, PrivilegeError, TableNotFoundError
+from gigsterpg.connections import mongo_errors_translated, pg_error, short_reason
+from gigsterpg.exc import (AuthError, ConfigError, GigsterPgError, NoPrimaryKeyError, PrivilegeError,
+                           TableNotFoundError)
 from gigsterpg.lib.mongo import export
 from gigsterpg.api.jobs import Job, JobRefused, Jobs
 from gigsterpg.lib.pg.sync.runner import LOCK_KEY, Progress, RunReport
 
 logger = logging.getLogger(__name__)
-
-# SQLSTATEs of a refused login: invalid_authorization_specification, invalid_password.
-LOGIN_REFUSED = ("28000", "28P01")
 
 
 class ApiError(Exception):
@@ -48,12 +46,11 @@ def open_source(params: dict, password: str, timeout_s: float) -> psycopg.Connec
         return export.connect(host=params["host"], port=params["port"], user=params["user"], password=password,
                               dbname=params["database"], timeout_s=timeout_s, **extra)
     except psycopg.OperationalError as err:
-        reason = short_reason(err)
-        sqlstate = getattr(err, "sqlstate", None)
-        if sqlstate in LOGIN_REFUSED or "authentication failed" in reason or "no password supplied" in reason:
+        reason, cause = short_reason(err), pg_error(err, at)  # the one classifier of connection failures
+        if isinstance(cause, AuthError):
             raise ApiError(401, "source_auth_failed", f"PostgreSQL at {at} refused the login of {params['user']!r}",
                            reason, "check user and password") from err
-        if sqlstate == "3D000" or ("database" in reason and "does not exist" in reason):
+        if isinstance(cause, ConfigError):  # the database is missing
             raise ApiError(404, "database_not_found", f"no database {params['database']!r} at {at}",
                            reason, "check the database name") from err
         raise ApiError(502, "source_unreachable", f"cannot connect to PostgreSQL at {at}", reason,

@@ -67,6 +67,20 @@ def export(client: TestClient, source_url: str, table: str, **fields) -> dict:
     return wait(client, answer.json()["status_url"])
 
 
+def export_in_flight(http, exports_url: str, source_url: str, rows: int, **details) -> str:
+    """A table ``slow`` of ``rows`` rows, POSTed for export in batches of 10 (``http``: a TestClient or httpx);
+    its status URL once the job has written rows."""
+    execute(source_url, "CREATE TABLE slow (id int PRIMARY KEY)",
+            f"INSERT INTO slow SELECT g FROM generate_series(1, {rows:d}) g")
+    started = http.post(exports_url, headers=AUTH,
+                        json={**source_of(source_url, **details), "table": "slow", "batch_size": 10})
+    assert started.status_code == 200, started.text
+    status_url = started.json()["status_url"]
+    while http.get(status_url, headers=AUTH).json()["rows_done"] == 0:
+        time.sleep(0.05)
+    return status_url
+
+
 def test_health_is_open_and_everything_else_wants_the_token(client):
     health = client.get("/health")
     assert health.status_code == 200
@@ -216,14 +230,8 @@ def test_a_table_of_100k_rows(client, source_url, mongo_db):
 
 
 def test_a_stopped_server_marks_its_running_job_interrupted(api_settings, source_url):
-    execute(source_url, "CREATE TABLE slow (id int PRIMARY KEY)",
-            "INSERT INTO slow SELECT g FROM generate_series(1, 50000) g")
     with TestClient(create_app(api_settings, TOKEN)) as client:
-        started = client.post("/exports", headers=AUTH,
-                              json={**source_of(source_url), "table": "slow", "batch_size": 10})
-        status_url = started.json()["status_url"]
-        while client.get(status_url, headers=AUTH).json()["rows_done"] == 0:
-            time.sleep(0.05)
+        status_url = export_in_flight(client, "/exports", source_url, 50000)
     with TestClient(create_app(api_settings, TOKEN)) as client:
         job = client.get(status_url, headers=AUTH).json()
     assert job["state"] == "interrupted"
@@ -232,8 +240,6 @@ def test_a_stopped_server_marks_its_running_job_interrupted(api_settings, source
 
 
 def test_a_killed_server_leaves_jobs_that_the_next_one_lists_as_interrupted(api_settings, source_url, tmp_path):
-    execute(source_url, "CREATE TABLE slow (id int PRIMARY KEY)",
-            "INSERT INTO slow SELECT g FROM generate_series(1, 20000) g")
     port = free_port()
     env = {"DB_URL_PSQL": api_settings.pg_url, "DB_URL_MONGO": api_settings.mongo_url, "GIGSTERPG_API_TOKEN": TOKEN,
            **{key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}}
@@ -250,19 +256,14 @@ def test_a_killed_server_leaves_jobs_that_the_next_one_lists_as_interrupted(api_
             except httpx.TransportError:
                 assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
                 time.sleep(0.1)
-        started = httpx.post(f"{base}/exports", headers=AUTH,
-                             json={**source_of(source_url, password=SECRET), "table": "slow", "batch_size": 10})
-        assert started.status_code == 200, started.text
-        status_url = started.json()["status_url"]
-        while httpx.get(status_url, headers=AUTH).json()["rows_done"] == 0:
-            time.sleep(0.05)
+        status_url = export_in_flight(httpx, f"{base}/exports", source_url, 20000, password=SECRET)
         server.send_signal(signal.SIGKILL)
         output = server.communicate(timeout=30)[0]
     finally:
         if server.poll() is None:
             server.kill()
     assert SECRET not in output
-    job_id = started.json()["id"]
+    job_id = status_url.rsplit("/", 1)[1]
     with TestClient(create_app(api_settings, TOKEN)) as client:
         job = client.get(f"/exports/{job_id}", headers=AUTH).json()
         assert job["state"] == "interrupted" and 0 < job["rows_done"] < 20000
@@ -388,13 +389,7 @@ def test_an_export_of_another_live_server_is_in_the_way(client, source_url, pg_u
 
 
 def test_a_source_that_drops_the_connection_fails_the_job_with_its_reason(client, source_url, mongo_db):
-    execute(source_url, "CREATE TABLE slow (id int PRIMARY KEY)",
-            "INSERT INTO slow SELECT g FROM generate_series(1, 20000) g")
-    started = client.post("/exports", headers=AUTH,
-                          json={**source_of(source_url), "table": "slow", "batch_size": 10})
-    status_url = started.json()["status_url"]
-    while client.get(status_url, headers=AUTH).json()["rows_done"] == 0:
-        time.sleep(0.05)
+    status_url = export_in_flight(client, "/exports", source_url, 20000)
     execute(source_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                         " WHERE application_name = 'gigsterpg-export'")
     job = wait(client, status_url)
@@ -438,12 +433,7 @@ def test_demo_serve_serves_the_demo_data_with_a_printed_token(tmp_path):
 
 
 def test_a_job_that_loses_its_record_connection_is_shown_interrupted(client, source_url, pg_url):
-    execute(source_url, "CREATE TABLE slow (id int PRIMARY KEY)",
-            "INSERT INTO slow SELECT g FROM generate_series(1, 20000) g")
-    started = client.post("/exports", headers=AUTH, json={**source_of(source_url), "table": "slow", "batch_size": 10})
-    status_url = started.json()["status_url"]
-    while client.get(status_url, headers=AUTH).json()["rows_done"] == 0:
-        time.sleep(0.05)
+    status_url = export_in_flight(client, "/exports", source_url, 20000)
     execute(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE application_name = 'gigsterpg-job-export'")
     deadline = time.monotonic() + 30

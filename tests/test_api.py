@@ -312,12 +312,15 @@ def test_sync_jobs_and_the_read_endpoints(client, api_settings, mongo_db, pg):
     assert detail["skills"] == skills and detail["gigs_total"] == poster_gigs
     assert {gig["poster"] for gig in detail["gigs"]} == {poster}
     assert client.get(f"/users/{poster}-nope", headers=AUTH).status_code == 404
+    assert client.get("/users/a%00b", headers=AUTH).status_code == 400  # no NUL in PostgreSQL text
 
     done = client.get("/gigs?state=done&limit=1000", headers=AUTH).json()["items"]
     assert len(done) == done_gigs and {gig["state"] for gig in done} <= {"done"}
     mine = client.get(detail["gigs_url"], headers=AUTH).json()["items"]
     assert len(mine) == poster_gigs and {gig["poster"] for gig in mine} == {poster}
     assert client.get("/gigs?state=bogus", headers=AUTH).status_code == 400
+    for query in ("after=1&after=9", "limit=1e3", "stat=done", "poster=a%00b"):  # a 400, not a guess
+        assert client.get(f"/gigs?{query}", headers=AUTH).status_code == 400, query
 
     restarted = client.post(f"/syncs/{job['id']}/restart", headers=AUTH)
     second = wait(client, restarted.json()["status_url"])

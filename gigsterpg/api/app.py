@@ -113,6 +113,11 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
         if unknown:
             raise ApiError(400, "bad_request", f"unknown query parameter {', '.join(map(repr, unknown))}",
                            f"this route takes {', '.join(sorted(taken)) or 'none'}", "see /docs")
+        # Each takes one value: of ?after=1&after=9 FastAPI would keep the last without a word.
+        repeated = sorted(name for name in taken if len(request.query_params.getlist(name)) > 1)
+        if repeated:
+            raise ApiError(400, "bad_request", f"query parameter {', '.join(map(repr, repeated))} given more than once",
+                           "each takes one value", "see /docs")
 
     api = APIRouter(dependencies=[Depends(authorized), Depends(known_query)], responses=_problems(400, 401, 503))
 
@@ -233,7 +238,8 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
 
     @api.get("/users/{mongo_id}", response_model=models.UserDetail, summary="One user, with skills and gigs",
              responses=_problems(404))
-    def get_user(request: Request, mongo_id: str = Path(description="the user's MongoDB _id, as text")):
+    def get_user(request: Request,
+                 mongo_id: str = Path(pattern=models.NO_NUL, description="the user's MongoDB _id, as text")):
         with reads(), pg.engine.connect() as connection:
             user = connection.execute(text(
                 f"SELECT {user_columns}, ARRAY(SELECT s.name FROM user_skills us JOIN skills s ON s.id = us.skill_id"
@@ -251,7 +257,8 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
     @api.get("/gigs", response_model=models.GigPage, summary="Gigs, by id, a page at a time")
     def get_gigs(request: Request, limit: int = PageSize, after: Optional[int] = After,
                  state: Optional[models.GigState] = Query(None, description="only gigs in this state"),
-                 poster: Optional[str] = Query(None, description="only gigs of the user with this _id")):
+                 poster: Optional[str] = Query(None, pattern=models.NO_NUL,
+                                               description="only gigs of the user with this _id")):
         where, values = ["g.id > :after"], {"after": after or 0, "n": limit + 1}
         if state is not None:
             where.append("g.state = :state")

@@ -262,8 +262,10 @@ class BatchLoader:
         """The documents not stored yet, or stored from other bytes (or all, without skipping)."""
         if not self.skip_unchanged:
             return list(batch)
-        cursor.execute("SELECT s.seq FROM stage_hashes s LEFT JOIN sync_hashes h"
-                       " ON h.collection = %s AND h._id = s._id WHERE h.hash IS DISTINCT FROM s.hash"
+        # One index probe per staged document (a scalar subquery is never turned into a hash join):
+        # a join let PostgreSQL hash the whole collection's hashes for every batch.
+        cursor.execute("SELECT s.seq FROM stage_hashes s WHERE s.hash IS DISTINCT FROM"
+                       " (SELECT h.hash FROM sync_hashes h WHERE h.collection = %s AND h._id = s._id)"
                        " ORDER BY s.seq", (self.model.collection,))
         return [batch[seq] for (seq,) in cursor.fetchall()]
 

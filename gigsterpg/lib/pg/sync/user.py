@@ -125,7 +125,8 @@ class UserSync:
         """Staged users whose e-mail another user holds: the later-seen one is rejected."""
         cursor.execute(
             "SELECT s._id, 'duplicate email', 'duplicate email: ' || s.email || ' is already used by user ' || u._id"
-            " FROM stage_users s JOIN users u ON u.email = s.email AND u._id <> s._id"
+            " FROM stage_users s CROSS JOIN LATERAL"
+            "  (SELECT u._id FROM users u WHERE u.email = s.email AND u._id <> s._id LIMIT 1) u"
             " UNION ALL"
             " SELECT _id, 'duplicate email', 'duplicate email: ' || email || ' is also on user ' || first_id"
             " || ', seen earlier'"
@@ -142,7 +143,12 @@ class UserSync:
 
     @staticmethod
     def merge(cursor) -> dict:
-        """Merge the staged batch: new skills, then users, then their user_skills."""
+        """Merge the staged batch: new skills, then users, then their user_skills.
+
+        Users are looked up one index probe per staged row (scalar subqueries, ``LATERAL … LIMIT 1``,
+        ``= ANY(ARRAY(…))``): with joins, PostgreSQL hashed the whole ``users`` table (and scanned
+        ``user_skills``) for every batch, so a batch cost more the bigger the tables were.
+        """
         cursor.execute(
             "INSERT INTO skills (name)"
             " SELECT DISTINCT ON (s.key) s.name FROM stage_user_skills s"
@@ -163,11 +169,11 @@ class UserSync:
         inserted, updated = cursor.fetchone()
         cursor.execute(
             "INSERT INTO stage_user_skill_ids (user_id, skill_id)"
-            " SELECT u.id, k.id FROM stage_user_skills s JOIN users u ON u._id = s._id"
-            " JOIN skills k ON lower(k.name) = s.key")
+            " SELECT l.user_id, k.id FROM (SELECT (SELECT u.id FROM users u WHERE u._id = s._id) AS user_id, s.key"
+            "  FROM stage_user_skills s) l JOIN skills k ON lower(k.name) = l.key WHERE l.user_id IS NOT NULL")
         cursor.execute(
-            "DELETE FROM user_skills us USING stage_users s, users u"
-            " WHERE u._id = s._id AND us.user_id = u.id AND NOT EXISTS ("
+            "DELETE FROM user_skills us WHERE us.user_id = ANY(ARRAY("
+            "  SELECT (SELECT u.id FROM users u WHERE u._id = s._id) FROM stage_users s)) AND NOT EXISTS ("
             "  SELECT 1 FROM stage_user_skill_ids w WHERE w.user_id = us.user_id AND w.skill_id = us.skill_id)")
         links_deleted = cursor.rowcount
         cursor.execute("INSERT INTO user_skills (user_id, skill_id) SELECT user_id, skill_id"

@@ -77,7 +77,8 @@ def test_read_ahead_raises_the_readers_error_in_the_caller():
         list(stream)
 
 
-def test_read_ahead_stops_the_reader_when_the_caller_stops():
+@pytest.mark.parametrize("fetch_depth", [1, 4])
+def test_read_ahead_stops_the_reader_when_the_caller_stops(fetch_depth):
     produced = []
 
     def endless():
@@ -87,14 +88,15 @@ def test_read_ahead_stops_the_reader_when_the_caller_stops():
             yield n
             n += 1
 
-    stream = ReadAhead(endless(), 10, list, depth=1)
+    stream = ReadAhead(endless(), 10, list, depth=1, fetch_depth=fetch_depth)
     assert produced == [] and not stream.fetched, "nothing is read before start()"
     assert next(iter(stream)) == list(range(10))
     stream.close()  # joins both threads: they must not run on
     count = len(produced)
-    # At most five batches ever leave the source with queues of depth 1: the one taken, one in each
-    # queue and one in each thread's hands. (CI once saw exactly 50; "< 50" was off by one.)
-    assert count <= 50
+    # At most 4 + fetch_depth batches ever leave the source: the one taken, one in the prepared
+    # queue, fetch_depth in the fetched one and one in each thread's hands. (CI once saw exactly
+    # 50 with depths of 1; "< 50" was off by one.)
+    assert count <= 10 * (4 + fetch_depth)
     assert len(produced) == count
 
 

@@ -84,9 +84,11 @@ class ReadAhead:
     there. ``close()`` (or leaving a ``with`` block) stops both threads.
     """
 
-    def __init__(self, cursor: Iterable, size: int, prepare: Callable[[list], object], depth: int = 2):
+    def __init__(self, cursor: Iterable, size: int, prepare: Callable[[list], object], depth: int = 2,
+                 fetch_depth: int = 8):
         self._stop = threading.Event()
-        self._fetcher = _Stage("gigsterpg-fetch", batches(cursor, size), lambda batch: batch, depth, self._stop)
+        self._fetcher = _Stage("gigsterpg-fetch", batches(cursor, size), lambda batch: batch, fetch_depth,
+                               self._stop)
         self._preparer = _Stage("gigsterpg-prepare", _drain(self._fetcher, self._stop), prepare, depth, self._stop)
 
     def start(self) -> None:

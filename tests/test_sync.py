@@ -167,6 +167,24 @@ def test_same_email_later_seen_user_is_rejected_and_swaps_converge(settings, pg,
         ("1", "third@x.io"), ("2", "second@x.io"), ("3", "same@x.io")]
 
 
+@pytest.mark.parametrize("fillers", [0, 120], ids=["same batch", "later batch"])
+def test_an_id_of_another_type_with_the_same_text_is_a_duplicate_reject(settings, pg, mongo_db, fillers):
+    """7 and "7" are one key in PostgreSQL: the first in scan order keeps the row, the other is a reject,
+    whether it comes in the same batch (50 documents) or two batches later, and a re-run agrees."""
+    mongo_db.users.insert_one({"_id": 7, "name": "Int"})
+    mongo_db.users.insert_many([{"_id": f"f{n}", "name": "Filler"} for n in range(fillers)]
+                               or [{"_id": "f", "name": "F"}])
+    mongo_db.users.insert_one({"_id": "7", "name": "Text"})
+    mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done"})
+    for _ in range(2):
+        report = commands.sync(settings)
+        assert report.balanced and report.collections["users"].counts.rejected == {"duplicate _id": 1}
+        assert rows(pg, "SELECT name FROM users WHERE _id = '7'") == [("Int",)]
+        (doc_id, reason), = rows(pg, "SELECT doc_id, reason FROM sync_rejects WHERE resolved_at IS NULL")
+        assert doc_id.startswith("7 (duplicate ") and reason == "duplicate _id"
+        assert rows(pg, "SELECT count(*) FROM users") == [(max(fillers, 1) + 1,)]
+
+
 def test_a_batch_postgresql_refuses_is_split_not_dropped(settings, pg, mongo_db):
     with pg.engine.begin() as connection:  # a rule of this database that the mapping does not know
         connection.execute(text("ALTER TABLE gigs ADD CONSTRAINT small_budget CHECK (budget < 1000)"))

@@ -211,12 +211,15 @@ class BatchLoader:
                 todo = self._changed(cursor, batch)
                 if self.skip_unchanged:
                     self.map_ahead = len(todo) * 2 > len(batch)
-                rows, originals, rejects = self._rows([item for item in todo if item.seq not in again])
+                todo = [item for item in todo if item.seq not in again]  # no two of one id left
+                rows, originals, rejects = self._rows(todo)
                 rejects.extend(_duplicate(batch[seq], "another document of this collection") for seq in sorted(again))
                 stored = [row.mongo_id for row in self._merge(cursor, rows, originals, rejects)]
                 self._record_rejects(cursor, rejects, stored)
                 self._mark_seen_keys(cursor, [r.doc_id for r in rejects if r.reason == DUPLICATE_ID])
-                self._record_hashes(cursor, stored, [r.doc_id for r in rejects])
+                seq_of = {item.doc_id: item.seq for item in todo}
+                self._record_hashes(cursor, [seq_of[doc_id] for doc_id in stored if doc_id in seq_of],
+                                    [r.doc_id for r in rejects])
                 if self.scan:
                     self._record_progress(cursor, "loading", self.counts.seen + len(batch))
             faults.point("merged")
@@ -279,10 +282,11 @@ class BatchLoader:
             return list(batch)
         # One index probe per staged document (a scalar subquery is never turned into a hash join):
         # a join let PostgreSQL hash the whole collection's hashes for every batch.
-        cursor.execute("SELECT s.seq FROM stage_hashes s WHERE s.hash IS DISTINCT FROM"
-                       " (SELECT h.hash FROM sync_hashes h WHERE h.collection = %s AND h._id = s._id)"
-                       " ORDER BY s.seq", (self.model.collection,))
-        return [batch[seq] for (seq,) in cursor.fetchall()]
+        # One array, not a row per document: the answer is most of the batch in a first sync.
+        cursor.execute("SELECT array_agg(s.seq ORDER BY s.seq) FROM stage_hashes s WHERE s.hash IS DISTINCT FROM"
+                       " (SELECT h.hash FROM sync_hashes h WHERE h.collection = %s AND h._id = s._id)",
+                       (self.model.collection,))
+        return [batch[seq] for seq in cursor.fetchone()[0] or ()]
 
     def _rows(self, todo: Sequence[Prepared]):
         """Map each document (unless mapped ahead): rows to merge, their raw documents, and rejects.
@@ -363,16 +367,16 @@ class BatchLoader:
                            " WHERE r.collection = %s AND r.resolved_at IS NULL AND r.doc_id = k._id",
                            (stored_ids, collection))
 
-    def _record_hashes(self, cursor, stored_ids: List[str], rejected_ids: List[str]) -> None:
-        """Remember the bytes of what is stored; forget what is not, so it is looked at again."""
+    def _record_hashes(self, cursor, stored_seqs: List[int], rejected_ids: List[str]) -> None:
+        """Remember the bytes of what is stored (by place in the batch: no two of one id); forget what
+        is not, so it is looked at again."""
         collection = self.model.collection
-        if stored_ids:
+        if stored_seqs:
             cursor.execute(
                 "INSERT INTO sync_hashes AS h (collection, _id, hash)"
-                " SELECT DISTINCT ON (s._id) %s, s._id, s.hash FROM stage_hashes s"
-                " JOIN unnest(%s::text[]) AS k(_id) ON k._id = s._id ORDER BY s._id, s.seq"
+                " SELECT %s, s._id, s.hash FROM stage_hashes s JOIN unnest(%s::int4[]) AS k(seq) ON k.seq = s.seq"
                 " ON CONFLICT (collection, _id) DO UPDATE SET hash = excluded.hash WHERE h.hash <> excluded.hash",
-                (collection, stored_ids))
+                (collection, stored_seqs))
         if rejected_ids:
             cursor.execute("DELETE FROM sync_hashes WHERE collection = %s AND _id = ANY(%s)",
                            (collection, rejected_ids))

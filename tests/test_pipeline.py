@@ -1,5 +1,6 @@
 """Reading ahead and fingerprints: pure, no server."""
 import threading
+import time
 
 import bson
 import pytest
@@ -98,6 +99,33 @@ def test_read_ahead_stops_the_reader_when_the_caller_stops(fetch_depth):
     # 50 with depths of 1; "< 50" was off by one.)
     assert count <= 10 * (4 + fetch_depth)
     assert len(produced) == count
+
+
+def test_read_ahead_holds_raw_batches_up_to_its_byte_budget():
+    """Large documents: the fetched queue holds what fits in fetch_bytes (always one batch), not 8 batches."""
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield RawBSONDocument(bson.encode({"_id": n, "pad": "x" * 1000}))
+            n += 1
+
+    stream = ReadAhead(endless(), 10, list, depth=1, fetch_depth=8, fetch_bytes=15_000)  # 1.5 batches
+    first = next(iter(stream))
+    time.sleep(0.5)  # let both threads fill what they may
+    stream.close()
+    assert [bson.decode(doc.raw)["_id"] for doc in first] == list(range(10))
+    # The one taken, one prepared, one fetched (the budget), one in each thread's hands.
+    assert len(produced) <= 10 * 5
+
+
+def test_read_ahead_over_its_byte_budget_still_yields_everything_in_order():
+    docs = [RawBSONDocument(bson.encode({"_id": n, "pad": "x" * 1000})) for n in range(95)]
+    with ReadAhead(iter(docs), 10, list, fetch_bytes=1) as stream:
+        got = [bson.decode(doc.raw)["_id"] for batch in stream for doc in batch]
+    assert got == list(range(95))
 
 
 def test_dates_out_of_pythons_range_reject_the_document_not_the_batch():

@@ -8,17 +8,22 @@ Two threads feed the caller through bounded queues:
 - the preparer hashes (and, on a first sync, decodes and maps) each batch,
   while the caller waits on PostgreSQL for the previous one.
 
-At most ``depth`` batches wait in each queue, so memory stays bounded.
+At most ``depth`` batches wait in each queue (and at most ``fetch_bytes`` of raw ones), so memory
+stays bounded.
 """
+import collections
 import itertools
 import queue
 import threading
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Optional
 
 from gigsterpg import faults
 
 _DONE = object()
 _POLL_S = 0.1
+# Raw batches read ahead: up to 8 (the next collection's query then opens early enough to hide how
+# long the server takes to its first batch), and at most this many bytes of them (large documents).
+FETCH_BYTES = 64 * 2 ** 20
 
 
 def batches(cursor, size: int) -> Iterator[list]:
@@ -33,14 +38,29 @@ def batches(cursor, size: int) -> Iterator[list]:
 
 
 class _Stage(threading.Thread):
-    """Applies ``work`` to each item of ``source`` and hands the results on, in order."""
+    """Applies ``work`` to each item of ``source`` and hands the results on, in order.
 
-    def __init__(self, name: str, source: Iterable, work: Callable, depth: int, stop: threading.Event):
+    At most ``depth`` results wait; with ``weigh``, also at most ``budget`` of their weight
+    (bytes), except that one result always may wait, whatever it weighs.
+    """
+
+    def __init__(self, name: str, source: Iterable, work: Callable, depth: int, stop: threading.Event,
+                 weigh: Optional[Callable[[object], int]] = None, budget: int = 0):
         super().__init__(name=name, daemon=True)
         self.source, self.work, self.stop = source, work, stop
         self.out: queue.Queue = queue.Queue(maxsize=depth)
+        self.weigh, self.budget = weigh, budget
+        self._room = threading.Condition()
+        self._weights: collections.deque = collections.deque()  # of the results waiting, in order
 
     def put(self, item) -> bool:
+        weight = self.weigh(item) if self.weigh is not None and isinstance(item, list) else 0
+        with self._room:
+            while self._weights and sum(self._weights) + weight > self.budget:
+                if self.stop.is_set():
+                    return False
+                self._room.wait(_POLL_S)
+            self._weights.append(weight)
         while not self.stop.is_set():
             try:
                 self.out.put(item, timeout=_POLL_S)
@@ -48,6 +68,14 @@ class _Stage(threading.Thread):
             except queue.Full:
                 continue
         return False
+
+    def get(self, timeout: float):
+        """The next result (queue.Empty after ``timeout``); its weight leaves the budget."""
+        item = self.out.get(timeout=timeout)
+        with self._room:
+            self._weights.popleft()
+            self._room.notify()
+        return item
 
     def run(self) -> None:
         try:
@@ -63,7 +91,7 @@ def _drain(stage: _Stage, stop: threading.Event) -> Iterator:
     """The results of ``stage``; its error is raised here."""
     while True:
         try:
-            item = stage.out.get(timeout=_POLL_S)
+            item = stage.get(timeout=_POLL_S)
         except queue.Empty:
             if stop.is_set():
                 return
@@ -73,6 +101,11 @@ def _drain(stage: _Stage, stop: threading.Event) -> Iterator:
         if isinstance(item, BaseException):
             raise item
         yield item
+
+
+def raw_size(batch: list) -> int:
+    """Bytes of a batch of raw documents (decoded ones, as in tests, count as nothing)."""
+    return sum(len(getattr(doc, "raw", b"")) for doc in batch)
 
 
 class ReadAhead:
@@ -85,10 +118,10 @@ class ReadAhead:
     """
 
     def __init__(self, cursor: Iterable, size: int, prepare: Callable[[list], object], depth: int = 2,
-                 fetch_depth: int = 8):
+                 fetch_depth: int = 8, fetch_bytes: int = FETCH_BYTES):
         self._stop = threading.Event()
         self._fetcher = _Stage("gigsterpg-fetch", batches(cursor, size), lambda batch: batch, fetch_depth,
-                               self._stop)
+                               self._stop, weigh=raw_size, budget=fetch_bytes)
         self._preparer = _Stage("gigsterpg-prepare", _drain(self._fetcher, self._stop), prepare, depth, self._stop)
 
     def start(self) -> None:

@@ -32,8 +32,8 @@ def is_transient(err: BaseException) -> bool:
         return True
     if isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError)):
         # Lost connection, server shutting down or starting (57P01, 57P03), deadlock or serialization failure.
-        # A refused login or a missing database is no such thing.
-        return not any(text in str(err) for text in ("authentication failed", "does not exist"))
+        # A refused login or a missing database is no such thing: pg_error is the one that tells them apart.
+        return not isinstance(pg_error(err, ""), (AuthError, ConfigError))
     if isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
         return is_transient(err.orig) if err.orig is not None else True
     if isinstance(err, (mongo_errors.AutoReconnect, mongo_errors.CursorNotFound)):

@@ -8,6 +8,8 @@ import psycopg
 import pytest
 
 from gigsterpg import cli
+from gigsterpg.connections import is_transient
+from gigsterpg.embedded import free_port
 from gigsterpg.generate import write_dataset
 
 SECRET = "topsecret-pw"
@@ -115,6 +117,29 @@ def test_wrong_password(tmp_path, pg_server_url, mongo_url, password_role):
     result = run_cli("--pg-url", wrong, "--mongo-url", mongo_url, cwd=tmp_path)
     assert_one_line_failure(result, "PostgreSQL refused the login at postgresql://gigster_pw:***@",
                             "check the user and password in DB_URL_PSQL")
+
+
+def _connect_error(url: str) -> psycopg.Error:
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as err:
+        return err
+    raise AssertionError(f"{url} let us in")
+
+
+def test_only_what_a_retry_may_cure_is_retried(pg_server_url, pg_url, password_role):
+    """The real server's answers: a refused login or a missing database fail at once, a lost or
+    refused connection is retried (is_transient asks pg_error, the one classifier)."""
+    role = password_role[0]
+    assert not is_transient(_connect_error(urlsplit(pg_server_url)._replace(netloc=f"{role}:{SECRET}@").geturl()))
+    assert not is_transient(_connect_error(urlsplit(pg_server_url)._replace(netloc=f"{role}@").geturl()))
+    assert not is_transient(_connect_error(urlsplit(pg_server_url)._replace(path="/no_such_db").geturl()))
+    assert is_transient(_connect_error(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"))
+    with psycopg.connect(pg_url, autocommit=True) as victim, psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (victim.info.backend_pid,))
+        with pytest.raises(psycopg.OperationalError) as lost:
+            victim.execute("SELECT 1")
+    assert is_transient(lost.value)
 
 
 def test_a_second_sync_refuses_in_one_line(tmp_path, pg_url, mongo_url, mongo_db, sync_lock):

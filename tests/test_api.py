@@ -286,11 +286,12 @@ def test_serve_wants_a_token_or_an_explicit_no_auth(tmp_path, pg_url, mongo_url)
 
 def test_sync_jobs_and_the_read_endpoints(client, api_settings, mongo_db, pg):
     write_dataset(mongo_db, users=60, gigs=150, messy_rate=0.1, seed=7)
+    mongo_db.users.insert_one({"_id": "team/alice", "name": "Alice", "skills": ["Go"]})  # a "/" in its _id
     answer = client.post("/syncs", headers=AUTH, json={"mode": "full"})
     assert answer.status_code == 200, answer.text
     job = wait(client, answer.json()["status_url"])
     assert job["state"] == "succeeded", job
-    assert job["result"]["balanced"] is True and job["rows_done"] == job["rows_total"] == 210
+    assert job["result"]["balanced"] is True and job["rows_done"] == job["rows_total"] == 211
     with pg.engine.connect() as connection:
         users = [row[0] for row in connection.exec_driver_sql('SELECT "_id" FROM users ORDER BY id')]
         done_gigs = connection.exec_driver_sql("SELECT count(*) FROM gigs WHERE state = 'done'").scalar()
@@ -313,6 +314,9 @@ def test_sync_jobs_and_the_read_endpoints(client, api_settings, mongo_db, pg):
     assert {gig["poster"] for gig in detail["gigs"]} == {poster}
     assert client.get(f"/users/{poster}-nope", headers=AUTH).status_code == 404
     assert client.get("/users/a%00b", headers=AUTH).status_code == 400  # no NUL in PostgreSQL text
+    for path in ("/users/team/alice", "/users/team%2Falice"):
+        alice = client.get(path, headers=AUTH)
+        assert alice.status_code == 200 and alice.json()["skills"] == ["Go"], (path, alice.text)
 
     done = client.get("/gigs?state=done&limit=1000", headers=AUTH).json()["items"]
     assert len(done) == done_gigs and {gig["state"] for gig in done} <= {"done"}

@@ -236,7 +236,7 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
                                            " ORDER BY u.id LIMIT :n"), {"after": after or 0, "n": limit + 1})
             return page(request, [dict(row) for row in rows.mappings()], limit)
 
-    @api.get("/users/{mongo_id}", response_model=models.UserDetail, summary="One user, with skills and gigs",
+    @api.get("/users/{mongo_id:path}", response_model=models.UserDetail, summary="One user, with skills and gigs",
              responses=_problems(404))
     def get_user(request: Request,
                  mongo_id: str = Path(pattern=models.NO_NUL, description="the user's MongoDB _id, as text")):

@@ -131,8 +131,11 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
         started, ended = job["started_at"], job["finished_at"] or datetime.now(timezone.utc)
         seconds = (ended - started).total_seconds() if started else 0
         job["rate"] = round(job["rows_done"] / seconds, 1) if seconds > 0 else None
-        job["status_url"] = str(request.url_for(f"get_{job['kind']}", job_id=job["id"]))
+        job["status_url"] = status_url(request, job["kind"], job["id"])
         return job
+
+    def status_url(request: Request, kind: str, job_id: uuid.UUID) -> str:
+        return str(request.url_for(f"get_{kind}", job_id=job_id))
 
     def find_job(request: Request, kind: str, job_id: uuid.UUID) -> dict:
         jobs.reconcile()
@@ -151,7 +154,7 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
             return {"items": [job_view(request, row) for row in rows]}
 
     def started(request: Request, kind: str, job_id: uuid.UUID) -> dict:
-        return {"id": job_id, "state": "queued", "status_url": str(request.url_for(f"get_{kind}", job_id=job_id))}
+        return {"id": job_id, "state": "queued", "status_url": status_url(request, kind, job_id)}
 
     def restartable(request: Request, kind: str, job_id: uuid.UUID) -> dict:
         job = find_job(request, kind, job_id)

@@ -75,7 +75,7 @@ def describe_source(connection, params: dict) -> export.Table:
                        "try again; if it persists, check the server's log") from err
 
 
-def ping_mongo(client, url: str) -> None:
+def ping_mongo(client) -> None:
     """Raise the 503 ApiError when gigsterpg's MongoDB cannot be reached."""
     try:
         client.admin.command("ping")
@@ -123,7 +123,7 @@ def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: 
         running = active_job(jobs, "export", params["collection"])
         if running is not None:
             raise busy(running)
-        ping_mongo(mongo, settings.mongo_url)
+        ping_mongo(mongo)
         collection = mongo[settings.mongo_database][params["collection"]]
 
         def work(job: Job) -> dict:
@@ -187,7 +187,7 @@ def start_sync(jobs: Jobs, settings: Settings, mongo, params: dict,
         if not connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}).scalar():
             raise ApiError(409, "sync_running", "another sync holds the sync lock (the CLI or a follower)",
                            "one sync at a time writes the target database", "try again when it has ended")
-    ping_mongo(mongo, settings.mongo_url)
+    ping_mongo(mongo)
 
     def work(job: Job) -> dict:
         report = commands.sync(settings, params["collections"], progress=JobProgress(job), mode=params["mode"])

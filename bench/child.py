@@ -100,7 +100,7 @@ def export_table(pg_url, mongo_url, batch_size):
     database.drop_collection("export_plain")
     client.close()
     return {"docs": report.rows, "seconds": exported, "copy_seconds": copied, "insert_seconds": inserted,
-            "written": report.written, "api_seconds": _export_through_the_api(pg_url, mongo_url)}
+            "written": report.written, "api_seconds": _export_through_the_api(pg_url, mongo_url), "api_poll_s": POLL_S}
 
 
 POLL_S = float(os.environ.get("BENCH_POLL_S", "0.25"))

@@ -10,7 +10,6 @@ COPY gigsterpg/__init__.py gigsterpg/__init__.py
 RUN pip install --no-compile -e . && useradd --create-home --uid 10001 gigster
 
 COPY alembic.ini ./
-COPY alembic alembic
 COPY gigsterpg gigsterpg
 
 USER gigster

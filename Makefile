@@ -23,7 +23,7 @@ demo: $(VENV)/.installed-embedded
 	$(BIN)/python -m gigsterpg.cli demo
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/flake8 gigsterpg alembic tests
+	$(BIN)/flake8 gigsterpg tests bench
 
 test: lint
 	$(BIN)/python -m pytest --cov=gigsterpg --cov-report=term-missing --cov-fail-under=$(COVERAGE_MIN)

@@ -6,6 +6,8 @@ setup(
     version="0.1.0",
     description="Replicates the Gigster MongoDB database into a normalized PostgreSQL schema.",
     packages=find_packages(include=["gigsterpg", "gigsterpg.*"]),
+    # Files beside the code that a plain install must carry (Alembic's template; later: SQL, templates).
+    package_data={"gigsterpg.migrations": ["script.py.mako"]},
     python_requires=">=3.11",
     install_requires=[
         "sqlalchemy>=2.0,<2.2",

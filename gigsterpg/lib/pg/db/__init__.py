@@ -28,8 +28,8 @@ ALL_TABLES = (Skill.__table__, User.__table__, UserSkill.__table__, Gig.__table_
 BOOKKEEPING_TABLES = (SyncRun.__table__, SyncReject.__table__, SyncHash.__table__, SyncWatermark.__table__,
                       SyncFollower.__table__, ApiJob.__table__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[4]
-ALEMBIC_DIR = PROJECT_ROOT / "alembic"
+# The migrations ship inside the package, so that a plain (non-editable) install finds them.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
 __all__ = ["ALL_TABLES", "ApiJob", "BOOKKEEPING_TABLES", "Base", "Gig", "Skill", "SqlAlchemy", "SyncHash",
            "SyncReject", "SyncFollower", "SyncRun", "SyncWatermark", "User", "UserSkill", "alembic_config"]
@@ -37,11 +37,11 @@ __all__ = ["ALL_TABLES", "ApiJob", "BOOKKEEPING_TABLES", "Base", "Gig", "Skill",
 
 def alembic_config(url: str) -> Config:
     """An Alembic Config for the project's migrations, pointed at ``url``."""
-    if not (ALEMBIC_DIR / "env.py").is_file():
-        raise ConfigError("migrations not found", f"no alembic/env.py under {PROJECT_ROOT}",
-                          "run gigsterpg from its source tree (pip install -e .)")
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise ConfigError("migrations not found", f"no env.py in {MIGRATIONS_DIR}",
+                          "reinstall gigsterpg (pip install .), the package is incomplete")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # env.py takes the URL from here; '%' would be read as interpolation.
     config.set_main_option("sqlalchemy.url", sqlalchemy_pg_url(url).replace("%", "%%"))
     return config

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Optional
 
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Numeric, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
 
 from gigsterpg.lib.pg.db.base import Base
 
@@ -22,7 +22,9 @@ class Gig(Base):
     __tablename__ = "gigs"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    mongo_id: Mapped[str] = mapped_column("_id", Text, unique=True, nullable=False)
+    # The MongoDB _id as text, named as in the Gigster practical (``Gig._id``); ``mongo_id`` is a synonym.
+    _id: Mapped[str] = mapped_column("_id", Text, unique=True, nullable=False)
+    mongo_id: Mapped[str] = synonym("_id")
     created: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     updated: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     name: Mapped[str] = mapped_column(String(GIG_NAME_MAX), nullable=False)
@@ -45,4 +47,4 @@ class Gig(Base):
     )
 
     def __repr__(self) -> str:
-        return f"Gig(id={self.id!r}, _id={self.mongo_id!r}, name={self.name!r}, state={self.state!r})"
+        return f"Gig(id={self.id!r}, _id={self._id!r}, name={self.name!r}, state={self.state!r})"

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 from sqlalchemy import BigInteger, DateTime, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
 
 from gigsterpg.lib.pg.db.base import Base
 
@@ -21,8 +21,10 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    # The MongoDB _id as text: ObjectId -> 24 hex characters, int 0 -> '0'.
-    mongo_id: Mapped[str] = mapped_column("_id", Text, unique=True, nullable=False)
+    # The MongoDB _id as text: ObjectId -> 24 hex characters, int 0 -> '0'. Named as in the Gigster practical
+    # (``User._id``); ``mongo_id`` is the same attribute under a name that reads well in Python.
+    _id: Mapped[str] = mapped_column("_id", Text, unique=True, nullable=False)
+    mongo_id: Mapped[str] = synonym("_id")
     created: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     updated: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     name: Mapped[str] = mapped_column(String(USER_NAME_MAX), nullable=False)
@@ -35,4 +37,4 @@ class User(Base):
     gigs: Mapped[List["Gig"]] = relationship(back_populates="poster", passive_deletes=True)
 
     def __repr__(self) -> str:
-        return f"User(id={self.id!r}, _id={self.mongo_id!r}, name={self.name!r})"
+        return f"User(id={self.id!r}, _id={self._id!r}, name={self.name!r})"

@@ -7,6 +7,7 @@ non-zero exit; ``--debug`` shows the traceback instead.
 import argparse
 import dataclasses
 import logging
+import re
 import secrets
 import signal
 import sys
@@ -45,6 +46,18 @@ class BarProgress(Progress):
         self.bar.close()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that never echoes a value the user typed: it may be a password (a mistyped --pg-uri with a URL)."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            words = message.split(":", 1)[1].split()
+            flags = [word.split("=", 1)[0] for word in words if word.startswith("-")]
+            message = "unrecognized arguments: " + " ".join(flags or ["(a value)"]) + " (values are not shown)"
+        message = re.sub(r"invalid choice: .*? \(choose", "invalid choice (choose", message)
+        super().error(mask_url(message))
+
+
 def _number(kind, low: float, high: float, what: str):
     """An argparse type: ``kind(value)`` from ``low`` to ``high``, else a message saying ``what`` it must be."""
     def parse(value: str):
@@ -53,7 +66,7 @@ def _number(kind, low: float, high: float, what: str):
         except ValueError:
             number = None
         if number is None or not low <= number <= high:
-            raise argparse.ArgumentTypeError(f"{value!r} is not {what}")
+            raise argparse.ArgumentTypeError(f"the value is not {what}")
         return number
     return parse
 
@@ -69,7 +82,7 @@ _port = _number(int, 1, 65535, "a port number (1-65535)")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``sync`` is the command when none is named."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--pg-url", help="PostgreSQL URL (default: DB_URL_PSQL)")
     common.add_argument("--mongo-url", help="MongoDB URL whose path names the database (default: DB_URL_MONGO)")
     common.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
@@ -77,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     common.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m gigsterpg.cli",
         description="Replicate the Gigster MongoDB (users, gigs) into PostgreSQL. Without a command: sync.")
     sub = parser.add_subparsers(dest="command", metavar="{sync,demo,generate,status,export-table,serve}")

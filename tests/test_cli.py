@@ -206,3 +206,17 @@ def test_demo_twice(tmp_path):
         seen, inserted, updated, unchanged, deleted = (int(v) for v in line.split()[1:6])
         assert inserted == updated == deleted == 0 and unchanged > 0, line
     assert second.stderr == "", "a clean demo prints nothing on stderr"
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["--pg-uri", "postgresql://user:s3cr3t-pw@host/db"], "unrecognized arguments: --pg-uri (values are not shown)"),
+    (["--pg-uri=postgresql://user:s3cr3t-pw@host/db"], "unrecognized arguments: --pg-uri (values are not shown)"),
+    (["sync", "postgresql://user:s3cr3t-pw@host/db"], "unrecognized arguments: (a value) (values are not shown)"),
+    (["status", "--log-level", "s3cr3t-pw"], "argument --log-level: invalid choice (choose from"),
+    (["sync", "--batch-size", "s3cr3t-pw"], "argument --batch-size: the value is not a whole number"),
+])
+def test_a_mistyped_argument_never_echoes_its_value(capsys, argv, shown):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and shown in err and "s3cr3t-pw" not in err

@@ -1,0 +1,111 @@
+"""COPY in and out of PostgreSQL: typed Python rows, and files in PostgreSQL's binary COPY format.
+
+Shared by the daily snapshots and ``load-csv``. Every function takes an open
+psycopg cursor and leaves the transaction to the caller, so that a load and
+the bookkeeping beside it commit together or not at all.
+"""
+import dataclasses
+import hashlib
+from typing import BinaryIO, Callable, Iterable, Optional, Sequence, Tuple, Union
+
+from psycopg import sql
+
+from gigsterpg.lib.files.csvsource import BadLine, Column
+
+CHUNK = 1024 * 1024
+
+
+def qualified(table: str, schema: Optional[str] = None) -> sql.Composable:
+    """``"schema"."table"`` (or ``"table"``), quoted."""
+    return sql.Identifier(schema, table) if schema else sql.Identifier(table)
+
+
+def create_table(cursor, table: str, columns: Sequence[Tuple[str, str]], schema: Optional[str] = None,
+                 replace: bool = False) -> None:
+    """CREATE TABLE of ``columns`` (name, PostgreSQL type); with ``replace``, dropped first."""
+    name = qualified(table, schema)
+    if replace:
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+    cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(name, sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(column), sql.SQL(kind)) for column, kind in columns)))
+
+
+def pg_columns(columns: Sequence[Column]) -> list:
+    """(name, PostgreSQL type) pairs of CSV columns."""
+    return [(column.name, column.pg_type) for column in columns]
+
+
+@dataclasses.dataclass
+class LoadCount:
+    """What ``copy_records`` wrote and what it set aside."""
+
+    rows: int = 0
+    bad: int = 0
+
+
+def copy_records(cursor, table: str, columns: Sequence[Tuple[str, str]], records: Iterable[Union[tuple, BadLine]],
+                 on_bad: Callable[[BadLine], None], schema: Optional[str] = None) -> LoadCount:
+    """Binary COPY of the tuples of ``records`` into ``table``; each BadLine goes to ``on_bad`` instead.
+
+    ``columns`` are (name, PostgreSQL type) pairs in the tuples' order; the
+    values must be the Python types psycopg dumps to them (``read_rows``
+    gives exactly those).
+    """
+    count = LoadCount()
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        qualified(table, schema), sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns))
+    with cursor.copy(statement) as copy:
+        copy.set_types([kind for _, kind in columns])
+        for record in records:
+            if isinstance(record, BadLine):
+                count.bad += 1
+                on_bad(record)
+                continue
+            copy.write_row(record)
+            count.rows += 1
+    return count
+
+
+@dataclasses.dataclass
+class FileCount:
+    """Bytes moved by a file COPY and their SHA-256."""
+
+    bytes: int = 0
+    sha256: str = ""
+
+
+def copy_out(cursor, query: sql.Composable, handle: BinaryIO) -> FileCount:
+    """``COPY (query) TO STDOUT (FORMAT BINARY)`` streamed into ``handle``, hashed on the way."""
+    digest, size = hashlib.sha256(), 0
+    with cursor.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)) as copy:
+        for chunk in copy:
+            handle.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+    return FileCount(size, digest.hexdigest())
+
+
+def copy_in(cursor, table: str, column_names: Sequence[str], handle: BinaryIO,
+            schema: Optional[str] = None) -> FileCount:
+    """A binary COPY file streamed from ``handle`` into ``table`` (its columns in the file's order)."""
+    digest, size = hashlib.sha256(), 0
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        qualified(table, schema), sql.SQL(", ").join(sql.Identifier(name) for name in column_names))
+    with cursor.copy(statement) as copy:
+        while True:
+            chunk = handle.read(CHUNK)
+            if not chunk:
+                break
+            copy.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+    return FileCount(size, digest.hexdigest())
+
+
+def sha256_file(path) -> str:
+    """The SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,157 @@
+"""The shared CSV reader (lib.files.csvsource) and the COPY helpers (pgcopy), on real files and a real server."""
+import datetime
+import io
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from gigsterpg.exc import ConfigError, SourceError
+from gigsterpg.lib.files import pgcopy
+from gigsterpg.lib.files.csvsource import BadLine, Column, Dialect, detect_dialect, infer_columns, read_rows
+
+
+def write(tmp_path, text: str, name="data.csv", encoding="utf-8", bom=False) -> str:
+    path = tmp_path / name
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode(encoding))
+    return str(path)
+
+
+def kinds(columns):
+    return {column.name: column.kind for column in columns}
+
+
+def test_each_kind_and_each_date_form_is_inferred(tmp_path):
+    path = write(tmp_path, "\n".join([
+        "id,price,flag,iso,us,dotted,stamp,zoned,note,empty,big",
+        "1,2.50,true,2022-09-26,9/26/2022,26.09.2022,2022-09-26 14:05:06,2022-09-26T14:05:06Z,hello,,"
+        "9223372036854775808",
+        "-7,3,no,2022-01-02,1/2/2022,02.01.2022,2022-01-02T00:00:00.5,2022-01-02 00:00:00+02:00,x,,1",
+    ]) + "\n")
+    dialect = detect_dialect(path)
+    columns = infer_columns(path, dialect)
+    assert kinds(columns) == {"id": "integer", "price": "numeric", "flag": "boolean", "iso": "date", "us": "date",
+                              "dotted": "date", "stamp": "timestamp", "zoned": "timestamp", "note": "text",
+                              "empty": "text", "big": "numeric"}
+    assert [column.pg_type for column in columns][6:8] == ["timestamp", "timestamptz"]
+    rows = list(read_rows(path, dialect, columns))
+    utc = datetime.timezone.utc
+    assert rows[0] == (1, Decimal("2.50"), True, datetime.date(2022, 9, 26), datetime.date(2022, 9, 26),
+                       datetime.date(2022, 9, 26), datetime.datetime(2022, 9, 26, 14, 5, 6),
+                       datetime.datetime(2022, 9, 26, 14, 5, 6, tzinfo=utc), "hello", None,
+                       Decimal("9223372036854775808"))
+    assert rows[1][1:7] == (Decimal("3"), False, datetime.date(2022, 1, 2), datetime.date(2022, 1, 2),
+                            datetime.date(2022, 1, 2), datetime.datetime(2022, 1, 2, 0, 0, 0, 500000))
+    assert rows[1][7] == datetime.datetime(2022, 1, 1, 22, 0, tzinfo=utc)
+
+
+def test_day_first_reads_slashes_the_other_way(tmp_path):
+    path = write(tmp_path, "d\n1/2/2022\n13/2/2022\n")
+    assert kinds(infer_columns(path, detect_dialect(path))) == {"d": "text"}  # 13 is no month
+    dialect = detect_dialect(path, day_first=True)
+    columns = infer_columns(path, dialect)
+    assert kinds(columns) == {"d": "date"}
+    assert list(read_rows(path, dialect, columns)) == [(datetime.date(2022, 2, 1),), (datetime.date(2022, 2, 13),)]
+
+
+def test_kinds_widen_over_the_whole_file(tmp_path):
+    lines = ["a,b,c,d"] + ["1,2022-01-01,1,true"] * 5000 + ["1.5,2022-01-01 10:00,x,1"]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    assert kinds(infer_columns(path, detect_dialect(path))) == {"a": "numeric", "b": "timestamp", "c": "text",
+                                                                "d": "text"}
+
+
+def test_bom_semicolons_quotes_and_newlines(tmp_path):
+    path = write(tmp_path, 'name;note;n\r\n"Café; ""quoted""";"two\nlines";1\r\nplain;;2\r\n', bom=True)
+    dialect = detect_dialect(path)
+    assert (dialect.encoding, dialect.delimiter) == ("utf-8-sig", ";")
+    columns = infer_columns(path, dialect)
+    assert [c.name for c in columns] == ["name", "note", "n"]
+    assert list(read_rows(path, dialect, columns)) == [('Café; "quoted"', "two\nlines", 1), ("plain", None, 2)]
+
+
+@pytest.mark.parametrize("delimiter", ["\t", "|", ","])
+def test_other_delimiters(tmp_path, delimiter):
+    path = write(tmp_path, delimiter.join(["a", "b", "c"]) + "\n" + delimiter.join(["1", "x,y" if delimiter != ","
+                                                                                    else "xy", "3"]) + "\n")
+    assert detect_dialect(path).delimiter == delimiter
+
+
+def test_bad_lines_are_recorded_with_line_column_and_reason(tmp_path):
+    path = write(tmp_path, "id,qty,day\n1,2,2022-01-01\n2,3\n3,4,2022-01-02,extra\n4,lots,2022-01-03\n"
+                           '5,"multi\nline",2022-01-04\n6,7,2022-02-30\n7,8,2022-01-05\n')
+    dialect = detect_dialect(path)
+    columns = [Column("id", "integer"), Column("qty", "integer"), Column("day", "date")]
+    assert infer_columns(path, dialect, declared={"id": "integer", "qty": "integer", "day": "date"}) == columns
+    records = list(read_rows(path, dialect, columns))
+    bad = [record for record in records if isinstance(record, BadLine)]
+    good = [record for record in records if not isinstance(record, BadLine)]
+    assert [(b.line, b.column) for b in bad] == [(3, None), (4, None), (5, "qty"), (6, "qty"), (8, "day")]
+    assert "2 fields, the header has 3" in bad[0].reason and "4 fields" in bad[1].reason
+    assert "'lots' is not an integer" in bad[2].reason and bad[4].reason.startswith("'2022-02-30' is not a date")
+    assert all(b.file == path for b in bad)
+    assert good == [(1, 2, datetime.date(2022, 1, 1)), (7, 8, datetime.date(2022, 1, 5))]
+
+
+def test_a_broken_quote_is_a_bad_line_and_reading_goes_on(tmp_path):
+    path = write(tmp_path, 'a,b\n1,"x"y\n2,ok\n')
+    dialect = detect_dialect(path)
+    records = list(read_rows(path, dialect, [Column("a", "integer"), Column("b", "text")]))
+    assert isinstance(records[0], BadLine) and records[0].line == 2 and "broken quoting" in records[0].reason
+    assert records[-1] == (2, "ok")
+
+
+def test_header_is_required_and_declarations_checked(tmp_path):
+    with pytest.raises(SourceError, match="no header"):
+        detect_dialect(write(tmp_path, "1,2022-01-01\n2,2022-01-02\n"))
+    with pytest.raises(SourceError, match="duplicate"):
+        detect_dialect(write(tmp_path, "a,a\n1,2\n"))
+    with pytest.raises(SourceError, match="empty"):
+        detect_dialect(write(tmp_path, "\n"))
+    with pytest.raises(SourceError, match="cannot read"):
+        detect_dialect(tmp_path / "missing.csv")
+    with pytest.raises(SourceError, match="not utf-8"):
+        detect_dialect(write(tmp_path, "a,b\n\xe9,1\n", encoding="latin-1"))
+    path = write(tmp_path, "a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="unknown columns"):
+        infer_columns(path, detect_dialect(path), declared={"c": "integer"})
+    with pytest.raises(ConfigError, match="unknown kinds"):
+        infer_columns(path, detect_dialect(path), declared={"a": "money"})
+    with pytest.raises(SourceError, match="header of .* changed"):
+        list(read_rows(path, Dialect(), [Column("x", "text")]))
+
+
+def test_copy_records_loads_typed_rows_and_sets_bad_lines_aside(tmp_path, empty_pg_url):
+    path = write(tmp_path, "id,price,day,at,ok,note\n1,9.99,9/26/2022,2022-09-26 10:00,yes,\"a,b\"\n"
+                           "2,x,1/1/2022,2022-01-01 00:00,no,\n3,0.1,12/31/2021,2021-12-31 23:59:59,t,é\n")
+    dialect = detect_dialect(path)
+    columns = infer_columns(path, dialect, declared={"price": "numeric"})
+    bad = []
+    with psycopg.connect(empty_pg_url) as connection, connection.cursor() as cursor:
+        pgcopy.create_table(cursor, "details", pgcopy.pg_columns(columns))
+        count = pgcopy.copy_records(cursor, "details", pgcopy.pg_columns(columns), read_rows(path, dialect, columns),
+                                    bad.append)
+        cursor.execute("SELECT id, price, day, at, ok, note FROM details ORDER BY id")
+        stored = cursor.fetchall()
+        cursor.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'details'::regclass"
+                       " AND attnum > 0 ORDER BY attnum")
+        types = [row[0] for row in cursor.fetchall()]
+    assert (count.rows, count.bad) == (2, 1) and bad[0].line == 3 and bad[0].column == "price"
+    assert types == ["bigint", "numeric", "date", "timestamp without time zone", "boolean", "text"]
+    assert stored == [(1, Decimal("9.99"), datetime.date(2022, 9, 26), datetime.datetime(2022, 9, 26, 10), True, "a,b"),
+                      (3, Decimal("0.1"), datetime.date(2021, 12, 31), datetime.datetime(2021, 12, 31, 23, 59, 59),
+                       True, "é")]
+
+
+def test_copy_out_and_in_round_trip_a_binary_file(empty_pg_url):
+    with psycopg.connect(empty_pg_url) as connection, connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE s (a int, b text, c bytea);"
+                       " INSERT INTO s VALUES (1, 'x', '\\x00ff'), (2, NULL, '')")
+        cursor.execute("CREATE TABLE s2 (LIKE s)")
+        buffer = io.BytesIO()
+        out = pgcopy.copy_out(cursor, psycopg.sql.SQL("SELECT * FROM s ORDER BY a"), buffer)
+        buffer.seek(0)
+        back = pgcopy.copy_in(cursor, "s2", ["a", "b", "c"], buffer)
+        cursor.execute("SELECT * FROM s2 ORDER BY a")
+        assert cursor.fetchall() == [(1, "x", b"\x00\xff"), (2, None, b"")]
+    assert out == back and out.bytes == len(buffer.getvalue())

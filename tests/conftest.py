@@ -10,7 +10,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pymongo
@@ -20,8 +20,7 @@ from psycopg import sql
 from gigsterpg.config import Settings
 from gigsterpg.lib.pg.db import SqlAlchemy
 from tests.figures import FIGURES
-
-TEMPLATE = "gigsterpg_test_template"
+from tests.helpers import TEMPLATE, with_database
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -34,12 +33,6 @@ def pytest_terminal_summary(terminalreporter):
     out = Path(__file__).resolve().parents[1] / "build" / "reliability.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
-
-
-def with_database(url: str, database: str) -> str:
-    """``url`` with its path (the database name) replaced."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
 def _admin(url: str):

@@ -1,11 +1,11 @@
 """The HTTP API against the real servers: exports and syncs as jobs, refusals, reads, restarts."""
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -20,11 +20,8 @@ from gigsterpg.api.app import create_app
 from gigsterpg.config import Settings
 from gigsterpg.embedded import free_port
 from gigsterpg.generate import write_dataset
-from tests.test_cli import assert_one_line_failure, run_cli
-from tests.test_export import execute
+from tests.helpers import API_AUTH as AUTH, API_TOKEN as TOKEN, assert_one_line_failure, execute, run_cli, wait_until
 
-TOKEN = "test-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "never-echo-this-pw"
 
 
@@ -39,12 +36,11 @@ def source_of(url: str, **changes) -> dict:
 
 def wait(client: TestClient, url: str, timeout_s: float = 120) -> dict:
     """The job at ``url`` once it has ended."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def ended():
         job = client.get(url, headers=AUTH).json()
-        if job["state"] not in ("queued", "running") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
+        return job if job["state"] not in ("queued", "running") else None
+
+    return wait_until(ended, f"the job at {url} to end", timeout_s)
 
 
 @pytest.fixture
@@ -76,8 +72,13 @@ def export_in_flight(http, exports_url: str, source_url: str, rows: int, **detai
                         json={**source_of(source_url, **details), "table": "slow", "batch_size": 10})
     assert started.status_code == 200, started.text
     status_url = started.json()["status_url"]
-    while http.get(status_url, headers=AUTH).json()["rows_done"] == 0:
-        time.sleep(0.05)
+
+    def writing():
+        job = http.get(status_url, headers=AUTH).json()
+        assert job["state"] in ("queued", "running"), f"the export ended before it could be interrupted: {job}"
+        return job["rows_done"] > 0
+
+    wait_until(writing, "the export's first rows")
     return status_url
 
 
@@ -164,6 +165,8 @@ def test_names_from_the_request_are_looked_up_never_spliced(client, source_url, 
 
 
 def test_each_refusal_has_its_own_status_and_never_echoes_the_password(password_role, client, source_url, caplog):
+    for name in (None, "gigsterpg", "psycopg", "pymongo", "httpx", "fastapi", "uvicorn", "alembic"):
+        caplog.set_level(logging.DEBUG, logger=name)  # every level of every logger, not only warnings
     execute(source_url, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE TABLE loose (x int)", "CREATE SCHEMA hidden",
             "CREATE TABLE hidden.t (id int PRIMARY KEY)", f"GRANT SELECT ON hidden.t TO {password_role[0]}",
             f"GRANT CONNECT ON DATABASE {conninfo_to_dict(source_url)['dbname']} TO {password_role[0]}")
@@ -188,6 +191,7 @@ def test_each_refusal_has_its_own_status_and_never_echoes_the_password(password_
         assert answer.json()["error"] == (error or "database_not_found"), (name, answer.text)
         assert answer.json()["message"], name
         assert SECRET not in answer.text and password_role[1] not in answer.text, name
+    assert any(record.levelno == logging.DEBUG for record in caplog.records), "debug records were not captured"
     assert SECRET not in caplog.text and password_role[1] not in caplog.text
     # A JSON body that is not even JSON, and a password where a string belongs.
     assert client.post("/exports", headers=AUTH, content=b"{not json").status_code == 400
@@ -248,14 +252,15 @@ def test_a_killed_server_leaves_jobs_that_the_next_one_lists_as_interrupted(api_
     try:
         import httpx
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
+
+        def healthy():
             try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
+                return httpx.get(f"{base}/health").status_code == 200
             except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
-                time.sleep(0.1)
+                assert server.poll() is None, server.stdout.read()
+                return False
+
+        wait_until(healthy, "the server to answer /health", every_s=0.1)
         status_url = export_in_flight(httpx, f"{base}/exports", source_url, 20000, password=SECRET)
         server.send_signal(signal.SIGKILL)
         output = server.communicate(timeout=30)[0]
@@ -421,15 +426,15 @@ def test_demo_serve_serves_the_demo_data_with_a_printed_token(tmp_path):
             assert line, "".join(lines)
             lines.append(line)
         token = lines[-1].split("Bearer ")[1].split("'")[0]
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answered():
             try:
-                users = httpx.get(f"http://127.0.0.1:{port}/users?limit=3",
-                                  headers={"Authorization": f"Bearer {token}"})
-                break
+                return httpx.get(f"http://127.0.0.1:{port}/users?limit=3", headers={"Authorization": f"Bearer {token}"})
             except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+                assert demo.poll() is None, "the demo ended before it served"
+                return None
+
+        users = wait_until(answered, "the demo's API to answer", every_s=0.1)
         assert users.status_code == 200 and len(users.json()["items"]) == 3
         assert "holds" in "".join(lines)  # the sync's summary came first
         demo.send_signal(signal.SIGTERM)
@@ -443,7 +448,6 @@ def test_a_job_that_loses_its_record_connection_is_shown_interrupted(client, sou
     status_url = export_in_flight(client, "/exports", source_url, 20000)
     execute(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE application_name = 'gigsterpg-job-export'")
-    deadline = time.monotonic() + 30
-    while (job := client.get(status_url, headers=AUTH).json())["state"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    job = wait_until(lambda: (job := client.get(status_url, headers=AUTH).json())["state"] != "running" and job,
+                     "the job to stop running", 30)
     assert job["state"] == "interrupted" and job["errors"][0].startswith("the server running it stopped"), job

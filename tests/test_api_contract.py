@@ -15,7 +15,7 @@ from schemathesis.generation.modes import GenerationMode
 
 from gigsterpg.api.app import create_app
 from tests.figures import FIGURES
-from tests.test_api import AUTH, TOKEN
+from tests.helpers import API_AUTH as AUTH, API_TOKEN as TOKEN
 
 EXAMPLES = 40
 

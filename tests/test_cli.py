@@ -1,7 +1,4 @@
 """The CLI as a user runs it: the summary, the subcommands, and one readable line per error."""
-import os
-import subprocess
-import sys
 from urllib.parse import urlsplit
 
 import psycopg
@@ -11,26 +8,7 @@ from gigsterpg import cli
 from gigsterpg.connections import is_transient
 from gigsterpg.embedded import free_port
 from gigsterpg.generate import write_dataset
-
-SECRET = "topsecret-pw"
-
-
-def run_cli(*args, cwd, env_extra=None, timeout=300):
-    """``python -m gigsterpg.cli ARGS`` in a clean environment (no DB_URL_* inherited, no .env)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "gigsterpg.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def assert_one_line_failure(result, *fragments, code=1):
-    assert result.returncode == code, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    failures = [line for line in result.stderr.splitlines() if line.startswith("FAILED: ")]
-    assert len(failures) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in failures[0], failures[0]
-    assert SECRET not in result.stdout + result.stderr
+from tests.helpers import CLI_SECRET as SECRET, assert_one_line_failure, run_cli
 
 
 def test_sync_prints_the_summary_and_the_accounting(tmp_path, pg_url, mongo_url, mongo_db):

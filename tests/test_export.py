@@ -2,7 +2,6 @@
 import datetime
 import uuid
 
-import psycopg
 import pytest
 from bson.binary import Binary
 from bson.decimal128 import Decimal128
@@ -10,15 +9,9 @@ from bson.decimal128 import Decimal128
 from gigsterpg import commands
 from gigsterpg.config import Settings
 from gigsterpg.exc import PrivilegeError, SourceError
-from tests.test_cli import assert_one_line_failure, run_cli
+from tests.helpers import assert_one_line_failure, execute, run_cli
 
 UID = uuid.UUID("12345678-1234-5678-1234-567812345678")
-
-
-def execute(url, *statements):
-    with psycopg.connect(url, autocommit=True) as connection:
-        for statement in statements:
-            connection.execute(statement)
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import pytest
 
 from gigsterpg import commands
 from gigsterpg.config import Settings
-from tests.test_cli import run_cli
-from tests.test_sync import rows
+from tests.helpers import rows, run_cli
 
 OLD = datetime(2024, 1, 1, tzinfo=timezone.utc)
 

@@ -15,7 +15,7 @@ from psycopg import sql
 from gigsterpg import commands
 from gigsterpg.config import Settings
 from gigsterpg.exc import GigsterPgError
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 PASSWORD = "Kn0wn-S3cret-pw"
 ROLE = "gigster_secret"

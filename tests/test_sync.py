@@ -9,16 +9,12 @@ from bson.raw_bson import RawBSONDocument
 from sqlalchemy import text
 
 from gigsterpg import commands
-from gigsterpg.exc import SourceError, SyncLockedError
+from gigsterpg.exc import ConfigError, SourceError, SyncLockedError
 from gigsterpg.generate import write_dataset
 from gigsterpg.lib.pg.sync.bulk import BatchLoader, prepare
 from gigsterpg.lib.pg.sync.runner import begin_run, run_sync
 from gigsterpg.lib.pg.sync.user import UserSync, clean_skills
-
-
-def rows(pg, sql, **params):
-    with pg.engine.connect() as connection:
-        return connection.execute(text(sql), params).all()
+from tests.helpers import rows
 
 
 def versions(pg):
@@ -258,7 +254,7 @@ def test_a_missing_collection_is_refused_before_anything_is_deleted(settings, pg
 def test_collections_argument_is_checked():
     assert commands.parse_collections("gigs, users,gigs") == ("gigs", "users")
     assert commands.parse_collections(None) == ("users", "gigs")
-    with pytest.raises(Exception, match="unknown collection"):
+    with pytest.raises(ConfigError, match="unknown collection orders"):
         commands.parse_collections("users,orders")
 
 

@@ -1,0 +1,137 @@
+"""What several test modules share: the CLI in a subprocess, database copies, table digests, waiting.
+
+Test modules import from here (and from ``tests.figures``), never from one another.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from typing import Callable, Optional, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import text
+
+from tests.figures import FIGURES
+
+T = TypeVar("T")
+
+TEMPLATE = "gigsterpg_test_template"  # the database migrated once per session (conftest.template_url)
+CLI_SECRET = "topsecret-pw"  # a password the CLI tests put in URLs; no output may show it
+API_TOKEN = "test-token-0123456789"
+API_AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def wait_until(check: Callable[[], T], what: str, timeout_s: float = 60.0, every_s: float = 0.05) -> T:
+    """``check()``'s first true answer; fails naming ``what`` was awaited once ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = check()
+        if answer:
+            return answer
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout_s:g} s for {what}; last answer: {answer!r}")
+        time.sleep(every_s)
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` with its path (the database name) replaced."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def copy_database(server_url: str, template: str) -> str:
+    """The name of a new database made from ``template``."""
+    name = "r_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+    return name
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def execute(url: str, *statements: str) -> None:
+    """Run ``statements`` on the database at ``url``, each in its own transaction."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        for statement in statements:
+            connection.execute(statement)
+
+
+def rows(pg, query: str, **params):
+    """Every row ``query`` answers through a SqlAlchemy handle."""
+    with pg.engine.connect() as connection:
+        return connection.execute(text(query), params).all()
+
+
+# What a table holds, independent of surrogate keys and sequence values (a rolled-back batch burns ids).
+STATE_QUERIES = {
+    "users": "SELECT _id, created, updated, name, email, extra::text FROM users ORDER BY _id",
+    "skills": "SELECT name FROM skills ORDER BY name",
+    "user_skills": "SELECT u._id, k.name FROM user_skills us JOIN users u ON u.id = us.user_id"
+                   " JOIN skills k ON k.id = us.skill_id ORDER BY 1, 2",
+    "gigs": "SELECT g._id, g.created, g.updated, g.name, g.description, g.state, g.poster_ref, g.budget,"
+            " g.extra::text, p._id FROM gigs g LEFT JOIN users p ON p.id = g.poster_id ORDER BY g._id",
+    "open rejects": "SELECT collection, doc_id, reason, detail FROM sync_rejects WHERE resolved_at IS NULL"
+                    " ORDER BY 1, 2",
+    "hashes": "SELECT collection, _id, hash FROM sync_hashes ORDER BY 1, 2",
+}
+
+
+def state(url: str) -> dict:
+    """A row count and a digest per table."""
+    with psycopg.connect(url) as connection:
+        result = {}
+        for name, query in STATE_QUERIES.items():
+            digest = hashlib.sha256()
+            found = connection.execute(query).fetchall()
+            for row in found:
+                digest.update(repr(row).encode())
+            result[name] = (len(found), digest.hexdigest()[:16])
+        return result
+
+
+def documents_lost(mongo_db, url: str) -> list:
+    """The ids (as text) of documents in MongoDB that are neither a row nor an open reject."""
+    from gigsterpg.lib.pg.sync.document import describe_id
+    lost = []
+    with psycopg.connect(url) as connection:
+        for collection in ("users", "gigs"):
+            held = {row[0] for row in connection.execute(f"SELECT _id FROM {collection}")}
+            held |= {row[0].split(" (duplicate ")[0] for row in connection.execute(
+                "SELECT doc_id FROM sync_rejects WHERE collection = %s AND resolved_at IS NULL", (collection,))}
+            lost += [f"{collection}/{describe_id(doc['_id'])}" for doc in mongo_db[collection].find({}, {"_id": 1})
+                     if describe_id(doc["_id"]) not in held]
+    return lost
+
+
+def assert_nothing_lost(mongo_db, url: str) -> None:
+    """Every document of MongoDB is a row or an open reject; counted in the figures only once that holds."""
+    lost = documents_lost(mongo_db, url)
+    assert lost == [], f"{len(lost)} documents are neither a row nor an open reject: {lost[:20]}"
+    FIGURES["documents checked"] += sum(mongo_db[c].count_documents({}) for c in ("users", "gigs"))
+    FIGURES["documents lost"] += len(lost)
+
+
+def run_cli(*args, cwd, env_extra: Optional[dict] = None, timeout: float = 300):
+    """``python -m gigsterpg.cli ARGS`` in a clean environment (no DB_URL_* inherited, no .env)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "gigsterpg.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_failure(result, *fragments, code: int = 1) -> None:
+    """The CLI ended with ``code`` and exactly one ``FAILED:`` line holding ``fragments``, no traceback."""
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    failures = [line for line in result.stderr.splitlines() if line.startswith("FAILED: ")]
+    assert len(failures) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in failures[0], failures[0]
+    assert CLI_SECRET not in result.stdout + result.stderr

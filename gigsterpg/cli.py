@@ -18,8 +18,9 @@ from typing import List, Optional
 from gigsterpg import commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
-from gigsterpg.lib.pg.sync.runner import Progress, RetryPolicy
-from gigsterpg.report import format_run, format_status
+from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
+from gigsterpg.report import format_run
+from gigsterpg.status_text import format_status, status_json
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +83,15 @@ _port = _number(int, 1, 65535, "a port number (1-65535)")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``sync`` is the command when none is named."""
-    common = _Parser(add_help=False)
+    # Flags of every command; ``common`` adds the URLs of gigsterpg's databases (demo starts servers of its own).
+    local = _Parser(add_help=False)
+    local.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    local.add_argument("--log-format", default="text", choices=("text", "json"))
+    local.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    local.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    common = _Parser(add_help=False, parents=[local])
     common.add_argument("--pg-url", help="PostgreSQL URL (default: DB_URL_PSQL)")
     common.add_argument("--mongo-url", help="MongoDB URL whose path names the database (default: DB_URL_MONGO)")
-    common.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
-    common.add_argument("--log-format", default="text", choices=("text", "json"))
-    common.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
-    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
     parser = _Parser(
         prog="python -m gigsterpg.cli",
@@ -113,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--wait", type=_seconds, nargs="?", const=3600.0, metavar="SECONDS",
                       help="if another sync is running, wait for it (up to SECONDS, default 3600) instead of refusing")
 
-    demo = sub.add_parser("demo", parents=[common], help="embedded servers + generated data + sync, in one go")
+    demo = sub.add_parser("demo", parents=[local], help="embedded servers + generated data + sync, in one go")
     demo.add_argument("--folder", type=Path, default=Path(".gigsterpg-demo"), help="where the servers keep data")
     demo.add_argument("--users", type=_positive, default=3000)
     demo.add_argument("--gigs", type=_positive, default=6000)
@@ -146,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-auth", action="store_true",
                        help="run without a bearer token (anyone who reaches the port may start jobs)")
 
-    status = sub.add_parser("status", parents=[common], help="the last runs and the open rejects by reason")
+    status = sub.add_parser("status", parents=[common],
+                            help="runs, open rejects, followers, API jobs, daily snapshots (as on the page at /)")
     status.add_argument("--runs", type=_positive, default=10)
+    status.add_argument("--jobs", type=_positive, default=20, help="how many API jobs to show (default: 20)")
+    status.add_argument("--format", dest="output", default="text", choices=("text", "json"),
+                        help="aligned tables, or JSON for scripts")
     return parser
 
 
@@ -188,8 +195,8 @@ def run(args) -> int:
     if args.command == "serve":
         return serve(settings, args)
     if args.command == "status":
-        result = commands.status(settings, args.runs)
-        print(format_status(result["runs"], result["rejects"], result["followers"]))
+        result = commands.status(settings, args.runs, args.jobs)
+        print(status_json(result) if args.output == "json" else format_status(result))
         return 0
     if args.follow:
         followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries))
@@ -234,9 +241,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "sync")
     args = build_parser().parse_args(argv)
-    logs.configure(args.log_level, args.log_format)
+    restore_logging = logs.configure(args.log_level, args.log_format)
     # A service manager's SIGTERM ends the run like Ctrl-C: batch in hand rolled back, run recorded as interrupted.
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run(args)
     except GigsterPgError as err:
@@ -245,6 +252,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(args, "interrupted, the batch in hand was rolled back, run the sync again to finish", 130)
     except Exception as err:  # an error we did not foresee: still one line, unless --debug
         return _fail(args, f"unexpected error {type(err).__name__}: {err}, rerun with --debug and report it", 1)
+    finally:  # called in-process (tests, an embedding program): leave no handler or logging of ours behind
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_sigterm is None else previous_sigterm)
+        restore_logging()
 
 
 def _interrupt(signum, frame):

@@ -3,6 +3,7 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+from typing import Callable
 
 from gigsterpg.config import mask_url
 
@@ -31,18 +32,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure(level: str = "warning", fmt: str = "text", stream=None) -> None:
-    """Send every log record to ``stream`` (stderr), at ``level``, as text or JSON."""
+def configure(level: str = "warning", fmt: str = "text", stream=None) -> Callable[[], None]:
+    """Send every log record to ``stream`` (stderr), at ``level``, as text or JSON.
+
+    Returns a function that puts back the root logger's handlers and the levels this changed, so that a
+    caller in a longer-lived process (a test calling the CLI's ``main``) leaves logging as it found it.
+    """
+    root, alembic = logging.getLogger(), logging.getLogger("alembic")
+    before = (list(root.handlers), root.level, alembic.level)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(MaskingFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Alembic logs each migration at INFO; that is worth seeing only when asked for.
-    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+    alembic.setLevel(max(root.level, logging.WARNING))
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        handler.close()
+        for old in before[0]:
+            if old not in root.handlers:
+                root.addHandler(old)
+        root.setLevel(before[1])
+        alembic.setLevel(before[2])
+    return restore

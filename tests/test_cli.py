@@ -1,4 +1,6 @@
 """The CLI as a user runs it: the summary, the subcommands, and one readable line per error."""
+import logging
+import signal
 from urllib.parse import urlsplit
 
 import psycopg
@@ -145,6 +147,46 @@ def test_generate_and_status_in_process(capsys, tmp_path, monkeypatch, pg_url, m
     assert cli.main(["status", "--pg-url", pg_url, "--runs", "1"]) == 0
     out = capsys.readouterr().out
     assert "succeeded" in out and "users" in out
+
+
+def test_main_called_in_process_leaves_no_signal_handler_or_logging_behind(capsys, tmp_path, monkeypatch, pg_url):
+    """main() installs a SIGTERM handler and its own root logging for the run, and puts back what was there."""
+    monkeypatch.chdir(tmp_path)
+    root, alembic = logging.getLogger(), logging.getLogger("alembic")
+    ours = logging.NullHandler()
+
+    def sigterm_of_the_host(signum, frame):  # what a program embedding the CLI had installed
+        raise AssertionError("never called")
+
+    previous = signal.signal(signal.SIGTERM, sigterm_of_the_host)
+    root.addHandler(ours)
+    try:
+        before = (list(root.handlers), root.level, alembic.level)
+        during = []
+
+        def spy(args, outcome):
+            during.append((signal.getsignal(signal.SIGTERM), list(root.handlers), root.level))
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+        for outcome, code in ((0, 0), (KeyboardInterrupt(), 130), (RuntimeError("boom"), 1)):
+            monkeypatch.setattr(cli, "run", lambda args: spy(args, outcome))
+            assert cli.main(["status", "--log-level", "debug"]) == code
+            handler, handlers, level = during[-1]
+            assert handler is not sigterm_of_the_host and ours not in handlers and level == logging.DEBUG
+            assert signal.getsignal(signal.SIGTERM) is sigterm_of_the_host, outcome
+            assert (list(root.handlers), root.level, alembic.level) == before, outcome
+        monkeypatch.undo()
+        monkeypatch.chdir(tmp_path)
+        assert cli.main(["status", "--pg-url", pg_url, "--log-level", "info", "--log-format", "json"]) == 0
+        assert cli.main(["status", "--pg-url", "mysql://nowhere/db"]) == 2  # a refusal as well as a success
+        assert signal.getsignal(signal.SIGTERM) is sigterm_of_the_host
+        assert (list(root.handlers), root.level, alembic.level) == before
+        assert "bad PostgreSQL URL" in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        root.removeHandler(ours)
 
 
 def test_unexpected_errors_are_one_line_unless_debug(capsys, tmp_path, monkeypatch):

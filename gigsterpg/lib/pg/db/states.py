@@ -1,0 +1,38 @@
+"""Job kinds, job and run states, sync modes: defined here once.
+
+The models' CHECK constraints and partial indexes, the API's types, the CLI's
+choices, the sync runner and the API's jobs all use these names; a literal
+``'running'`` elsewhere would drift.
+"""
+from typing import Iterable
+
+# States of an API job (api_jobs.state) and of a sync run (sync_runs.status).
+QUEUED = "queued"  # a job waiting for a free slot (jobs only)
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+INTERRUPTED = "interrupted"  # stopped (Ctrl-C, the server stopping) or its process died: restart it
+
+JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
+# A job in these states is in someone's hands (its server holds its advisory lock): never pruned.
+ACTIVE_JOB_STATES = (QUEUED, RUNNING)
+ENDED_JOB_STATES = (SUCCEEDED, FAILED, INTERRUPTED)
+RUN_STATES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
+
+# What the API runs as a job (api_jobs.kind).
+EXPORT = "export"
+SYNC = "sync"
+JOB_KINDS = (EXPORT, SYNC)
+
+# How a sync reads: what a user asks for (AUTO lets the sync choose), and what a run did (sync_runs.mode).
+AUTO = "auto"
+FULL = "full"  # every document read, deletes applied
+INCREMENTAL = "incremental"  # the documents updated since the watermark
+SYNC_MODES = (AUTO, FULL, INCREMENTAL)
+RUN_MODES = (FULL, INCREMENTAL)
+
+
+def sql_in(column: str, values: Iterable[str]) -> str:
+    """``column IN ('a', 'b')``: the SQL of a CHECK constraint or a partial index over these constants."""
+    quoted = ("'" + value.replace("'", "''") + "'" for value in values)
+    return f"{column} IN ({', '.join(quoted)})"

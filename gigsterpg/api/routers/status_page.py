@@ -136,7 +136,8 @@ async def restart(request: Request, kind: str, job_id: uuid.UUID):
     if view is None:
         return login_form("Sign in to restart a job.", 401)
     fields = page.form_fields(await request.body())
-    if view.by != "bearer" and (not same_origin(request) or not signer(request).csrf_ok(view.nonce, fields.get("csrf"))):
+    forged = not same_origin(request) or not signer(request).csrf_ok(view.nonce, fields.get("csrf"))
+    if view.by != "bearer" and forged:
         return await run_in_threadpool(status_page, request, view, "The restart was refused: the form did not come"
                                        " from this page (reload it and try again).", True, 403)
     try:

@@ -15,11 +15,11 @@ from sqlalchemy import select
 from gigsterpg import commands
 from gigsterpg.config import Settings
 from gigsterpg.lib.pg.db import Gig, SqlAlchemy, User
-from gigsterpg.lib.pg.sync.bulk import BatchLoader, decode, prepare
-from gigsterpg.lib.pg.sync.copy import copy_rows
+from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, decode, prepare
+from gigsterpg.lib.pg.sync.engine.reader import batches
+from gigsterpg.lib.pg.sync.engine.runner import RAW, RunReport, begin_run, end_run
+from gigsterpg.lib.pg.sync.engine.staging import copy_rows
 from gigsterpg.lib.pg.sync.gig import GigSync
-from gigsterpg.lib.pg.sync.reader import batches
-from gigsterpg.lib.pg.sync.runner import RAW, RunReport, begin_run, end_run
 from gigsterpg.lib.pg.sync.user import UserSync
 
 ORM_SAMPLE = 10_000

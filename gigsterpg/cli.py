@@ -19,6 +19,7 @@ from gigsterpg import commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
+from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.report import format_run
 from gigsterpg.status_text import format_status, status_json
 
@@ -95,11 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="python -m gigsterpg.cli",
-        description="Replicate the Gigster MongoDB (users, gigs) into PostgreSQL. Without a command: sync.")
+        description=f"Replicate the Gigster MongoDB ({', '.join(COLLECTIONS)}) into PostgreSQL."
+                    " Without a command: sync.")
     sub = parser.add_subparsers(dest="command", metavar="{sync,demo,generate,status,export-table,serve}")
 
     sync = sub.add_parser("sync", parents=[common], help="migrate, then sync MongoDB into PostgreSQL (default)")
-    sync.add_argument("--collections", help="comma-separated subset of users,gigs (default: both)")
+    sync.add_argument("--collections", help=f"comma-separated subset of {','.join(COLLECTIONS)} (default: all)")
     sync.add_argument("--limit", type=_positive, help="read at most N documents per collection (no deletes then)")
     sync.add_argument("--batch-size", type=_positive, help="documents per batch (default: 5000)")
     sync.add_argument("--full-compare", action="store_true",

@@ -12,15 +12,17 @@ import bson
 from alembic.util import CommandError
 from sqlalchemy import text
 
-from gigsterpg.config import COLLECTIONS, Settings
+from gigsterpg.config import Settings
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_errors, require_collections
 from gigsterpg.exc import ConfigError, GigsterPgError, TerminalError
 from gigsterpg.generate import write_dataset
 from gigsterpg.lib.mongo import export
 from gigsterpg.lib.mongo.export import ExportReport
 from gigsterpg.lib.pg.db import SqlAlchemy
-from gigsterpg.lib.pg.sync.follow import Follower, FollowReport, behind
-from gigsterpg.lib.pg.sync.runner import Progress, RetryPolicy, RunReport, run_sync
+from gigsterpg.lib.pg.sync import registry
+from gigsterpg.lib.pg.sync.registry import COLLECTIONS
+from gigsterpg.lib.pg.sync.engine.follow import Follower, FollowReport, behind
+from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy, RunReport, run_sync
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,9 @@ def parse_collections(value: Optional[str]) -> tuple:
     names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
     unknown = [name for name in names if name not in COLLECTIONS]
     if unknown or not names:
-        raise ConfigError(f"unknown collection {', '.join(unknown) or value!r}", "gigsterpg syncs users and gigs",
-                          "pass --collections users,gigs or a part of it", value=value)
+        raise ConfigError(f"unknown collection {', '.join(unknown) or repr(value)}",
+                          f"gigsterpg syncs {registry.names()}",
+                          f"pass --collections {','.join(COLLECTIONS)} or a part of it", value=value)
     return names
 
 

@@ -15,7 +15,6 @@ DEFAULT_RECONCILE_EVERY = 10
 DEFAULT_OVERLAP_S = 300.0
 DEFAULT_API_MAX_JOBS = 4
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
-COLLECTIONS = ("users", "gigs")
 
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?P<tail>@)")
 
@@ -167,3 +166,14 @@ def _number(name: str, value, kind):
         raise ConfigError(f"bad {name} {value!r}", "it must be a number of 0 or more", "give a number of 0 or more",
                           value=value)
     return number
+
+
+def __getattr__(name: str):
+    """``COLLECTIONS``: the synced collections, parents first, as the sync registry lists them.
+
+    Looked up on use: the registry imports the mapped classes, which import this module.
+    """
+    if name == "COLLECTIONS":
+        from gigsterpg.lib.pg.sync.registry import COLLECTIONS
+        return COLLECTIONS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,32 +4,57 @@
 itself the n-th time it passes ``<point>``; nothing else ever reads it. The
 points mark the moments a crash is most likely to hurt: a batch fetched but
 not written, merged but not committed, committed, rows deleted but not
-committed. Without the variable a point costs one comparison.
+committed.
+
+The variable is read when a point is passed (a few times per batch), never at
+import; ``check`` reads it at the start of a run, so that a malformed value
+fails that run with one line before it does any work.
 """
 import os
 import signal
 import threading
+from typing import Optional, Tuple
+
+from gigsterpg.exc import ConfigError
 
 ENV = "GIGSTERPG_KILL_AT"
-POINTS = ("fetched", "merged", "committed", "deleting", "finished")
+POINTS = ("fetched", "merged", "committed", "deleting", "finished",
+          # the daily snapshots (gigsterpg.lib.files): a partition's data written, its manifest written, the
+          # partition renamed into place, a day's load written but not committed
+          "snapshot-data", "snapshot-manifest", "snapshot-published", "snapshot-loaded")
 
-
-def _target():
-    value = os.environ.get(ENV, "")
-    name, _, count = value.partition(":")
-    return (name, int(count or 1)) if name in POINTS else None
-
-
-_TARGET = _target()
 _hits = {}
 _lock = threading.Lock()
+_parsed = {"": None}  # value of the variable -> its target; parsed once per value
+
+
+def target() -> Optional[Tuple[str, int]]:
+    """The (point, n) the environment asks for now, or None.
+
+    Raises:
+        ConfigError: the variable is set but is not ``<point>`` or ``<point>:<n>`` with n >= 1.
+    """
+    value = os.environ.get(ENV, "")
+    if value not in _parsed:
+        name, sep, count = value.partition(":")
+        if name not in POINTS or (sep and not (count.isdigit() and int(count) >= 1)):
+            raise ConfigError(f"bad {ENV} {value!r}", f"it must be <point>:<n> with a point among {', '.join(POINTS)}"
+                              " and n a whole number from 1", f"fix or unset {ENV}", value=value)
+        _parsed[value] = (name, int(count or 1))
+    return _parsed[value]
+
+
+def check() -> None:
+    """Fail now (ConfigError) if the kill-point variable is malformed: called as a run starts."""
+    target()
 
 
 def point(name: str) -> None:
     """Pass the kill point ``name`` (the process dies here if the environment asks for it)."""
-    if _TARGET is None or _TARGET[0] != name:
+    wanted = target()
+    if wanted is None or wanted[0] != name:
         return
     with _lock:
         _hits[name] = _hits.get(name, 0) + 1
-        if _hits[name] == _TARGET[1]:
+        if _hits[name] == wanted[1]:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -1,7 +1,7 @@
 """Plain-text renderings of a run and of the status, as the CLI prints them."""
 from typing import List, Optional
 
-from gigsterpg.lib.pg.sync.runner import RunReport
+from gigsterpg.lib.pg.sync.engine.runner import RunReport
 
 COLUMNS = ("seen", "inserted", "updated", "unchanged", "deleted", "rejected")
 

@@ -159,7 +159,7 @@ def api_settings(pg_url, mongo_url):
 @pytest.fixture
 def sync_lock(pg_url):
     """A connection holding the sync's advisory lock on the test database, as a running sync would."""
-    from gigsterpg.lib.pg.sync.runner import LOCK_KEY
+    from gigsterpg.lib.pg.sync.engine.runner import LOCK_KEY
     holder = psycopg.connect(pg_url, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     yield holder

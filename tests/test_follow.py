@@ -14,8 +14,8 @@ import pytest
 
 from gigsterpg import commands
 from gigsterpg.config import Settings
-from gigsterpg.lib.pg.sync.follow import behind
-from gigsterpg.lib.pg.sync.runner import RetryPolicy
+from gigsterpg.lib.pg.sync.engine.follow import behind
+from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
 from tests.conftest import TEMPLATE, with_database
 from tests.figures import FIGURES
 from tests.test_reliability import copy_database, drop_database, state

@@ -19,9 +19,9 @@ from pymongo import errors as mongo_errors
 from sqlalchemy import text
 
 from gigsterpg import commands
-from gigsterpg.lib.pg.sync.bulk import BatchLoader, prepare
+from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, prepare
 from gigsterpg.lib.pg.sync.gig import GigSync
-from gigsterpg.lib.pg.sync.runner import begin_run
+from gigsterpg.lib.pg.sync.engine.runner import begin_run
 from gigsterpg.lib.pg.sync.user import UserSync
 from tests.figures import FIGURES
 

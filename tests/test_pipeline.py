@@ -10,10 +10,11 @@ from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.exc import RejectedDocument
-from gigsterpg.lib.pg.sync import document, fingerprint
-from gigsterpg.lib.pg.sync.bulk import decode, prepare
+from gigsterpg.lib.pg.sync import document
+from gigsterpg.lib.pg.sync.engine import fingerprint
+from gigsterpg.lib.pg.sync.engine.bulk import decode, prepare
 from gigsterpg.lib.pg.sync.gig import GigSync
-from gigsterpg.lib.pg.sync.reader import ReadAhead, batches
+from gigsterpg.lib.pg.sync.engine.reader import ReadAhead, batches
 
 
 @pytest.mark.parametrize("raw_id", [ObjectId(), 0, -5, 2 ** 40, Int64(7), "legacy-1", "caf\u00e9", "",

@@ -19,7 +19,7 @@ from gigsterpg.exc import RejectedDocument
 from gigsterpg.lib.pg.db.gig import GIG_NAME_MAX, GIG_STATES
 from gigsterpg.lib.pg.db.user import USER_NAME_MAX
 from gigsterpg.lib.pg.sync import document
-from gigsterpg.lib.pg.sync.bulk import map_document
+from gigsterpg.lib.pg.sync.engine.bulk import map_document
 from gigsterpg.lib.pg.sync.gig import GigRow, GigSync
 from gigsterpg.lib.pg.sync.user import EMAIL_MAX, UserRow, UserSync
 

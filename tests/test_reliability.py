@@ -24,7 +24,7 @@ from gigsterpg import commands
 from gigsterpg.config import Settings
 from gigsterpg.generate import write_dataset
 from gigsterpg.lib.pg.db import SqlAlchemy
-from gigsterpg.lib.pg.sync.runner import RetryPolicy
+from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
 from tests.conftest import TEMPLATE, with_database
 from tests.figures import FIGURES
 from tests.test_cli import run_cli
@@ -498,7 +498,7 @@ def test_an_interrupted_run_is_recorded_as_interrupted(scenario, tmp_path):
 
 def test_the_end_of_a_run_is_recorded_even_when_its_connection_is_gone(pg):
     """A signal can leave the run's connection in the middle of a command: the end goes through another."""
-    from gigsterpg.lib.pg.sync.runner import RunReport, begin_run, end_run
+    from gigsterpg.lib.pg.sync.engine.runner import RunReport, begin_run, end_run
     raw = pg.engine.raw_connection()
     run_id = begin_run(raw.driver_connection, ["users"])
     raw.driver_connection.close()

@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from gigsterpg.lib.pg.db.gig import GIG_STATES
+from gigsterpg.lib.pg.sync.registry import COLLECTIONS, CollectionName
 
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL and libpq take no NUL character in a name or a value
 JobState = Literal["queued", "running", "succeeded", "failed", "interrupted"]
@@ -63,7 +64,7 @@ class SyncRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    collections: Optional[List[Literal["users", "gigs"]]] = Field(None, min_length=1, max_length=2)
+    collections: Optional[List[CollectionName]] = Field(None, min_length=1, max_length=len(COLLECTIONS))
     mode: Literal["auto", "full", "incremental"] = "auto"
 
 

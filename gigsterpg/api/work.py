@@ -15,7 +15,7 @@ from gigsterpg.exc import (AuthError, ConfigError, GigsterPgError, NoPrimaryKeyE
                            TableNotFoundError)
 from gigsterpg.lib.mongo import export
 from gigsterpg.api.jobs import Job, JobRefused, Jobs
-from gigsterpg.lib.pg.sync.runner import LOCK_KEY, Progress, RunReport
+from gigsterpg.lib.pg.sync.engine.runner import LOCK_KEY, Progress, RunReport
 
 logger = logging.getLogger(__name__)
 

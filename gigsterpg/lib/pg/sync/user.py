@@ -14,6 +14,7 @@ from gigsterpg.lib.pg.db.skill import Skill
 from gigsterpg.lib.pg.db.user import USER_NAME_MAX, User
 from gigsterpg.lib.pg.db.user_skill import UserSkill
 from gigsterpg.lib.pg.sync import document
+from gigsterpg.lib.pg.sync.table import TableSync
 
 KNOWN_FIELDS = frozenset({"_id", "created", "updated", "name", "email", "skills"})
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
@@ -79,11 +80,12 @@ def clean_skills(value) -> Tuple[Tuple[str, str], ...]:
     return tuple((name, key) for key, name in skills.items())
 
 
-class UserSync:
+class UserSync(TableSync):
     """Fills ``User`` rows from ``users`` documents, one at a time or in bulk."""
 
     collection = "users"
     table = "users"
+    mapped = User
     # Staged columns and their types, in UserRow's order; extra is JSON text, cast on merge.
     columns = (("_id", "text"), ("created", "timestamptz"), ("updated", "timestamptz"), ("name", "text"),
                ("email", "text"), ("extra", "text"))
@@ -108,6 +110,7 @@ class UserSync:
     # ---- bulk path: staging tables, COPY and a set-wise merge -------------------------
 
     # Staging tables and their columns: the temp tables are created from these, and COPY uses them.
+    # ``seq`` (place in the batch) decides which of two users with one e-mail came first.
     staging = {
         "stage_users": (("seq", "int4"),) + columns,
         "stage_user_skills": (("_id", "text"), ("name", "text"), ("key", "text")),
@@ -135,19 +138,13 @@ class UserSync:
             " WHERE n > 1")
         return cursor.fetchall()
 
-    @staticmethod
-    def unstage(cursor, mongo_ids) -> None:
-        """Take rejected users out of the staging tables."""
-        cursor.execute("DELETE FROM stage_users WHERE _id = ANY(%s)", (list(mongo_ids),))
-        cursor.execute("DELETE FROM stage_user_skills WHERE _id = ANY(%s)", (list(mongo_ids),))
+    @classmethod
+    def merge(cls, cursor) -> dict:
+        """Merge the staged batch: new skills, then users (``merge_sql``), then their user_skills.
 
-    @staticmethod
-    def merge(cursor) -> dict:
-        """Merge the staged batch: new skills, then users, then their user_skills.
-
-        Users are looked up one index probe per staged row (scalar subqueries, ``LATERAL … LIMIT 1``,
-        ``= ANY(ARRAY(…))``): with joins, PostgreSQL hashed the whole ``users`` table (and scanned
-        ``user_skills``) for every batch, so a batch cost more the bigger the tables were.
+        Users are looked up one index probe per staged row (scalar subqueries, ``= ANY(ARRAY(…))``):
+        with joins, PostgreSQL hashed the whole ``users`` table (and scanned ``user_skills``) for
+        every batch, so a batch cost more the bigger the tables were.
         """
         cursor.execute(
             "INSERT INTO skills (name)"
@@ -156,17 +153,7 @@ class UserSync:
             " ORDER BY s.key, s.name"
             " ON CONFLICT DO NOTHING")
         skills_added = cursor.rowcount
-        cursor.execute(
-            "WITH merged AS ("
-            " INSERT INTO users AS t (_id, created, updated, name, email, extra)"
-            " SELECT _id, created, updated, name, email, extra::jsonb FROM stage_users"
-            " ON CONFLICT (_id) DO UPDATE SET created = excluded.created, updated = excluded.updated,"
-            "  name = excluded.name, email = excluded.email, extra = excluded.extra"
-            " WHERE (t.created, t.updated, t.name, t.email, t.extra)"
-            "  IS DISTINCT FROM (excluded.created, excluded.updated, excluded.name, excluded.email, excluded.extra)"
-            " RETURNING xmax = 0 AS inserted)"
-            " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged")
-        inserted, updated = cursor.fetchone()
+        counts = super().merge(cursor)
         cursor.execute(
             "INSERT INTO stage_user_skill_ids (user_id, skill_id)"
             " SELECT l.user_id, k.id FROM (SELECT (SELECT u.id FROM users u WHERE u._id = s._id) AS user_id, s.key"
@@ -179,16 +166,8 @@ class UserSync:
         cursor.execute("INSERT INTO user_skills (user_id, skill_id) SELECT user_id, skill_id"
                        " FROM stage_user_skill_ids ON CONFLICT DO NOTHING")
         links_inserted = cursor.rowcount
-        return {"inserted": inserted, "updated": updated, "skills_added": skills_added,
-                "user_skills_inserted": links_inserted, "user_skills_deleted": links_deleted}
-
-    @staticmethod
-    def after_scan(cursor) -> dict:
-        """Link gigs that arrived before their poster to the users now present."""
-        cursor.execute(
-            "UPDATE gigs g SET poster_id = u.id FROM users u"
-            " WHERE g.poster_id IS NULL AND g.poster_ref IS NOT NULL AND u._id = g.poster_ref")
-        return {"gigs_linked": cursor.rowcount}
+        return {**counts, "skills_added": skills_added, "user_skills_inserted": links_inserted,
+                "user_skills_deleted": links_deleted}
 
 
 def _skills_by_key(session: Session, skills) -> dict:

@@ -1,7 +1,7 @@
 """The bulk path: one batch of raw documents -> COPY into staging -> one set-wise merge.
 
-A ``BatchLoader`` works for any model sync class (``UserSync``, ``GigSync``)
-over one psycopg connection. Per batch, in one transaction:
+A ``BatchLoader`` works for any sync model (``SyncModel``: ``UserSync``,
+``GigSync``, ...) over one psycopg connection. Per batch, in one transaction:
 
 1. the ids and hashes of every document go to staging, and into the run's
    table of seen ids (for the deletes after a complete scan);
@@ -31,8 +31,10 @@ from bson.raw_bson import RawBSONDocument
 
 from gigsterpg import faults
 from gigsterpg.exc import RejectedDocument
-from gigsterpg.lib.pg.sync import document, fingerprint
-from gigsterpg.lib.pg.sync.copy import copy_rows, create_staging
+from gigsterpg.lib.pg.sync import document, registry
+from gigsterpg.lib.pg.sync.contract import SyncModel
+from gigsterpg.lib.pg.sync.engine import fingerprint
+from gigsterpg.lib.pg.sync.engine.staging import copy_rows, create_staging
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ class Prepared:
     mapped: Optional[object] = None
 
 
-def prepare(docs: Sequence, model=None) -> List[Prepared]:
+def prepare(docs: Sequence, model: Optional[SyncModel] = None) -> List[Prepared]:
     """Id and hash of each raw document; with ``model``, also its mapping.
 
     Runs on the prepare thread (reader.py), so what it does overlaps with PostgreSQL's work
@@ -84,7 +86,7 @@ def prepare(docs: Sequence, model=None) -> List[Prepared]:
     return prepared
 
 
-def map_document(model, raw):
+def map_document(model: SyncModel, raw):
     """The document's row, or the RejectedDocument that says why there is none."""
     try:
         return model.to_row(decode(raw))
@@ -108,6 +110,14 @@ def document_json(raw) -> str:
 def decode(doc) -> dict:
     """A plain dict of the document (tz-aware UTC datetimes)."""
     return bson.decode(doc.raw, codec_options=DECODE) if isinstance(doc, RawBSONDocument) else doc
+
+
+def link_children(cursor, collection: str) -> Counter:
+    """After ``collection``'s rows changed: each model referencing it links the rows that waited for one."""
+    linked = Counter()
+    for child in registry.children(collection):
+        linked.update(child.link(cursor))
+    return linked
 
 
 @dataclass
@@ -152,17 +162,17 @@ class CollectionCounts:
 
 
 class BatchLoader:
-    """Loads batches of one collection's documents through a model sync class.
+    """Loads batches of one collection's documents through its sync model.
 
     Args:
         connection: a psycopg connection, not in autocommit mode.
-        model: ``UserSync`` or ``GigSync``.
+        model: the collection's ``SyncModel`` (``UserSync``, ``GigSync``, ...).
         run_id: the ``sync_runs`` row the rejects are recorded under.
         skip_unchanged: skip documents whose hash matches the stored one
             (False re-maps and compares every document).
     """
 
-    def __init__(self, connection, model, run_id: int, skip_unchanged: bool = True, scan: bool = True):
+    def __init__(self, connection, model: SyncModel, run_id: int, skip_unchanged: bool = True, scan: bool = True):
         self.connection = connection
         self.model = model
         self.run_id = run_id
@@ -412,7 +422,7 @@ class BatchLoader:
                 cursor.execute("DELETE FROM sync_hashes h WHERE collection = %s AND NOT EXISTS"
                                f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = h._id)", (collection,))
                 faults.point("deleting")
-            extra = self.model.after_scan(cursor)
+            extra = link_children(cursor, self.model.collection)
             if watermark is not None:
                 # Moved only by a scan that wrote something: a re-run on unchanged data changes nothing,
                 # its watermark included (keeping an older one is always safe: it only reads more).

@@ -1,6 +1,6 @@
-"""Continuous sync: follow MongoDB's change streams of ``users`` and ``gigs`` into PostgreSQL.
+"""Continuous sync: follow MongoDB's change streams of the registry's collections into PostgreSQL.
 
-One change stream over the database (both collections, in the order MongoDB
+One change stream over the database (every registered collection, in the order MongoDB
 wrote them), read in small batches. Per batch, each document's last event
 wins: an insert, update or replace stores the document as it is now
 (``fullDocument: updateLookup``) through the same loader as a scan (hash
@@ -26,18 +26,18 @@ from typing import Callable, Dict, Optional
 import bson
 from pymongo import errors as mongo_errors
 
-from gigsterpg.config import COLLECTIONS
+from gigsterpg import faults
 from gigsterpg.connections import is_transient, short_reason
-from gigsterpg.exc import SourceError
-from gigsterpg.lib.pg.sync import fingerprint
-from gigsterpg.lib.pg.sync.bulk import BatchLoader, discard, prepare, rollback
-from gigsterpg.lib.pg.sync.runner import MODELS, RAW, RetryPolicy, RunReport, begin_run, end_run
-from gigsterpg.lib.pg.sync.user import UserSync
+from gigsterpg.exc import SourceError, TerminalError
+from gigsterpg.lib.pg.sync import registry
+from gigsterpg.lib.pg.sync.engine import fingerprint
+from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, discard, link_children, prepare, rollback
+from gigsterpg.lib.pg.sync.engine.runner import RAW, RetryPolicy, RunReport, begin_run, end_run
 
 logger = logging.getLogger(__name__)
 
 NAME = "main"
-PIPELINE = [{"$match": {"ns.coll": {"$in": list(COLLECTIONS)}}}]
+PIPELINE = [{"$match": {"ns.coll": {"$in": list(registry.COLLECTIONS)}}}]
 APPLIED = frozenset({"insert", "update", "replace", "delete"})
 ENDINGS = {"drop": "dropped", "rename": "renamed", "dropDatabase": "dropped", "invalidate": "invalidated"}
 # The stream's position is gone: history lost, fatal stream error, a token the server cannot use.
@@ -56,8 +56,13 @@ class FollowReport:
     retries: int = 0
 
 
-class PositionLost(Exception):
-    """The change stream cannot resume from the stored position."""
+class PositionLost(TerminalError):
+    """The change stream cannot resume from the stored position (the follower syncs again, then follows)."""
+
+    def __init__(self, reason: str):
+        super().__init__("the change stream cannot resume from the saved position", reason,
+                         "sync again, then follow from there (the follower does this itself)")
+        self.reason = reason
 
 
 def load_token(connection) -> Optional[dict]:
@@ -91,7 +96,7 @@ class Follower:
 
     Args:
         engine: SQLAlchemy engine of the target database (migrated).
-        mongo_db: pymongo Database holding ``users`` and ``gigs``.
+        mongo_db: pymongo Database holding the registry's collections.
         catch_up: ``catch_up(full)`` runs a sync that brings PostgreSQL up to date: a full one when
             ``full`` (after a lost position), else the caller's choice.
         batch_size: at most this many events per transaction.
@@ -111,14 +116,15 @@ class Follower:
         self.full_next = False
 
     def run(self) -> FollowReport:
+        faults.check()
         failures, batches_then = 0, 0
         try:
             while not self.stop.is_set():
                 try:
                     self._session()
                 except PositionLost as lost:
-                    logger.warning("change stream position lost (%s): syncing again, then following", lost)
-                    self._close("interrupted", f"position lost: {lost}")
+                    logger.warning("change stream position lost (%s): syncing again, then following", lost.reason)
+                    self._close("interrupted", f"position lost: {lost.reason}")
                     self._forget_position()
                     self.full_next = True  # deletions in the gap are found only by a full scan
                     self.report.resyncs += 1
@@ -156,9 +162,9 @@ class Follower:
             with self.connection.cursor() as cursor:
                 save_token(cursor, token)
             self.connection.commit()
-        self.run_id = begin_run(self.connection, COLLECTIONS, mode="follow")
-        self.loaders = {name: BatchLoader(self.connection, MODELS[name], self.run_id, scan=False)
-                        for name in COLLECTIONS}
+        self.run_id = begin_run(self.connection, registry.COLLECTIONS, mode="follow")
+        self.loaders = {name: BatchLoader(self.connection, registry.model(name), self.run_id, scan=False)
+                        for name in registry.COLLECTIONS}
         try:
             with self.mongo_db.with_options(codec_options=RAW).watch(
                     PIPELINE, full_document="updateLookup", resume_after=token, max_await_time_ms=self.max_wait_ms,
@@ -186,8 +192,8 @@ class Follower:
             raise
 
     def _apply(self, events) -> None:
-        """One transaction: each document's last event, users before gigs, then the position."""
-        latest: Dict[str, dict] = {name: {} for name in COLLECTIONS}
+        """One transaction: each document's last event, parents before children, then the position."""
+        latest: Dict[str, dict] = {name: {} for name in registry.COLLECTIONS}
         for event in events:
             kind, collection = event["operationType"], event["ns"]["coll"]
             if kind not in APPLIED:
@@ -199,7 +205,7 @@ class Follower:
             latest[collection][key] = event
         try:
             with self.connection.cursor() as cursor:
-                for name in COLLECTIONS:
+                for name in registry.COLLECTIONS:
                     deletes = [key for key, event in latest[name].items() if event["operationType"] == "delete"]
                     documents = [event["fullDocument"] for event in latest[name].values()
                                  if event["operationType"] != "delete" and event.get("fullDocument") is not None]
@@ -207,8 +213,8 @@ class Follower:
                         self.loaders[name].delete(deletes)
                     if documents:
                         self.loaders[name].load(prepare(documents), commit=False)
-                    if name == "users" and documents:
-                        UserSync.after_scan(cursor)  # gigs that arrived before their poster
+                    if documents:  # rows that arrived before this parent's (gigs before their poster)
+                        link_children(cursor, name)
                 save_token(cursor, bson.decode(events[-1]["_id"].raw), len(events),
                            events[-1]["clusterTime"].as_datetime())
             self.connection.commit()

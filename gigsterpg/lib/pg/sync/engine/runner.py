@@ -1,8 +1,8 @@
 """One sync run: lock, record, stream each collection in batches, delete, account.
 
-Collections are synced parents first (users, with their skills and
-user_skills, then gigs). Memory is bounded by the batch size: documents are
-streamed from a MongoDB cursor, and the ids seen (for deletes) are kept in a
+Collections are synced parents first, in the registry's order (users, with
+their skills and user_skills, then gigs). Memory is bounded by the batch
+size: documents are streamed from a MongoDB cursor, and the ids seen (for deletes) are kept in a
 PostgreSQL temp table, not in Python.
 """
 import contextlib
@@ -19,17 +19,16 @@ import psycopg
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from gigsterpg.config import COLLECTIONS, mask_url
+from gigsterpg import faults
+from gigsterpg.config import mask_url
 from gigsterpg.connections import is_transient, short_reason
 from gigsterpg.exc import SyncLockedError
-from gigsterpg.lib.pg.sync.bulk import BatchLoader, CollectionCounts, discard, rollback
-from gigsterpg.lib.pg.sync.gig import GigSync
-from gigsterpg.lib.pg.sync.reader import ReadAhead
-from gigsterpg.lib.pg.sync.user import UserSync
+from gigsterpg.lib.pg.sync import registry
+from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, CollectionCounts, discard, rollback
+from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
 
 logger = logging.getLogger(__name__)
 
-MODELS = {"users": UserSync, "gigs": GigSync}
 # One key for "a sync is writing to this database"; session-level, so it dies with a crashed process.
 LOCK_KEY = 0x6769677374657270  # "gigsterp"
 LOCK_POLL_S = 1.0
@@ -138,7 +137,7 @@ class RetryPolicy:
         return min(self.max_delay, self.first_delay * 2 ** (retry - 1))
 
 
-def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, limit: Optional[int] = None,
+def run_sync(engine, mongo_db, collections=registry.COLLECTIONS, batch_size: int = 5000, limit: Optional[int] = None,
              progress: Optional[Progress] = None, skip_unchanged: bool = True,
              retry: RetryPolicy = RetryPolicy(), wait_s: Optional[float] = None, incremental: bool = False,
              overlap_s: float = DEFAULT_OVERLAP_S) -> RunReport:
@@ -151,7 +150,8 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
 
     Args:
         engine: SQLAlchemy engine of the target database.
-        mongo_db: pymongo Database holding ``users`` and ``gigs``.
+        mongo_db: pymongo Database holding the collections.
+        collections: names from the registry; synced in its order (parents first).
         limit: read at most this many documents per collection (no deletes then).
         skip_unchanged: skip documents whose bytes match those their row was
             made from; False re-maps and compares every document.
@@ -162,10 +162,12 @@ def run_sync(engine, mongo_db, collections=COLLECTIONS, batch_size: int = 5000, 
 
     Raises:
         SyncLockedError: another sync is writing to this database.
+        ConfigError: the kill-point variable of the reliability tests is malformed.
     """
+    faults.check()
     run = _Run(engine, mongo_db, batch_size, limit, progress or Progress(), skip_unchanged)
     run.incremental, run.overlap = incremental, timedelta(seconds=overlap_s)
-    ordered = [name for name in COLLECTIONS if name in collections]
+    ordered = list(registry.ordered(collections))
     try:
         run.connect()
         mode = "incremental" if incremental else "full"
@@ -243,7 +245,7 @@ class _Run:
             # read while the last users are written, and no cursor sits idle long enough to time out.
             pipelines = []
             for name in pending:
-                loader = BatchLoader(self.connection, MODELS[name], self.report.run_id, self.skip_unchanged)
+                loader = BatchLoader(self.connection, registry.model(name), self.report.run_id, self.skip_unchanged)
                 scan = self._plan(name)
                 cursor = self.mongo_db[name].with_options(codec_options=RAW).find(
                     scan.query, batch_size=self.batch_size, limit=self.limit or 0)

@@ -1,0 +1,93 @@
+"""The contract of a sync model: what the engine (bulk, runner, follow) asks of ``UserSync``, ``GigSync``, ...
+
+The engine knows a model only through ``SyncModel``; ``TableSync``
+(``gigsterpg.lib.pg.sync.table``) fulfils most of it from a model's declared
+columns, so a model of one table writes only its mapping. The models are listed
+once, parents first, in ``gigsterpg.lib.pg.sync.registry``.
+"""
+from typing import Callable, Iterable, List, Mapping, NamedTuple, Protocol, Sequence, Tuple
+
+# (name, PostgreSQL type) of a staged column, in the order of the values COPY writes.
+Columns = Tuple[Tuple[str, str], ...]
+# copy(staging table, rows): COPY ``rows`` into a staging table the model declared.
+Copy = Callable[[str, Iterable[Sequence]], None]
+
+
+class Reference(NamedTuple):
+    """A column that points at a parent's row, resolved from the MongoDB reference kept beside it.
+
+    ``gigs.poster_id`` holds ``users.id`` of the user whose ``_id`` is ``gigs.poster_ref``:
+    ``Reference("poster_id", "poster_ref", UserSync)``. The merge resolves it; a reference to a
+    parent not stored yet stays NULL (the raw reference kept) until ``link`` runs after the parent's.
+    """
+
+    column: str
+    ref: str
+    parent: "SyncModel"
+
+
+class SyncModel(Protocol):
+    """What a sync model provides; the engine uses nothing else.
+
+    A model maps the documents of one MongoDB collection to the rows of one
+    PostgreSQL table (plus any child tables it owns, as users own user_skills),
+    keyed by the text form of ``_id`` in the table's column ``_id``.
+    """
+
+    collection: str
+    """The MongoDB collection; also the key of its hashes, rejects and watermark in the bookkeeping tables."""
+
+    table: str
+    """The PostgreSQL table with one row per stored document, unique on ``_id`` (text).
+
+    Deletes (documents gone from MongoDB, rejected documents) delete from it by ``_id``; whatever
+    hangs off a row must go with it (``ON DELETE CASCADE``) or let go of it (``SET NULL``).
+    """
+
+    parents: Tuple[str, ...]
+    """The collections whose rows this one's rows reference: the registry syncs them first, and ``link``
+    runs after each of their scans."""
+
+    staging: Mapping[str, Columns]
+    """The temp tables ``stage`` fills and ``merge`` reads, with their columns: created once per
+    loader, emptied before each batch (and at each commit)."""
+
+    @staticmethod
+    def to_row(doc: Mapping) -> NamedTuple:
+        """Map one decoded document to its row, or raise ``RejectedDocument``; pure, no I/O.
+
+        The row's field ``mongo_id`` is the text form of the ``_id`` (``document.id_text``).
+        """
+
+    @staticmethod
+    def mongo_to_pg(session, mongo_entry: Mapping, instance):
+        """Fill a mapped instance from one document through the ORM (the Gigster practical's path)."""
+
+    @staticmethod
+    def stage(copy: Copy, rows: Sequence[NamedTuple]) -> None:
+        """COPY a batch of rows (no two of one ``_id``) into the staging tables."""
+
+    @staticmethod
+    def conflicts(cursor) -> List[Tuple[str, str, str]]:
+        """(``_id``, reason, detail) of staged rows the table's constraints would refuse (a taken e-mail):
+        recorded as rejects instead of failing the batch. Runs before ``merge``."""
+
+    @staticmethod
+    def unstage(cursor, mongo_ids: List[str]) -> None:
+        """Take the rows ``conflicts`` found out of the staging tables."""
+
+    @staticmethod
+    def merge(cursor) -> dict:
+        """Merge the staged rows into the table (set-wise, touching only rows that differ).
+
+        Returns the counts: ``inserted`` and ``updated`` rows, and any of the model's own
+        (``skills_added``, ...), which the run report shows as they are.
+        """
+
+    @staticmethod
+    def link(cursor) -> dict:
+        """Resolve references to a parent that were stored before the parent's row arrived.
+
+        Runs after each scan of a parent collection (and after each batch of a follower that
+        changed one), in the same transaction. Returns counts, e.g. ``{"gigs_linked": 3}``.
+        """

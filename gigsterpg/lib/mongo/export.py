@@ -7,7 +7,8 @@ key: a sub-document of its columns). Rows are streamed with a server-side
 cursor and written with unordered bulk replaces (upserts), so a second export
 updates in place; documents whose row is gone are then deleted, found by
 streaming the collection's ``_id``s and asking the table which still exist.
-Memory stays bounded by the batch size.
+Memory stays bounded by the batch size. The streaming, bulk writes and deletes
+are ``gigsterpg.lib.mongo.bulk``, shared with the other projections.
 """
 import datetime
 import logging
@@ -21,15 +22,14 @@ import psycopg
 from bson.binary import Binary
 from bson.decimal128 import Decimal128
 from psycopg import sql
-from pymongo import DeleteMany, InsertOne, ReplaceOne
-from pymongo.errors import BulkWriteError
 
 from gigsterpg.exc import ConfigError, NoPrimaryKeyError, PrivilegeError, SourceError, TableNotFoundError
+from gigsterpg.lib.mongo.bulk import BATCH, BulkWriter, connect, delete_gone, stream
 
 logger = logging.getLogger(__name__)
 
-BATCH = 2000
-DUPLICATE_KEY = 11000
+__all__ = ["BATCH", "Column", "ExportReport", "Table", "connect", "count_rows", "delete_missing", "describe",
+           "document_of", "export", "from_bson_key", "split_name", "to_bson"]
 
 
 @dataclass
@@ -166,39 +166,16 @@ def export(connection, collection, table: Table, batch_size: int = BATCH,
     report = ExportReport(table.label, collection.name)
     started = time.monotonic()
     names = [column.name for column in table.columns]
-    # Into an empty collection plain inserts do (a third of the server's work of an upsert on the test
-    # server); a collection that has documents gets upserts, so a re-export updates in place.
-    first = collection.estimated_document_count() == 0
+    writer = BulkWriter(collection)
     query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, names)), table.qualified)
-    with connection.transaction(), connection.cursor(name="gigsterpg_export") as cursor:
-        cursor.itersize = batch_size
-        cursor.execute(query)
-        while True:
-            rows = cursor.fetchmany(batch_size)
-            if not rows:
-                break
-            documents = [document_of(table, names, row) for row in rows]
-            try:
-                result = collection.bulk_write([InsertOne(doc) for doc in documents] if first else
-                                               _upserts(documents), ordered=False)
-            except BulkWriteError as err:
-                if not first or any(e.get("code") != DUPLICATE_KEY for e in err.details.get("writeErrors", [])):
-                    raise
-                logger.info("%s: documents appeared during the first export; upserting from here on",
-                            collection.name)
-                first = False  # someone else writes here too: every batch from now on is upserted
-                result = collection.bulk_write(_upserts(documents), ordered=False)
-            report.rows += len(rows)
-            report.written += result.inserted_count + result.upserted_count + result.modified_count
-            if progress:
-                progress(report.rows)
+    for _, rows in stream(connection, query, batch_size=batch_size):
+        report.written += writer.write([document_of(table, names, row) for row in rows])
+        report.rows += len(rows)
+        if progress:
+            progress(report.rows)
     report.deleted = delete_missing(connection, collection, table, batch_size)
     report.seconds = time.monotonic() - started
     return report
-
-
-def _upserts(documents: List[dict]) -> List[ReplaceOne]:
-    return [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents]
 
 
 def delete_missing(connection, collection, table: Table, batch_size: int = BATCH) -> int:
@@ -210,33 +187,21 @@ def delete_missing(connection, collection, table: Table, batch_size: int = BATCH
                     " (SELECT 1 FROM {} t WHERE {})").format(
         wanted, sql.Placeholder(), sql.SQL(", ").join(map(sql.Identifier, table.key)), table.qualified,
         sql.SQL(" AND ").join(sql.SQL("t.{0} = k.{0}").format(sql.Identifier(name)) for name in table.key))
-    deleted = 0
-    batch = []
 
-    def flush():
-        nonlocal deleted
+    def gone(batch: List) -> List:
         try:
             columns = [[from_bson_key(doc_id, name, table) for doc_id in batch] for name in table.key]
             with connection.cursor() as cursor:
                 cursor.execute(probe, (*columns, list(range(len(batch)))))
-                gone = [batch[n] for (n,) in cursor.fetchall()]
+                return [batch[n] for (n,) in cursor.fetchall()]
         except (psycopg.DataError, psycopg.ProgrammingError, KeyError, TypeError) as err:
             raise SourceError(f"collection {collection.name!r} holds documents this export did not write",
                               f"an _id does not fit the key of {table.label} ({type(err).__name__})",
                               "export into a collection of its own (--collection)") from err
         finally:
             connection.rollback()
-        if gone:
-            deleted += collection.bulk_write([DeleteMany({"_id": {"$in": gone}})], ordered=False).deleted_count
-        batch.clear()
 
-    for doc in collection.find({}, {"_id": 1}, batch_size=batch_size):
-        batch.append(doc["_id"])
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
-    return deleted
+    return delete_gone(collection, gone, batch_size)
 
 
 def from_bson_key(doc_id, name: str, table: Table):
@@ -257,10 +222,3 @@ def count_rows(connection, table: Table) -> int:
         return connection.execute(sql.SQL("SELECT count(*) FROM {}").format(table.qualified)).fetchone()[0]
     finally:
         connection.rollback()
-
-
-def connect(url: str = "", timeout_s: float = 10, **params) -> psycopg.Connection:
-    """A connection to the source, from a URL or keyword parameters (host, port, user, password, dbname,
-    sslmode); in UTC, so dates and naive timestamps mean the same on the way back."""
-    return psycopg.connect(url, connect_timeout=max(1, round(timeout_s)), application_name="gigsterpg-export",
-                           options="-c TimeZone=UTC", **params)

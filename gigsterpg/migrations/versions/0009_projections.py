@@ -1,12 +1,13 @@
-"""The orders projection's bookkeeping
-
-Placeholder reserved for issue 13 (orders projection): filled in by that work.
+"""The orders projection's bookkeeping: projection_hashes, the hash of each document written
 
 Revision ID: 0009
 Revises: 5b7c0e93a1d2
 Create Date: 2026-11-30 04:00:00.000000
 """
 from typing import Sequence, Union
+
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = "0009"
 down_revision: Union[str, None] = "5b7c0e93a1d2"
@@ -15,8 +16,16 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    pass
+    """Create projection_hashes (empty: the first export-orders writes every document and fills it)."""
+    op.create_table(
+        "projection_hashes",
+        sa.Column("target", sa.Text(), nullable=False),
+        sa.Column("_id", sa.Text(), nullable=False),
+        sa.Column("hash", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("target", "_id", name=op.f("pk_projection_hashes")),
+    )
 
 
 def downgrade() -> None:
-    pass
+    """Drop projection_hashes."""
+    op.drop_table("projection_hashes")

@@ -8,16 +8,19 @@ from typing import Optional
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from gigsterpg.config import mask_url, sqlalchemy_pg_url
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.pg.db.base import Base
+from gigsterpg.lib.pg.db.dataset import CsvReject, Dataset
 from gigsterpg.lib.pg.db.gig import Gig
 from gigsterpg.lib.pg.db.job import ApiJob
+from gigsterpg.lib.pg.db.projection import ProjectionHash
 from gigsterpg.lib.pg.db.skill import Skill
+from gigsterpg.lib.pg.db.snapshot import SnapshotStep
 from gigsterpg.lib.pg.db.sync_run import SyncFollower, SyncHash, SyncReject, SyncRun, SyncWatermark
 from gigsterpg.lib.pg.db.user import User
 from gigsterpg.lib.pg.db.user_skill import UserSkill
@@ -26,13 +29,16 @@ from gigsterpg.lib.pg.db.user_skill import UserSkill
 ALL_TABLES = (Skill.__table__, User.__table__, UserSkill.__table__, Gig.__table__)
 # The sync's own bookkeeping, beside the data.
 BOOKKEEPING_TABLES = (SyncRun.__table__, SyncReject.__table__, SyncHash.__table__, SyncWatermark.__table__,
-                      SyncFollower.__table__, ApiJob.__table__)
+                      SyncFollower.__table__, ApiJob.__table__, ProjectionHash.__table__, Dataset.__table__,
+                      CsvReject.__table__)
 
 # The migrations ship inside the package, so that a plain (non-editable) install finds them.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
 __all__ = ["ALL_TABLES", "ApiJob", "BOOKKEEPING_TABLES", "Base", "Gig", "Skill", "SqlAlchemy", "SyncHash",
-           "SyncReject", "SyncFollower", "SyncRun", "SyncWatermark", "User", "UserSkill", "alembic_config"]
+           "SnapshotStep",
+           "SyncReject", "SyncFollower", "SyncRun", "SyncWatermark", "User", "UserSkill", "alembic_config",
+           "ProjectionHash", "Dataset", "CsvReject"]
 
 
 def alembic_config(url: str) -> Config:
@@ -72,6 +78,8 @@ class SqlAlchemy:
     def migrate_head(self) -> None:
         """Apply every migration not applied yet (``alembic upgrade head``)."""
         with self.engine.begin() as connection:
+            # Services started together (the sync and the CSV ETL of docker compose) migrate one after the other.
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('gigsterpg migrations'))"))
             config = alembic_config(self.url)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")

@@ -1,0 +1,96 @@
+"""The machinery every PostgreSQL -> MongoDB pipeline shares (``export-table``, ``export-orders``).
+
+A query streamed in batches through a server-side cursor, documents written
+with unordered bulk operations (plain inserts into a collection that was
+empty, upserts otherwise), and the deletion of documents whose source is gone,
+found by streaming the collection's ``_id``s a batch at a time. Memory stays
+bounded by the batch size.
+"""
+import logging
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import psycopg
+from pymongo import DeleteMany, InsertOne, ReplaceOne
+from pymongo.errors import BulkWriteError
+
+logger = logging.getLogger(__name__)
+
+BATCH = 2000
+DUPLICATE_KEY = 11000
+
+
+def connect(url: str = "", timeout_s: float = 10, time_zone: str = "UTC", **params) -> psycopg.Connection:
+    """A connection to a source, from a URL or keyword parameters (host, port, user, password, dbname,
+    sslmode); in ``time_zone`` (UTC by default, so dates and naive timestamps mean the same on the way
+    back) with ISO dates."""
+    return psycopg.connect(url, connect_timeout=max(1, round(timeout_s)), application_name="gigsterpg-export",
+                           options=f"-c TimeZone={time_zone} -c DateStyle=ISO", **params)
+
+
+def stream(connection, query, params: Optional[Sequence] = None,
+           batch_size: int = BATCH) -> Iterator[Tuple[List[str], List[tuple]]]:
+    """(column names, rows) of ``query``, a batch at a time, read with a server-side cursor in one transaction."""
+    with connection.transaction(), connection.cursor(name="gigsterpg_export") as cursor:
+        cursor.itersize = batch_size
+        cursor.execute(query, params)
+        names = [column.name for column in cursor.description]
+        while True:
+            rows = cursor.fetchmany(batch_size)
+            if not rows:
+                break
+            yield names, rows
+
+
+class BulkWriter:
+    """Writes documents into one collection with unordered bulk operations; counts what the server wrote.
+
+    Into a collection empty when the writer was made, plain inserts do (a third of the server's work of an
+    upsert on the test server); otherwise each document replaces the one of its ``_id`` (an upsert). If
+    documents appear while inserting (someone else writes there too), every batch from then on is upserted.
+    """
+
+    def __init__(self, collection, empty: Optional[bool] = None):
+        self.collection = collection
+        self.first = collection.estimated_document_count() == 0 if empty is None else empty
+
+    def write(self, documents: List[dict]) -> int:
+        """Write ``documents``; the number the server inserted, upserted or modified."""
+        if not documents:
+            return 0
+        try:
+            result = self.collection.bulk_write([InsertOne(doc) for doc in documents] if self.first else
+                                                upserts(documents), ordered=False)
+        except BulkWriteError as err:
+            if not self.first or any(e.get("code") != DUPLICATE_KEY for e in err.details.get("writeErrors", [])):
+                raise
+            logger.info("%s: documents appeared during the first export; upserting from here on",
+                        self.collection.name)
+            self.first = False
+            result = self.collection.bulk_write(upserts(documents), ordered=False)
+        return result.inserted_count + result.upserted_count + result.modified_count
+
+
+def upserts(documents: List[dict]) -> List[ReplaceOne]:
+    return [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents]
+
+
+def delete_gone(collection, gone: Callable[[List], List], batch_size: int = BATCH) -> int:
+    """Delete the documents whose source is gone: the collection's ``_id``s, a batch at a time, are
+    passed to ``gone``, which answers those to delete. Returns how many were deleted."""
+    deleted = 0
+    batch: List = []
+
+    def flush():
+        nonlocal deleted
+        doomed = gone(batch)
+        if doomed:
+            deleted += collection.bulk_write([DeleteMany({"_id": {"$in": doomed}})], ordered=False).deleted_count
+        batch.clear()
+
+    for doc in collection.find({}, {"_id": 1}, batch_size=batch_size):
+        batch.append(doc["_id"])
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return deleted

@@ -1,0 +1,158 @@
+"""``export-orders``: orders from a read-only PostgreSQL shop into MongoDB, one denormalized document each.
+
+The projection (``projections/orders.sql``, or a file of the user's) computes
+every field set-wise in PostgreSQL: items with their product's name and brand,
+subtotal, taxes and total in exact decimals, the most popular brand, the
+promotion day. Its rows are streamed with a server-side cursor in a read-only
+transaction; each becomes a document whose BSON bytes are hashed. Only the
+documents whose hash differs from the one stored in gigsterpg's own PostgreSQL
+(``projection_hashes``) are written, as unordered bulk operations, and their
+hashes stored after them, so an unchanged order costs no write at all. After a
+complete run the documents of orders no longer at the source are deleted.
+Orders without a uid (or a uid seen twice) are rejects in ``sync_rejects``.
+"""
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Callable, Dict, Optional
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from gigsterpg.config import Settings, mask_url
+from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_error, pg_errors
+from gigsterpg.exc import ConfigError
+from gigsterpg.lib.mongo import bulk
+from gigsterpg.lib.mongo.ledger import Ledger, digest
+from gigsterpg.lib.mongo.projection import (Projection, check_source, count_rows, document_of, load_projection,
+                                            prepare_source, tax_rate, time_zone)
+
+logger = logging.getLogger(__name__)
+
+NO_UID, DUPLICATE_UID = "no uid", "duplicate uid"
+
+
+@dataclass
+class OrdersReport:
+    """What a run did: rows read, documents written, unchanged, deleted, rejects, and counts per reason."""
+
+    projection: str
+    target: str
+    tax_rate: str
+    time_zone: str
+    rows: int = 0
+    written: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    rejected: int = 0
+    counts: Dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def project(source, ledger_connection, collection, projection: Projection, rate: Decimal, zone: str = "UTC",
+            batch_size: int = bulk.BATCH, progress: Optional[Callable[[int], None]] = None) -> OrdersReport:
+    """Run ``projection`` on ``source`` into ``collection``; bookkeeping on ``ledger_connection``."""
+    target = f"{collection.database.name}.{collection.name}"
+    report = OrdersReport(projection.name, target, str(rate), zone)
+    started = time.monotonic()
+    ledger = Ledger(ledger_connection, target)
+    ledger.trust(collection.estimated_document_count())
+    writer = bulk.BulkWriter(collection)
+    for names, rows in bulk.stream(source, projection.sql, {"tax_rate": rate}, batch_size):
+        documents, rejects = [], []
+        for row in rows:
+            document, counts = document_of(names, row)
+            for reason, count in counts.items():
+                report.counts[reason] = report.counts.get(reason, 0) + count
+            if document.get("_id") in (None, ""):
+                rejects.append(_reject(NO_UID, "the order has no uid, which is the document's _id", document))
+            else:
+                documents.append(document)
+        ids = [str(document["_id"]) for document in documents]
+        first = set(ledger.first_seen(ids))
+        for place, document in enumerate(documents):
+            if place not in first:
+                rejects.append(_reject(DUPLICATE_UID, f"another order has the uid {ids[place]!r}", document,
+                                       doc_id=ids[place]))
+        kept = sorted(first)
+        documents, ids = [documents[place] for place in kept], [ids[place] for place in kept]
+        hashes = [digest(document) for document in documents]
+        changed = ledger.changed(ids, hashes)
+        report.written += writer.write([documents[place] for place in changed])
+        ledger.remember([ids[place] for place in changed], [hashes[place] for place in changed])
+        if rejects:
+            ledger.reject(rejects)
+        report.rows += len(rows)
+        report.unchanged += len(documents) - len(changed)
+        report.rejected += len(rejects)
+        for reject in rejects:
+            report.counts[reject["reason"]] = report.counts.get(reject["reason"], 0) + 1
+        if progress:
+            progress(report.rows)
+    report.deleted = bulk.delete_gone(collection, ledger.gone, batch_size)
+    ledger.finish()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _reject(reason: str, detail: str, document: dict, doc_id: Optional[str] = None) -> dict:
+    if doc_id is None:
+        doc_id = "(no uid) " + digest({k: v for k, v in document.items() if k != "_id"}).hex()
+    else:
+        doc_id = f"{doc_id} (duplicate {digest(document).hex()[:12]})"
+    return {"doc_id": doc_id, "reason": reason, "detail": detail, "document": document}
+
+
+def export_orders(settings: Settings, collection: str = "orders", projection: str = "orders",
+                  batch_size: int = bulk.BATCH, progress: Optional[Callable[[int], None]] = None,
+                  total: Optional[Callable[[int], None]] = None) -> OrdersReport:
+    """The orders of the source (``settings.source_pg_url``) into ``collection`` of ``settings.mongo_url``'s
+    database; hashes and rejects in gigsterpg's own PostgreSQL (``settings.pg_url``). ``total`` is told the
+    number of rows to come before the first is read."""
+    source_url = settings.require_source()
+    own_url = settings.require_pg()
+    if _same_database(source_url, own_url):
+        raise ConfigError("the source is gigsterpg's own database", "export-orders never writes to its source,"
+                          " and it keeps its hashes and rejects in DB_URL_PSQL",
+                          "give gigsterpg a database of its own in DB_URL_PSQL (or --pg-url)", value=mask_url(own_url))
+    from gigsterpg.commands import migrate  # the verbs' module imports the pipelines, not the other way
+
+    rate, zone, found = tax_rate(settings.tax_rate), time_zone(settings.time_zone), load_projection(projection)
+    client, database = open_mongo(settings)
+    with contextlib.ExitStack() as stack:
+        stack.callback(client.close)
+        own = open_pg(settings)
+        stack.callback(own.dispose)
+        migrate(own)
+        with pg_errors(own_url):
+            ledger_connection = stack.enter_context(psycopg.connect(own_url, application_name="gigsterpg-orders"))
+        with pg_errors(source_url):
+            source = stack.enter_context(bulk.connect(source_url, time_zone=zone))
+            prepare_source(source)
+            check_source(source, found, {"tax_rate": rate})
+            if total:
+                total(count_rows(source, found))
+        with pg_errors(source_url), mongo_errors_translated(settings.mongo_url):
+            try:
+                return project(source, ledger_connection, database[collection], found, rate, zone, batch_size,
+                               progress)
+            except psycopg.Error as err:
+                if ledger_connection.broken or ledger_connection.closed:  # not the source's fault
+                    raise pg_error(err, own_url) from err
+                raise
+
+
+def _same_database(one: str, other: str) -> bool:
+    """Whether two PostgreSQL URLs name the same database (host, port and name; users may differ)."""
+    try:
+        a, b = conninfo_to_dict(one), conninfo_to_dict(other)
+    except psycopg.ProgrammingError:
+        return one == other
+    keys = ("host", "port", "dbname")
+    return all(str(a.get(key) or "") == str(b.get(key) or "") for key in keys)

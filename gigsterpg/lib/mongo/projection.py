@@ -1,0 +1,157 @@
+"""A projection: one SQL query over a PostgreSQL source whose rows become MongoDB documents.
+
+A projection is a file (``gigsterpg/lib/mongo/projections/<name>.sql``, or one
+of the user's own): its ``-- needs: table(columns)`` lines name what it reads,
+checked against the source's catalog before the query runs; every column of
+its result is a field of the document, except ``count: <reason>`` columns,
+which the run adds up per reason. Numbers with a fraction inside json columns
+load as ``Decimal`` (psycopg's default would be binary floats), so money stays
+exact all the way to Decimal128.
+"""
+import json
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import set_json_loads
+
+from gigsterpg.exc import ConfigError, PrivilegeError, SourceError
+from gigsterpg.lib.mongo.export import to_bson
+
+COUNT_PREFIX = "count: "
+DEFAULT_TAX_RATE = "0.15"
+_NEEDS = re.compile(r"^--\s*needs:\s*([^\s(]+)\s*\(([^)]*)\)\s*$", re.MULTILINE)
+
+
+@dataclass
+class Projection:
+    """A projection's query, and the tables and columns it reads (table -> columns)."""
+
+    name: str
+    sql: str
+    needs: Dict[str, List[str]] = field(default_factory=dict)
+
+    @property
+    def driving_table(self) -> str:
+        """The first table it names: one document per row of it (for the progress bar's total)."""
+        return next(iter(self.needs), "")
+
+
+def load_projection(name_or_file: str) -> Projection:
+    """The projection shipped under that name (``orders``), or the one in that file."""
+    path = Path(name_or_file)
+    if path.suffix == ".sql" or path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read the projection file {name_or_file!r}", type(err).__name__,
+                              "give a readable UTF-8 .sql file, or the name of a shipped projection (orders)",
+                              value=name_or_file) from err
+        name = path.stem
+    else:
+        shipped = resources.files("gigsterpg.lib.mongo.projections") / f"{name_or_file}.sql"
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name_or_file) or not shipped.is_file():
+            raise ConfigError(f"unknown projection {name_or_file!r}", "no such projection is shipped and no such"
+                              " file exists", "use orders, or give the path of a .sql file", value=name_or_file)
+        text, name = shipped.read_text(encoding="utf-8"), name_or_file
+    needs = {table: [c.strip() for c in columns.split(",") if c.strip()] for table, columns in _NEEDS.findall(text)}
+    return Projection(name, text, needs)
+
+
+def tax_rate(value) -> Decimal:
+    """The tax rate as an exact Decimal from 0 to 1, or a ConfigError."""
+    try:
+        rate = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        rate = None
+    if rate is None or not rate.is_finite() or not 0 <= rate <= 1:
+        raise ConfigError("bad tax rate", "it must be a decimal number from 0 to 1 (0.15 is 15 percent)",
+                          "set --tax-rate or GIGSTERPG_TAX_RATE, e.g. 0.15", value=value)
+    return rate
+
+
+def time_zone(value) -> str:
+    """The IANA time zone name, checked, or a ConfigError."""
+    name = str(value or "UTC").strip()
+    try:
+        if not re.fullmatch(r"[A-Za-z0-9_+\-/]+", name):
+            raise ValueError(name)
+        zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise ConfigError("unknown time zone", "it must be an IANA name such as UTC or America/Mexico_City",
+                          "fix --time-zone or GIGSTERPG_TIME_ZONE", value=name) from None
+    return name
+
+
+def prepare_source(connection) -> None:
+    """A source connection as projections read it: read-only, and json numbers exact."""
+    connection.read_only = True
+    set_json_loads(partial(json.loads, parse_float=Decimal), connection)
+
+
+def check_source(connection, projection: Projection, params: dict) -> None:
+    """Refuse, in one line naming everything missing, a source that lacks a table or column the projection
+    needs or may not read it; then let PostgreSQL plan the query (EXPLAIN), which finds the rest."""
+    missing, denied = [], []
+    with connection.cursor() as cursor:
+        for table, columns in projection.needs.items():
+            cursor.execute("SELECT to_regclass(%s)::oid", (table,))
+            oid = cursor.fetchone()[0]
+            if oid is None:
+                missing.append(f"table {table}")
+                continue
+            cursor.execute("SELECT attname, has_column_privilege(%s, attnum, 'SELECT') FROM pg_attribute"
+                           " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped", (oid, oid))
+            present = dict(cursor.fetchall())
+            missing += [f"column {table}.{column}" for column in columns if column not in present]
+            denied += [f"{table}.{column}" for column in columns if present.get(column) is False]
+    connection.rollback()
+    if missing:
+        raise SourceError(f"the source lacks what projection {projection.name!r} reads",
+                          "missing " + ", ".join(missing),
+                          "point --pg at the shop's database, or adapt a copy of the projection to your names"
+                          " (--projection FILE)")
+    if denied:
+        tables = sorted({name.rsplit(".", 1)[0] for name in denied})
+        raise PrivilegeError(f"the PostgreSQL role may not read what projection {projection.name!r} reads",
+                             "no SELECT on " + ", ".join(denied), f"GRANT SELECT ON {', '.join(tables)} to it")
+    try:
+        connection.execute("EXPLAIN " + projection.sql, params)
+    except (psycopg.ProgrammingError, psycopg.DataError, psycopg.NotSupportedError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        error = PrivilegeError if isinstance(err, psycopg.errors.InsufficientPrivilege) else SourceError
+        raise error(f"projection {projection.name!r} does not run on the source", message,
+                    "fix the projection's SQL or its needs lines, or grant the role what it lacks") from err
+    finally:
+        connection.rollback()
+
+
+def count_rows(connection, projection: Projection) -> int:
+    """The rows of the driving table (the documents to come, rejects included), for the progress bar."""
+    if not projection.driving_table:
+        return 0
+    try:
+        parts = projection.driving_table.split(".")
+        name = sql.SQL(".").join(map(sql.Identifier, parts))
+        return connection.execute(sql.SQL("SELECT count(*) FROM {}").format(name)).fetchone()[0]
+    finally:
+        connection.rollback()
+
+
+def document_of(names: Sequence[str], row: Sequence) -> Tuple[dict, Dict[str, int]]:
+    """(the document, the counts per reason) of one row."""
+    document, counts = {}, {}
+    for name, value in zip(names, row):
+        if name.startswith(COUNT_PREFIX):
+            if value:
+                counts[name[len(COUNT_PREFIX):]] = int(value)
+        else:
+            document[name] = to_bson(value)
+    return document, counts

@@ -1,0 +1,1 @@
+"""The projections shipped with gigsterpg: one SQL query per file, its rows the documents (see orders.sql)."""

@@ -16,9 +16,11 @@ from gigsterpg.config import Settings
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_errors, require_collections
 from gigsterpg.exc import ConfigError, GigsterPgError, TerminalError
 from gigsterpg.generate import write_dataset
+from gigsterpg.lib import status as status_report
 from gigsterpg.lib.mongo import export
 from gigsterpg.lib.mongo.export import ExportReport
 from gigsterpg.lib.pg.db import SqlAlchemy
+from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL, SUCCEEDED
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.lib.pg.sync.engine.follow import Follower, FollowReport, behind
@@ -53,9 +55,6 @@ def migrate(pg: SqlAlchemy) -> None:
                             "the database may have been migrated by a newer gigsterpg; upgrade this one") from err
 
 
-SYNC_MODES = ("auto", "full", "incremental")
-
-
 def choose_mode(pg: SqlAlchemy, settings: Settings, mode: str) -> str:
     """``full`` or ``incremental`` for this run.
 
@@ -63,27 +62,28 @@ def choose_mode(pg: SqlAlchemy, settings: Settings, mode: str) -> str:
     has succeeded, and fewer than ``reconcile_every`` incremental runs have
     succeeded since the last full one; full otherwise.
     """
-    if mode != "auto":
+    if mode != AUTO:
         return mode
     if not settings.incremental:
-        return "full"
+        return FULL
     with pg_errors(pg.url), pg.engine.connect() as connection:
         last_full = connection.execute(text(
-            "SELECT max(id) FROM sync_runs WHERE mode = 'full' AND status = 'succeeded'")).scalar()
+            "SELECT max(id) FROM sync_runs WHERE mode = :full AND status = :succeeded"),
+            {"full": FULL, "succeeded": SUCCEEDED}).scalar()
         if last_full is None:
-            return "full"
+            return FULL
         since = connection.execute(text(
-            "SELECT count(*) FROM sync_runs WHERE mode = 'incremental' AND status = 'succeeded' AND id > :id"),
-            {"id": last_full}).scalar()
+            "SELECT count(*) FROM sync_runs WHERE mode = :incremental AND status = :succeeded AND id > :id"),
+            {"id": last_full, "incremental": INCREMENTAL, "succeeded": SUCCEEDED}).scalar()
     if settings.reconcile_every and since + 1 >= settings.reconcile_every:
         logger.info("full run to reconcile: %d incremental runs since the last full one", since)
-        return "full"
-    return "incremental"
+        return FULL
+    return INCREMENTAL
 
 
 def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Optional[int] = None,
          progress: Optional[Progress] = None, full_compare: bool = False, retry: RetryPolicy = RetryPolicy(),
-         wait_s: Optional[float] = None, mode: str = "auto") -> RunReport:
+         wait_s: Optional[float] = None, mode: str = AUTO) -> RunReport:
     """Migrate, then sync ``collections`` from MongoDB into PostgreSQL.
 
     Args:
@@ -99,7 +99,7 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
     with _both(settings, collections) as (pg, database):
         return run_sync(pg.engine, database, tuple(collections), settings.batch_size, limit, progress,
                         skip_unchanged=not full_compare, retry=retry, wait_s=wait_s,
-                        incremental=choose_mode(pg, settings, mode) == "incremental", overlap_s=settings.overlap_s)
+                        incremental=choose_mode(pg, settings, mode) == INCREMENTAL, overlap_s=settings.overlap_s)
 
 
 def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), batch_size: int = 1000,
@@ -113,7 +113,8 @@ def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), ba
         def catch_up(full: bool) -> RunReport:
             with pg.engine.connect() as connection:
                 full_done = connection.execute(text(
-                    "SELECT EXISTS (SELECT 1 FROM sync_runs WHERE mode = 'full' AND status = 'succeeded')")).scalar()
+                    "SELECT EXISTS (SELECT 1 FROM sync_runs WHERE mode = :full AND status = :succeeded)"),
+                    {"full": FULL, "succeeded": SUCCEEDED}).scalar()
             return run_sync(pg.engine, database, COLLECTIONS, settings.batch_size, retry=retry,
                             incremental=full_done and not full, overlap_s=settings.overlap_s)
 
@@ -151,29 +152,14 @@ def export_table(settings: Settings, table: str, schema: Optional[str] = None, c
         client.close()
 
 
-def status(settings: Settings, runs: int = 10) -> Dict[str, list]:
-    """The last ``runs`` runs and the open rejects grouped by collection and reason."""
+def status(settings: Settings, runs: int = 10, jobs: int = 20) -> Dict[str, object]:
+    """Every section of the status (``gigsterpg.lib.status.collect``): the last ``runs`` runs, the open
+    rejects by collection and reason, the followers and their lag, the API's jobs, the daily snapshots."""
     pg = open_pg(settings)
     try:
         with pg_errors(pg.url), pg.engine.connect() as connection:
-            if not connection.execute(text("SELECT to_regclass('sync_runs') IS NOT NULL")).scalar():
-                return {"runs": [], "rejects": [], "followers": []}
-            recent = connection.execute(text(
-                "SELECT id, started_at, status, mode, collections, error, stage, retries,"
-                " extract(epoch FROM finished_at - started_at)::float AS seconds"
-                " FROM sync_runs ORDER BY id DESC LIMIT :n"), {"n": runs}).mappings().all()
-            rejects = connection.execute(text(
-                "SELECT collection, reason, count(*) FROM sync_rejects WHERE resolved_at IS NULL"
-                " GROUP BY collection, reason ORDER BY collection DESC, count(*) DESC, reason")).all()
-            followers = []
-            if connection.execute(text("SELECT to_regclass('sync_followers') IS NOT NULL")).scalar():
-                followers = [dict(row) for row in connection.execute(text(
-                    "SELECT name, token, events_applied, last_event_at, applied_at, caught_up_at, last_error,"
-                    " last_error_at FROM sync_followers ORDER BY name")).mappings()]
-        for follower in followers:
-            follower.update(_behind(settings, follower.pop("token"), follower["last_event_at"]))
-        return {"runs": [dict(row) for row in recent], "rejects": [tuple(row) for row in rejects],
-                "followers": followers}
+            return status_report.collect(connection, runs, jobs,
+                                         lag=lambda token, last: _behind(settings, token, last))
     finally:
         pg.dispose()
 

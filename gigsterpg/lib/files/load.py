@@ -1,0 +1,203 @@
+"""Step 2 of the daily snapshots: a day's partitions into the target PostgreSQL, replacing that day whole.
+
+Each source table ``schema.name`` becomes ``snap_<schema>.<name>`` in the
+target (the CSV: ``snap_csv.<file name>``), a table partitioned by list of
+``snapshot_day`` with one partition per day. A day is loaded into new tables
+beside the old ones (COPY, binary, no lock on what readers use), then in the
+same transaction the day's old partitions are dropped and the new ones
+attached: readers see the day as it was or as it is, never half, and a rerun
+replaces exactly what that day loaded before.
+"""
+import dataclasses
+import datetime
+import hashlib
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from psycopg import sql
+
+from gigsterpg import faults
+from gigsterpg.exc import SourceError
+from gigsterpg.lib.files import csvsource, extract, partition, pgcopy
+
+DAY_COLUMN = "snapshot_day"
+CSV_SCHEMA = "snap_csv"
+KINDS_OF_TYPES = {"bigint": "integer", "numeric": "numeric", "boolean": "boolean", "date": "date",
+                  "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamp", "text": "text"}
+
+
+def target_schema(source_schema: str) -> str:
+    """The target schema of a source schema's tables."""
+    return ("snap_" + source_schema)[:63]
+
+
+def partition_name(table: str, day: datetime.date) -> str:
+    """``<table>__<yyyymmdd>``, shortened with a hash of the name when it would pass PostgreSQL's 63 bytes."""
+    suffix = f"__{day:%Y%m%d}"
+    if len((table + suffix + "_n").encode()) <= 63:
+        return table + suffix
+    return table.encode()[:40].decode(errors="ignore") + "_" + hashlib.md5(table.encode()).hexdigest()[:8] + suffix
+
+
+@dataclasses.dataclass
+class Loaded:
+    """One table of a day, loaded: its target, rows, bytes read and their checksum, lines set aside."""
+
+    source: str  # "postgres" or "csv"
+    target: str  # schema.table in the target
+    rows: int
+    bytes: int = 0
+    sha256: str = ""
+    bad_lines: int = 0
+
+
+def _existing_columns(cursor, schema: str, table: str) -> Optional[List[Tuple[str, str]]]:
+    cursor.execute("SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+                   " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                   (sql.Identifier(schema, table).as_string(cursor),))
+    found = cursor.fetchall()
+    return [(name, kind) for name, kind in found] or None
+
+
+def _check_types(cursor, columns: Sequence[Tuple[str, str]]) -> None:
+    """Each type named by a manifest is a type (the manifest is a file on disk, read into SQL)."""
+    for _, kind in columns:
+        cursor.execute("SELECT %s::regtype", (kind,))
+
+
+def ensure_parent(cursor, schema: str, table: str, new: str, what: str) -> None:
+    """The partitioned table shaped as the new table ``new``, created if missing; refused if its columns differ.
+
+    Both sides are read back from the catalog, so the types compare in PostgreSQL's own spelling.
+    """
+    wanted = _existing_columns(cursor, schema, new)
+    existing = _existing_columns(cursor, schema, table)
+    if existing is None:
+        cursor.execute(sql.SQL("CREATE TABLE {} ({}) PARTITION BY LIST ({})").format(
+            sql.Identifier(schema, table), _definition(wanted, not_null=DAY_COLUMN), sql.Identifier(DAY_COLUMN)))
+        return
+    if existing != wanted:
+        raise SourceError(f"the columns of {what} are not those of the days already loaded into {schema}.{table}",
+                          f"loaded: {_names(existing)}; now: {_names(wanted)}",
+                          f"drop {schema}.{table} to reload every day with the new columns, or rename it to keep them")
+
+
+def _names(columns) -> str:
+    return ", ".join(f"{name} {kind}" for name, kind in columns[1:])
+
+
+def _definition(columns, not_null: str = "", default_day: Optional[datetime.date] = None) -> sql.Composable:
+    parts = []
+    for name, kind in columns:
+        part = sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
+        if name == not_null:
+            part = sql.SQL("{} NOT NULL").format(part)
+        if name == DAY_COLUMN and default_day is not None:
+            part = sql.SQL("{} NOT NULL DEFAULT {} CHECK ({} = {})").format(
+                part, sql.Literal(default_day), sql.Identifier(DAY_COLUMN), sql.Literal(default_day))
+        parts.append(part)
+    return sql.SQL(", ").join(parts)
+
+
+def _new_table(cursor, schema: str, table: str, columns, day: datetime.date) -> str:
+    """A standalone table of the day's rows, shaped to be attached as the day's partition (parent made if missing)."""
+    cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    name = partition_name(table, day) + "_n"
+    cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(
+        sql.Identifier(schema, name), _definition([(DAY_COLUMN, "date")] + list(columns), default_day=day)))
+    return name
+
+
+def _postgres_table(cursor, folder: Path, day: datetime.date) -> Tuple[Loaded, tuple]:
+    manifest = partition.read_manifest(folder)
+    if manifest is None:
+        raise SourceError(f"the partition {folder} is missing", "it was removed after the extract",
+                          f"rerun: python -m gigsterpg.cli pipeline extract-postgres --day {day} --force")
+    columns = [(column["name"], column["type"]) for column in manifest["columns"]]
+    _check_types(cursor, columns)
+    schema, table = target_schema(manifest["schema"]), manifest["table"]
+    new = _new_table(cursor, schema, table, columns, day)
+    ensure_parent(cursor, schema, table, new, f"{manifest['schema']}.{table}")
+    with open(Path(folder) / manifest["file"], "rb") as handle:
+        count = pgcopy.copy_in(cursor, new, [name for name, _ in columns], handle, schema)
+    rows = cursor.rowcount
+    if count.sha256 != manifest["sha256"] or rows != manifest["rows"]:
+        raise SourceError(f"the partition {folder} changed on disk since it was extracted",
+                          f"{rows} rows and sha256 {count.sha256[:12]}, the manifest says {manifest['rows']} and "
+                          f"{manifest['sha256'][:12]}",
+                          f"re-extract it: python -m gigsterpg.cli pipeline extract-postgres --day {day} --force")
+    loaded = Loaded("postgres", f"{schema}.{table}", rows, count.bytes, count.sha256)
+    return loaded, (schema, table, new)
+
+
+def _csv_table(cursor, folder: Path, day: datetime.date, on_bad) -> Tuple[Loaded, tuple]:
+    manifest = partition.read_manifest(folder)
+    if manifest is None:
+        raise SourceError(f"the partition {folder} is missing", "it was removed after the extract",
+                          f"rerun: python -m gigsterpg.cli pipeline extract-csv --day {day} --force")
+    table, dialect = manifest["table"], extract.dialect_of(manifest)
+    columns = extract.columns_of(manifest)
+    existing = _existing_columns(cursor, CSV_SCHEMA, table)
+    if existing and [name for name, _ in existing[1:]] == [column.name for column in columns] \
+            and all(kind in KINDS_OF_TYPES for _, kind in existing[1:]):
+        # The days already loaded fixed the types: a value of this day that does not fit is a bad line.
+        columns = [csvsource.Column(name, KINDS_OF_TYPES[kind], kind == "timestamp with time zone")
+                   for name, kind in existing[1:]]
+    typed = pgcopy.pg_columns(columns)
+    new = _new_table(cursor, CSV_SCHEMA, table, typed, day)
+    ensure_parent(cursor, CSV_SCHEMA, table, new, f"the CSV file {manifest['file']}")
+    path = Path(folder) / manifest["file"]
+    if pgcopy.sha256_file(path) != manifest["sha256"]:
+        raise SourceError(f"the partition {folder} changed on disk since it was extracted", "its checksum differs",
+                          f"re-extract it: python -m gigsterpg.cli pipeline extract-csv --day {day} --force")
+    count = pgcopy.copy_records(cursor, new, typed, csvsource.read_rows(path, dialect, columns), on_bad,
+                                schema=CSV_SCHEMA)
+    return Loaded("csv", f"{CSV_SCHEMA}.{table}", count.rows, manifest["bytes"], manifest["sha256"], count.bad), \
+        (CSV_SCHEMA, table, new)
+
+
+def load_day(connection, day: datetime.date, postgres_folders: Sequence[Path], csv_folder: Path,
+             previous: Sequence[str] = (), on_bad=lambda bad: None) -> List[Loaded]:
+    """Load the day's partitions in the caller's transaction (the caller commits).
+
+    ``previous``: the targets (``schema.table``) this day loaded before; a
+    table no longer among the partitions loses its partition for the day.
+    """
+    loaded, swaps = [], []
+    with connection.cursor() as cursor:
+        for folder in postgres_folders:
+            done, swap = _postgres_table(cursor, Path(folder), day)
+            loaded.append(done)
+            swaps.append(swap)
+        done, swap = _csv_table(cursor, Path(csv_folder), day, on_bad)
+        loaded.append(done)
+        swaps.append(swap)
+        for schema, table, new in swaps:
+            _swap(cursor, schema, table, new, day)
+        now = {done.target for done in loaded}
+        for target in sorted(set(previous) - now):
+            schema, _, table = target.partition(".")
+            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+                sql.Identifier(schema, partition_name(table, day))))
+        faults.point("snapshot-loaded")
+    return loaded
+
+
+def _swap(cursor, schema: str, table: str, new: str, day: datetime.date) -> None:
+    """The day's old partition dropped, the new table renamed and attached in its place."""
+    name = partition_name(table, day)
+    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, name)))
+    cursor.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(schema, new), sql.Identifier(name)))
+    # The CHECK on the day lets PostgreSQL attach without scanning the rows.
+    cursor.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+        sql.Identifier(schema, table), sql.Identifier(schema, name), sql.Literal(day)))
+
+
+def loaded_tables(cursor, schema_prefix: str = "snap_") -> Dict[str, List[str]]:
+    """The partitioned tables of the snapshots in the target, by schema."""
+    cursor.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                   " WHERE c.relkind = 'p' AND n.nspname LIKE %s ORDER BY 1, 2", (schema_prefix + "%",))
+    found: Dict[str, List[str]] = {}
+    for schema, table in cursor.fetchall():
+        found.setdefault(schema, []).append(table)
+    return found

@@ -7,7 +7,8 @@ setup(
     description="Replicates the Gigster MongoDB database into a normalized PostgreSQL schema.",
     packages=find_packages(include=["gigsterpg", "gigsterpg.*"]),
     # Files beside the code that a plain install must carry (Alembic's template; later: SQL, templates).
-    package_data={"gigsterpg.migrations": ["script.py.mako"]},
+    package_data={"gigsterpg.migrations": ["script.py.mako"],
+                  "gigsterpg.examples": ["*.csv", "*.sql"]},
     python_requires=">=3.11",
     install_requires=[
         "sqlalchemy>=2.0,<2.2",

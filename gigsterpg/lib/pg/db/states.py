@@ -28,8 +28,9 @@ JOB_KINDS = (EXPORT, SYNC)
 AUTO = "auto"
 FULL = "full"  # every document read, deletes applied
 INCREMENTAL = "incremental"  # the documents updated since the watermark
+FOLLOW = "follow"  # a follower (sync --follow) applying MongoDB's change streams
 SYNC_MODES = (AUTO, FULL, INCREMENTAL)
-RUN_MODES = (FULL, INCREMENTAL)
+RUN_MODES = (FULL, INCREMENTAL, FOLLOW)
 
 
 def sql_in(column: str, values: Iterable[str]) -> str:

@@ -7,8 +7,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gigsterpg.lib.pg.db.base import Base
-
-RUN_STATES = ("running", "succeeded", "failed", "interrupted")
+from gigsterpg.lib.pg.db.states import FULL, RUNNING
 
 
 class SyncRun(Base):
@@ -19,7 +18,8 @@ class SyncRun(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'running'"))
+    # One of states.RUN_STATES.
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text(f"'{RUNNING}'"))
     collections: Mapped[str] = mapped_column(Text, nullable=False)
     counts: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     error: Mapped[Optional[str]] = mapped_column(Text)
@@ -32,8 +32,9 @@ class SyncRun(Base):
     progress: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     # Transient errors (lost connection, server restart) the run recovered from.
     retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
-    # "full" (every document read, deletes applied) or "incremental" (documents updated since the watermark).
-    mode: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'full'"))
+    # One of states.RUN_MODES: "full" (every document read, deletes applied) or "incremental" (documents updated
+    # since the watermark).
+    mode: Mapped[str] = mapped_column(Text, nullable=False, server_default=text(f"'{FULL}'"))
 
 
 class SyncReject(Base):

@@ -23,6 +23,7 @@ from gigsterpg import faults
 from gigsterpg.config import mask_url
 from gigsterpg.connections import is_transient, short_reason
 from gigsterpg.exc import SyncLockedError
+from gigsterpg.lib.pg.db.states import FAILED, FULL, INCREMENTAL, INTERRUPTED, RUNNING, SUCCEEDED
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, CollectionCounts, discard, rollback
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
@@ -50,7 +51,7 @@ class CollectionReport:
     counts: CollectionCounts
     complete: bool
     # "full" (every document read), or "incremental" (only those updated since the watermark).
-    scope: str = "full"
+    scope: str = FULL
     rows: int = 0
     open_rejects: int = 0
     documents: int = 0
@@ -72,8 +73,8 @@ class RunReport:
     """The outcome of one run."""
 
     run_id: int
-    status: str = "running"
-    mode: str = "full"
+    status: str = RUNNING
+    mode: str = FULL
     collections: Dict[str, CollectionReport] = field(default_factory=dict)
 
     @property
@@ -170,7 +171,7 @@ def run_sync(engine, mongo_db, collections=registry.COLLECTIONS, batch_size: int
     ordered = list(registry.ordered(collections))
     try:
         run.connect()
-        mode = "incremental" if incremental else "full"
+        mode = INCREMENTAL if incremental else FULL
         run.report = RunReport(begin_run(run.connection, ordered, wait_s, mode=mode), mode=mode)
         pending = list(ordered)
         retries = 0
@@ -192,11 +193,11 @@ def run_sync(engine, mongo_db, collections=registry.COLLECTIONS, batch_size: int
                 lost = True
     except BaseException as err:
         if run.report is not None:
-            run.report.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            run.report.status = INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED
             run.end(mask_url(str(err)) or type(err).__name__)
         run.close()
         raise
-    run.report.status = "succeeded"
+    run.report.status = SUCCEEDED
     run.end(None)
     run.close()
     return run.report
@@ -279,9 +280,9 @@ class _Run:
             self.connection.commit()
             if row is not None:
                 query = {} if row[0] is None else {"updated": {"$gte": row[0] - self.overlap}}
-                return Scan(query, "incremental", mark)
+                return Scan(query, INCREMENTAL, mark)
             logger.info("%s: no watermark yet, reading it in full", name)
-        return Scan({}, "full", mark)
+        return Scan({}, FULL, mark)
 
     def _carry(self, counts: CollectionCounts, name: str) -> None:
         """Keep what an attempt committed; ``seen`` and the rejects come from the last (whole) scan only."""
@@ -303,7 +304,7 @@ class _Run:
                 self.raw.close()
 
 
-def begin_run(connection, collections, wait_s: Optional[float] = None, mode: str = "full") -> int:
+def begin_run(connection, collections, wait_s: Optional[float] = None, mode: str = FULL) -> int:
     """Take the sync lock (waiting up to ``wait_s`` for it), mark dead runs interrupted, record this run."""
     connection.autocommit = True
     with connection.cursor() as cursor:
@@ -318,9 +319,9 @@ def begin_run(connection, collections, wait_s: Optional[float] = None, mode: str
             logger.info("waiting for %s to finish", holder)
             time.sleep(min(LOCK_POLL_S, max(0.0, deadline - time.monotonic())))
         # We hold the lock, so any run still marked running belongs to a dead process.
-        cursor.execute("UPDATE sync_runs SET status = 'interrupted', finished_at = now(),"
+        cursor.execute("UPDATE sync_runs SET status = %s, finished_at = now(),"
                        " error = coalesce(error, 'the process ended before the run finished')"
-                       " WHERE status = 'running'")
+                       " WHERE status = %s", (INTERRUPTED, RUNNING))
         cursor.execute("INSERT INTO sync_runs (collections, pid, hostname, mode) VALUES (%s, %s, %s, %s)"
                        " RETURNING id", (",".join(collections), os.getpid(), socket.gethostname(), mode))
         run_id = cursor.fetchone()[0]
@@ -336,8 +337,8 @@ def resume_run(connection, run_id: int, relock: bool = True) -> None:
         if relock and not _try_lock(cursor):
             raise SyncLockedError(f"another sync took over while run {run_id} reconnected ({_running(cursor)})",
                                   "only one sync may write at a time", "let it finish; it does this run's work")
-        cursor.execute("UPDATE sync_runs SET status = 'running', finished_at = NULL, retries = retries + 1"
-                       " WHERE id = %s", (run_id,))
+        cursor.execute("UPDATE sync_runs SET status = %s, finished_at = NULL, retries = retries + 1"
+                       " WHERE id = %s", (RUNNING, run_id))
     connection.autocommit = False
 
 
@@ -348,8 +349,8 @@ def _try_lock(cursor) -> bool:
 
 def _running(cursor) -> str:
     """Which run holds the lock, as a person reads it."""
-    cursor.execute("SELECT id, started_at, pid, hostname FROM sync_runs WHERE status = 'running'"
-                   " ORDER BY id DESC LIMIT 1")
+    cursor.execute("SELECT id, started_at, pid, hostname FROM sync_runs WHERE status = %s"
+                   " ORDER BY id DESC LIMIT 1", (RUNNING,))
     running = cursor.fetchone()
     return (f"run {running[0]} started {running[1]:%Y-%m-%d %H:%M:%S %Z} by pid {running[2]} on {running[3]}"
             if running else "another sync")
@@ -406,7 +407,7 @@ def _sync_collection(connection, mongo_db, loader: BatchLoader, scan: Scan, pipe
     finally:
         progress.close()
     to_the_end = limit is None or read < limit
-    complete = to_the_end and scan.scope == "full"
+    complete = to_the_end and scan.scope == FULL
     loader.finish(complete, watermark=(scan.mark,) if to_the_end else None)
     report = CollectionReport(model.collection, loader.counts, complete, scan.scope,
                               seconds=time.monotonic() - started)

@@ -14,6 +14,7 @@ DEFAULT_BATCH_SIZE = 5000
 DEFAULT_RECONCILE_EVERY = 10
 DEFAULT_OVERLAP_S = 300.0
 DEFAULT_API_MAX_JOBS = 4
+DEFAULT_API_JOBS_KEEP = 1000
 DEFAULT_DATASETS_SCHEMA = "datasets"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
@@ -72,9 +73,11 @@ class Settings:
     incremental: bool = False
     reconcile_every: int = DEFAULT_RECONCILE_EVERY
     overlap_s: float = DEFAULT_OVERLAP_S
-    # The HTTP API's bearer token (GIGSTERPG_API_TOKEN) and how many of its jobs run at once.
+    # The HTTP API's bearer token (GIGSTERPG_API_TOKEN), how many of its jobs run at once, and how many ended
+    # jobs of each kind api_jobs keeps (GIGSTERPG_API_JOBS_KEEP; older ones are deleted, active ones never).
     api_token: Optional[str] = dataclasses.field(default=None, repr=False)
     api_max_jobs: int = DEFAULT_API_MAX_JOBS
+    api_jobs_keep: int = DEFAULT_API_JOBS_KEEP
     # CSV sources and SQL transforms: the schema their tables go to (GIGSTERPG_DATASETS_SCHEMA), the dataset
     # GET /read/first-chunk answers (GIGSTERPG_READ_DEFAULT), and whether /read answers without the token
     # (GIGSTERPG_READ_PUBLIC; the job routes always want it).
@@ -137,6 +140,8 @@ def load_settings(overrides: Optional[Mapping[str, object]] = None,
         settings["api_token"] = values["GIGSTERPG_API_TOKEN"]
     if values.get("GIGSTERPG_API_MAX_JOBS"):
         settings["api_max_jobs"] = _positive_int("GIGSTERPG_API_MAX_JOBS", values["GIGSTERPG_API_MAX_JOBS"])
+    if values.get("GIGSTERPG_API_JOBS_KEEP"):
+        settings["api_jobs_keep"] = _positive_int("GIGSTERPG_API_JOBS_KEEP", values["GIGSTERPG_API_JOBS_KEEP"])
     if values.get("GIGSTERPG_DATASETS_SCHEMA"):
         settings["datasets_schema"] = values["GIGSTERPG_DATASETS_SCHEMA"]
     if values.get("GIGSTERPG_READ_DEFAULT"):

@@ -53,7 +53,7 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
                               " `Authorization: Bearer <GIGSTERPG_API_TOKEN>`.")
     # What the routes take (gigsterpg/api/deps.py); nothing else holds a database.
     app.state.settings, app.state.pg, app.state.mongo = settings, pg, mongo
-    app.state.jobs = Jobs(pg.engine, settings.pg_url, max_jobs)
+    app.state.jobs = Jobs(pg.engine, settings.pg_url, max_jobs, keep=settings.api_jobs_keep)
     app.state.token, app.state.source_timeout_s = token, source_timeout_s
 
     app.add_exception_handler(ApiError, refused)
@@ -72,6 +72,7 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI):
     app.state.jobs.reconcile()
+    app.state.jobs.prune()
     yield
     app.state.jobs.stop()
     app.state.mongo.close()

@@ -7,6 +7,8 @@ lock keyed by the job's id on a connection of its own: if the server dies,
 PostgreSQL drops the lock with the connection, and ``reconcile`` (run at
 start-up and whenever jobs are listed) shows such a job as interrupted.
 At most ``max_running`` jobs run at once; the others wait as queued.
+Of each kind, the newest ``keep`` ended jobs are kept: older ones are
+deleted when a job ends and when a server starts (``prune``).
 """
 import logging
 import os
@@ -15,24 +17,26 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import text
 
 from gigsterpg.connections import PG_CONNECT_TIMEOUT_S, short_reason
-from gigsterpg.exc import GigsterPgError, TransientError
+from gigsterpg.exc import GigsterPgError, Interrupted, TransientError
+from gigsterpg.lib.pg.db.states import (ACTIVE_JOB_STATES, ENDED_JOB_STATES, FAILED, INTERRUPTED, JOB_KINDS, RUNNING,
+                                        SUCCEEDED, sql_in)
 
 logger = logging.getLogger(__name__)
 
-ACTIVE = ("queued", "running")
 PROGRESS_EVERY_S = 0.5
-INTERRUPTED = ("the server running it stopped (or lost its connection to PostgreSQL) before it ended;"
+PRUNE_BATCH = 1000
+SERVER_GONE = ("the server running it stopped (or lost its connection to PostgreSQL) before it ended;"
                " restart it with POST .../{id}/restart")
 
 
-class JobRefused(Exception):
+class JobRefused(TransientError):
     """A job that cannot start now: one like it is active (``busy``), or too many are queued."""
 
     def __init__(self, message: str, busy: bool):
@@ -40,7 +44,7 @@ class JobRefused(Exception):
         self.busy = busy
 
 
-class JobInterrupted(KeyboardInterrupt):
+class JobInterrupted(Interrupted):
     """Raised in a job's thread at its next progress report once the server is stopping.
 
     A KeyboardInterrupt, so the sync records its run as interrupted, as it does for Ctrl-C.
@@ -75,7 +79,7 @@ class Job:
                                  short_reason(err), "the job shows as interrupted once it is back; restart it") from err
 
     def running(self) -> None:
-        self._update("state = 'running', started_at = now()")
+        self._update("state = %s, started_at = now()", (RUNNING,))
 
     def total(self, rows_total: int) -> None:
         self.rows_total = rows_total
@@ -107,13 +111,15 @@ class Jobs:
         url: the same database's URL, for each worker's own connection.
         max_running: jobs run at once; more wait as queued, up to ``QUEUED_PER_SLOT`` times as many
             (each holds a connection or two while it waits), then new ones are refused.
+        keep: ended jobs kept of each kind, the newest (GIGSTERPG_API_JOBS_KEEP).
     """
 
     QUEUED_PER_SLOT = 4
 
-    def __init__(self, engine, url: str, max_running: int = 4):
+    def __init__(self, engine, url: str, max_running: int = 4, keep: int = 1000):
         self.engine = engine
         self.url = url
+        self.keep = keep
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.max_live = max_running * (1 + self.QUEUED_PER_SLOT)
         self.slots = threading.BoundedSemaphore(max_running)
@@ -160,20 +166,21 @@ class Jobs:
                 job.running()
                 logger.info("job %s (%s) running", job.id, job.kind)
                 result = work(job)
-            job.finish("failed" if job.errors else "succeeded", result, job.errors)
+            job.finish(FAILED if job.errors else SUCCEEDED, result, job.errors)
             logger.info("job %s (%s) ended%s", job.id, job.kind, f": {job.errors}" if job.errors else "")
         except JobInterrupted:
-            self._end(job, "interrupted", "the server was stopped; restart the job with POST .../{id}/restart")
+            self._end(job, INTERRUPTED, "the server was stopped; restart the job with POST .../{id}/restart")
         except GigsterPgError as err:
-            self._end(job, "failed", str(err))
+            self._end(job, FAILED, str(err))
         except Exception as err:  # still recorded, with the traceback in the log
             logger.exception("job %s (%s) failed unexpectedly", job.id, job.kind)
-            self._end(job, "failed", f"unexpected error {type(err).__name__}: {err}")
+            self._end(job, FAILED, f"unexpected error {type(err).__name__}: {err}")
         finally:
             try:
                 cleanup()
             finally:
                 job.connection.close()  # releases the advisory lock
+                self._prune_quietly(job.kind)
                 with self._guard:
                     self.live.pop(job.id, None)
 
@@ -188,16 +195,16 @@ class Jobs:
         """Mark interrupted every queued or running job whose server is gone; returns how many."""
         marked = 0
         with self.engine.begin() as connection:
-            active = connection.execute(text("SELECT id FROM api_jobs WHERE state IN ('queued', 'running')"))
+            active = connection.execute(text(f"SELECT id FROM api_jobs WHERE {sql_in('state', ACTIVE_JOB_STATES)}"))
             for job_id in [job_id for job_id in active.scalars() if job_id not in self.live]:
                 # The owner's session lock, if it still lives, makes this try fail; a transaction lock ends here.
                 key = {"key": lock_key(job_id)}
                 if connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), key).scalar():
                     marked += connection.execute(text(
-                        "UPDATE api_jobs SET state = 'interrupted', finished_at = now(),"
+                        "UPDATE api_jobs SET state = :interrupted, finished_at = now(),"
                         " errors = errors || jsonb_build_array(CAST(:why AS text))"
-                        " WHERE id = :id AND state IN ('queued', 'running')"),
-                        {"id": job_id, "why": INTERRUPTED}).rowcount
+                        f" WHERE id = :id AND {sql_in('state', ACTIVE_JOB_STATES)}"),
+                        {"id": job_id, "why": SERVER_GONE, "interrupted": INTERRUPTED}).rowcount
         if marked:
             logger.warning("%d job(s) of a server that stopped are now shown as interrupted", marked)
         return marked
@@ -208,3 +215,37 @@ class Jobs:
         deadline = time.monotonic() + timeout_s
         for thread in list(self.live.values()):
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def prune(self, kinds: Iterable[str] = JOB_KINDS, batches: Optional[int] = None) -> int:
+        """Delete the ended jobs of each kind older than its newest ``keep``; returns how many.
+
+        Queued and running jobs are never deleted. Each statement deletes at most PRUNE_BATCH jobs and reads
+        at most ``keep`` + PRUNE_BATCH of them, newest first, through ``ix_api_jobs_kind_created_at``;
+        ``batches`` bounds how many statements run per kind (None: until none is left to delete).
+        """
+        deleted = 0
+        for kind in kinds:
+            done = 0
+            while batches is None or done < batches:
+                with self.engine.begin() as connection:
+                    count = connection.execute(PRUNE, {"kind": kind, "keep": self.keep, "n": PRUNE_BATCH}).rowcount
+                deleted, done = deleted + count, done + 1
+                if count < PRUNE_BATCH:
+                    break
+        if deleted:
+            logger.info("deleted %d ended job(s) beyond the newest %d of each kind", deleted, self.keep)
+        return deleted
+
+    def _prune_quietly(self, kind: str) -> None:
+        """After a job of ``kind`` ends: one batch of ``prune``; a failure only logged (the job has ended)."""
+        try:
+            self.prune((kind,), batches=1)
+        except Exception as err:  # the bookkeeping's database may be gone: the next start prunes
+            logger.warning("could not delete old %s jobs: %s", kind, short_reason(err))
+
+
+# Up to :n ended jobs of a kind, past its newest :keep ended ones.
+PRUNE = text(
+    "DELETE FROM api_jobs WHERE id IN (SELECT id FROM api_jobs"
+    f" WHERE kind = :kind AND {sql_in('state', ENDED_JOB_STATES)}"
+    " ORDER BY created_at DESC OFFSET :keep LIMIT :n)")

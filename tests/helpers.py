@@ -2,6 +2,7 @@
 
 Test modules import from here (and from ``tests.figures``), never from one another.
 """
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -35,6 +36,34 @@ def wait_until(check: Callable[[], T], what: str, timeout_s: float = 60.0, every
         if time.monotonic() >= deadline:
             raise AssertionError(f"waited {timeout_s:g} s for {what}; last answer: {answer!r}")
         time.sleep(every_s)
+
+
+@contextlib.contextmanager
+def run_held(url: str, reached: Callable[[dict], bool], what: str, timeout_s: float = 120.0):
+    """Hold the running sync still from the first moment its committed progress satisfies ``reached``.
+
+    Holds the run's ``sync_runs`` row (FOR UPDATE), which every batch of the sync updates in its own
+    transaction and which ending the run updates too: until the block is left, the sync waits at its
+    next batch and cannot finish. Between looks the row is let go and taken again at once, so the sync
+    moves one batch at a time and cannot run past ``reached`` unseen, however fast or slow the machine.
+    Yields the progress (``{"users": n, ...}``) and the run's id.
+    """
+    deadline = time.monotonic() + timeout_s
+    watcher = psycopg.connect(url)
+    try:
+        while True:
+            row = watcher.execute("SELECT progress, id FROM sync_runs WHERE status = 'running'"
+                                  " ORDER BY id DESC LIMIT 1 FOR UPDATE").fetchone()
+            if row and reached(row[0] or {}):
+                break
+            watcher.rollback()  # the next batch may commit
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"waited {timeout_s:g} s for {what}; the run's progress: {row}")
+            if row is None:
+                time.sleep(0.01)  # no run yet
+        yield row
+    finally:
+        watcher.close()  # lets the row go (a rollback), also when the server was stopped meanwhile
 
 
 def with_database(url: str, database: str) -> str:

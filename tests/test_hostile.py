@@ -173,6 +173,7 @@ def test_hostile_documents_load_faithfully_or_are_rejected_with_their_reason(set
     assert _skill_names(pg, INJECTION) == {"'; DROP TABLE skills; --"}
     assert _skill_names(pg, "emoji") == {"C++", "Ünïcode"}
     FIGURES["hostile documents tried"] += len(USERS) + len(GIGS)
+    FIGURES["hostile documents tried: through a whole sync"] += len(USERS) + len(GIGS)
 
     # Fixed in MongoDB: loaded on the next run, and the reject closed.
     mongo_db.users.update_one({"_id": "nul-name"}, {"$set": {"name": "ab"}})
@@ -241,6 +242,7 @@ def test_documents_no_server_stores_are_rejected_alone(pg, model):
     assert sorted(got.values()) == sorted(reason for _, reason in RAW_ONLY)
     assert stored(pg, "users", "fine")
     FIGURES["hostile documents tried"] += len(RAW_ONLY)
+    FIGURES["hostile documents tried: as raw bytes"] += len(RAW_ONLY)
 
 
 def test_gig_mapping_agrees_for_raw_only_cases(pg):

@@ -1,6 +1,6 @@
 """Reading ahead and fingerprints: pure, no server."""
+import sys
 import threading
-import time
 
 import bson
 import pytest
@@ -15,6 +15,7 @@ from gigsterpg.lib.pg.sync.engine import fingerprint
 from gigsterpg.lib.pg.sync.engine.bulk import decode, prepare
 from gigsterpg.lib.pg.sync.gig import GigSync
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead, batches
+from tests.helpers import wait_until
 
 
 @pytest.mark.parametrize("raw_id", [ObjectId(), 0, -5, 2 ** 40, Int64(7), "legacy-1", "caf\u00e9", "",
@@ -102,6 +103,16 @@ def test_read_ahead_stops_the_reader_when_the_caller_stops(fetch_depth):
     assert len(produced) == count
 
 
+def _waiting_to_hand_on(thread_name: str) -> bool:
+    """Whether the thread named so waits inside ``put`` (for room in a queue or in the byte budget)."""
+    thread = next(t for t in threading.enumerate() if t.name == thread_name)
+    frame, calls = sys._current_frames().get(thread.ident), []
+    while frame is not None:
+        calls.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return "put" in calls and "wait" in calls
+
+
 def test_read_ahead_holds_raw_batches_up_to_its_byte_budget():
     """Large documents: the fetched queue holds what fits in fetch_bytes (always one batch), not 8 batches."""
     produced = []
@@ -115,11 +126,15 @@ def test_read_ahead_holds_raw_batches_up_to_its_byte_budget():
 
     stream = ReadAhead(endless(), 10, list, depth=1, fetch_depth=8, fetch_bytes=15_000)  # 1.5 batches
     first = next(iter(stream))
-    time.sleep(0.5)  # let both threads fill what they may
-    stream.close()
+    try:
+        # Both threads blocked: the preparer on its full queue, the fetcher on its byte budget.
+        wait_until(lambda: all(_waiting_to_hand_on(name) for name in ("gigsterpg-fetch", "gigsterpg-prepare")),
+                   "both read-ahead threads to wait with their queues full")
+        # The one taken, one prepared, one fetched (the budget), one in each thread's hands: no more.
+        assert len(produced) == 10 * 5
+    finally:
+        stream.close()
     assert [bson.decode(doc.raw)["_id"] for doc in first] == list(range(10))
-    # The one taken, one prepared, one fetched (the budget), one in each thread's hands.
-    assert len(produced) <= 10 * 5
 
 
 def test_read_ahead_over_its_byte_budget_still_yields_everything_in_order():

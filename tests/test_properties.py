@@ -22,6 +22,7 @@ from gigsterpg.lib.pg.sync import document
 from gigsterpg.lib.pg.sync.engine.bulk import map_document
 from gigsterpg.lib.pg.sync.gig import GigRow, GigSync
 from gigsterpg.lib.pg.sync.user import EMAIL_MAX, UserRow, UserSync
+from tests.figures import FIGURES
 
 # Any text, NULs and every plane included (BSON cannot carry lone surrogates: they are tested as raw bytes).
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=80)
@@ -81,6 +82,7 @@ def test_any_user_document_maps_to_a_valid_row_or_a_reject(doc):
     result = map_document(UserSync, raw(doc))
     if isinstance(result, RejectedDocument):
         assert result.reason and result.detail
+        FIGURES["random documents through the property tests"] += 1
         return
     assert isinstance(result, UserRow)
     check_common(result)
@@ -88,6 +90,7 @@ def test_any_user_document_maps_to_a_valid_row_or_a_reject(doc):
     assert result.email is None or (len(result.email) <= EMAIL_MAX and result.email == result.email.lower())
     keys = [key for _, key in result.skills]
     assert len(keys) == len(set(keys)) and all(name and key == name.lower() for name, key in result.skills)
+    FIGURES["random documents through the property tests"] += 1
 
 
 @PROPERTY
@@ -96,6 +99,7 @@ def test_any_gig_document_maps_to_a_valid_row_or_a_reject(doc):
     result = map_document(GigSync, raw(doc))
     if isinstance(result, RejectedDocument):
         assert result.reason and result.detail
+        FIGURES["random documents through the property tests"] += 1
         return
     assert isinstance(result, GigRow)
     check_common(result)
@@ -104,6 +108,7 @@ def test_any_gig_document_maps_to_a_valid_row_or_a_reject(doc):
         assert result.budget.is_finite()
         assert result.budget.as_tuple().exponent >= document.NUMERIC_MIN_EXPONENT
         assert not result.budget or result.budget.adjusted() <= document.NUMERIC_MAX_ADJUSTED
+    FIGURES["random documents through the property tests"] += 1
 
 
 @PROPERTY
@@ -116,6 +121,7 @@ def test_any_id_has_a_text_form_or_is_rejected(value):
         assert document.describe_id(value)  # the rejects table still gets a readable key
     else:
         assert text and "\x00" not in text
+    FIGURES["random ids through the property tests"] += 1
 
 
 def test_edges_the_generators_might_miss():

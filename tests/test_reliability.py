@@ -4,7 +4,6 @@ Each trial compares a checksum of every table (rows, user_skills pairs by
 name, links, open rejects, hashes) with an undisturbed run on the same data.
 ``GIGSTERPG_SOAK=N`` multiplies the random kill trials for a longer run by hand.
 """
-import hashlib
 import os
 import random
 import signal
@@ -18,56 +17,18 @@ import psutil
 import psycopg
 import pymongo
 import pytest
-from psycopg import sql
 
 from gigsterpg import commands
 from gigsterpg.config import Settings
 from gigsterpg.generate import write_dataset
 from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
-from tests.conftest import TEMPLATE, with_database
 from tests.figures import FIGURES
-from tests.test_cli import run_cli
+from tests.helpers import (TEMPLATE, assert_nothing_lost, copy_database, drop_database, run_cli, run_held, state,
+                           wait_until, with_database)
 
 USERS, GIGS, BATCH = 300, 600, 50
 FAST_RETRY = RetryPolicy(attempts=5, first_delay=0.05, max_delay=0.5)
-# What a table holds, independent of surrogate keys and sequence values (a rolled-back batch burns ids).
-STATE_QUERIES = {
-    "users": "SELECT _id, created, updated, name, email, extra::text FROM users ORDER BY _id",
-    "skills": "SELECT name FROM skills ORDER BY name",
-    "user_skills": "SELECT u._id, k.name FROM user_skills us JOIN users u ON u.id = us.user_id"
-                   " JOIN skills k ON k.id = us.skill_id ORDER BY 1, 2",
-    "gigs": "SELECT g._id, g.created, g.updated, g.name, g.description, g.state, g.poster_ref, g.budget,"
-            " g.extra::text, p._id FROM gigs g LEFT JOIN users p ON p.id = g.poster_id ORDER BY g._id",
-    "open rejects": "SELECT collection, doc_id, reason, detail FROM sync_rejects WHERE resolved_at IS NULL"
-                    " ORDER BY 1, 2",
-    "hashes": "SELECT collection, _id, hash FROM sync_hashes ORDER BY 1, 2",
-}
-
-
-def state(url: str) -> dict:
-    """A digest and a row count per table."""
-    with psycopg.connect(url) as connection:
-        result = {}
-        for name, query in STATE_QUERIES.items():
-            digest = hashlib.sha256()
-            rows = connection.execute(query).fetchall()
-            for row in rows:
-                digest.update(repr(row).encode())
-            result[name] = (len(rows), digest.hexdigest()[:16])
-        return result
-
-
-def copy_database(server_url: str, template: str) -> str:
-    name = "r_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
-    return name
-
-
-def drop_database(server_url: str, name: str) -> None:
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def mutate(database, seed: int = 7) -> None:
@@ -97,18 +58,20 @@ def scenario(pg_server_url, mongo_server_url, template_url):
     baseline = copy_database(pg_server_url, TEMPLATE)
     commands.sync(Settings(pg_url=with_database(pg_server_url, baseline), mongo_url=mongo_url, batch_size=BATCH))
     mutate(client[mongo_name])
-    expected = {}
+    expected, seconds = {}, {}
     for start in (TEMPLATE, baseline):  # from empty (a first sync) and from version 1 (a re-sync)
         name = copy_database(pg_server_url, start)
         url = with_database(pg_server_url, name)
+        began = time.monotonic()
         report = commands.sync(Settings(pg_url=url, mongo_url=mongo_url, batch_size=BATCH))
+        seconds[start] = time.monotonic() - began  # where the random kills of a run from ``start`` spread
         assert report.balanced
         expected[start] = state(url)
         drop_database(pg_server_url, name)
     assert expected[baseline]["users"][0] == client[mongo_name].users.count_documents({}) - \
         sum(1 for _ in client[mongo_name].users.find({"name": {"$not": {"$type": "string"}}}))
     yield {"server": pg_server_url, "mongo_url": mongo_url, "client": client, "db": client[mongo_name],
-           "baseline": baseline, "expected": expected}
+           "baseline": baseline, "expected": expected, "seconds": seconds}
     drop_database(pg_server_url, baseline)
     client.drop_database(mongo_name)
     client.close()
@@ -123,20 +86,6 @@ def last_run(url: str):
     with psycopg.connect(url) as connection:
         return connection.execute("SELECT status, stage, progress, retries, error FROM sync_runs"
                                   " ORDER BY id DESC LIMIT 1").fetchone()
-
-
-def documents_lost(scenario, url: str) -> int:
-    """Documents in MongoDB that are neither a row nor an open reject (must be 0)."""
-    with psycopg.connect(url) as connection:
-        lost = 0
-        for collection in ("users", "gigs"):
-            held = {row[0] for row in connection.execute(f"SELECT _id FROM {collection}")}
-            held |= {row[0].split(" (duplicate ")[0] for row in connection.execute(
-                "SELECT doc_id FROM sync_rejects WHERE collection = %s AND resolved_at IS NULL", (collection,))}
-            from gigsterpg.lib.pg.sync.document import describe_id
-            lost += sum(1 for doc in scenario["db"][collection].find({}, {"_id": 1})
-                        if describe_id(doc["_id"]) not in held)
-        return lost
 
 
 KILL_POINTS = [
@@ -165,46 +114,73 @@ def test_a_run_killed_at_any_point_is_finished_by_the_next(scenario, tmp_path, s
         with psycopg.connect(url) as connection:
             statuses = [row[0] for row in connection.execute("SELECT status FROM sync_runs ORDER BY id")]
         assert statuses[-2:] == ["interrupted", "succeeded"]
-        lost = documents_lost(scenario, url)
-        assert lost == 0
+        assert_nothing_lost(scenario["db"], url)
         FIGURES["kill points tried"] += 1
-        FIGURES["documents lost"] += lost
+        FIGURES["kill points tried: fixed points"] += 1
     finally:
         drop_database(scenario["server"], name)
 
 
+def _stopped_in_a_run(process: subprocess.Popen, delay_s: float) -> bool:
+    """SIGSTOP ``process`` ``delay_s`` after it started; whether that caught it still running (else it ended)."""
+    time.sleep(delay_s)  # a random moment, not a timing asserted: a stop that comes too late is tried again
+    process.send_signal(signal.SIGSTOP)
+
+    def settled():
+        if process.poll() is not None:
+            return "ended"
+        return "stopped" if psutil.Process(process.pid).status() == psutil.STATUS_STOPPED else None
+
+    return wait_until(settled, "the process to stop or end", 30, every_s=0.01) == "stopped"
+
+
 def test_runs_killed_at_random_moments_converge(scenario, tmp_path):
-    """SIGKILL at a random moment of a whole CLI run (start-up, read, merge, deletes), then finish and compare."""
+    """SIGKILL at a random moment of a whole CLI run (start-up, read, merge, deletes), then finish and compare.
+
+    The process is frozen (SIGSTOP) at a random moment of about a run's length, then killed: a kill
+    always lands inside the run. A moment past the end of the run (a fast machine) is drawn again,
+    earlier, on a fresh copy; each trial ends with exactly one kill.
+    """
     rng = random.Random(11)
     trials = 4 * int(os.environ.get("GIGSTERPG_SOAK", "1"))
     command = [sys.executable, "-m", "gigsterpg.cli", "sync", "--batch-size", str(BATCH), "--no-progress"]
-    kills = 0
     for trial in range(trials):
         start = TEMPLATE if trial % 2 == 0 else scenario["baseline"]
-        name, url = trial_database(scenario, start)
-        env = {**os.environ, "DB_URL_PSQL": url, "DB_URL_MONGO": scenario["mongo_url"]}
-        try:
-            if trial < 2:  # how long a whole run takes, from each start: the kills spread over it
-                began = time.monotonic()
-                subprocess.run(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, check=True)
-                scenario.setdefault("seconds", {})[start] = time.monotonic() - began
-                drop_database(scenario["server"], name)
-                name, url = trial_database(scenario, start)
-                env["DB_URL_PSQL"] = url
+        span = scenario["seconds"][start] + 1.0  # the CLI's start-up (imports, connections) comes first
+        for attempt in range(8):
+            name, url = trial_database(scenario, start)
+            env = {**os.environ, "DB_URL_PSQL": url, "DB_URL_MONGO": scenario["mongo_url"]}
+            env.pop("GIGSTERPG_KILL_AT", None)
             process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.1, 1.0) * scenario["seconds"][start])
+            try:
+                if _stopped_in_a_run(process, rng.uniform(0.0, 1.0) * span / 2 ** attempt):
+                    break
+                assert process.returncode == 0, "the run failed on its own"
+            except BaseException:
+                process.kill()
+                process.wait()
+                drop_database(scenario["server"], name)
+                raise
+            drop_database(scenario["server"], name)  # it ended first: draw an earlier moment
+        else:
+            raise AssertionError(f"trial {trial}: 8 moments in a row came after the run had ended")
+        try:
             process.kill()
-            kills += process.wait() == -signal.SIGKILL
+            assert process.wait() == -signal.SIGKILL
+            with psycopg.connect(url) as connection:
+                runs = connection.execute("SELECT status FROM sync_runs WHERE pid = %s", (process.pid,)).fetchall()
+            # Killed in its start-up (no record yet), during the run, or printing its summary.
+            assert runs in ([], [("running",)], [("succeeded",)]), runs
             final = run_cli("sync", "--batch-size", str(BATCH), cwd=tmp_path,
                             env_extra={"DB_URL_PSQL": url, "DB_URL_MONGO": scenario["mongo_url"]})
             assert final.returncode == 0, final.stderr
             assert state(url) == scenario["expected"][start]
-            FIGURES["documents lost"] += documents_lost(scenario, url)
+            assert_nothing_lost(scenario["db"], url)
+            FIGURES["kill points tried"] += 1
+            FIGURES["kill points tried: random moments of a sync"] += 1
         finally:
             drop_database(scenario["server"], name)
-    FIGURES["kill points tried"] += kills
-    assert kills >= trials // 2  # most kills landed inside a run
 
 
 @pytest.fixture
@@ -240,8 +216,8 @@ def test_mongodb_going_away_mid_run_is_retried_and_resumed(scenario, fail_point,
         status, stage, progress, retries, _ = last_run(url)
         assert status == "succeeded" and retries >= 1 and stage == "gigs: done"
         assert state(url) == scenario["expected"][scenario["baseline"]]
+        assert_nothing_lost(scenario["db"], url)
         FIGURES["faults injected"] += retries
-        FIGURES["documents lost"] += documents_lost(scenario, url)
     finally:
         drop_database(scenario["server"], name)
 
@@ -263,39 +239,49 @@ def test_a_fault_that_does_not_pass_fails_the_run_in_one_line(scenario, fail_poi
         drop_database(scenario["server"], name)
 
 
-def _terminate_when(url: str, collection: str, documents: int, done: threading.Event, fired: list) -> None:
-    """Kill the sync's PostgreSQL connections once ``collection`` has ``documents`` committed."""
-    with psycopg.connect(url, autocommit=True) as watcher:
-        while not done.is_set():
-            row = watcher.execute("SELECT (progress->>%s)::int FROM sync_runs WHERE status = 'running'",
-                                  (collection,)).fetchone()
-            if row and row[0] is not None and row[0] >= documents:
-                watcher.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                " WHERE datname = current_database() AND application_name = 'gigsterpg'")
-                fired.append(collection)
-                return
-            time.sleep(0.01)
+def _in_thread(work) -> tuple:
+    """``work()`` on a thread of its own; (the thread, a list that will hold its error, if any)."""
+    errors = []
+
+    def run():
+        try:
+            work()
+        except BaseException as err:  # raised again by the test
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
 
 
 def test_lost_postgresql_connections_are_retried_and_resumed(scenario):
     name, url = trial_database(scenario, scenario["baseline"])
-    done, fired = threading.Event(), []
-    watchers = [threading.Thread(target=_terminate_when, args=(url, c, n, done, fired)) for c, n in
-                (("users", 100), ("gigs", 200))]
+    fired = []
+
+    def terminate_mid_run():
+        """The sync's connections killed while it waits at a batch: 100 users, then 200 gigs committed."""
+        for collection, documents in (("users", 100), ("gigs", 200)):
+            with run_held(url, lambda progress: (progress.get(collection) or 0) >= documents,
+                          f"{documents} {collection} committed"):
+                with psycopg.connect(url, autocommit=True) as admin:
+                    killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                           " WHERE datname = current_database() AND application_name = 'gigsterpg'"
+                                           ).fetchone()[0]
+            fired.append((collection, killed))
+
+    watcher, errors = _in_thread(terminate_mid_run)
     try:
-        for watcher in watchers:
-            watcher.start()
         report = _sync(url, scenario, retry=FAST_RETRY)
-        done.set()
+        watcher.join()
+        assert errors == []
+        assert [collection for collection, _ in fired] == ["users", "gigs"] and all(k >= 1 for _, k in fired)
         assert report.status == "succeeded" and report.balanced
-        assert last_run(url)[3] == len(fired) >= 1
+        assert last_run(url)[3] == 2, "one retry per lost connection"
         assert state(url) == scenario["expected"][scenario["baseline"]]
+        assert_nothing_lost(scenario["db"], url)
         FIGURES["faults injected"] += len(fired)
-        FIGURES["documents lost"] += documents_lost(scenario, url)
     finally:
-        done.set()
-        for watcher in watchers:
-            watcher.join()
+        watcher.join()
         drop_database(scenario["server"], name)
 
 
@@ -312,30 +298,25 @@ def test_postgresql_restarting_mid_run_is_retried_and_resumed(scenario, tmp_path
     restarted = []
 
     def restart_mid_run():
+        """PostgreSQL stopped while the sync waits at a batch (100 users committed), then started again."""
         nonlocal server
-        with psycopg.connect(url, autocommit=True) as watcher:
-            while True:
-                row = watcher.execute("SELECT (progress->>'users')::int FROM sync_runs"
-                                      " WHERE status = 'running'").fetchone()
-                if row and row[0] and row[0] >= 100:
-                    break
-                time.sleep(0.01)
-        server.stop()
-        time.sleep(0.5)
+        with run_held(url, lambda progress: (progress.get("users") or 0) >= 100, "100 users committed"):
+            server.stop()
         server = EmbeddedPostgres(folder)
         restarted.append(True)
 
-    thread = threading.Thread(target=restart_mid_run)
-    thread.start()
+    watcher, errors = _in_thread(restart_mid_run)
     try:
         report = _sync(url, scenario, retry=RetryPolicy(attempts=6, first_delay=0.2, max_delay=2))
-        thread.join()
-        assert restarted and report.status == "succeeded" and report.balanced
+        watcher.join()
+        assert errors == [] and restarted
+        assert report.status == "succeeded" and report.balanced
         assert last_run(url)[3] >= 1
         assert state(url) == scenario["expected"][TEMPLATE]
+        assert_nothing_lost(scenario["db"], url)
         FIGURES["faults injected"] += 1
     finally:
-        thread.join()
+        watcher.join()
         server.stop()
 
 
@@ -362,9 +343,7 @@ def test_hashes_lost_in_a_crash_cost_a_comparison_not_a_rewrite(scenario, tmp_pa
         assert before["hashes"][0] > 0
         pid = server.server.get_pid()
         os.kill(pid, signal.SIGQUIT)  # what `pg_ctl stop -m immediate` sends: no shutdown checkpoint
-        deadline = time.monotonic() + 60
-        while psutil.pid_exists(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: not psutil.pid_exists(pid), "the crashed postmaster to exit", every_s=0.1)
         server.stop()  # forgets the crashed server (it stops nothing more)
         server = EmbeddedPostgres(folder)  # starts with crash recovery
         url = server.url("crash")
@@ -381,31 +360,53 @@ def test_hashes_lost_in_a_crash_cost_a_comparison_not_a_rewrite(scenario, tmp_pa
 
 
 def test_two_syncs_started_together_never_write_at_once(scenario, tmp_path):
+    from gigsterpg.lib.pg.sync.engine.runner import LOCK_KEY
     name, url = trial_database(scenario, TEMPLATE)
     env = {**os.environ, "DB_URL_PSQL": url, "DB_URL_MONGO": scenario["mongo_url"]}
+    env.pop("GIGSTERPG_KILL_AT", None)
+    command = [sys.executable, "-m", "gigsterpg.cli", "sync", "--batch-size", str(BATCH), "--no-progress"]
+
+    def start(*extra, stderr=subprocess.PIPE):
+        return subprocess.Popen(command + list(extra), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                stderr=stderr, text=True)
+
     try:
-        command = [sys.executable, "-m", "gigsterpg.cli", "sync", "--batch-size", str(BATCH), "--no-progress"]
-        plain = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(2)]
-        outcomes = sorted((p.wait(), p.stderr.read()) for p in plain)
-        for process in plain:
-            process.stdout.close()
-            process.stderr.close()
-        if outcomes[1][0] != 0:  # one ran, the other refused in one line
-            assert outcomes[0][0] == 0 and outcomes[1][0] == 1
-            assert outcomes[1][1].startswith("FAILED: another sync is running ("), outcomes[1][1]
-        waiting = [subprocess.Popen(command + ["--wait", "120"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        assert [p.wait() for p in waiting] == [0, 0], [p.stderr.read() for p in waiting]
-        for process in waiting:
-            process.stderr.close()
+        # A race: one runs; the other refuses in one line, or runs after it if the first was already done.
+        racing = [start() for _ in range(2)]
+        outcomes = sorted((p.communicate(timeout=300)[1], p.returncode) for p in racing)
+        codes = sorted(code for _, code in outcomes)
+        assert codes in ([0, 0], [0, 1]), outcomes
+        if codes == [0, 1]:
+            refusal = next(err for err, code in outcomes if code == 1)
+            assert refusal.startswith("FAILED: another sync is running ("), refusal
+        # While another holds the lock: plain runs refuse, --wait runs wait, then run one after the other.
+        holder = psycopg.connect(url, autocommit=True)
+        try:
+            holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+            logs = [tmp_path / f"waiting-{i}.log" for i in range(2)]
+            waiting = []
+            for log in logs:
+                with open(log, "w") as stderr:
+                    waiting.append(start("--wait", "300", "--log-level", "info", stderr=stderr))
+            for refused in [start() for _ in range(2)]:
+                err = refused.communicate(timeout=120)[1]
+                assert refused.returncode == 1 and err.startswith("FAILED: another sync is running (another sync)")
+            for log, process in zip(logs, waiting):
+                def says_it_waits(log=log, process=process):
+                    assert process.poll() is None, log.read_text()
+                    return "waiting for" in log.read_text()
+
+                wait_until(says_it_waits, f"the sync logging to {log.name} to wait for the lock")
+        finally:
+            holder.close()  # the lock goes with the connection
+        for log, process in zip(logs, waiting):
+            assert process.wait(timeout=300) == 0, log.read_text()
         with psycopg.connect(url) as connection:
             runs = connection.execute("SELECT started_at, finished_at, status FROM sync_runs ORDER BY started_at"
                                       ).fetchall()
-        succeeded = [run for run in runs if run[2] == "succeeded"]
-        assert len(succeeded) >= 3
-        for earlier, later in zip(succeeded, succeeded[1:]):
-            assert earlier[1] <= later[0] or later[2] != "succeeded"  # never both writing
+        assert [status for *_, status in runs] == ["succeeded"] * (codes.count(0) + 2)
+        for earlier, later in zip(runs, runs[1:]):
+            assert earlier[1] <= later[0], f"two runs wrote at once: {earlier} and {later}"
         assert state(url) == scenario["expected"][TEMPLATE]
     finally:
         drop_database(scenario["server"], name)
@@ -428,11 +429,11 @@ def test_readers_never_see_half_a_batch(pg_server_url, mongo_db, settings):
     commands.sync(settings)
     mongo_db.users.update_many({}, [{"$set": {"name": {"$concat": ["v2 ", {"$toString": "$_id"}]},
                                               "skills": {"$concatArrays": ["$skills", ["c"]]}}}])
-    broken, snapshots, mixed = [], 0, 0
+    broken, snapshots = [], 0
     done = threading.Event()
 
     def read():
-        nonlocal snapshots, mixed
+        nonlocal snapshots
         with psycopg.connect(settings.pg_url) as reader:
             while not done.is_set():
                 with reader.transaction():
@@ -440,32 +441,42 @@ def test_readers_never_see_half_a_batch(pg_server_url, mongo_db, settings):
                     bad = reader.execute(
                         "SELECT count(*) FROM users u WHERE (SELECT count(*) FROM user_skills us"
                         " WHERE us.user_id = u.id) <> CASE WHEN u.name LIKE 'v2 %' THEN 3 ELSE 2 END").fetchone()[0]
-                    versions = reader.execute("SELECT count(DISTINCT left(name, 2)) FROM users").fetchone()[0]
                     orphans = reader.execute("SELECT count(*) FROM gigs WHERE poster_id IS NULL").fetchone()[0]
                 snapshots += 1
-                mixed += versions == 2
                 if bad or orphans:
                     broken.append((bad, orphans))
 
     thread = threading.Thread(target=read)
     thread.start()
+    outcome = {}
     try:
-        commands.sync(Settings(pg_url=settings.pg_url, mongo_url=settings.mongo_url, batch_size=100))
+        syncing, errors = _in_thread(lambda: outcome.setdefault("report", commands.sync(
+            Settings(pg_url=settings.pg_url, mongo_url=settings.mongo_url, batch_size=100))))
+        # One snapshot certainly in the middle of the run: taken while the sync waits after 500 users.
+        with run_held(settings.pg_url, lambda progress: 500 <= (progress.get("users") or 0) < 1500,
+                      "500 to 1400 users committed") as (progress, _):
+            with psycopg.connect(settings.pg_url) as middle:
+                names = middle.execute("SELECT left(name, 2), count(*) FROM users GROUP BY 1 ORDER BY 1").fetchall()
+        syncing.join()
     finally:
         done.set()
         thread.join()
-    assert broken == [] and snapshots > 0
-    assert mixed > 0, "no snapshot fell in the middle of the run: the test proved nothing"
+    assert errors == [] and outcome["report"].status == "succeeded"
+    assert names == [("v1", 1500 - progress["users"]), ("v2", progress["users"])], (names, progress)
+    assert broken == [] and snapshots > 0, broken
 
 
 def test_a_run_found_running_by_a_dead_process_is_marked_interrupted(scenario, tmp_path):
     name, url = trial_database(scenario, scenario["baseline"])
     try:
         env = {"DB_URL_PSQL": url, "DB_URL_MONGO": scenario["mongo_url"]}
-        run_cli("sync", "--batch-size", str(BATCH), cwd=tmp_path, env_extra={**env, "GIGSTERPG_KILL_AT": "merged:2"})
+        killed = run_cli("sync", "--batch-size", str(BATCH), cwd=tmp_path,
+                         env_extra={**env, "GIGSTERPG_KILL_AT": "merged:2"})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
         result = run_cli("status", cwd=tmp_path, env_extra=env)
         assert " running " in result.stdout
-        run_cli("sync", cwd=tmp_path, env_extra=env)
+        again = run_cli("sync", cwd=tmp_path, env_extra=env)
+        assert again.returncode == 0, again.stderr
         result = run_cli("status", cwd=tmp_path, env_extra=env)
         assert " interrupted " in result.stdout and "stopped at users: loading" in result.stdout
     finally:
@@ -479,14 +490,9 @@ def test_an_interrupted_run_is_recorded_as_interrupted(scenario, tmp_path):
                                    cwd=tmp_path, env={**os.environ, "DB_URL_PSQL": url,
                                                       "DB_URL_MONGO": scenario["mongo_url"]},
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with psycopg.connect(url) as connection:
-                row = connection.execute("SELECT progress->>'users' FROM sync_runs").fetchone()
-            if row and row[0]:
-                break
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
+        # Certainly in the middle of the run: SIGTERM while it waits at a batch after 50 users.
+        with run_held(url, lambda progress: (progress.get("users") or 0) >= 50, "50 users committed"):
+            process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 130
         stderr = process.stderr.read()
         process.stderr.close()

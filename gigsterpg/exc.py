@@ -79,6 +79,17 @@ class SyncLockedError(TerminalError):
     """Another sync holds the lock on the target database."""
 
 
+class Interrupted(TerminalError, KeyboardInterrupt):
+    """Work stopped on purpose before its end (a server stopping its jobs).
+
+    Also a ``KeyboardInterrupt``, so that whatever records Ctrl-C as an interruption (a sync's
+    run record, a snapshot's ledger) records this one the same way.
+    """
+
+    def __init__(self, what: str = "interrupted", why: str = "", todo: str = ""):
+        super().__init__(what, why, todo)
+
+
 class RejectedDocument(TerminalError):
     """One document cannot be stored; carries the reason a person reads.
 

@@ -20,7 +20,7 @@ from gigsterpg.lib.pg.sync.engine.runner import LOCK_KEY, Progress, RunReport
 logger = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(GigsterPgError):
     """A refusal with its HTTP status; the body is ``{error, message, why, todo}``."""
 
     def __init__(self, status: int, error: str, message: str, why: str = "", todo: str = "",

@@ -90,7 +90,8 @@ def format_jobs(jobs: List[dict]) -> List[str]:
         return ["No job has been started through the API."]
     return table(("job", "kind", "state", "created (UTC)", "progress", "what", "error"),
                  [(str(job["id"])[:8], job["kind"], job["state"], when(job["created_at"]), progress(job), job["what"],
-                   "; ".join(job["errors"])) for job in jobs], right=(4,))
+                   "; ".join(job["errors"] + ([f"restarted as {str(job['restarted_as'])[:8]}"]
+                                              if job["restarted_as"] else []))) for job in jobs], right=(4,))
 
 
 def format_snapshots(grid: dict) -> List[str]:

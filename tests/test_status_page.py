@@ -18,7 +18,7 @@ from gigsterpg import cli
 from gigsterpg.api.app import create_app
 from gigsterpg.config import Settings
 from gigsterpg.lib import status as status_report
-from gigsterpg.web.chart import nice_ceiling, runs_chart
+from gigsterpg.web.chart import nice_ceiling, runs_chart, short
 from gigsterpg.web.session import COOKIE, Signer
 from tests.helpers import API_AUTH, API_TOKEN, wait_until
 from tests.status_helpers import (BAD_EMAILS, GIGS_OK, USERS_OK, Follower, Tables, failed_sync_job, fill_and_sync,
@@ -185,8 +185,9 @@ def test_the_jobs_section_shows_the_failed_job_and_restarts_it_with_the_session(
     assert new_job["state"] == "succeeded" and new_job["restart_of"] == job["id"], new_job
     shown = app_client.get(done.headers["location"]).text
     assert f"Restarted: the new job is {new_id}." in shown
-    states = {row[0]: row[2] for row in table(shown, "jobs-table")[1:]}
-    assert states == {new_id[:8]: "succeeded", job["id"][:8]: "failed"}
+    states = {row[0]: (row[2], row[7]) for row in table(shown, "jobs-table")[1:]}
+    assert states == {new_id[:8]: ("succeeded", ""), job["id"][:8]: ("failed", f"restarted as {new_id[:8]}")}
+    assert f'action="/page/jobs/sync/{job["id"]}/restart"' not in shown, "a restarted job is not offered again"
     assert cookie
 
 
@@ -288,6 +289,12 @@ def test_a_job_of_a_server_that_died_is_shown_interrupted(pg_url):
 @pytest.mark.parametrize("value, top", [(0, 1.0), (0.3, 0.5), (1, 1), (7, 10), (12, 20), (240, 250), (4100, 5000)])
 def test_a_chart_scale_ends_on_a_round_number(value, top):
     assert nice_ceiling(value) == top
+
+
+@pytest.mark.parametrize("value, shown", [(0, "0"), (0.25, "0.25"), (2.5, "2.5"), (120, "120"), (1500, "1.5k"),
+                                          (2000, "2k"), (25000, "25k")])
+def test_chart_labels_are_short(value, shown):
+    assert short(value) == shown
 
 
 def test_the_chart_marks_failed_and_running_runs():

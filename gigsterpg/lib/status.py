@@ -179,7 +179,13 @@ def jobs(connection, limit: int = JOBS_SHOWN) -> List[dict]:
         " j.rows_total, j.errors, j.restart_of FROM unnest(CAST(:kinds AS text[])) AS k(kind)"
         " CROSS JOIN LATERAL (SELECT * FROM api_jobs WHERE kind = k.kind ORDER BY created_at DESC LIMIT :n) j"
         " ORDER BY j.created_at DESC LIMIT :n"), {"kinds": list(JOB_KINDS), "n": limit}).mappings().all()
-    return [_job(dict(row)) for row in rows]
+    shown = [_job(dict(row)) for row in rows]
+    restarts = {job["restart_of"]: job["id"] for job in reversed(shown) if job["restart_of"]}
+    for job in shown:
+        # Restarted already (the newest restart, among the jobs shown): offer that one's restart instead.
+        job["restarted_as"] = restarts.get(job["id"])
+        job["restartable"] = job["restartable"] and job["restarted_as"] is None
+    return shown
 
 
 def _job(job: dict) -> dict:

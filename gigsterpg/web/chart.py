@@ -7,7 +7,7 @@ bar is red, a running one's grey; each bar and point has a tooltip.
 from html import escape
 from typing import List
 
-WIDTH, HEIGHT = 640, 220
+WIDTH, HEIGHT = 560, 220
 LEFT, RIGHT, TOP, BOTTOM = 52, 60, 16, 34
 BAR_COLOURS = {"succeeded": "#4c78a8", "failed": "#d62728", "interrupted": "#e45756", "running": "#9d9d9d"}
 LINE_COLOUR = "#f58518"
@@ -31,7 +31,7 @@ def short(value: float) -> str:
         return f"{value / 1000:,.0f}k"
     if value >= 1000:
         return f"{value / 1000:,.1f}k".replace(".0k", "k")
-    return f"{value:,.1f}".rstrip("0").rstrip(".") if value < 10 else f"{value:,.0f}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".") if value < 10 else f"{value:,.0f}"
 
 
 def runs_chart(runs: List[dict]) -> str:

@@ -54,7 +54,7 @@ def security_headers(nonce: str) -> dict:
     return {"Content-Security-Policy": (f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}';"
                                         " img-src 'self' data:; connect-src 'self'; form-action 'self';"
                                         " frame-ancestors 'none'; base-uri 'none'"),
-            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
             "X-Frame-Options": "DENY"}
 
 

@@ -1,0 +1,181 @@
+"""The command line of the daily snapshots: ``pipeline STEP --day ...`` and ``generate-northwind``.
+
+Only parses arguments, calls the verbs of ``gigsterpg.lib.files.snapshot``
+and prints their reports; ``gigsterpg.cli`` adds these subcommands.
+"""
+import argparse
+import dataclasses
+import datetime
+from pathlib import Path
+from typing import Dict, List
+
+from gigsterpg.config import Settings
+from gigsterpg.exc import ConfigError
+from gigsterpg.lib.files import snapshot
+from gigsterpg.lib.files.ledger import StatusRow, snapshot_status
+from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
+
+ACTIONS = SNAPSHOT_STEPS + ("run", "status", "demo")
+COMMANDS = ("pipeline", "generate-northwind")
+
+
+def _day(value: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a day must be written YYYY-MM-DD") from None
+
+
+def add_parsers(sub, common) -> None:
+    """Add ``pipeline`` and ``generate-northwind`` to the CLI's subparsers."""
+    pipeline = sub.add_parser("pipeline", parents=[common],
+                              help="daily snapshots of a PostgreSQL database and a CSV file, then loaded and queried")
+    pipeline.add_argument("action", choices=ACTIONS, metavar="{" + ",".join(ACTIONS) + "}",
+                          help="a step (each runs alone), run (the four in order), status, or demo")
+    pipeline.add_argument("--day", type=_day, help="the day of the data, YYYY-MM-DD (names the partitions)")
+    pipeline.add_argument("--from", dest="first", type=_day, help="run: the first day of a backfill")
+    pipeline.add_argument("--to", dest="last", type=_day, help="run: the last day of a backfill")
+    pipeline.add_argument("--source-pg", help="the source PostgreSQL URL (default: GIGSTERPG_SNAPSHOT_SOURCE_PG)")
+    pipeline.add_argument("--csv", help="the CSV file of order details (default: GIGSTERPG_SNAPSHOT_CSV)")
+    pipeline.add_argument("--root", help="the data folder (default: GIGSTERPG_SNAPSHOT_ROOT, else ./data)")
+    pipeline.add_argument("--tables", help="comma-separated globs of schema.table to extract, !glob to leave out"
+                                           " (default: every table; GIGSTERPG_SNAPSHOT_TABLES)")
+    pipeline.add_argument("--force", action="store_true", help="extract again a day that already succeeded")
+    pipeline.add_argument("--days", type=int, default=14, help="status: how many recent days (default: 14)")
+    pipeline.add_argument("--folder", type=Path, default=Path(".gigsterpg-pipeline-demo"),
+                          help="demo: where the embedded server and the data go")
+
+    generate = sub.add_parser("generate-northwind", parents=[common],
+                              help="a Northwind-like source database and its order-details CSV (deterministic)")
+    generate.add_argument("--pg", dest="source_pg", help="the database to (re)create the tables in"
+                                                         " (default: GIGSTERPG_SNAPSHOT_SOURCE_PG)")
+    generate.add_argument("--csv", help="the CSV file to write (default: GIGSTERPG_SNAPSHOT_CSV)")
+    generate.add_argument("--orders", type=int, default=830, help="how many orders (default: 830, as Northwind)")
+    generate.add_argument("--seed", type=int, default=7)
+
+
+def overrides(args) -> Dict[str, object]:
+    """The settings the flags of these commands give."""
+    return {"snapshot_source_pg": getattr(args, "source_pg", None), "snapshot_csv": getattr(args, "csv", None),
+            "snapshot_root": getattr(args, "root", None), "snapshot_tables": getattr(args, "tables", None)}
+
+
+def generate_northwind(settings: Settings, args) -> int:
+    from gigsterpg.northwind import generate_northwind as generate
+
+    if not settings.snapshot_source_pg or not settings.snapshot_csv:
+        raise ConfigError("generate-northwind needs a database and a CSV path", "--pg or --csv is missing",
+                          "pass --pg URL --csv PATH (or set GIGSTERPG_SNAPSHOT_SOURCE_PG and _CSV)")
+    report = generate(settings.snapshot_source_pg, Path(settings.snapshot_csv), args.orders, args.seed)
+    print(f"Generated {len(report.tables)} tables ({sum(report.tables.values()):,} rows, {report.tables['orders']:,}"
+          f" orders) and {report.details:,} order details in {report.csv_path}"
+          f" ({report.orphan_details} of them name orders that do not exist).")
+    return 0
+
+
+def run(args, settings: Settings) -> int:
+    """``pipeline`` or ``generate-northwind``, its flags over ``settings``: the exit code."""
+    settings = dataclasses.replace(settings, **{key: value for key, value in overrides(args).items()
+                                                if value is not None})
+    if args.command == "generate-northwind":
+        return generate_northwind(settings, args)
+    return run_pipeline(settings, args)
+
+
+def run_pipeline(settings: Settings, args) -> int:
+    """``pipeline ACTION``: the exit code."""
+    if args.action == "demo":
+        from gigsterpg.lib.files.demo import demo
+        report = demo(args.folder)
+        print(format_demo(report))
+        return 0 if report.run.ok else 1
+    pipeline = snapshot.Pipeline.from_settings(settings)
+    if args.action == "status":
+        print(format_status(snapshot_status(pipeline.target_url, days=args.days)))
+        return 0
+    if args.action == "run":
+        report = snapshot.run_days(pipeline, _days(args), force=args.force,
+                                   on_step=lambda step: print(format_step(step), flush=True))
+        for failure in report.failures:
+            print(f"FAILED: {failure}")
+        return 0 if report.ok else 1
+    if args.day is None:
+        raise ConfigError(f"pipeline {args.action} needs a day", "--day is missing", "pass --day YYYY-MM-DD")
+    verb = snapshot.STEPS[args.action]
+    step = verb(pipeline, args.day, args.force) if args.action.startswith("extract") else verb(pipeline, args.day)
+    print(format_step(step))
+    return 0
+
+
+def _days(args) -> List[datetime.date]:
+    if args.day and not (args.first or args.last):
+        return [args.day]
+    if args.first and args.last and not args.day:
+        return snapshot.days_between(args.first, args.last)
+    raise ConfigError("pipeline run needs one day or a range", "give either --day, or both --from and --to",
+                      "e.g. --day 2021-01-01, or --from 2021-01-01 --to 2021-01-03")
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
+        count /= 1000
+    return ""  # pragma: no cover
+
+
+def format_step(report: snapshot.StepReport) -> str:
+    """One line per step: what it did, where, how long."""
+    what = {"extract-postgres": f"{report.tables} tables, {report.rows:,} rows, {_size(report.bytes)}",
+            "extract-csv": f"{report.rows:,} lines, {report.bad_lines:,} bad, {_size(report.bytes)}",
+            "load": f"{report.tables} tables, {report.rows:,} rows, {report.bad_lines:,} bad lines set aside",
+            "query": f"{report.rows:,} rows"}[report.step]
+    where = f" -> {report.path}" if report.path else ""
+    if report.state == "skipped":
+        return f"{report.step} {report.day}: already done ({what}){where}; --force extracts it again"
+    return f"{report.step} {report.day}: {report.state}, {what}{where} ({report.seconds:.1f} s)"
+
+
+def _cell(row: StatusRow) -> str:
+    when = f" {row.finished_at:%m-%d %H:%M}" if row.finished_at else ""
+    if row.state == "succeeded":
+        bad = f" ({row.bad_lines} bad)" if row.bad_lines else ""
+        return f"ok {row.rows or 0:,} rows{bad}{when}"
+    return {"failed": "FAILED", "interrupted": "INTERRUPTED", "running": "running"}[row.state] + when
+
+
+def format_status(rows: List[StatusRow]) -> str:
+    """A table of days x steps, then for each failure its error and the command that picks up from there."""
+    if not rows:
+        return "No day has run yet: python -m gigsterpg.cli pipeline run --day YYYY-MM-DD"
+    days: Dict[datetime.date, Dict[str, StatusRow]] = {}
+    for row in rows:
+        days.setdefault(row.day, {})[row.step] = row
+    width = 28
+    lines = ["day         " + "".join(f"{step:<{width}}" for step in SNAPSHOT_STEPS).rstrip()]
+    for day, steps in days.items():
+        lines.append(f"{day}  " + "".join(f"{_cell(steps[s]) if s in steps else '-':<{width}}"
+                                          for s in SNAPSHOT_STEPS).rstrip())
+    problems = [row for row in rows if row.state in ("failed", "interrupted")]
+    if problems:
+        lines.append("")
+    for row in problems:
+        reason = row.error or "the process died while it ran (killed, or the machine stopped)"
+        lines.append(f"{row.day} {row.step} {row.state}: {reason}")
+        lines.append(f"    rerun: {row.rerun}")
+    return "\n".join(lines)
+
+
+def format_demo(report) -> str:
+    """The demo's steps, status and the first lines of a result."""
+    lines = [format_step(step) for step in report.run.steps]
+    lines += [f"FAILED: {failure}" for failure in report.run.failures]
+    lines += ["", format_status(report.status), "", f"The first lines of {report.result_path}:"]
+    lines += report.result_head
+    return "\n".join(lines)
+
+
+def status_dicts(rows: List[StatusRow]) -> List[dict]:
+    """Status rows as plain dicts (dates as ISO): what an API or a page can serialize."""
+    return [{key: value.isoformat() if isinstance(value, (datetime.date, datetime.datetime)) else value
+             for key, value in dataclasses.asdict(row).items()} for row in rows]

@@ -18,6 +18,7 @@ from typing import List, Optional
 from gigsterpg import cli_datasets, commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
+from gigsterpg import pipeline_cli
 from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
@@ -27,6 +28,7 @@ from gigsterpg.status_text import format_status, status_json
 logger = logging.getLogger(__name__)
 
 COMMANDS = ("sync", "demo", "generate", "status", "export-table", "serve") + cli_datasets.COMMANDS
+COMMANDS += pipeline_cli.COMMANDS  # the daily snapshots
 
 
 class BarProgress(Progress):
@@ -147,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_datasets.add_parsers(sub, common)
 
+    pipeline_cli.add_parsers(sub, common)
+
     serve = sub.add_parser("serve", parents=[common],
                            help="the HTTP API: exports and syncs as jobs, the replicated data, /health, /docs")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
@@ -199,6 +203,8 @@ def run(args) -> int:
         return 0
     if args.command == "serve":
         return serve(settings, args)
+    if args.command in pipeline_cli.COMMANDS:
+        return pipeline_cli.run(args, settings)
     if args.command in cli_datasets.COMMANDS:
         return cli_datasets.run(args, settings)
     if args.command == "status":

@@ -77,6 +77,12 @@ class Settings:
     # jobs of each kind api_jobs keeps (GIGSTERPG_API_JOBS_KEEP; older ones are deleted, active ones never).
     api_token: Optional[str] = dataclasses.field(default=None, repr=False)
     api_max_jobs: int = DEFAULT_API_MAX_JOBS
+    # The daily snapshots (pipeline): the source database, the CSV file, the data folder, and glob patterns of
+    # schema.table narrowing the tables extracted (GIGSTERPG_SNAPSHOT_SOURCE_PG, _CSV, _ROOT, _TABLES).
+    snapshot_source_pg: Optional[str] = dataclasses.field(default=None, repr=False)
+    snapshot_csv: Optional[str] = None
+    snapshot_root: str = "data"
+    snapshot_tables: Optional[str] = None
     api_jobs_keep: int = DEFAULT_API_JOBS_KEEP
     # CSV sources and SQL transforms: the schema their tables go to (GIGSTERPG_DATASETS_SCHEMA), the dataset
     # GET /read/first-chunk answers (GIGSTERPG_READ_DEFAULT), and whether /read answers without the token
@@ -140,6 +146,9 @@ def load_settings(overrides: Optional[Mapping[str, object]] = None,
         settings["api_token"] = values["GIGSTERPG_API_TOKEN"]
     if values.get("GIGSTERPG_API_MAX_JOBS"):
         settings["api_max_jobs"] = _positive_int("GIGSTERPG_API_MAX_JOBS", values["GIGSTERPG_API_MAX_JOBS"])
+    for key in ("source_pg", "csv", "root", "tables"):
+        if values.get(f"GIGSTERPG_SNAPSHOT_{key.upper()}"):
+            settings[f"snapshot_{key}"] = values[f"GIGSTERPG_SNAPSHOT_{key.upper()}"]
     if values.get("GIGSTERPG_API_JOBS_KEEP"):
         settings["api_jobs_keep"] = _positive_int("GIGSTERPG_API_JOBS_KEEP", values["GIGSTERPG_API_JOBS_KEEP"])
     if values.get("GIGSTERPG_DATASETS_SCHEMA"):

@@ -9,6 +9,8 @@ from typing import Iterable, List, Sequence
 
 from gigsterpg.lib.status import COUNTS
 
+INTERRUPTED_STEP = "its process ended before it finished"
+
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], right: Iterable[int] = ()) -> List[str]:
     """Lines of a table whose columns are as wide as their widest cell; columns ``right`` aligned right."""
@@ -103,8 +105,8 @@ def format_snapshots(grid: dict) -> List[str]:
     for day in grid["days"]:
         for step in steps:
             cell = day["cells"].get(step)
-            if cell and cell["state"] == "failed":
-                lines.append(f"  {day['day']} {step} failed: {cell['error']}")
+            if cell and cell["state"] in ("failed", "interrupted"):
+                lines.append(f"  {day['day']} {step} {cell['state']}: {cell['error'] or INTERRUPTED_STEP}")
                 if cell.get("command"):
                     lines.append(f"    to pick up from there: {cell['command']}")
     return lines

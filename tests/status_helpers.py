@@ -1,9 +1,12 @@
 """What the status page's tests share: real runs to look at, and the page's tables read back as text."""
+import datetime
 import threading
 from html.parser import HTMLParser
 from typing import Dict, List, Optional
 
 from gigsterpg import commands
+from gigsterpg.exc import GigsterPgError
+from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
 from tests.helpers import API_AUTH, wait_until
 
@@ -37,6 +40,27 @@ def fill_and_sync(settings, mongo_db, runs: int = 2) -> list:
     mongo_db.users.insert_many(user_documents())
     mongo_db.gigs.insert_many(gig_documents())
     return [commands.sync(settings, mode="full") for _ in range(runs)]
+
+
+DAY = datetime.date(2026, 11, 28)
+CSV_LINES = 3
+
+
+def pipeline_day_with_a_failed_step(pg_url: str, folder) -> snapshot.Pipeline:
+    """A real day of the daily snapshots: extract-csv succeeds, then load fails (refused: extract-postgres
+    has not run), so the ledger holds a failed step with its error and the command that picks up."""
+    csv = folder / "order_details.csv"
+    csv.write_text("order_id,product_id,unit_price,quantity,discount\n"
+                   + "".join(f"{10248 + i},{11 + i},14.00,{i + 1},0\n" for i in range(CSV_LINES)))
+    pipeline = snapshot.Pipeline(pg_url, root=folder / "data", csv_path=csv)
+    assert snapshot.extract_csv(pipeline, DAY).state == "succeeded"
+    try:
+        snapshot.load_day(pipeline, DAY)
+    except GigsterPgError as err:
+        assert "refused" in str(err), err
+    else:
+        raise AssertionError("load ran before extract-postgres")
+    return pipeline
 
 
 class Follower:

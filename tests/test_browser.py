@@ -18,7 +18,8 @@ from gigsterpg.api.app import create_app
 from gigsterpg.config import Settings
 from gigsterpg.embedded import free_port
 from tests.helpers import API_TOKEN, wait_until
-from tests.status_helpers import BAD_EMAILS, USERS_OK, failed_sync_job, fill_and_sync, table
+from tests.status_helpers import (BAD_EMAILS, DAY, USERS_OK, failed_sync_job, fill_and_sync,
+                                  pipeline_day_with_a_failed_step, table)
 
 CHROMIUM = os.environ.get("GIGSTERPG_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("GIGSTERPG_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -91,12 +92,13 @@ def wait_for(driver, condition, what: str, timeout_s: float = 30):
     return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(condition, message=f"waited for {what}")
 
 
-def test_the_page_in_chromium(server, browser, shots, mongo_db):
+def test_the_page_in_chromium(server, browser, shots, mongo_db, tmp_path):
     base, settings = server
     with httpx.Client(base_url=base, timeout=30) as client:
         job = failed_sync_job(client)
     assert job["state"] == "failed", job
     reports = fill_and_sync(settings, mongo_db)
+    pipeline_day_with_a_failed_step(settings.pg_url, tmp_path)
 
     browser.get(base + "/")
     wait_for(browser, expected_conditions.presence_of_element_located((By.ID, "token")), "the login form")
@@ -115,6 +117,9 @@ def test_the_page_in_chromium(server, browser, shots, mongo_db):
     chart = browser.find_element(By.CSS_SELECTOR, "svg.chart")
     assert chart.is_displayed() and chart.size["width"] > 300 and chart.size["height"] > 80
     assert len(chart.find_elements(By.CSS_SELECTOR, "rect.bar")) == 2
+    failed = browser.find_element(By.CSS_SELECTOR, "#snapshots-grid td.cell.failed")
+    assert failed.is_displayed() and failed.value_of_css_property("background-color") == "rgba(207, 34, 46, 1)"
+    assert f"{DAY.isoformat()} load failed" in browser.find_element(By.CSS_SELECTOR, "p.failed-step").text
     snap(browser, shots, "02-status")
     snap(browser, shots, "02-status-phone", PHONE)
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1"), \

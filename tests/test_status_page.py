@@ -21,8 +21,8 @@ from gigsterpg.lib import status as status_report
 from gigsterpg.web.chart import nice_ceiling, runs_chart, short
 from gigsterpg.web.session import COOKIE, Signer
 from tests.helpers import API_AUTH, API_TOKEN, wait_until
-from tests.status_helpers import (BAD_EMAILS, GIGS_OK, USERS_OK, Follower, Tables, failed_sync_job, fill_and_sync,
-                                  table)
+from tests.status_helpers import (BAD_EMAILS, CSV_LINES, DAY, GIGS_OK, USERS_OK, Follower, Tables, failed_sync_job,
+                                  fill_and_sync, pipeline_day_with_a_failed_step, table)
 
 PASSWORD = "pg-secret-on-the-page"
 
@@ -260,6 +260,28 @@ def test_the_cli_shows_the_same_sections_as_tables_and_json(scenario, app_client
     assert shown["jobs"][0]["id"] == scenario["job"]["id"] and shown["jobs"][0]["state"] == "failed"
     page = app_client.get("/", headers=API_AUTH).text
     assert [row[0] for row in table(page, "jobs-table")[1:]] == [job["id"][:8] for job in shown["jobs"]]
+
+
+def test_the_snapshots_grid_shows_each_step_and_where_a_failed_day_picks_up(app_client, pg_url, tmp_path,
+                                                                            capsys, monkeypatch):
+    pipeline_day_with_a_failed_step(pg_url, tmp_path)
+    page = app_client.get("/", headers=API_AUTH).text
+    grid = table(page, "snapshots-grid")
+    assert grid == [["day", "extract-postgres", "extract-csv", "load", "query"],
+                    [DAY.isoformat(), "-", f"succeeded {CSV_LINES}", "failed", "-"]]
+    assert re.search(r'<td class="cell failed"', page) and re.search(r'<td class="cell succeeded"', page)
+    command = f"python -m gigsterpg.cli pipeline extract-postgres --day {DAY.isoformat()} --root {tmp_path / 'data'}"
+    failure = re.search(r'<p class="error failed-step">(.*?)</p>', page, re.S).group(1)
+    assert f"{DAY.isoformat()} load failed:" in failure and "extract-postgres for" in failure
+    assert "has not succeeded" in failure
+    assert f"<code>{command}</code>" in failure
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["status", "--pg-url", pg_url, "--mongo-url", app_client.app.state.settings.mongo_url]) == 0
+    text = capsys.readouterr().out
+    day_row = next(line for line in text.splitlines() if line.startswith(DAY.isoformat()))
+    assert day_row.split() == [DAY.isoformat(), "-", "succeeded", str(CSV_LINES), "failed", "-"]
+    assert f"to pick up from there: {command}" in text
 
 
 def test_the_page_on_an_empty_database_says_what_has_not_run(app_client):

@@ -212,24 +212,23 @@ def job_subject(kind: str, params: dict) -> str:
 
 
 def snapshots(connection, days: int = SNAPSHOT_DAYS) -> Optional[dict]:
-    """The daily snapshots' grid: the last ``days`` days (newest first) x the steps, each cell the step as a
-    whole (the ledger's row with no table): state, rows, when, and for a failure its error and the command
-    that picks up from there. None when the ledger does not exist in this database.
+    """The daily snapshots' grid: the last ``days`` days (newest first) x the steps.
+
+    Each cell is the step as a whole, as ``pipeline status`` reads it (``snapshot_status``: a step
+    recorded as running whose process died is ``interrupted``): state, rows, when, and for a failure
+    its error and the command that picks up from there. None when the ledger does not exist here.
     """
     if not table_exists(connection, "snapshot_ledger"):
         return None
-    rows = connection.execute(text(
-        "WITH recent AS (SELECT DISTINCT day FROM snapshot_ledger ORDER BY day DESC LIMIT :days)"
-        " SELECT l.day, l.step, l.state, l.rows, l.error, l.rerun, l.started_at, l.finished_at"
-        " FROM snapshot_ledger l JOIN recent USING (day) WHERE l.table_name = ''"
-        " ORDER BY l.day DESC, l.step, l.source"), {"days": days}).mappings().all()
+    from gigsterpg.lib.files.ledger import snapshot_status
+
     grid: Dict[str, dict] = {}
-    for row in rows:
-        cells = grid.setdefault(row["day"].isoformat(), {})
-        cell = {"state": row["state"], "rows": row["rows"], "error": mask_url(row["error"]) if row["error"] else None,
-                "command": row["rerun"], "started_at": row["started_at"], "finished_at": row["finished_at"]}
-        if row["step"] not in cells or cell["state"] == "failed":  # a step of two sources: its worst
-            cells[row["step"]] = cell
+    for row in snapshot_status(connection.engine, days):
+        grid.setdefault(row.day.isoformat(), {})[row.step] = {
+            "state": row.state, "rows": row.rows, "bad_lines": row.bad_lines,
+            "error": mask_url(row.error) if row.error else None,
+            "command": row.rerun if row.state in ("failed", "interrupted") else None,
+            "started_at": row.started_at, "finished_at": row.finished_at}
     return {"steps": list(SNAPSHOT_STEPS), "days": [{"day": day, "cells": cells} for day, cells in grid.items()],
             "active": any(cell["state"] == "running" for cells in grid.values() for cell in cells.values())}
 

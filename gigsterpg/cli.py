@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from gigsterpg import cli_datasets, commands, logs
+from gigsterpg import cli_datasets, cli_orders, commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg import pipeline_cli
@@ -27,7 +27,7 @@ from gigsterpg.status_text import format_status, status_json
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("sync", "demo", "generate", "status", "export-table", "serve") + cli_datasets.COMMANDS
+COMMANDS = ("sync", "demo", "generate", "status", "export-table", "serve") + cli_orders.COMMANDS + cli_datasets.COMMANDS
 COMMANDS += pipeline_cli.COMMANDS  # the daily snapshots
 
 
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--serve", action="store_true",
                       help="after the sync, serve the HTTP API on the demo's data until Ctrl-C (a token is printed)")
     demo.add_argument("--port", type=_port, default=8000, help="the API's port with --serve (default: %(default)s)")
+    demo.add_argument("--orders", type=_count, default=0,
+                      help="also generate a shop of N orders in PostgreSQL and export it twice (export-orders)")
 
     generate = sub.add_parser("generate", parents=[common], help="write a generated dataset into MongoDB")
     generate.add_argument("--users", type=int, default=3000)
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--collection", help="the collection (default: the table's name)")
     export.add_argument("--batch-size", type=_positive, default=2000, help="rows per batch (default: 2000)")
 
+    cli_orders.add_parsers(sub, common, _positive)
     cli_datasets.add_parsers(sub, common)
 
     pipeline_cli.add_parsers(sub, common)
@@ -176,19 +179,28 @@ def _progress(args) -> Optional[Progress]:
 def run(args) -> int:
     """Run the parsed command; returns the exit code."""
     if args.command == "demo":
+        shop = []  # the orders demo's summaries, printed after the sync's
+
         def serve_demo(settings, report) -> None:
-            print(format_run(report), flush=True)
+            print(format_run(report), *shop, sep="\n", flush=True)
             token = secrets.token_urlsafe(16)
             print(f"\nThe API on the demo's data: http://127.0.0.1:{args.port}/docs (Ctrl-C stops it and the servers)"
                   f"\n  curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.port}/users?limit=3'",
                   flush=True)
             _serve(dataclasses.replace(settings, api_token=token), "127.0.0.1", args.port, args.log_level)
 
-        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args),
-                               then=serve_demo if args.serve else None)
+        def then(settings, report) -> None:
+            if args.orders:
+                shop.append(cli_orders.demo(settings, args.orders, args.seed))
+            if args.serve:
+                serve_demo(settings, report)
+
+        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args), then=then)
         if not args.serve:
-            print(format_run(report))
+            print(format_run(report), *shop, sep="\n")
         return 0 if report.balanced else 1
+    if args.command in cli_orders.COMMANDS:
+        return cli_orders.run(args, sys.stderr if _progress(args) else None)
     settings = load_settings({"pg_url": args.pg_url, "mongo_url": args.mongo_url,
                               "batch_size": getattr(args, "batch_size", None)})
     if args.command == "generate":

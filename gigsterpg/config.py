@@ -83,6 +83,11 @@ class Settings:
     snapshot_csv: Optional[str] = None
     snapshot_root: str = "data"
     snapshot_tables: Optional[str] = None
+    # export-orders: the shop database it reads (GIGSTERPG_ORDERS_SOURCE_PG, flag --pg), the tax rate as a
+    # decimal text (GIGSTERPG_TAX_RATE, default 0.15) and the zone of an order's calendar date (GIGSTERPG_TIME_ZONE).
+    orders_source_pg: Optional[str] = dataclasses.field(default=None, repr=False)
+    tax_rate: str = "0.15"
+    time_zone: str = "UTC"
     api_jobs_keep: int = DEFAULT_API_JOBS_KEEP
     # CSV sources and SQL transforms: the schema their tables go to (GIGSTERPG_DATASETS_SCHEMA), the dataset
     # GET /read/first-chunk answers (GIGSTERPG_READ_DEFAULT), and whether /read answers without the token
@@ -149,6 +154,9 @@ def load_settings(overrides: Optional[Mapping[str, object]] = None,
     for key in ("source_pg", "csv", "root", "tables"):
         if values.get(f"GIGSTERPG_SNAPSHOT_{key.upper()}"):
             settings[f"snapshot_{key}"] = values[f"GIGSTERPG_SNAPSHOT_{key.upper()}"]
+    for key in ("orders_source_pg", "tax_rate", "time_zone"):
+        if values.get(f"GIGSTERPG_{key.upper()}"):
+            settings[key] = values[f"GIGSTERPG_{key.upper()}"]
     if values.get("GIGSTERPG_API_JOBS_KEEP"):
         settings["api_jobs_keep"] = _positive_int("GIGSTERPG_API_JOBS_KEEP", values["GIGSTERPG_API_JOBS_KEEP"])
     if values.get("GIGSTERPG_DATASETS_SCHEMA"):

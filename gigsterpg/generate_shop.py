@@ -57,7 +57,7 @@ class ShopGenerator:
             raise ConfigError("bad number of orders", "--orders must be 1 or more", "give a positive count",
                               value=orders)
         self.order_count, self.seed = orders, seed
-        self.client_count = max(40, orders // 20)
+        self.client_count = max(60, orders // 20)
         self.product_count = max(40, orders // 50)
         self.rng = random.Random(seed)
         self.prices: Dict[str, Decimal] = {}
@@ -67,7 +67,11 @@ class ShopGenerator:
         rng = self.rng
         for n in range(self.client_count):
             pick = rng.random()
-            if pick < 0.05:
+            if n < len(WEEKDAYS):  # every spelling at least once
+                promotion = WEEKDAYS[n]
+            elif n < len(WEEKDAYS) + len(UNREADABLE):
+                promotion = UNREADABLE[n - len(WEEKDAYS)]
+            elif pick < 0.05:
                 promotion = None
             elif pick < 0.07:
                 promotion = ""
@@ -76,7 +80,7 @@ class ShopGenerator:
             elif pick < 0.20:
                 promotion = (START + timedelta(days=rng.randrange(366))).date().isoformat()
             else:
-                promotion = WEEKDAYS[n % len(WEEKDAYS)] if n < 2 * len(WEEKDAYS) else rng.choice(WEEKDAYS)
+                promotion = rng.choice(WEEKDAYS)
             yield (f"c{n:06d}", f"{rng.choice(FIRST)} {rng.choice(LAST)}",
                    f"{rng.randrange(1, 999)} {rng.choice(STREETS)}",
                    Decimal(rng.randrange(-90_000_000, 90_000_000)) / 1_000_000,
@@ -122,13 +126,15 @@ class ShopGenerator:
                 for _ in range(count):
                     product = rng.choice(products)
                     roll = rng.random()
-                    if roll < 0.01:
+                    if roll < 0.01:  # a product that is gone: the item keeps its own price (or none)
                         product = f"p-gone-{rng.randrange(100)}"
-                    price = None if roll < 0.05 and not product.startswith("p-gone") else (
-                        self.prices[product] if roll < 0.9 or product.startswith("p-gone")
-                        else (self.prices[product] * Decimal("0.9")).quantize(Decimal("0.01")))
-                    if product.startswith("p-gone") and roll < 0.005:
-                        price = None  # missing product and no price of its own: nothing to count
+                        price = None if roll < 0.002 else Decimal(rng.randrange(10, 5000)) / 100
+                    elif roll < 0.05:  # no price of its own: the product's
+                        price = None
+                    elif roll < 0.9:
+                        price = self.prices[product]
+                    else:  # a discount
+                        price = (self.prices[product] * Decimal("0.9")).quantize(Decimal("0.01"))
                     items.append((product, rng.randrange(1, 6), price))
             rows = []
             for product, quantity, price in items:

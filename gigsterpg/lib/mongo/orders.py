@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from gigsterpg.config import Settings, mask_url
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_error, pg_errors
-from gigsterpg.exc import ConfigError
+from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.mongo import bulk
 from gigsterpg.lib.mongo.ledger import Ledger, digest
 from gigsterpg.lib.mongo.projection import (Projection, check_source, count_rows, document_of, load_projection,
@@ -115,7 +115,7 @@ def export_orders(settings: Settings, collection: str = "orders", projection: st
     """The orders of the source (``settings.source_pg_url``) into ``collection`` of ``settings.mongo_url``'s
     database; hashes and rejects in gigsterpg's own PostgreSQL (``settings.pg_url``). ``total`` is told the
     number of rows to come before the first is read."""
-    source_url = settings.require_source()
+    source_url = require_source(settings)
     own_url = settings.require_pg()
     if _same_database(source_url, own_url):
         raise ConfigError("the source is gigsterpg's own database", "export-orders never writes to its source,"
@@ -132,13 +132,13 @@ def export_orders(settings: Settings, collection: str = "orders", projection: st
         migrate(own)
         with pg_errors(own_url):
             ledger_connection = stack.enter_context(psycopg.connect(own_url, application_name="gigsterpg-orders"))
-        with pg_errors(source_url):
+        with source_errors(source_url):
             source = stack.enter_context(bulk.connect(source_url, time_zone=zone))
             prepare_source(source)
             check_source(source, found, {"tax_rate": rate})
             if total:
                 total(count_rows(source, found))
-        with pg_errors(source_url), mongo_errors_translated(settings.mongo_url):
+        with source_errors(source_url), mongo_errors_translated(settings.mongo_url):
             try:
                 return project(source, ledger_connection, database[collection], found, rate, zone, batch_size,
                                progress)
@@ -146,6 +146,28 @@ def export_orders(settings: Settings, collection: str = "orders", projection: st
                 if ledger_connection.broken or ledger_connection.closed:  # not the source's fault
                     raise pg_error(err, own_url) from err
                 raise
+
+
+@contextlib.contextmanager
+def source_errors(url: str):
+    """``pg_errors`` for the source: its advice names the source's setting, not gigsterpg's own database's."""
+    try:
+        with pg_errors(url):
+            yield
+    except GigsterPgError as err:
+        if "DB_URL_PSQL" not in err.todo:
+            raise
+        err.todo = err.todo.replace("DB_URL_PSQL", "--pg (GIGSTERPG_ORDERS_SOURCE_PG)")
+        err.args = (", ".join(part for part in (err.what, err.why, err.todo) if part),)
+        raise
+
+
+def require_source(settings: Settings) -> str:
+    """The source's URL, or a ConfigError saying how to give one."""
+    if not settings.orders_source_pg:
+        raise ConfigError("no source database", "export-orders reads the shop from a PostgreSQL database of its own",
+                          "pass --pg URL or set GIGSTERPG_ORDERS_SOURCE_PG")
+    return settings.orders_source_pg
 
 
 def _same_database(one: str, other: str) -> bool:

@@ -1,0 +1,116 @@
+"""The command line of the orders projection: ``export-orders`` and ``generate-shop`` (and ``demo --orders``).
+
+Kept beside ``gigsterpg/cli.py``, which adds these parsers and hands these commands here: it only parses
+arguments and calls ``gigsterpg.lib.mongo.orders.export_orders`` and ``gigsterpg.generate_shop.write_shop``.
+"""
+from typing import Callable, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from gigsterpg.config import Settings, load_settings, mask_url
+from gigsterpg.connections import pg_errors
+from gigsterpg.generate_shop import write_shop
+from gigsterpg.lib.mongo.orders import OrdersReport, export_orders
+
+COMMANDS = ("export-orders", "generate-shop")
+DEMO_SHOP = "shop"
+
+
+def add_parsers(sub, common, positive) -> None:
+    """The ``export-orders`` and ``generate-shop`` subcommands; ``positive`` is the CLI's argparse type."""
+    orders = sub.add_parser(
+        "export-orders", parents=[common],
+        help="orders of a PostgreSQL shop into MongoDB, one document each with items and totals, kept in step")
+    orders.add_argument("--pg", dest="source_url",
+                        help="the shop's PostgreSQL URL, read-only (default: GIGSTERPG_ORDERS_SOURCE_PG)")
+    orders.add_argument("--mongo", dest="mongo_url",
+                        help="the MongoDB URL, its path the database (default: DB_URL_MONGO)")
+    orders.add_argument("--collection", default="orders", help="the collection (default: %(default)s)")
+    orders.add_argument("--tax-rate", help="taxes = subtotal x rate, half-up to cents (default: GIGSTERPG_TAX_RATE,"
+                                           " else 0.15)")
+    orders.add_argument("--time-zone", help="the zone of an order's calendar date, for the promotion day"
+                                            " (default: GIGSTERPG_TIME_ZONE, else UTC)")
+    orders.add_argument("--projection", default="orders",
+                        help="a shipped projection's name, or a .sql file of your own (default: %(default)s)")
+    orders.add_argument("--batch-size", type=positive, default=2000, help="orders per batch (default: 2000)")
+
+    shop = sub.add_parser("generate-shop", parents=[common],
+                          help="write a deterministic shop (clients, products, orders, order_items) into PostgreSQL")
+    shop.add_argument("--pg", dest="source_url", help="the PostgreSQL URL to write the shop into"
+                                                      " (default: GIGSTERPG_ORDERS_SOURCE_PG)")
+    shop.add_argument("--orders", type=positive, default=1000, help="how many orders (default: %(default)s)")
+    shop.add_argument("--seed", type=int, default=42)
+    shop.add_argument("--replace", action="store_true", help="drop the four tables first")
+
+
+def run(args, progress_stream=None) -> int:
+    """Run ``export-orders`` or ``generate-shop``; the exit code."""
+    settings = load_settings({"pg_url": args.pg_url, "mongo_url": args.mongo_url,
+                              "orders_source_pg": args.source_url, "tax_rate": getattr(args, "tax_rate", None),
+                              "time_zone": getattr(args, "time_zone", None)})
+    if args.command == "generate-shop":
+        from gigsterpg.lib.mongo.orders import require_source
+        url = require_source(settings)
+        with pg_errors(url):
+            written = write_shop(url, args.orders, args.seed, args.replace)
+        print(f"Generated a shop in {mask_url(url)}: " + ", ".join(f"{n:,} {t}" for t, n in written.items()) + ".")
+        return 0
+    bar = Bar(progress_stream) if progress_stream is not None else None
+    try:
+        report = export_orders(settings, args.collection, args.projection, args.batch_size,
+                               progress=bar.advance if bar else None, total=bar.start if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    print(summary(report))
+    return 0
+
+
+class Bar:
+    """A tqdm bar: orders done of the total, and the rate."""
+
+    def __init__(self, stream):
+        self.stream, self.bar, self.done = stream, None, 0
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc="orders", unit=" orders", file=self.stream, dynamic_ncols=True)
+
+    def advance(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summary(report: OrdersReport) -> str:
+    """The run's report as people read it: counts, then the reasons."""
+    lines = [f"Orders into {report.target} (projection {report.projection}, tax rate {report.tax_rate}, dates in"
+             f" {report.time_zone}): {report.rows:,} orders read, {report.written:,} documents written,"
+             f" {report.unchanged:,} unchanged, {report.deleted:,} deleted (orders gone), {report.rejected:,}"
+             f" rejected; {report.seconds:.1f} s ({report.rate:,.0f} orders/s)."]
+    if report.counts:
+        lines.append("  by reason: " + ", ".join(f"{reason} {count:,}" for reason, count in sorted(
+            report.counts.items(), key=lambda item: (-item[1], item[0]))))
+    return "\n".join(lines)
+
+
+def demo(settings: Settings, orders: int, seed: int = 42,
+         progress: Optional[Callable[[int], None]] = None) -> str:
+    """On the demo's servers: a shop in database ``shop``, exported twice (the second run writes nothing)."""
+    with pg_errors(settings.pg_url), psycopg.connect(settings.pg_url, autocommit=True) as connection:
+        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_SHOP,)).fetchone() is None:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_SHOP)))
+    parts = urlsplit(settings.pg_url)
+    source = urlunsplit((parts.scheme, parts.netloc, "/" + DEMO_SHOP, parts.query, parts.fragment))
+    with pg_errors(source):
+        write_shop(source, orders, seed, replace=True)
+    shop = Settings(pg_url=settings.pg_url, mongo_url=settings.mongo_url, orders_source_pg=source)
+    first = export_orders(shop, progress=progress)
+    again = export_orders(shop)
+    return f"\n{summary(first)}\nAgain, on the same shop:\n{summary(again)}"

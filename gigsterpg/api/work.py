@@ -15,6 +15,7 @@ from gigsterpg.exc import (AuthError, ConfigError, GigsterPgError, NoPrimaryKeyE
                            TableNotFoundError)
 from gigsterpg.lib.mongo import export
 from gigsterpg.api.jobs import Job, JobRefused, Jobs
+from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, EXPORT, SYNC, sql_in
 from gigsterpg.lib.pg.sync.engine.runner import LOCK_KEY, Progress, RunReport
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def ping_mongo(client) -> None:
 def active_job(jobs: Jobs, kind: str, collection: Optional[str] = None) -> Optional[uuid.UUID]:
     """A queued or running job of ``kind`` (for an export: into ``collection``), of any live server."""
     jobs.reconcile()  # a dead server's job is in nobody's way
-    query = "SELECT id FROM api_jobs WHERE kind = :kind AND state IN ('queued', 'running')"
+    query = f"SELECT id FROM api_jobs WHERE kind = :kind AND {sql_in('state', ACTIVE_JOB_STATES)}"
     if collection is not None:
         query += " AND params->>'collection' = :collection"
     with jobs.engine.connect() as connection:
@@ -120,7 +121,7 @@ def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: 
                             "two exports into one collection would delete each other's documents",
                             "wait for it (GET /exports/{id}), or name another collection")
 
-        running = active_job(jobs, "export", params["collection"])
+        running = active_job(jobs, EXPORT, params["collection"])
         if running is not None:
             raise busy(running)
         ping_mongo(mongo)
@@ -136,7 +137,7 @@ def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: 
                                      "restart the job (POST /exports/{id}/restart): the export is idempotent") from err
             return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
 
-        return start(jobs, "export", params, work, busy(None), cleanup=source.close, restart_of=restart_of)
+        return start(jobs, EXPORT, params, work, busy(None), cleanup=source.close, restart_of=restart_of)
     except BaseException:
         source.close()
         raise
@@ -179,7 +180,7 @@ def start_sync(jobs: Jobs, settings: Settings, mongo, params: dict,
         return ApiError(409, "sync_running", "a sync job is running" + (f" (job {running})" if running else ""),
                         "one sync at a time writes the target database", "wait for it: GET /syncs/{id}")
 
-    running = active_job(jobs, "sync")
+    running = active_job(jobs, SYNC)
     if running is not None:
         raise busy(running)
     with jobs.engine.begin() as connection:
@@ -195,4 +196,4 @@ def start_sync(jobs: Jobs, settings: Settings, mongo, params: dict,
             job.errors.append("rows + open rejects differ from the documents read: see result.collections")
         return run_report(report)
 
-    return start(jobs, "sync", params, work, busy(None), restart_of=restart_of)
+    return start(jobs, SYNC, params, work, busy(None), restart_of=restart_of)

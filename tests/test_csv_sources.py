@@ -181,3 +181,47 @@ def test_the_cli_loads_transforms_and_fails_in_one_line(tmp_path, pg_url, capsys
     with pytest.raises(SystemExit):
         cli.main(["load-csv", str(bad), "--type", "num=float"])
     assert "COLUMN=KIND" in capsys.readouterr().err
+
+
+TRICKY = "\n".join([
+    "id,note,amount,flag,at,zoned,day",
+    '1,"a, quoted; field",1e3,y,2022-09-26T14:05:06.25,2022-09-26T14:05:06+02:00,9/26/2022',
+    '2,"two\nlines ""and"" quotes",-.5,N,2022-01-02 03:04,2022-01-02 03:04:00Z,2022-01-02',
+    '3,"",+7,true,,2022-01-02T03:04:05-05:30,',
+    "4,,0,F,2022-12-31 23:59:59,2022-12-31T23:59:59+00:00,12/31/2022",
+]) + "\n"
+
+
+def test_a_clean_file_read_by_postgresql_gives_what_the_python_reader_gives(tmp_path, conf, pg_url, monkeypatch):
+    path = write(tmp_path, "tricky.csv", TRICKY, bom=True)
+    fast, = load_csv(conf, [path]).files
+    assert fast.parser == "postgresql" and fast.rows == 4
+    by_postgresql = rows(pg_url, "SELECT * FROM datasets.tricky ORDER BY _row")
+    from gigsterpg.lib.datasets import fastcopy
+    monkeypatch.setattr(fastcopy, "eligible", lambda *args: False)
+    slow, = load_csv(conf, [path]).files
+    assert slow.parser == "python"
+    assert rows(pg_url, "SELECT * FROM datasets.tricky ORDER BY _row") == by_postgresql
+    assert by_postgresql[1][1] == 'two\nlines "and" quotes' and by_postgresql[2][1] is None  # "" is NULL
+    assert by_postgresql[0][2] == Decimal("1E+3") and by_postgresql[1][3] is False
+    utc = datetime.timezone.utc
+    assert by_postgresql[2][5] == datetime.datetime(2022, 1, 2, 8, 34, 5, tzinfo=utc)
+
+
+def test_what_postgresql_would_read_otherwise_goes_through_the_python_reader(tmp_path, conf, pg_url):
+    # Dots are day first, slashes month first: no one DateStyle reads both, so no COPY of this file.
+    dotted = write(tmp_path, "dotted.csv", "id,day\n1,01.02.2022\n2,1/2/2022\n")
+    load, = load_csv(conf, [dotted]).files
+    assert load.parser == "python"
+    assert rows(pg_url, "SELECT day FROM datasets.dotted ORDER BY id") == [
+        (datetime.date(2022, 2, 1),), (datetime.date(2022, 1, 2),)]
+    # A quote inside an unquoted field: PostgreSQL would join lines 2 and 3 into one record.
+    quotes = write(tmp_path, "quotes.csv", 'id,note\n1,ab"c\n2,d"e\n3,x\n')
+    load, = load_csv(conf, [quotes]).files
+    assert (load.parser, load.rows) == ("python", 3)
+    assert rows(pg_url, "SELECT note FROM datasets.quotes ORDER BY id") == [('ab"c',), ('d"e',), ("x",)]
+    # Line ends that change on the way (PostgreSQL's COPY refuses them, Python's csv module takes them).
+    mixed = write(tmp_path, "mixed.csv", "id,note\r\n1,a\r\n2,b\n3,c\n")
+    load, = load_csv(conf, [mixed]).files
+    assert (load.parser, load.rows) == ("python", 3)
+    assert rows(pg_url, "SELECT note FROM datasets.mixed ORDER BY id") == [("a",), ("b",), ("c",)]

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from gigsterpg.config import Settings
 from gigsterpg.exc import ConfigError
-from gigsterpg.lib.datasets import tables
+from gigsterpg.lib.datasets import fastcopy, tables
 from gigsterpg.lib.files import csvsource, pgcopy
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class FileLoad:
     bad_lines: int
     table_rows: int  # rows in the table afterwards
     seconds: float
+    parser: str  # "postgresql" (COPY FORMAT csv: a clean file, see fastcopy) or "python" (csvsource.read_rows)
     rejects: List[csvsource.BadLine] = dataclasses.field(default_factory=list)  # the first few, for the summary
 
     @property
@@ -119,7 +120,9 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
                                   f"the dataset is keyed by {current['key']!r}", f"give --key {current['key']}")
             # The file's values must fit the table's columns: their kinds are declared, not inferred.
             declared = {column["name"]: column["kind"] for column in current["columns"]}
-        columns = csvsource.infer_columns(path, dialect, _for_file(declared, path, dialect))
+        declared = _for_file(declared, path, dialect)
+        counts: dict = {}
+        columns = csvsource.infer_columns(path, dialect, declared, counts)
         if key and key not in [column.name for column in columns]:
             raise ConfigError(f"no key column {key!r} in {path}", f"its columns are {[c.name for c in columns]}",
                               "give --key one of them", value=key)
@@ -131,9 +134,11 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
 
         records = csvsource.read_rows(path, dialect, columns)
         if merging:
-            count = _merge(cursor, schema, table, columns, key, records, keep)
+            count, parser = _merge(cursor, schema, table, columns, key, records, keep), "python"
         else:
-            count = _replace(cursor, schema, table, columns, key, records, keep)
+            fast = (path, dialect, counts["records"]) if fastcopy.eligible(path, dialect, columns, declared,
+                                                                           counts) else None
+            count, parser = _replace(cursor, schema, table, columns, key, records, keep, fast)
         cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
         table_rows = cursor.fetchone()[0]
         described = tables.catalog_columns(cursor, schema, table)
@@ -152,7 +157,7 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
     logger.info("loaded %s into %s.%s: %d rows, %d bad lines, %.1f s", path, schema, table, count.rows, count.bad,
                 seconds)
     return FileLoad(str(path), name, f"{schema}.{table}", "merge" if merging else "replace", described, count.rows,
-                    count.bad, table_rows, seconds, rejects[:20])
+                    count.bad, table_rows, seconds, parser, rejects[:20])
 
 
 def _for_file(declared, path: Path, dialect) -> Optional[Dict[str, str]]:
@@ -163,17 +168,20 @@ def _for_file(declared, path: Path, dialect) -> Optional[Dict[str, str]]:
     return {name: kind for name, kind in declared.items() if name in names} if len(names & set(declared)) else declared
 
 
-def _replace(cursor, schema, table, columns, key, records, keep) -> pgcopy.LoadCount:
+def _replace(cursor, schema, table, columns, key, records, keep, fast):
     work = tables.work_table(cursor, schema, table)
     pairs = pgcopy.pg_columns(columns)
     pgcopy.create_table(cursor, work, pairs, schema=schema)
     if not key:
         cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
             sql.Identifier(schema, work), sql.Identifier(tables.ROW_KEY)))
-    count = pgcopy.copy_records(cursor, work, pairs, records, keep, schema=schema)
+    if fast and fastcopy.copy_file(cursor, schema, work, columns, *fast):
+        count, parser = pgcopy.LoadCount(rows=fast[2]), "postgresql"
+    else:
+        count, parser = pgcopy.copy_records(cursor, work, pairs, records, keep, schema=schema), "python"
     tables.add_key(cursor, schema, work, key or tables.ROW_KEY, f"loading {schema}.{table}")
     tables.swap(cursor, schema, work, table)
-    return count
+    return count, parser
 
 
 def _merge(cursor, schema, table, columns, key, records, keep) -> pgcopy.LoadCount:

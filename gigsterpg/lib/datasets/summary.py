@@ -15,7 +15,7 @@ def format_load(report: LoadReport) -> str:
         verb = "merged into" if load.mode == "merge" else "loaded into"
         lines.append(f"{load.file}: {load.rows} rows {verb} {load.table} (dataset {load.dataset!r},"
                      f" {load.table_rows} rows now), {load.bad_lines} bad lines, {load.seconds:.1f} s"
-                     f" ({load.rate:,.0f} rows/s)")
+                     f" ({load.rate:,.0f} rows/s, parsed by {load.parser})")
         lines.append(f"  columns: {_columns(load.columns)}")
         for bad in load.rejects[:BAD_SHOWN]:
             lines.append(f"  bad line {bad.line}" + (f" column {bad.column}" if bad.column else "") + f": {bad.reason}")

@@ -274,12 +274,15 @@ def header(path: Union[str, Path], dialect: Dialect) -> List[str]:
 
 
 def infer_columns(path: Union[str, Path], dialect: Dialect,
-                  declared: Optional[Dict[str, str]] = None) -> List[Column]:
+                  declared: Optional[Dict[str, str]] = None, counts: Optional[dict] = None) -> List[Column]:
     """The columns of ``path`` with their kinds, inferred from every value of the file (one read).
 
     ``declared`` maps column names to kinds (one of ``KINDS``) that are taken as
     given; a column with no value at all is text. Lines with the wrong number
     of fields or broken quoting take no part (``read_rows`` reports them).
+    ``counts``, when given, receives ``records`` (the records of the header's
+    width) and ``misfits`` (the others): ``load-csv`` hands a clean file to
+    PostgreSQL's own COPY parser and checks that it found the same records.
     """
     path = Path(path)
     names = header(path, dialect)
@@ -295,9 +298,12 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
     kinds: List[Optional[str]] = [None] * len(names)
     zones: List[set] = [set() for _ in names]
     settled = set()  # columns already text: nothing can widen them further
+    records = misfits = 0
     for _, fields, _ in _records(path, dialect):
         if fields is None or len(fields) != len(names):
+            misfits += 1
             continue
+        records += 1
         for index in open_columns:
             value = fields[index]
             if not value or index in settled:
@@ -308,6 +314,8 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
                 zones[index].add(zone)
             if kinds[index] == "text":
                 settled.add(index)
+    if counts is not None:
+        counts.update(records=records, misfits=misfits)
     columns = []
     for index, name in enumerate(names):
         if name in declared:

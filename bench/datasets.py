@@ -1,0 +1,194 @@
+"""Benchmark of CSV sources and the read API: ``python -m bench.datasets [--rows N]`` alone, or as part of
+``python -m bench`` (``measure`` and ``render`` below).
+
+- ``load-csv`` of one generated file (integer, text, numeric, month-first date, timestamp, boolean columns)
+  against a plain ``COPY ... FROM STDIN (FORMAT csv)`` of the same file into a table of the right types, in
+  the same run; load-csv reads the file twice (inference, then the rows).
+- ``GET /read/{dataset}/first-chunk`` under a concurrent load: ``serve`` in its own process, CLIENTS threads
+  with a keep-alive connection each on loopback, for a bounded number of requests; requests/s, p50 and p99.
+"""
+import argparse
+import http.client
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from gigsterpg.config import Settings
+from gigsterpg.embedded import free_port
+from gigsterpg.lib.datasets.load import load_csv
+
+ROWS = 3_000_000  # at scale 1
+CLIENTS = 8
+REQUESTS = 4000  # in all, over the clients
+TOKEN = "bench-" + uuid.uuid4().hex
+COPY_TABLE = ("CREATE TABLE plain_copy (id bigint, name text, amount numeric, day date, at timestamp,"
+              " flag boolean)")
+
+
+def write_csv(path: Path, rows: int, seed: int = 7) -> int:
+    """A CSV file of ``rows`` rows; its size in bytes."""
+    rng = random.Random(seed)
+    words = ["alpha", "bravo", "charlie", "delta", "echo, with a comma", "foxtrot", 'golf "quoted"']
+    with open(path, "w", newline="") as handle:
+        handle.write("id,name,amount,day,at,flag\n")
+        lines = []
+        for i in range(rows):
+            name = f"{words[i % len(words)]} {i}"
+            name = '"' + name.replace('"', '""') + '"' if ("," in name or '"' in name) else name
+            lines.append(f"{i},{name},{rng.randint(0, 10 ** 6) / 100},{i % 12 + 1}/{i % 28 + 1}/2022,"
+                         f"2022-{i % 12 + 1:02}-{i % 28 + 1:02} {i % 24:02}:{i % 60:02}:{i % 59:02},"
+                         f"{'true' if i % 3 else 'false'}\n")
+            if len(lines) == 10_000:
+                handle.writelines(lines)
+                lines.clear()
+        handle.writelines(lines)
+    return path.stat().st_size
+
+
+def plain_copy(pg_url: str, path: Path) -> float:
+    """Seconds for COPY FROM STDIN (FORMAT csv, HEADER) of the file into a table of the right types."""
+    with psycopg.connect(pg_url) as connection, connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS plain_copy")
+        cursor.execute(COPY_TABLE)
+        started = time.perf_counter()
+        with cursor.copy("COPY plain_copy FROM STDIN (FORMAT csv, HEADER true)") as copy, open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                copy.write(chunk)
+        connection.commit()
+        return time.perf_counter() - started
+
+
+def measure_load(pg_url: str, rows: int, repeat: int, folder: Path) -> list:
+    """load-csv and plain COPY of the same file, alternately, ``repeat`` times each."""
+    path = folder / "bench_rows.csv"
+    size = write_csv(path, rows)
+    runs = []
+    for _ in range(repeat):
+        copy_s = plain_copy(pg_url, path)
+        started = time.perf_counter()
+        report = load_csv(Settings(pg_url=pg_url), [path])
+        load_s = time.perf_counter() - started
+        assert report.rows == rows and report.bad_lines == 0, (report.rows, report.bad_lines)
+        runs.append({"rows": rows, "bytes": size, "load_seconds": load_s, "copy_seconds": copy_s})
+        print(f"load-csv {rows:,} rows: {rows / load_s:,.0f} rows/s; COPY FROM: {rows / copy_s:,.0f} rows/s",
+              file=sys.stderr)
+    path.unlink()
+    return runs
+
+
+def measure_first_chunk(pg_url: str, mongo_url: str, requests: int = REQUESTS, clients: int = CLIENTS) -> dict:
+    """``serve`` in a process of its own; ``clients`` threads send ``requests`` first-chunk requests in all."""
+    port = free_port()
+    env = {**os.environ, "DB_URL_PSQL": pg_url, "DB_URL_MONGO": mongo_url, "GIGSTERPG_API_TOKEN": TOKEN}
+    server = subprocess.Popen([sys.executable, "-m", "gigsterpg.cli", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    path = "/read/bench_rows/first-chunk"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                probe.request("GET", path, headers=headers)
+                if probe.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("FAILED: benchmark step 'first-chunk': the API did not answer")
+            time.sleep(0.2)
+        latencies, failures = [], []
+        per_client = requests // clients
+
+        def client():
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for _ in range(per_client):
+                started = time.perf_counter()
+                connection.request("GET", path, headers=headers)
+                answer = connection.getresponse()
+                answer.read()
+                if answer.status != 200:
+                    failures.append(answer.status)
+                latencies.append(time.perf_counter() - started)
+            connection.close()
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    if failures:
+        raise SystemExit(f"FAILED: benchmark step 'first-chunk': {len(failures)} answers were not 200")
+    latencies.sort()
+    result = {"requests": len(latencies), "clients": clients, "seconds": seconds,
+              "per_s": len(latencies) / seconds, "p50_ms": 1000 * latencies[len(latencies) // 2],
+              "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)]}
+    print(f"first-chunk: {result}", file=sys.stderr)
+    return result
+
+
+def measure(results: dict, pg_url: str, mongo_url: str, scale: float, repeat: int) -> None:
+    """Both measurements into ``results["datasets"]`` (``pg_url``: a fresh database)."""
+    from gigsterpg.lib.pg.db import SqlAlchemy
+    handle = SqlAlchemy(pg_url)
+    handle.migrate_head()
+    handle.dispose()
+    rows = max(1000, int(ROWS * scale))
+    with tempfile.TemporaryDirectory(prefix="gigsterpg-bench-csv-") as folder:
+        load = measure_load(pg_url, rows, repeat, Path(folder))
+    chunk = measure_first_chunk(pg_url, mongo_url, requests=max(CLIENTS * 10, int(REQUESTS * min(scale, 1))))
+    results["datasets"] = {"load": load, "first_chunk": chunk}
+
+
+def render(results: dict) -> list:
+    """The benchmark's lines about CSV sources and the read API (none when they were not measured)."""
+    found = results.get("datasets")
+    if not found:
+        return []
+    load = found["load"]
+    rows = load[0]["rows"]
+    load_rate = statistics.median(r["rows"] / r["load_seconds"] for r in load)
+    copy_rate = statistics.median(r["rows"] / r["copy_seconds"] for r in load)
+    chunk = found["first_chunk"]
+    return [f"- load-csv of a {rows:,}-row CSV file ({load[0]['bytes'] / 1e6:,.0f} MB; types inferred, one"
+            f" transaction): {load_rate:,.0f} rows/s = {load_rate / copy_rate:.2f}x a plain COPY FROM of the same"
+            f" file ({copy_rate:,.0f} rows/s; target 0.7x {'met' if load_rate / copy_rate >= 0.7 else 'NOT met'})",
+            f"- GET /read/{{dataset}}/first-chunk (10 rows) with {chunk['clients']} concurrent keep-alive clients on"
+            f" loopback, {chunk['requests']:,} requests: {chunk['per_s']:,.0f} requests/s, p50"
+            f" {chunk['p50_ms']:.1f} ms, p99 {chunk['p99_ms']:.1f} ms"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.datasets", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help=f"1.0 = a CSV file of {ROWS:,} rows")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
+    folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
+    postgres, mongo = EmbeddedPostgres(folder / "postgres"), EmbeddedMongo(folder / "mongo")
+    try:
+        results: dict = {}
+        measure(results, postgres.create_database("bench_datasets"), mongo.url("bench"), args.scale, args.repeat)
+        print("\n".join(render(results)))
+    finally:
+        mongo.stop()
+        postgres.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

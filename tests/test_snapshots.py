@@ -1,0 +1,390 @@
+"""Daily snapshots (pipeline): round trips, idempotence, refusals, kills, bad lines, backfills, the final query.
+
+Against real servers: the source is a fresh empty database, the target a fresh migrated one.
+"""
+import csv
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine
+
+from gigsterpg.cli import main
+from gigsterpg.config import sqlalchemy_pg_url
+from gigsterpg.lib.files import snapshot
+from gigsterpg.lib.files.extract import matches
+from gigsterpg.lib.files.ledger import snapshot_status
+from gigsterpg.northwind import generate_northwind
+from gigsterpg.pipeline_cli import status_dicts
+
+D1, D2 = datetime.date(2021, 1, 1), datetime.date(2021, 1, 2)
+
+ALL_TYPES = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE every_type (
+  id bigint PRIMARY KEY, s smallint, i integer, n numeric, n2 numeric(12, 4), r real, d double precision,
+  b boolean, day date, t time, tz time with time zone, ts timestamp, tstz timestamp with time zone,
+  iv interval, bin bytea, txt text, vc varchar(20), ch char(3), arr integer[], tarr text[], j json, jb jsonb,
+  u uuid, m mood);
+INSERT INTO every_type VALUES
+ (1, -32768, -2147483648, 12345678901234567890.123456789012345678901234567890, 1.2345, 3.4028235e38,
+  1.7976931348623157e308, true, '0001-01-01', '00:00:00', '23:59:59.999999+14', '1970-01-01 00:00:00',
+  '2021-03-04 05:06:07.123456+02', '1 year 2 mons 3 days 04:05:06.789', '\\x00ff0a0d2c22',
+  E'a,b;c\\td "quoted" \\n newline \\r\\n crlf \\\\ back é ü 漢字 🙂', 'x', 'ab', '{1,NULL,3}',
+  '{"a,b","c\\"d",NULL,""}', '{"k": [1, 2.50, "x"]}', '{"b": 1, "a": {"c": null}}',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'happy'),
+ (2, 32767, 2147483647, 'NaN', -0.0001, 'NaN', '-Infinity', false, '9999-12-31', '24:00:00', '00:00:00-12',
+  'infinity', '-infinity', '-10000 years 3 mons', '', '', '', '', '{}', '{}', '[]', '[]',
+  '00000000-0000-0000-0000-000000000000', NULL),
+ (3, NULL, NULL, NULL, NULL, 1.5e-45, 5e-324, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, 'null', 'null', NULL, 'sad'),
+ (4, 0, 0, 0.000000000000000000001, 0, '-0', 0.1, true, '2000-02-29', '12:00', '12:00+05:30',
+  '2000-02-29 12:00', '2000-02-29 12:00 UTC', '0', '\\x', ' ', ' ', ' ', '{{1,2},{3,4}}', '{" "}', '"s"', '"s"',
+  NULL, 'ok');
+CREATE TABLE no_key (a int, b text);
+INSERT INTO no_key VALUES (2, 'b'), (1, 'a'), (2, 'b'), (NULL, NULL);
+CREATE SCHEMA other;
+CREATE TABLE other.orders (order_id int PRIMARY KEY, note text);
+INSERT INTO other.orders VALUES (1, 'not the public orders');
+"""
+
+
+@pytest.fixture
+def source_url(empty_pg_url):
+    return empty_pg_url
+
+
+def pipeline(target, source, tmp_path, csv_path=None, root="data", tables=None):
+    return snapshot.Pipeline(target, tmp_path / root, source, csv_path or tmp_path / "order_details.csv", tables)
+
+
+@pytest.fixture
+def northwind(source_url, tmp_path):
+    """A small Northwind-like source and its details CSV."""
+    csv_path = tmp_path / "order_details.csv"
+    generate_northwind(source_url, csv_path, orders=120, seed=3)
+    return source_url, csv_path
+
+
+def digest_files(root: Path, pattern: str = "*.pgcopy") -> dict:
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob(pattern))}
+
+
+def table_text(url: str, query: str) -> list:
+    with psycopg.connect(url) as connection:
+        return [row[0] for row in connection.execute(query).fetchall()]
+
+
+def target_state(url: str) -> dict:
+    """Every snapshot table of the target: its rows as text, per day, in a stable order."""
+    with psycopg.connect(url) as connection:
+        tables = connection.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind = 'p' AND n.nspname LIKE 'snap\\_%' ORDER BY 1").fetchall()
+        return {name: [row[0] for row in connection.execute(
+            f"SELECT t::text FROM {name} t ORDER BY t::text COLLATE \"C\"").fetchall()] for (name,) in tables}
+
+
+def test_every_type_survives_the_round_trip_value_by_value(pg_url, source_url, tmp_path):
+    with psycopg.connect(source_url, autocommit=True) as connection:
+        connection.execute(ALL_TYPES)
+    csv_path = tmp_path / "details.csv"
+    csv_path.write_text("order_id,product_id,unit_price,quantity,discount\n1,2,3.50,4,0\n", encoding="utf-8")
+    line = pipeline(pg_url, source_url, tmp_path, csv_path)
+    snapshot.extract_postgres(line, D1)
+    snapshot.extract_csv(line, D1)
+    snapshot.load_day(line, D1)
+    columns = table_text(source_url, "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute"
+                                     " WHERE attrelid = 'every_type'::regclass AND attnum > 0")[0]
+    with psycopg.connect(source_url) as source, psycopg.connect(pg_url) as target:
+        for statement in ("SET TimeZone = 'UTC'", "SET extra_float_digits = 3"):
+            source.execute(statement)
+            target.execute(statement)
+        # Python has no infinite timestamp: row 2 is compared as text below.
+        wanted = source.execute(f"SELECT {columns} FROM every_type WHERE id <> 2 ORDER BY id").fetchall()
+        got = target.execute(f"SELECT {columns} FROM snap_public.every_type WHERE snapshot_day = %s AND id <> 2"
+                             " ORDER BY id", (D1,)).fetchall()
+        assert len(got) == len(wanted) == 3
+        for want_row, got_row in zip(wanted, got):
+            for name, want, have in zip(columns.split(", "), want_row, got_row):
+                if isinstance(want, float) and want != want:
+                    assert have != have, name  # NaN
+                else:
+                    assert (name, type(have), have) == (name, type(want), want)
+        # The text of every value too: float bits, -0, numeric scale, interval, time zones.
+        text_of = f"SELECT ({columns})::text FROM {{}} ORDER BY id"
+        assert [r[0] for r in target.execute(text_of.format("snap_public.every_type")).fetchall()] == \
+            [r[0] for r in source.execute(text_of.format("every_type")).fetchall()]
+        # NULL apart from empty text, the enum as its label, the key-less table whole (duplicates kept).
+        assert target.execute("SELECT txt IS NULL, txt = '' FROM snap_public.every_type ORDER BY id").fetchall() == \
+            [(False, False), (False, True), (True, None), (False, False)]
+        assert target.execute("SELECT m FROM snap_public.every_type ORDER BY id").fetchall() == \
+            [("happy",), (None,), ("sad",), ("ok",)]
+        assert sorted(target.execute("SELECT a, b FROM snap_public.no_key").fetchall(), key=repr) == \
+            sorted([(2, "b"), (1, "a"), (2, "b"), (None, None)], key=repr)
+        assert target.execute("SELECT note FROM snap_other.orders").fetchall() == [("not the public orders",)]
+    manifest = json.loads((tmp_path / "data/postgres/every_type/2021-01-01/manifest.json").read_text())
+    assert {c["name"]: c["source_type"] for c in manifest["columns"]}["m"] == "mood"
+    assert {c["name"]: c["type"] for c in manifest["columns"]}["m"] == "text"
+    assert manifest["rows"] == 4 and manifest["primary_key"] == ["id"] and manifest["day"] == "2021-01-01"
+    assert (tmp_path / "data/postgres/other.orders/2021-01-01/data.pgcopy").is_file()
+
+
+def test_a_second_run_gives_the_same_files_and_the_same_tables(pg_url, northwind, tmp_path):
+    source, csv_path = northwind
+    line = pipeline(pg_url, source, tmp_path, csv_path)
+    first = snapshot.run_days(line, [D1])
+    assert first.ok and [s.state for s in first.steps] == ["succeeded"] * 4
+    files, loaded = digest_files(tmp_path / "data"), target_state(pg_url)
+    result = (tmp_path / "data/results/2021-01-01/orders_with_details.json").read_bytes()
+    again = snapshot.run_days(line, [D1])
+    assert [s.state for s in again.steps] == ["skipped", "skipped", "succeeded", "succeeded"]
+    forced = snapshot.run_days(line, [D1], force=True)
+    assert [s.state for s in forced.steps] == ["succeeded"] * 4
+    assert digest_files(tmp_path / "data") == files and len(files) == 13
+    assert target_state(pg_url) == loaded
+    assert len(loaded["snap_public.orders"]) == 120  # replaced, not appended
+    assert (tmp_path / "data/results/2021-01-01/orders_with_details.json").read_bytes() == result
+
+
+def test_load_before_the_extracts_is_refused_naming_the_step_to_run(pg_url, northwind, tmp_path, capsys):
+    source, csv_path = northwind
+    args = ["pipeline", "load", "--day", "2021-01-01", "--pg-url", pg_url, "--root", str(tmp_path / "data")]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("FAILED: load for 2021-01-01 refused, extract-postgres for 2021-01-01 has not succeeded"
+                   f" (never run), run it first: python -m gigsterpg.cli pipeline extract-postgres --day 2021-01-01"
+                   f" --root {tmp_path / 'data'}")
+    line = pipeline(pg_url, source, tmp_path, csv_path)
+    snapshot.extract_postgres(line, D1)
+    with pytest.raises(snapshot.StepRefused, match="extract-csv for 2021-01-01 has not succeeded"):
+        snapshot.load_day(line, D1)
+    with pytest.raises(snapshot.StepRefused, match="run it first: .* pipeline load --day 2021-01-01"):
+        snapshot.query_day(line, D1)
+    rows = {row.step: row for row in snapshot_status(pg_url)}
+    assert rows["load"].state == "failed" and rows["load"].rerun.endswith(
+        f"pipeline extract-csv --day 2021-01-01 --root {tmp_path / 'data'}")
+
+
+def _cli(args, env_extra=None, cwd=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "gigsterpg.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def _no_half_partition(root: Path) -> None:
+    """Every visible folder under root is a whole partition: a manifest, and files matching it."""
+    for folder in root.rglob("????-??-??"):
+        if any(part.startswith(".") for part in folder.relative_to(root).parts):
+            continue
+        manifest = json.loads((folder / "manifest.json").read_text())
+        data = folder / manifest["file"] if "file" in manifest else None
+        if data is not None:
+            assert hashlib.sha256(data.read_bytes()).hexdigest() == manifest["sha256"], folder
+
+
+@pytest.mark.parametrize("step,point", [
+    ("extract-postgres", "snapshot-data:1"), ("extract-postgres", "snapshot-data:7"),
+    ("extract-postgres", "snapshot-manifest:4"), ("extract-postgres", "snapshot-published:13"),
+    ("extract-csv", "snapshot-data:1"), ("extract-csv", "snapshot-published:1")])
+def test_an_extract_killed_leaves_nothing_half_visible_and_the_rerun_completes(
+        pg_url, northwind, tmp_path, step, point):
+    source, csv_path = northwind
+    calm = pipeline(pg_url, source, tmp_path, csv_path, root="calm")  # undisturbed, a day earlier
+    snapshot.extract_postgres(calm, D1)
+    snapshot.extract_csv(calm, D1)
+    root = tmp_path / "data"
+    args = ["pipeline", step, "--day", "2021-01-02", "--pg-url", pg_url, "--source-pg", source, "--csv",
+            str(csv_path), "--root", str(root)]
+    killed = _cli(args, {"GIGSTERPG_KILL_AT": point})
+    assert killed.returncode == -9, killed.stderr
+    _no_half_partition(root)
+    state = {(row.day, row.step): row for row in snapshot_status(pg_url)}[D2, step]
+    assert state.state == "interrupted" and state.rerun.endswith(f"pipeline {step} --day 2021-01-02")
+    rerun = _cli(args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not [p for p in root.rglob(".*")]  # the killed run's leftovers are gone
+    pattern = "*.pgcopy" if step == "extract-postgres" else "*.csv"
+    undisturbed = {path.replace("2021-01-01", "2021-01-02"): digest
+                   for path, digest in digest_files(tmp_path / "calm", pattern).items()}
+    assert digest_files(root, pattern) == undisturbed != {}
+    assert {(row.day, row.step): row.state for row in snapshot_status(pg_url)}[D2, step] == "succeeded"
+
+
+def test_a_load_killed_before_commit_leaves_the_day_as_it_was(pg_url, northwind, tmp_path):
+    source, csv_path = northwind
+    line = pipeline(pg_url, source, tmp_path, csv_path)
+    assert snapshot.run_days(line, [D1]).ok
+    before = target_state(pg_url)
+    with psycopg.connect(source, autocommit=True) as connection:
+        connection.execute("UPDATE orders SET freight = freight + 1")
+    args = ["pipeline", "extract-postgres", "--day", "2021-01-01", "--force", "--pg-url", pg_url, "--source-pg",
+            source, "--root", str(tmp_path / "data")]
+    assert _cli(args).returncode == 0
+    load = ["pipeline", "load", "--day", "2021-01-01", "--pg-url", pg_url, "--root", str(tmp_path / "data")]
+    killed = _cli(load, {"GIGSTERPG_KILL_AT": "snapshot-loaded:1"})
+    assert killed.returncode == -9, killed.stderr
+    assert target_state(pg_url) == before
+    assert {row.step: row.state for row in snapshot_status(pg_url)}["load"] == "interrupted"
+    assert _cli(load).returncode == 0
+    after = target_state(pg_url)
+    assert after != before and len(after["snap_public.orders"]) == len(before["snap_public.orders"])
+    with psycopg.connect(source) as src, psycopg.connect(pg_url) as tgt:
+        assert src.execute("SELECT sum(freight::numeric) FROM orders").fetchone() == \
+            tgt.execute("SELECT sum(freight::numeric) FROM snap_public.orders").fetchone()
+
+
+def test_bad_csv_lines_are_recorded_with_line_and_reason(pg_url, northwind, tmp_path):
+    source, _ = northwind
+    csv_path = tmp_path / "bad.csv"
+    csv_path.write_text("order_id,product_id,unit_price,quantity,discount\n10248,1,9.50,2,0\n10249,2,1.00\n"
+                        "10250,3,2.00,4,0.05\n", encoding="utf-8")
+    line = pipeline(pg_url, source, tmp_path, csv_path)
+    report = snapshot.extract_csv(line, D1)
+    assert (report.rows, report.bad_lines) == (2, 1)
+    bad = [json.loads(text) for text in (tmp_path / "data/csv/2021-01-01/bad_lines.jsonl").read_text().splitlines()]
+    assert [(b["file"], b["line"], b["column"]) for b in bad] == [("bad.csv", 3, None)]
+    assert "3 fields, the header has 5" in bad[0]["reason"]
+    snapshot.extract_postgres(line, D1)
+    loaded = snapshot.load_day(line, D1)
+    assert loaded.bad_lines == 1
+    rows = {row.step: row for row in snapshot_status(pg_url)}
+    assert rows["extract-csv"].bad_lines == 1 and rows["load"].bad_lines == 1
+    assert table_text(pg_url, "SELECT order_id || ':' || unit_price FROM snap_csv.bad ORDER BY 1") == \
+        ["10248:9.50", "10250:2.00"]
+
+
+def test_two_days_then_a_backfill_of_three(pg_url, northwind, tmp_path, capsys):
+    source, csv_path = northwind
+    base = ["--pg-url", pg_url, "--source-pg", source, "--csv", str(csv_path), "--root", str(tmp_path / "data")]
+    assert main(["pipeline", "run", "--day", "2021-01-01", *base]) == 0
+    assert main(["pipeline", "run", "--day", "2021-01-02", *base]) == 0
+    assert main(["pipeline", "run", "--from", "2020-12-01", "--to", "2020-12-03", *base]) == 0
+    out = capsys.readouterr().out
+    assert out.count("query ") == 5 and "FAILED" not in out
+    days = ["2020-12-01", "2020-12-02", "2020-12-03", "2021-01-01", "2021-01-02"]
+    assert sorted(p.name for p in (tmp_path / "data/postgres/orders").iterdir()) == days
+    assert sorted(p.name for p in (tmp_path / "data/csv").iterdir()) == days
+    assert sorted(p.name for p in (tmp_path / "data/results").iterdir()) == days
+    assert table_text(pg_url, "SELECT snapshot_day::text || '=' || count(*) FROM snap_public.orders"
+                              " GROUP BY snapshot_day ORDER BY 1") == [f"{day}=120" for day in days]
+    status = snapshot_status(create_engine(sqlalchemy_pg_url(pg_url)), days=10)
+    assert len(status) == 20 and {row.state for row in status} == {"succeeded"}
+    assert [row.day.isoformat() for row in status[::4]] == days[::-1]
+    assert status_dicts(status[:1])[0]["day"] == "2021-01-02"
+    assert main(["pipeline", "status", "--pg-url", pg_url]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["day", "extract-postgres", "extract-csv", "load", "query"]
+    with psycopg.connect(source) as connection:
+        tables = connection.execute("SELECT relname FROM pg_class WHERE relkind = 'r'"
+                                    " AND relnamespace = 'public'::regnamespace").fetchall()
+        total = sum(connection.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for (name,) in tables)
+    assert table[1].startswith(f"2021-01-02  ok {total:,} rows") and len(table) == 6
+
+
+def test_the_final_query_equals_the_join_computed_here(pg_url, northwind, tmp_path):
+    source, csv_path = northwind
+    line = pipeline(pg_url, source, tmp_path, csv_path)
+    assert snapshot.run_days(line, [D1]).ok
+    with psycopg.connect(source) as connection:
+        cursor = connection.execute("SELECT * FROM orders")
+        names = [c.name for c in cursor.description]
+        orders = {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        details = list(csv.DictReader(handle))
+    expected = []
+    for detail in details:
+        order = orders.get(int(detail["order_id"]))
+        if order is None:
+            continue
+        row = {"order_id": int(detail["order_id"]), "product_id": int(detail["product_id"]),
+               "unit_price": Decimal(detail["unit_price"]), "quantity": int(detail["quantity"]),
+               "discount": Decimal(detail["discount"])}
+        row.update({key: value for key, value in order.items() if key != "order_id"})
+        expected.append(row)
+    assert len(expected) < len(details)  # some details name orders that do not exist
+    expected.sort(key=lambda r: (r["order_id"], r["product_id"]))
+    folder = tmp_path / "data/results/2021-01-01"
+    got = json.loads((folder / "orders_with_details.json").read_text(), parse_float=Decimal)
+    assert [list(row) for row in got[:1]] == [list(expected[0])]
+    for want, have in zip(expected, got, strict=True):
+        for key, value in want.items():
+            if isinstance(value, datetime.date):
+                value = value.isoformat()
+            elif isinstance(value, float):
+                have[key] = float(have[key])
+            assert (key, have[key]) == (key, value)
+    with open(folder / "orders_with_details.csv", newline="", encoding="utf-8") as handle:
+        lines = list(csv.DictReader(handle))
+    assert [(int(r["order_id"]), int(r["product_id"]), r["customer_id"]) for r in lines] == \
+        [(r["order_id"], r["product_id"], r["customer_id"]) for r in expected]
+    assert [r["shipped_date"] for r in lines] == [r["shipped_date"].isoformat() if r["shipped_date"] else ""
+                                                  for r in expected]
+
+
+def test_a_failing_step_says_where_and_which_command_picks_up(pg_url, tmp_path, capsys):
+    bad_source = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere"
+    args = ["pipeline", "extract-postgres", "--day", "2021-01-03", "--pg-url", pg_url, "--source-pg", bad_source]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("FAILED: extract-postgres for 2021-01-03 failed, ") and "s3cret-pw" not in err
+    assert err.strip().endswith("fix that, then rerun: python -m gigsterpg.cli pipeline extract-postgres"
+                                " --day 2021-01-03")
+    assert main(["pipeline", "status", "--pg-url", pg_url]) == 0
+    out = capsys.readouterr().out
+    assert "2021-01-03  FAILED" in out and "s3cret-pw" not in out
+    assert "rerun: python -m gigsterpg.cli pipeline extract-postgres --day 2021-01-03" in out
+
+
+def test_arguments_and_settings_are_checked(pg_url, tmp_path, capsys):
+    assert main(["pipeline", "load", "--pg-url", pg_url]) == 2
+    assert "needs a day" in capsys.readouterr().err
+    assert main(["pipeline", "run", "--day", "2021-01-01", "--from", "2021-01-01", "--pg-url", pg_url]) == 2
+    assert main(["pipeline", "run", "--from", "2021-01-03", "--to", "2021-01-01", "--pg-url", pg_url]) == 2
+    assert main(["pipeline", "extract-postgres", "--day", "2021-01-01", "--pg-url", pg_url]) == 2
+    assert main(["pipeline", "extract-csv", "--day", "2021-01-01", "--pg-url", pg_url]) == 2
+    assert main(["generate-northwind", "--pg", pg_url]) == 2
+    err = capsys.readouterr().err
+    assert "swap --from and --to" in err and "--source-pg" in err and "pass --pg URL --csv PATH" in err
+    with pytest.raises(SystemExit):
+        main(["pipeline", "load", "--day", "2021-13-01"])
+    assert main(["pipeline", "status", "--pg-url", pg_url]) == 0
+    assert "No day has run yet" in capsys.readouterr().out
+
+
+def test_narrowing_the_tables(pg_url, northwind, tmp_path):
+    assert matches("public.orders", "public.*") and not matches("other.orders", "public.*")
+    assert not matches("public.us_states", "public.*,!public.us_*") and matches("x.y", None)
+    assert matches("public.orders", "!public.us_*")
+    source, csv_path = northwind
+    line = pipeline(pg_url, source, tmp_path, csv_path, tables="public.orders,public.cust*")
+    report = snapshot.extract_postgres(line, D1)
+    assert report.tables == 4
+    assert sorted(p.name for p in (tmp_path / "data/postgres").iterdir()) == \
+        ["customer_customer_demo", "customer_demographics", "customers", "orders"]
+
+
+def test_generate_northwind_is_deterministic_and_shaped_like_northwind(source_url, empty_pg_url, tmp_path, capsys):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(["generate-northwind", "--pg", source_url, "--csv", str(first), "--orders", "50"]) == 0
+    assert "13 tables" in capsys.readouterr().out
+    dump = table_text(source_url, "SELECT string_agg(t::text, '|' ORDER BY t::text) FROM orders t")
+    generate_northwind(source_url, second, orders=50, seed=7)
+    assert first.read_bytes() == second.read_bytes()
+    assert table_text(source_url, "SELECT string_agg(t::text, '|' ORDER BY t::text) FROM orders t") == dump
+    with psycopg.connect(source_url) as connection:
+        keys = dict(connection.execute(
+            "SELECT c.relname, count(i.indexrelid) FROM pg_class c LEFT JOIN pg_index i ON i.indrelid = c.oid"
+            " AND i.indisprimary WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace"
+            " GROUP BY 1").fetchall())
+        assert keys["us_states"] == 0 and all(count == 1 for name, count in keys.items() if name != "us_states")
+        assert connection.execute("SELECT count(*) FROM categories WHERE length(picture) > 0").fetchone() == (8,)
+    assert next(csv.reader(first.open())) == ["order_id", "product_id", "unit_price", "quantity", "discount"]

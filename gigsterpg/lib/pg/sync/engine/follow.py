@@ -14,6 +14,18 @@ catch-up sync starts, and the stream is read from there afterwards; the
 changes that happened during the sync are applied again, which the merge
 absorbs. A position MongoDB no longer has (too old) ends in one log line, a
 new catch-up sync, and following again.
+
+Beside a scan (a full, reconcile or incremental run, the nightly one say): a
+follower holds a lock of its own, and takes the sync lock shared for each batch
+it applies; a scan holds that lock exclusive for its whole run. So the two never
+write at once: while a scan runs, the follower's next batch finds the lock
+taken, rolls back, closes the stream and waits; once the scan ends it reopens
+the stream at its saved position (taken before the scan's first write) and
+applies again every change since. Whatever the scan wrote from a document read
+before a later change is overwritten by that change; a document deleted during
+the scan and written back by it is deleted again; one inserted during the scan
+and deleted by its end (not seen) is inserted again. Each change is applied as
+the document is when it is applied, so applying one twice changes nothing.
 """
 import contextlib
 import logging
@@ -28,11 +40,12 @@ from pymongo import errors as mongo_errors
 
 from gigsterpg import faults
 from gigsterpg.connections import is_transient, short_reason
-from gigsterpg.exc import SourceError, TerminalError
+from gigsterpg.exc import SourceError, SyncLockedError, TerminalError
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.engine import fingerprint
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, discard, link_children, prepare, rollback
-from gigsterpg.lib.pg.sync.engine.runner import RAW, RetryPolicy, RunReport, begin_run, end_run
+from gigsterpg.lib.pg.db.states import FOLLOW
+from gigsterpg.lib.pg.sync.engine.runner import LOCK_KEY, LOCK_POLL_S, RAW, RetryPolicy, RunReport, begin_run, end_run
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +67,12 @@ class FollowReport:
     batches: int = 0
     resyncs: int = 0
     retries: int = 0
+    # Times it stood aside for a scan (and applied the changes since its position again after it).
+    pauses: int = 0
+
+
+class ScanRunning(Exception):
+    """A scan holds the sync lock: the batch in hand is rolled back, the follower waits for the scan's end."""
 
 
 class PositionLost(TerminalError):
@@ -143,7 +162,8 @@ class Follower:
         except KeyboardInterrupt:
             logger.info("stopped by a signal; the batch in hand was rolled back, the position is saved")
         except BaseException as err:
-            self._close("failed", short_reason(err), error=True)
+            # A refusal (another follower runs) is not the running follower's error to record.
+            self._close("failed", short_reason(err), error=not isinstance(err, SyncLockedError))
             raise
         self._close("succeeded", None)
         return self.report
@@ -162,9 +182,19 @@ class Follower:
             with self.connection.cursor() as cursor:
                 save_token(cursor, token)
             self.connection.commit()
-        self.run_id = begin_run(self.connection, registry.COLLECTIONS, mode="follow")
+        # The follower's own lock: one follower per database; a scan may run beside it.
+        self.run_id = begin_run(self.connection, registry.COLLECTIONS, mode=FOLLOW)
         self.loaders = {name: BatchLoader(self.connection, registry.model(name), self.run_id, scan=False)
                         for name in registry.COLLECTIONS}
+        while not self.stop.is_set():
+            try:
+                self._follow(token)
+            except ScanRunning:
+                self._pause()
+                token = load_token(self.connection)
+
+    def _follow(self, token: dict) -> None:
+        """Read the change stream from ``token`` and apply it, batch by batch, until stopped."""
         try:
             with self.mongo_db.with_options(codec_options=RAW).watch(
                     PIPELINE, full_document="updateLookup", resume_after=token, max_await_time_ms=self.max_wait_ms,
@@ -191,8 +221,32 @@ class Follower:
                                   "run it as a replica set (one member is enough) to use --follow") from err
             raise
 
+    def _pause(self) -> None:
+        """Stand aside (the stream closed) until the scan that holds the sync lock has ended."""
+        self.report.pauses += 1
+        logger.info("a sync run is writing: following paused; once it ends, the changes since the saved"
+                    " position are applied again")
+        self._stage("paused: a sync run is writing")
+        while not self.stop.is_set():
+            with self.connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_xact_lock_shared(%s)", (LOCK_KEY,))
+                free = cursor.fetchone()[0]
+            self.connection.rollback()
+            if free:
+                break
+            self.stop.wait(LOCK_POLL_S)
+        self._stage("following")
+
+    def _stage(self, stage: str) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.execute("UPDATE sync_runs SET stage = %s WHERE id = %s", (stage, self.run_id))
+        self.connection.commit()
+
     def _apply(self, events) -> None:
-        """One transaction: each document's last event, parents before children, then the position."""
+        """One transaction: each document's last event, parents before children, then the position.
+
+        Raises ScanRunning (nothing applied) while a scan holds the sync lock.
+        """
         latest: Dict[str, dict] = {name: {} for name in registry.COLLECTIONS}
         for event in events:
             kind, collection = event["operationType"], event["ns"]["coll"]
@@ -205,6 +259,9 @@ class Follower:
             latest[collection][key] = event
         try:
             with self.connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_xact_lock_shared(%s)", (LOCK_KEY,))
+                if not cursor.fetchone()[0]:
+                    raise ScanRunning()
                 for name in registry.COLLECTIONS:
                     deletes = [key for key, event in latest[name].items() if event["operationType"] == "delete"]
                     documents = [event["fullDocument"] for event in latest[name].values()

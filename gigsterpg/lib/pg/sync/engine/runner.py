@@ -23,7 +23,7 @@ from gigsterpg import faults
 from gigsterpg.config import mask_url
 from gigsterpg.connections import is_transient, short_reason
 from gigsterpg.exc import SyncLockedError
-from gigsterpg.lib.pg.db.states import FAILED, FULL, INCREMENTAL, INTERRUPTED, RUNNING, SUCCEEDED
+from gigsterpg.lib.pg.db.states import FAILED, FOLLOW, FULL, INCREMENTAL, INTERRUPTED, RUNNING, SUCCEEDED
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, CollectionCounts, discard, rollback
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
@@ -31,8 +31,14 @@ from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
 logger = logging.getLogger(__name__)
 
 # One key for "a sync is writing to this database"; session-level, so it dies with a crashed process.
+# The sync lock: a scan (full or incremental run) holds it, exclusive, for the whole run; a follower takes it
+# shared for each batch it applies, so it never writes while a scan does (it pauses, then replays; see follow.py).
 LOCK_KEY = 0x6769677374657270  # "gigsterp"
+# One follower per database: it holds this one, exclusive, for as long as it follows.
+FOLLOW_LOCK_KEY = 0x67696773666f6c6c  # "gigsfoll"
 LOCK_POLL_S = 1.0
+# How long a scan waits for a follower's batch in hand (milliseconds, usually) before it takes the lock.
+FOLLOWER_BATCH_WAIT_S = 30.0
 # Incremental runs read from the watermark minus this much: clocks of application servers differ.
 DEFAULT_OVERLAP_S = 300.0
 # Documents arrive undecoded: most of an unchanged collection is never decoded at all.
@@ -305,23 +311,33 @@ class _Run:
 
 
 def begin_run(connection, collections, wait_s: Optional[float] = None, mode: str = FULL) -> int:
-    """Take the sync lock (waiting up to ``wait_s`` for it), mark dead runs interrupted, record this run."""
+    """Take the lock of the run's kind (waiting up to ``wait_s`` for it), mark dead runs of that kind
+    interrupted, record this run.
+
+    A scan takes the sync lock (one scan at a time); a follower (``mode`` follow) takes the
+    follower's lock (one follower at a time), so a scan and a follower run side by side.
+    """
+    follower = mode == FOLLOW
     connection.autocommit = True
     with connection.cursor() as cursor:
         deadline = None if wait_s is None else time.monotonic() + wait_s
-        while not _try_lock(cursor):
-            holder = _running(cursor)
+        while not (_try_lock(cursor, FOLLOW_LOCK_KEY) if follower else _lock_scan(cursor)):
+            holder = _running(cursor, follower)
             if deadline is None or time.monotonic() >= deadline:
                 waited = "" if deadline is None else f" (waited {wait_s:g} s)"
+                if follower:
+                    raise SyncLockedError(f"another follower is running ({holder}){waited}",
+                                          "one follower per database applies the change streams",
+                                          "stop it first, or let it follow (gigsterpg status shows it)")
                 raise SyncLockedError(f"another sync is running ({holder}){waited}",
                                       "only one sync may write at a time",
                                       "wait for it to finish (gigsterpg status shows it), or pass --wait")
             logger.info("waiting for %s to finish", holder)
             time.sleep(min(LOCK_POLL_S, max(0.0, deadline - time.monotonic())))
-        # We hold the lock, so any run still marked running belongs to a dead process.
+        # We hold the lock of our kind, so any run of that kind still marked running belongs to a dead process.
         cursor.execute("UPDATE sync_runs SET status = %s, finished_at = now(),"
                        " error = coalesce(error, 'the process ended before the run finished')"
-                       " WHERE status = %s", (INTERRUPTED, RUNNING))
+                       " WHERE status = %s AND (mode = %s) = %s", (INTERRUPTED, RUNNING, FOLLOW, follower))
         cursor.execute("INSERT INTO sync_runs (collections, pid, hostname, mode) VALUES (%s, %s, %s, %s)"
                        " RETURNING id", (",".join(collections), os.getpid(), socket.gethostname(), mode))
         run_id = cursor.fetchone()[0]
@@ -334,7 +350,7 @@ def resume_run(connection, run_id: int, relock: bool = True) -> None:
     """After a transient error: take the lock again (on a new connection) and count the retry."""
     connection.autocommit = True
     with connection.cursor() as cursor:
-        if relock and not _try_lock(cursor):
+        if relock and not _lock_scan(cursor):
             raise SyncLockedError(f"another sync took over while run {run_id} reconnected ({_running(cursor)})",
                                   "only one sync may write at a time", "let it finish; it does this run's work")
         cursor.execute("UPDATE sync_runs SET status = %s, finished_at = NULL, retries = retries + 1"
@@ -342,15 +358,37 @@ def resume_run(connection, run_id: int, relock: bool = True) -> None:
     connection.autocommit = False
 
 
-def _try_lock(cursor) -> bool:
-    cursor.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+def _try_lock(cursor, key: int = LOCK_KEY) -> bool:
+    cursor.execute("SELECT pg_try_advisory_lock(%s)", (key,))
     return cursor.fetchone()[0]
 
 
-def _running(cursor) -> str:
-    """Which run holds the lock, as a person reads it."""
-    cursor.execute("SELECT id, started_at, pid, hostname FROM sync_runs WHERE status = %s"
-                   " ORDER BY id DESC LIMIT 1", (RUNNING,))
+def _lock_scan(cursor) -> bool:
+    """Take the sync lock for a scan: at once, or after a follower's batch in hand; False while a scan holds it.
+
+    Only followers' batches hold it shared: then this queues for it (at most FOLLOWER_BATCH_WAIT_S),
+    and a request in the queue makes the followers' next batches pause instead of overtaking it.
+    """
+    if _try_lock(cursor):
+        return True
+    cursor.execute("SELECT pg_try_advisory_lock_shared(%s)", (LOCK_KEY,))
+    if not cursor.fetchone()[0]:
+        return False  # held exclusive: a scan runs
+    cursor.execute("SELECT pg_advisory_unlock_shared(%s)", (LOCK_KEY,))
+    cursor.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(FOLLOWER_BATCH_WAIT_S * 1000)}ms",))
+    try:
+        cursor.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        return True
+    except psycopg.errors.LockNotAvailable:
+        return False
+    finally:
+        cursor.execute("RESET lock_timeout")
+
+
+def _running(cursor, follower: bool = False) -> str:
+    """Which run holds the lock (a scan's, or with ``follower`` the follower's), as a person reads it."""
+    cursor.execute("SELECT id, started_at, pid, hostname FROM sync_runs WHERE status = %s AND (mode = %s) = %s"
+                   " ORDER BY id DESC LIMIT 1", (RUNNING, FOLLOW, follower))
     running = cursor.fetchone()
     return (f"run {running[0]} started {running[1]:%Y-%m-%d %H:%M:%S %Z} by pid {running[2]} on {running[3]}"
             if running else "another sync")
@@ -373,7 +411,7 @@ def end_run(connection, report: RunReport, error: Optional[str], engine=None, ra
         connection.autocommit = True
         with connection.cursor() as cursor:
             cursor.execute(END_RUN, ending)
-            cursor.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            cursor.execute("SELECT pg_advisory_unlock(%s)", (FOLLOW_LOCK_KEY if report.mode == FOLLOW else LOCK_KEY,))
     except Exception as err:
         logger.debug("recording the end of run %d on its own connection failed", report.run_id, exc_info=True)
         recorded = False

@@ -184,9 +184,10 @@ def start_sync(jobs: Jobs, settings: Settings, mongo, params: dict,
     if running is not None:
         raise busy(running)
     with jobs.engine.begin() as connection:
-        # A transaction lock: free again at commit, so the sync itself can take it a moment later.
-        if not connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}).scalar():
-            raise ApiError(409, "sync_running", "another sync holds the sync lock (the CLI or a follower)",
+        # A transaction lock, free again at commit, so the sync itself can take it a moment later; shared, as a
+        # follower's batch takes it: a sync runs beside a follower, not beside another sync (exclusive).
+        if not connection.execute(text("SELECT pg_try_advisory_xact_lock_shared(:key)"), {"key": LOCK_KEY}).scalar():
+            raise ApiError(409, "sync_running", "another sync holds the sync lock (the CLI or a follower's catch-up)",
                            "one sync at a time writes the target database", "try again when it has ended")
     ping_mongo(mongo)
 

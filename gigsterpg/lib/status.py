@@ -18,7 +18,7 @@ from sqlalchemy import text
 from gigsterpg.config import mask_url
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.lib.pg.db.states import JOB_KINDS
-from gigsterpg.lib.pg.sync.engine.runner import LOCK_KEY
+from gigsterpg.lib.pg.sync.engine.runner import FOLLOW_LOCK_KEY, LOCK_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +37,12 @@ def table_exists(connection, name: str) -> bool:
 
 
 def sync_lock_held(connection) -> bool:
-    """Whether some process holds the sync's advisory lock in this database (a sync or a follower runs)."""
+    """Whether a sync (the sync lock) or a follower (its own lock) runs in this database."""
     return bool(connection.execute(text(
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND (classid::bigint << 32 | objid::bigint) = :key)"), {"key": LOCK_KEY}).scalar())
+        " AND (classid::bigint << 32 | objid::bigint) IN (:key, :follow))"),
+        {"key": LOCK_KEY, "follow": FOLLOW_LOCK_KEY}).scalar())
 
 
 def runs(connection, limit: int = RUNS_SHOWN) -> List[dict]:

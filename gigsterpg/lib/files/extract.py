@@ -170,15 +170,19 @@ def extract_csv(csv_path: Path, root: Path, day: datetime.date,
         copied = temp / name
         with open(csv_path, "rb") as source, open(copied, "wb") as target:
             shutil.copyfileobj(source, target, pgcopy.CHUNK)
-        columns = csvsource.infer_columns(copied, dialect, declared)
-        rows = bad = 0
+        counts: dict = {}
+        columns = csvsource.infer_columns(copied, dialect, declared, counts=counts)
+        rows, bad = counts["records"], 0
         with open(temp / BAD_LINES_FILE, "w", encoding="utf-8") as bad_lines:
-            for record in csvsource.read_rows(copied, dialect, columns):
-                if isinstance(record, csvsource.BadLine):
-                    bad += 1
-                    bad_lines.write(json.dumps({**record.as_dict(), "file": name}, ensure_ascii=False) + "\n")
-                else:
-                    rows += 1
+            # Inferred kinds fit every value of a line of the right width: only misfit lines need a second pass.
+            if counts["misfits"] or declared:
+                rows = 0
+                for record in csvsource.read_rows(copied, dialect, columns):
+                    if isinstance(record, csvsource.BadLine):
+                        bad += 1
+                        bad_lines.write(json.dumps({**record.as_dict(), "file": name}, ensure_ascii=False) + "\n")
+                    else:
+                        rows += 1
         size, digest = copied.stat().st_size, pgcopy.sha256_file(copied)
         partition.write_manifest(temp, {
             "format": "csv", "file": name, "source": "csv", "source_path": str(csv_path.resolve()),

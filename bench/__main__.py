@@ -26,6 +26,7 @@ import pymongo
 from bson import ObjectId
 from psycopg import sql
 
+from bench import snapshots as snapshot_bench
 from gigsterpg.generate import write_dataset
 
 USERS, GIGS = 100_000, 200_000
@@ -209,6 +210,7 @@ def run(args, databases: Databases, mongo_server: str) -> dict:
     record("ORM merge() per document", child("orm", databases.fresh(), mongo_url, batch))
     export_rows = max(1000, int(EXPORT_ROWS * args.scale))  # the row count travels in batch_size's place
     results["export"] = [child("export", databases.fresh(), mongo_url, export_rows) for _ in range(args.repeat)]
+    snapshot_bench.measure(results, databases.server_url, args.scale, args.repeat)
     if args.rss_scale:
         big_url = with_database(mongo_server, "bench_big_" + uuid.uuid4().hex[:8])
         big = pymongo.MongoClient(big_url)
@@ -344,6 +346,7 @@ def render(results: dict, args) -> str:
         documents = int(results["docs"] * float(scale) / args.scale)
         lines.append(f"- incremental run on unchanged data at scale {scale} ({documents:,} documents): median"
                      f" {seconds:.2f} s, documents read {read}")
+    lines += snapshot_bench.render(results)
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ collection. The ids seen go to a temp table, so memory stays flat however many o
 import hashlib
 import json
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import bson
 from bson import json_util
@@ -120,6 +120,18 @@ class Ledger:
             places = [row[0] for row in cursor.fetchall()]
         self.connection.commit()
         return [ids[place] for place in places]
+
+    def unseen(self, batch_size: int) -> Iterator[List[str]]:
+        """The ``_id``s that have a hash but were not seen by this run, a batch at a time."""
+        with self.connection.cursor(name="gigsterpg_unseen") as cursor:
+            cursor.execute("SELECT _id FROM projection_hashes h WHERE target = %s AND NOT EXISTS"
+                           " (SELECT 1 FROM projection_seen s WHERE s._id = h._id)", (self.target,))
+            while True:
+                rows = cursor.fetchmany(batch_size)
+                if not rows:
+                    break
+                yield [row[0] for row in rows]
+        self.connection.commit()
 
     def finish(self) -> Dict[str, int]:
         """After a complete run: forget the hashes of documents deleted, close the rejects not met again."""

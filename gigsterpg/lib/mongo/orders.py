@@ -26,8 +26,8 @@ from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, 
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.mongo import bulk
 from gigsterpg.lib.mongo.ledger import Ledger, digest
-from gigsterpg.lib.mongo.projection import (Projection, check_source, count_rows, document_of, load_projection,
-                                            prepare_source, tax_rate, time_zone)
+from gigsterpg.lib.mongo.projection import (Projection, Shape, check_source, count_rows, hashed, load_projection,
+                                            prepare_source, row_hash, tax_rate, time_zone)
 
 logger = logging.getLogger(__name__)
 
@@ -57,45 +57,58 @@ class OrdersReport:
 
 def project(source, ledger_connection, collection, projection: Projection, rate: Decimal, zone: str = "UTC",
             batch_size: int = bulk.BATCH, progress: Optional[Callable[[int], None]] = None) -> OrdersReport:
-    """Run ``projection`` on ``source`` into ``collection``; bookkeeping on ``ledger_connection``."""
+    """Run ``projection`` on ``source`` into ``collection``; bookkeeping on ``ledger_connection``.
+
+    PostgreSQL hashes each result row (``md5`` of its text); a document is built, hashed and written only
+    when that hash differs from the one stored for its ``_id``, so an unchanged order costs a look-up.
+    """
     target = f"{collection.database.name}.{collection.name}"
     report = OrdersReport(projection.name, target, str(rate), zone)
     started = time.monotonic()
     ledger = Ledger(ledger_connection, target)
-    ledger.trust(collection.estimated_document_count())
-    writer = bulk.BulkWriter(collection)
-    for names, rows in bulk.stream(source, projection.sql, {"tax_rate": rate}, batch_size):
-        documents, rejects = [], []
+    documents = collection.estimated_document_count()
+    trusted = ledger.trust(documents)
+    writer = bulk.BulkWriter(collection, empty=documents == 0)
+    only_text_ids = True
+    for names, rows in bulk.stream(source, hashed(projection), {"tax_rate": rate}, batch_size):
+        shape = Shape(names[1:])
+        kept, rejects = [], []
         for row in rows:
-            document, counts = document_of(names, row)
-            for reason, count in counts.items():
-                report.counts[reason] = report.counts.get(reason, 0) + count
-            if document.get("_id") in (None, ""):
+            for place, reason in shape.counts:
+                if row[place + 1]:
+                    report.counts[reason] = report.counts.get(reason, 0) + int(row[place + 1])
+            doc_id = row[shape.id_place + 1]
+            if doc_id is None or doc_id == "":
+                document = shape.document(row[1:])
                 rejects.append(_reject(NO_UID, "the order has no uid, which is the document's _id", document))
             else:
-                documents.append(document)
-        ids = [str(document["_id"]) for document in documents]
+                only_text_ids = only_text_ids and isinstance(doc_id, str)
+                kept.append(row)
+        ids = [str(row[shape.id_place + 1]) for row in kept]
         first = set(ledger.first_seen(ids))
-        for place, document in enumerate(documents):
+        for place, row in enumerate(kept):
             if place not in first:
-                rejects.append(_reject(DUPLICATE_UID, f"another order has the uid {ids[place]!r}", document,
-                                       doc_id=ids[place]))
-        kept = sorted(first)
-        documents, ids = [documents[place] for place in kept], [ids[place] for place in kept]
-        hashes = [digest(document) for document in documents]
+                rejects.append(_reject(DUPLICATE_UID, f"another order has the uid {ids[place]!r}",
+                                       shape.document(row[1:]), doc_id=ids[place]))
+        kept, ids = [kept[place] for place in sorted(first)], [ids[place] for place in sorted(first)]
+        hashes = [row_hash(row[0], projection) for row in kept]
         changed = ledger.changed(ids, hashes)
-        report.written += writer.write([documents[place] for place in changed])
+        report.written += writer.write([shape.document(kept[place][1:]) for place in changed])
         ledger.remember([ids[place] for place in changed], [hashes[place] for place in changed])
         if rejects:
             ledger.reject(rejects)
         report.rows += len(rows)
-        report.unchanged += len(documents) - len(changed)
+        report.unchanged += len(kept) - len(changed)
         report.rejected += len(rejects)
         for reject in rejects:
             report.counts[reject["reason"]] = report.counts.get(reject["reason"], 0) + 1
         if progress:
             progress(report.rows)
-    report.deleted = bulk.delete_gone(collection, ledger.gone, batch_size)
+    if trusted and only_text_ids:  # the hashes mirror the collection: what was not seen is what to delete
+        for gone in ledger.unseen(batch_size):
+            report.deleted += collection.delete_many({"_id": {"$in": gone}}).deleted_count
+    else:  # ask the collection itself, a batch of _ids at a time
+        report.deleted = bulk.delete_gone(collection, ledger.gone, batch_size)
     ledger.finish()
     report.seconds = time.monotonic() - started
     return report

@@ -8,19 +8,19 @@ which the run adds up per reason. Numbers with a fraction inside json columns
 load as ``Decimal`` (psycopg's default would be binary floats), so money stays
 exact all the way to Decimal128.
 """
+import hashlib
 import json
 import re
 import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import set_json_loads
+from psycopg.adapt import Loader
 
 from gigsterpg.exc import ConfigError, PrivilegeError, SourceError
 from gigsterpg.lib.mongo.export import to_bson
@@ -91,9 +91,10 @@ def time_zone(value) -> str:
 
 
 def prepare_source(connection) -> None:
-    """A source connection as projections read it: read-only, and json numbers exact."""
+    """A source connection as projections read it: read-only, json left as text until a document needs it."""
     connection.read_only = True
-    set_json_loads(partial(json.loads, parse_float=Decimal), connection)
+    for name in ("json", "jsonb"):
+        connection.adapters.register_loader(name, _RawJsonLoader)
 
 
 def check_source(connection, projection: Projection, params: dict) -> None:
@@ -145,13 +146,49 @@ def count_rows(connection, projection: Projection) -> int:
         connection.rollback()
 
 
-def document_of(names: Sequence[str], row: Sequence) -> Tuple[dict, Dict[str, int]]:
-    """(the document, the counts per reason) of one row."""
-    document, counts = {}, {}
-    for name, value in zip(names, row):
-        if name.startswith(COUNT_PREFIX):
-            if value:
-                counts[name[len(COUNT_PREFIX):]] = int(value)
-        else:
-            document[name] = to_bson(value)
-    return document, counts
+class RawJson(str):
+    """A json value's text, parsed only when its row becomes a document (most rows of a re-run do not)."""
+
+
+class _RawJsonLoader(Loader):
+    def load(self, data) -> RawJson:
+        return RawJson(bytes(data).decode("utf-8"))
+
+
+# What a document is made of, besides the row: bump it when Shape.document changes, so every document is
+# written again once.
+DOCUMENT_FORMAT = b"gigsterpg document format 1"
+HASH_COLUMN = "gigsterpg_row_md5"
+
+
+def hashed(projection: Projection) -> str:
+    """The projection's query with the md5 of each row's text in front (PostgreSQL hashes it)."""
+    body = projection.sql.rstrip().rstrip(";")
+    return f"SELECT md5(q::text) AS {HASH_COLUMN}, q.* FROM (\n{body}\n) AS q"
+
+
+def row_hash(md5_hex: str, projection: Projection) -> bytes:
+    """The hash stored for a document: its row's md5, the projection's text and the document format."""
+    return hashlib.blake2b(md5_hex.encode() + projection.sql.encode() + DOCUMENT_FORMAT, digest_size=16).digest()
+
+
+class Shape:
+    """The columns of a projection's result: where ``_id`` is, which are counts, how a row becomes a document."""
+
+    def __init__(self, names: Sequence[str]):
+        if "_id" not in names:
+            raise SourceError("the projection's result has no _id column", "each document's _id is a column",
+                              "select the order's key AS _id")
+        self.names = list(names)
+        self.id_place = self.names.index("_id")
+        self.counts = [(place, name[len(COUNT_PREFIX):]) for place, name in enumerate(self.names)
+                       if name.startswith(COUNT_PREFIX)]
+        self.fields = [(place, name) for place, name in enumerate(self.names) if not name.startswith(COUNT_PREFIX)]
+
+    def document(self, row: Sequence) -> dict:
+        """The document of one row: every column but the counts, json parsed with exact decimals."""
+        return {name: to_bson(_parsed(row[place])) for place, name in self.fields}
+
+
+def _parsed(value):
+    return json.loads(value, parse_float=Decimal) if isinstance(value, RawJson) else value

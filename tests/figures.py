@@ -10,3 +10,15 @@ figure never counts what was not checked. ``documents lost`` is added to by
 from collections import Counter
 
 FIGURES: Counter = Counter()
+
+
+def markdown(path: str = "build/reliability.json") -> str:
+    """The figures of the last session, as the table RELIABILITY.md quotes (``python -m tests.figures``)."""
+    import json
+    figures = json.loads(open(path).read())
+    return "\n".join(["| figure | value |", "| --- | --- |"] +
+                     [f"| {name} | {value:,} |" for name, value in sorted(figures.items())])
+
+
+if __name__ == "__main__":
+    print(markdown())

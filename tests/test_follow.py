@@ -62,6 +62,7 @@ class Background:
         self.thread.join(timeout=60)
         if self.error is not None:
             raise self.error
+        assert not self.thread.is_alive(), "the follower did not stop within 60 s of being asked to"
 
 
 def reference(pg_server_url, mongo_url):

@@ -388,3 +388,12 @@ def test_generate_northwind_is_deterministic_and_shaped_like_northwind(source_ur
         assert keys["us_states"] == 0 and all(count == 1 for name, count in keys.items() if name != "us_states")
         assert connection.execute("SELECT count(*) FROM categories WHERE length(picture) > 0").fetchone() == (8,)
     assert next(csv.reader(first.open())) == ["order_id", "product_id", "unit_price", "quantity", "discount"]
+
+
+def test_the_demo_runs_two_days_and_gives_the_committed_example(project_root, tmp_path, capsys):
+    assert main(["pipeline", "demo", "--folder", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": succeeded,") == 8 and "2021-01-02  ok 1,207 rows" in out
+    assert "The first lines of" in out and "order_id,product_id,unit_price,quantity,discount,customer_id" in out
+    result = tmp_path / "demo/data/results/2021-01-02/orders_with_details.csv"
+    assert result.read_bytes() == (project_root / "examples/snapshots/orders_with_details.csv").read_bytes()

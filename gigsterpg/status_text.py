@@ -7,7 +7,7 @@ import uuid
 from datetime import date, datetime
 from typing import Iterable, List, Sequence
 
-from gigsterpg.lib.status import COUNTS
+from gigsterpg.lib.status import COUNTS, REJECTS_COUNTED
 
 INTERRUPTED_STEP = "its process ended before it finished"
 
@@ -81,6 +81,11 @@ def format_follower(follower: dict) -> str:
     return f"Follower {follower['name']}: " + ", ".join(parts)
 
 
+def reject_count(count: int) -> str:
+    """A reason's open rejects; past the counted bound, "more than" it."""
+    return f"more than {REJECTS_COUNTED:,}" if count > REJECTS_COUNTED else f"{count:,}"
+
+
 def progress(job: dict) -> str:
     if job["rows_total"] is None:
         return number(job["rows_done"])
@@ -123,7 +128,8 @@ def format_status(status: dict) -> str:
     lines = ["Runs (newest first):"] + format_runs(status["runs"])
     lines += [""] + ([format_follower(follower) for follower in status["followers"]] or ["No follower has run."])
     lines += ["", "Open rejects:" if status["rejects"] else "Open rejects: none."]
-    lines += table(("collection", "reason", "count"), status["rejects"], right=(2,)) if status["rejects"] else []
+    lines += table(("collection", "reason", "count"), [(c, r, reject_count(n)) for c, r, n in status["rejects"]],
+                   right=(2,)) if status["rejects"] else []
     lines += ["", "Jobs (started through the API):"] + format_jobs(status["jobs"])
     if status.get("snapshots") is not None:
         lines += ["", "Daily snapshots:"] + format_snapshots(status["snapshots"])
@@ -131,8 +137,10 @@ def format_status(status: dict) -> str:
 
 
 def status_json(status: dict) -> str:
-    """The same sections for scripts; rejects as objects, times in ISO 8601."""
-    shown = {**status, "rejects": [{"collection": c, "reason": r, "count": n} for c, r, n in status["rejects"]]}
+    """The same sections for scripts; rejects as objects (``more``: there are more than ``count``), times in
+    ISO 8601."""
+    shown = {**status, "rejects": [{"collection": c, "reason": r, "count": min(n, REJECTS_COUNTED),
+                                    "more": n > REJECTS_COUNTED} for c, r, n in status["rejects"]]}
     return json.dumps(shown, indent=2, default=_plain, ensure_ascii=False)
 
 

@@ -256,7 +256,7 @@ def test_the_cli_shows_the_same_sections_as_tables_and_json(scenario, app_client
     users = next(part for part in shown["runs"][1]["collections"] if part["name"] == "users")
     assert (users["seen"], users["inserted"], users["rejected"], users["balanced"]) == (
         USERS_OK + BAD_EMAILS, USERS_OK, BAD_EMAILS, True)
-    assert {"collection": "users", "reason": "invalid email", "count": BAD_EMAILS} in shown["rejects"]
+    assert {"collection": "users", "reason": "invalid email", "count": BAD_EMAILS, "more": False} in shown["rejects"]
     assert shown["jobs"][0]["id"] == scenario["job"]["id"] and shown["jobs"][0]["state"] == "failed"
     page = app_client.get("/", headers=API_AUTH).text
     assert [row[0] for row in table(page, "jobs-table")[1:]] == [job["id"][:8] for job in shown["jobs"]]
@@ -289,6 +289,30 @@ def test_the_page_on_an_empty_database_says_what_has_not_run(app_client):
     for words in ("No sync has run", "None: every document read is stored", "No follower has run",
                   "No job has been started", "No daily snapshot has run"):
         assert words in page
+
+
+def test_reject_counts_stop_at_their_bound(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO sync_rejects (collection, doc_id, reason, detail, document) SELECT 'users', g::text,"
+            " CASE WHEN g <= 7 THEN 'few' ELSE 'many' END, 'x', '{}'::jsonb FROM generate_series(1, 20) g")
+        connection.execute("INSERT INTO sync_rejects (collection, doc_id, reason, detail, document, resolved_at)"
+                           " VALUES ('users', 'closed', 'few', 'x', '{}', now())")
+        connection.execute("INSERT INTO sync_rejects (collection, doc_id, reason, detail, document)"
+                           " VALUES ('gigs', '1', 'unknown state', 'x', '{}')")
+    from sqlalchemy import create_engine
+    engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as connection:
+            assert status_report.rejects(connection) == [("users", "many", 13), ("users", "few", 7),
+                                                         ("gigs", "unknown state", 1)]
+            assert status_report.rejects(connection, cap=10) == [("users", "many", 11), ("users", "few", 7),
+                                                                 ("gigs", "unknown state", 1)]
+            assert status_report.rejects(connection, limit=2) == [("users", "few", 7), ("gigs", "unknown state", 1)]
+    finally:
+        engine.dispose()
+    from gigsterpg.status_text import reject_count
+    assert reject_count(100000) == "100,000" and reject_count(100001) == "more than 100,000"
 
 
 def test_a_job_of_a_server_that_died_is_shown_interrupted(pg_url):

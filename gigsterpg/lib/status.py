@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 RUNS_SHOWN = 10
 REASONS_SHOWN = 200
+REJECTS_COUNTED = 100000  # per reason; past it the page says "more than 100,000"
 JOBS_SHOWN = 20
 SNAPSHOT_DAYS = 14
 REJECTS_PER_PAGE = 25
@@ -36,13 +37,22 @@ def table_exists(connection, name: str) -> bool:
     return bool(connection.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name}).scalar())
 
 
-def sync_lock_held(connection) -> bool:
-    """Whether a sync (the sync lock) or a follower (its own lock) runs in this database."""
+def lock_held(connection, key: int) -> bool:
+    """Whether some session holds the advisory lock ``key`` (a bigint key) in this database."""
     return bool(connection.execute(text(
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND (classid::bigint << 32 | objid::bigint) IN (:key, :follow))"),
-        {"key": LOCK_KEY, "follow": FOLLOW_LOCK_KEY}).scalar())
+        " AND (classid::bigint << 32 | objid::bigint) = :key)"), {"key": key}).scalar())
+
+
+def sync_lock_held(connection) -> bool:
+    """Whether a scan (full, incremental) runs: it holds the sync lock for its run."""
+    return lock_held(connection, LOCK_KEY)
+
+
+def follower_lock_held(connection) -> bool:
+    """Whether a follower runs: it holds the follower's lock while it follows."""
+    return lock_held(connection, FOLLOW_LOCK_KEY)
 
 
 def runs(connection, limit: int = RUNS_SHOWN) -> List[dict]:
@@ -78,11 +88,23 @@ def _run(run: dict) -> dict:
     return run
 
 
-def rejects(connection, limit: int = REASONS_SHOWN) -> List[tuple]:
-    """Open rejects as (collection, reason, count), most frequent first within a collection."""
+def rejects(connection, limit: int = REASONS_SHOWN, cap: int = REJECTS_COUNTED) -> List[tuple]:
+    """Open rejects as (collection, reason, count), most frequent first within a collection.
+
+    Bounded however many rejects there are: the (collection, reason) pairs are found by a skip scan of
+    the open rejects' index (one probe per pair), and each pair is counted up to ``cap`` + 1 rows
+    (a count above ``cap`` means "more than ``cap``").
+    """
     return [tuple(row) for row in connection.execute(text(
-        "SELECT collection, reason, count(*) FROM sync_rejects WHERE resolved_at IS NULL"
-        " GROUP BY collection, reason ORDER BY collection DESC, count(*) DESC, reason LIMIT :n"), {"n": limit})]
+        "WITH RECURSIVE pairs AS ("
+        " (SELECT collection, reason FROM sync_rejects WHERE resolved_at IS NULL ORDER BY collection, reason LIMIT 1)"
+        " UNION ALL SELECT n.collection, n.reason FROM pairs p CROSS JOIN LATERAL (SELECT collection, reason"
+        "  FROM sync_rejects WHERE resolved_at IS NULL AND (collection, reason) > (p.collection, p.reason)"
+        "  ORDER BY collection, reason LIMIT 1) n)"
+        " SELECT p.collection, p.reason, (SELECT count(*) FROM (SELECT 1 FROM sync_rejects r"
+        "  WHERE r.resolved_at IS NULL AND r.collection = p.collection AND r.reason = p.reason LIMIT :cap + 1) c) AS n"
+        " FROM (SELECT * FROM pairs LIMIT :n) p ORDER BY p.collection DESC, n DESC, p.reason"),
+        {"n": limit, "cap": cap})]
 
 
 def reject_page(connection, collection: str, reason: str, after: Optional[str] = None,
@@ -125,10 +147,10 @@ def split_detail(reason: str, detail: str) -> tuple:
 
 
 def followers(connection, lag: Optional[Callable[[Optional[bytes], Optional[datetime]], dict]] = None,
-              lock_held: Optional[bool] = None) -> List[dict]:
+              following: Optional[bool] = None) -> List[dict]:
     """The change-stream followers: position, events applied, last change, lag (``lag(token, last)``).
 
-    ``running``: a follow run is recorded as running and the sync lock is held.
+    ``running``: a follow run is recorded as running and the follower's lock is held.
     """
     if not table_exists(connection, "sync_followers"):
         return []
@@ -136,7 +158,7 @@ def followers(connection, lag: Optional[Callable[[Optional[bytes], Optional[date
         "SELECT name, token, events_applied, last_event_at, applied_at, caught_up_at, last_error, last_error_at,"
         " EXISTS (SELECT 1 FROM sync_runs r WHERE r.status = 'running' AND r.mode = 'follow') AS follow_running"
         " FROM sync_followers ORDER BY name LIMIT 20")).mappings()]
-    held = sync_lock_held(connection) if found and lock_held is None else lock_held
+    held = follower_lock_held(connection) if found and following is None else following
     for follower in found:
         token = follower.pop("token")
         follower["running"] = bool(follower.pop("follow_running") and held)
@@ -238,15 +260,16 @@ def collect(connection, runs_shown: int = RUNS_SHOWN, jobs_shown: int = JOBS_SHO
             lag: Optional[Callable] = None) -> Dict[str, object]:
     """Every section of the status, read on one connection.
 
-    Keys: runs, rejects, followers, jobs, snapshots, active (something runs: a sync or follower holds
-    the lock, a job is queued or running, or a snapshot step runs), as_of.
+    Keys: runs, rejects, followers, jobs, snapshots, active (something runs: a scan or a follower holds
+    its lock, a job is queued or running, or a snapshot step runs), as_of.
     """
     if not table_exists(connection, "sync_runs"):
         return {"runs": [], "rejects": [], "followers": [], "jobs": [], "snapshots": None, "active": False,
                 "as_of": datetime.now(timezone.utc)}
-    held = sync_lock_held(connection)
+    following = follower_lock_held(connection)
+    held = following or sync_lock_held(connection)
     found = {"runs": runs(connection, runs_shown), "rejects": rejects(connection),
-             "followers": followers(connection, lag, held), "jobs": jobs(connection, jobs_shown),
+             "followers": followers(connection, lag, following), "jobs": jobs(connection, jobs_shown),
              "snapshots": snapshots(connection)}
     found["active"] = (held or any(job["state"] in ACTIVE_JOB_STATES for job in found["jobs"])
                        or bool(found["snapshots"] and found["snapshots"].get("active")))

@@ -172,3 +172,13 @@ def test_a_scan_waits_for_a_followers_batch_in_hand_and_later_batches_wait_for_i
             scan.join(timeout=FOLLOWER_BATCH_WAIT_S + 30)
     assert result["report"].status == "succeeded"
     assert one(url, "SELECT count(*) FROM users") == (1,)
+
+
+def test_a_scan_refuses_when_a_batch_in_hand_outlasts_its_wait(settings, pg, mongo_db, monkeypatch):
+    from gigsterpg.lib.pg.sync.engine import runner
+    monkeypatch.setattr(runner, "FOLLOWER_BATCH_WAIT_S", 0.2)
+    with psycopg.connect(settings.pg_url) as batch_in_hand:
+        batch_in_hand.execute("SELECT pg_advisory_xact_lock_shared(%s)", (LOCK_KEY,))
+        with pytest.raises(SyncLockedError, match=r"^another sync is running \(another sync\), only one sync may"):
+            run_sync(pg.engine, mongo_db)
+    assert one(settings.pg_url, "SELECT count(*) FROM sync_runs") == (0,)

@@ -185,7 +185,8 @@ def run(args) -> int:
             print(format_run(report), *shop, sep="\n", flush=True)
             token = secrets.token_urlsafe(16)
             print(f"\nThe API on the demo's data: http://127.0.0.1:{args.port}/docs (Ctrl-C stops it and the servers)"
-                  f"\n  curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.port}/users?limit=3'",
+                  f"\n  curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.port}/users?limit=3'"
+                  f"\nThe status page: http://127.0.0.1:{args.port}/ (sign in with the token above)",
                   flush=True)
             _serve(dataclasses.replace(settings, api_token=token), "127.0.0.1", args.port, args.log_level)
 
@@ -260,7 +261,8 @@ def _serve(settings, host: str, port: int, log_level: str) -> None:
     from gigsterpg.api.app import create_app
 
     app = create_app(settings, settings.api_token, max_jobs=settings.api_max_jobs)
-    print(f"Serving the gigsterpg API on http://{host}:{port} (documentation at /docs); Ctrl-C stops.",
+    print(f"Serving the gigsterpg API on http://{host}:{port} (documentation at /docs, the status page at /);"
+          " Ctrl-C stops.",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True)
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg.conninfo import conninfo_to_dict
 
 from gigsterpg import cli
 from gigsterpg.api.app import create_app
@@ -20,7 +21,7 @@ from gigsterpg.config import Settings
 from gigsterpg.lib import status as status_report
 from gigsterpg.web.chart import nice_ceiling, runs_chart, short
 from gigsterpg.web.session import COOKIE, Signer
-from tests.helpers import API_AUTH, API_TOKEN, wait_until
+from tests.helpers import API_AUTH, API_TOKEN, execute, wait_until
 from tests.status_helpers import (BAD_EMAILS, CSV_LINES, DAY, GIGS_OK, USERS_OK, Follower, Tables, failed_sync_job,
                                   fill_and_sync, pipeline_day_with_a_failed_step, table)
 
@@ -196,6 +197,53 @@ def test_a_restart_refused_by_the_api_says_why(scenario, app_client, sync_lock):
     refused = app_client.post(url, headers=API_AUTH, follow_redirects=False)  # a script: no CSRF token needed
     assert refused.status_code == 409 and "Not restarted: another sync holds the sync lock" in refused.text
     assert app_client.post(f"/page/jobs/nope/{uuid.uuid4()}/restart", headers=API_AUTH).status_code == 404
+
+
+def test_a_failed_export_restarts_from_the_page_with_the_source_password(app_client, empty_pg_url, mongo_db):
+    execute(empty_pg_url, "CREATE TABLE slow (id int PRIMARY KEY)",
+            "INSERT INTO slow SELECT g FROM generate_series(1, 20000) g")
+    parts = conninfo_to_dict(empty_pg_url)
+    source = {"host": parts.get("host", "localhost"), "port": int(parts.get("port", 5432)),
+              "user": parts.get("user", "postgres"), "password": "", "database": parts["dbname"], "table": "slow",
+              "batch_size": 10}
+    started = app_client.post("/exports", headers=API_AUTH, json=source)
+    assert started.status_code == 200, started.text
+    url = started.json()["status_url"]
+    wait_until(lambda: app_client.get(url, headers=API_AUTH).json()["rows_done"] > 0, "the export's first rows")
+    execute(empty_pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE application_name = 'gigsterpg-export'")
+    job = wait_until(lambda: (lambda j: j if j["state"] not in ("queued", "running") else None)(
+        app_client.get(url, headers=API_AUTH).json()), "the export to fail")
+    assert job["state"] == "failed", job
+
+    signed_in(app_client)
+    page = app_client.get("/").text
+    row = next(row for row in table(page, "jobs-table")[1:] if row[0] == job["id"][:8])
+    assert row[1:3] == ["export", "failed"] and f"/{parts['dbname']} public.slow -> slow" in row[5]
+    assert "failed during the export" in row[6]
+    form = re.search(rf'action="/page/jobs/export/{job["id"]}/restart">(.*?)</form>', page, re.S).group(1)
+    assert 'type="password" name="password"' in form
+    done = app_client.post(f"/page/jobs/export/{job['id']}/restart", data={"csrf": csrf_of(page), "password": "x"},
+                           follow_redirects=False)
+    assert done.status_code == 303, done.text
+    new_id = re.search(r"restarted=([0-9a-f-]{36})", done.headers["location"]).group(1)
+    again = wait_until(lambda: (lambda j: j if j["state"] not in ("queued", "running") else None)(
+        app_client.get(f"/exports/{new_id}", headers=API_AUTH).json()), "the restarted export to end")
+    assert again["state"] == "succeeded" and again["restart_of"] == job["id"], again
+    assert mongo_db.slow.count_documents({}) == 20000
+
+
+def test_without_a_token_the_page_is_open_and_restart_still_wants_its_form(pg_url, mongo_url):
+    with TestClient(create_app(Settings(pg_url=pg_url, mongo_url=mongo_url), None)) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "No sync has run" in page.text and "sign-out" not in page.text
+        assert client.post("/login", data={}, follow_redirects=False).headers["location"] == "/"
+        refused = client.post(f"/page/jobs/sync/{uuid.uuid4()}/restart", data={"csrf": "nope"})
+        assert refused.status_code == 403
+        token = client.app.state.page_signer.csrf("open")  # what a job's form would carry (a random key's)
+        assert token != Signer(None).csrf("open")
+        missing = client.post(f"/page/jobs/sync/{uuid.uuid4()}/restart", data={"csrf": token})
+        assert missing.status_code == 404 and "Not restarted: no sync job" in missing.text
 
 
 def test_the_cookie_is_signed_with_the_token_and_expires(scenario, app_client):

@@ -483,3 +483,25 @@ def test_totals_are_exact_whatever_the_lines(shop, mongo_db, orders, rate):
         assert taxes == (subtotal * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
         assert total == subtotal + taxes
         assert all(isinstance(doc[name], Decimal128) for name in ("subtotal", "taxes", "total"))
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+def test_decimal128_built_directly_is_bsons_own(value):
+    from gigsterpg.lib.mongo.projection import decimal128
+    built = decimal128(value)
+    if len(value.as_tuple().digits) <= 34 and -6176 <= value.as_tuple().exponent <= 6111:
+        assert built.bid == Decimal128(value).bid  # the same 16 bytes as pymongo's own conversion
+    assert (built.to_decimal() if isinstance(built, Decimal128) else Decimal(built)) == value
+
+
+def test_the_writer_thread_hands_its_error_to_the_caller():
+    from gigsterpg.lib.mongo.bulk import Background
+    done = []
+    background = Background(depth=1)
+    background.submit(lambda: done.append(1))
+    background.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # from the next submit, or from drain if the thread is slower
+        background.submit(lambda: done.append(3))  # skipped: the thread stopped working at the error
+        background.drain()
+    assert done == [1]
+    background.stop()  # already ended: nothing to wait for

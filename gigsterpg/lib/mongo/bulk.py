@@ -7,6 +7,8 @@ found by streaming the collection's ``_id``s a batch at a time. Memory stays
 bounded by the batch size.
 """
 import logging
+import queue
+import threading
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import psycopg
@@ -94,3 +96,50 @@ def delete_gone(collection, gone: Callable[[List], List], batch_size: int = BATC
     if batch:
         flush()
     return deleted
+
+
+class Background:
+    """Runs submitted work in order on one thread of its own, at most ``depth`` pieces waiting.
+
+    The writes to MongoDB wait on the server; meanwhile the caller reads and builds the next batch. An
+    error in the thread stops it and is raised again by the next ``submit`` or by ``drain``.
+    """
+
+    def __init__(self, depth: int = 2):
+        self.queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self.error: Optional[BaseException] = None
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="gigsterpg-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            work = self.queue.get()
+            if work is None:
+                return
+            if self.error is None and not self.stopped:
+                try:
+                    work()
+                except BaseException as err:  # handed to the caller's thread
+                    self.error = err
+
+    def submit(self, work: Callable[[], None]) -> None:
+        self._raise()
+        self.queue.put(work)
+
+    def drain(self) -> None:
+        """Wait for everything submitted; raise the first error met."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        self._raise()
+
+    def stop(self) -> None:
+        """Skip what is still waiting and end the thread (after an error of the caller's)."""
+        self.stopped = True
+        self.drain()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error

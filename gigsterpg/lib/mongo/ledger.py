@@ -25,6 +25,17 @@ def digest(document: dict) -> bytes:
     return hashlib.blake2b(bson.encode(document), digest_size=16).digest()
 
 
+def remember(connection, target: str, ids: Sequence[str], hashes: Sequence[bytes]) -> None:
+    """Store the hashes of documents just written into ``target``, and commit."""
+    if ids:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO projection_hashes AS h (target, _id, hash)"
+                           " SELECT %s, k._id, k.hash FROM unnest(%s::text[], %s::bytea[]) AS k(_id, hash)"
+                           " ON CONFLICT (target, _id) DO UPDATE SET hash = excluded.hash",
+                           (target, list(ids), list(hashes)))
+    connection.commit()
+
+
 class Busy(TerminalError):
     """Another run writes the same collection."""
 
@@ -81,16 +92,6 @@ class Ledger:
                            "  AND h._id = k._id AND h.hash = k.hash) ORDER BY k.n",
                            (list(ids), list(hashes), self.target))
             return [row[0] for row in cursor.fetchall()]
-
-    def remember(self, ids: Sequence[str], hashes: Sequence[bytes]) -> None:
-        """Store the hashes of documents just written, and commit (the batch's own transaction)."""
-        if ids:
-            with self.connection.cursor() as cursor:
-                cursor.execute("INSERT INTO projection_hashes AS h (target, _id, hash)"
-                               " SELECT %s, k._id, k.hash FROM unnest(%s::text[], %s::bytea[]) AS k(_id, hash)"
-                               " ON CONFLICT (target, _id) DO UPDATE SET hash = excluded.hash",
-                               (self.target, list(ids), list(hashes)))
-        self.connection.commit()
 
     def reject(self, rejects: List[dict]) -> None:
         """Open (or refresh) rejects: dicts of doc_id, reason, detail, document. Commits."""

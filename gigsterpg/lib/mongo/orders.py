@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Callable, Dict, Optional
 
 import psycopg
@@ -25,7 +26,7 @@ from gigsterpg.config import Settings, mask_url
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_error, pg_errors
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.mongo import bulk
-from gigsterpg.lib.mongo.ledger import Ledger, digest
+from gigsterpg.lib.mongo.ledger import Ledger, digest, remember
 from gigsterpg.lib.mongo.projection import (Projection, Shape, check_source, count_rows, hashed, load_projection,
                                             prepare_source, row_hash, tax_rate, time_zone)
 
@@ -55,12 +56,15 @@ class OrdersReport:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-def project(source, ledger_connection, collection, projection: Projection, rate: Decimal, zone: str = "UTC",
-            batch_size: int = bulk.BATCH, progress: Optional[Callable[[int], None]] = None) -> OrdersReport:
-    """Run ``projection`` on ``source`` into ``collection``; bookkeeping on ``ledger_connection``.
+def project(source, ledger_connection, hash_connection, collection, projection: Projection, rate: Decimal,
+            zone: str = "UTC", batch_size: int = bulk.BATCH,
+            progress: Optional[Callable[[int], None]] = None) -> OrdersReport:
+    """Run ``projection`` on ``source`` into ``collection``; bookkeeping on the two connections to
+    gigsterpg's own database (the second stores hashes from the writer thread).
 
     PostgreSQL hashes each result row (``md5`` of its text); a document is built, hashed and written only
     when that hash differs from the one stored for its ``_id``, so an unchanged order costs a look-up.
+    The writes (documents, then their hashes) run on a thread of their own while the next batch is read.
     """
     target = f"{collection.database.name}.{collection.name}"
     report = OrdersReport(projection.name, target, str(rate), zone)
@@ -69,6 +73,27 @@ def project(source, ledger_connection, collection, projection: Projection, rate:
     documents = collection.estimated_document_count()
     trusted = ledger.trust(documents)
     writer = bulk.BulkWriter(collection, empty=documents == 0)
+    background = bulk.Background()
+    try:
+        only_text_ids = _batches(source, ledger, hash_connection, writer, background, projection, rate, batch_size,
+                                 progress, report)
+        background.drain()
+    except BaseException:
+        background.stop()
+        raise
+    if trusted and only_text_ids:  # the hashes mirror the collection: what was not seen is what to delete
+        for gone in ledger.unseen(batch_size):
+            report.deleted += collection.delete_many({"_id": {"$in": gone}}).deleted_count
+    else:  # ask the collection itself, a batch of _ids at a time
+        report.deleted = bulk.delete_gone(collection, ledger.gone, batch_size)
+    ledger.finish()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _batches(source, ledger, hash_connection, writer, background, projection, rate, batch_size, progress,
+             report) -> bool:
+    """Read, compare and hand the changed documents to the writer thread; whether every _id was text."""
     only_text_ids = True
     for names, rows in bulk.stream(source, hashed(projection), {"tax_rate": rate}, batch_size):
         shape = Shape(names[1:])
@@ -93,8 +118,9 @@ def project(source, ledger_connection, collection, projection: Projection, rate:
         kept, ids = [kept[place] for place in sorted(first)], [ids[place] for place in sorted(first)]
         hashes = [row_hash(row[0], projection) for row in kept]
         changed = ledger.changed(ids, hashes)
-        report.written += writer.write([shape.document(kept[place][1:]) for place in changed])
-        ledger.remember([ids[place] for place in changed], [hashes[place] for place in changed])
+        documents = [shape.document(kept[place][1:]) for place in changed]
+        background.submit(partial(_write, writer, hash_connection, ledger.target, documents,
+                                  [ids[place] for place in changed], [hashes[place] for place in changed], report))
         if rejects:
             ledger.reject(rejects)
         report.rows += len(rows)
@@ -104,14 +130,13 @@ def project(source, ledger_connection, collection, projection: Projection, rate:
             report.counts[reject["reason"]] = report.counts.get(reject["reason"], 0) + 1
         if progress:
             progress(report.rows)
-    if trusted and only_text_ids:  # the hashes mirror the collection: what was not seen is what to delete
-        for gone in ledger.unseen(batch_size):
-            report.deleted += collection.delete_many({"_id": {"$in": gone}}).deleted_count
-    else:  # ask the collection itself, a batch of _ids at a time
-        report.deleted = bulk.delete_gone(collection, ledger.gone, batch_size)
-    ledger.finish()
-    report.seconds = time.monotonic() - started
-    return report
+    return only_text_ids
+
+
+def _write(writer, hash_connection, target: str, documents, ids, hashes, report: OrdersReport) -> None:
+    """On the writer thread: the documents, then their hashes (committed: never ahead of MongoDB)."""
+    report.written += writer.write(documents)
+    remember(hash_connection, target, ids, hashes)
 
 
 def _reject(reason: str, detail: str, document: dict, doc_id: Optional[str] = None) -> dict:
@@ -145,6 +170,7 @@ def export_orders(settings: Settings, collection: str = "orders", projection: st
         migrate(own)
         with pg_errors(own_url):
             ledger_connection = stack.enter_context(psycopg.connect(own_url, application_name="gigsterpg-orders"))
+            hash_connection = stack.enter_context(psycopg.connect(own_url, application_name="gigsterpg-orders"))
         with source_errors(source_url):
             source = stack.enter_context(bulk.connect(source_url, time_zone=zone))
             prepare_source(source)
@@ -153,10 +179,10 @@ def export_orders(settings: Settings, collection: str = "orders", projection: st
                 total(count_rows(source, found))
         with source_errors(source_url), mongo_errors_translated(settings.mongo_url):
             try:
-                return project(source, ledger_connection, database[collection], found, rate, zone, batch_size,
-                               progress)
+                return project(source, ledger_connection, hash_connection, database[collection], found, rate, zone,
+                               batch_size, progress)
             except psycopg.Error as err:
-                if ledger_connection.broken or ledger_connection.closed:  # not the source's fault
+                if any(c.broken or c.closed for c in (ledger_connection, hash_connection)):  # not the source's
                     raise pg_error(err, own_url) from err
                 raise
 

@@ -397,3 +397,74 @@ def test_the_demo_runs_two_days_and_gives_the_committed_example(project_root, tm
     assert "The first lines of" in out and "order_id,product_id,unit_price,quantity,discount,customer_id" in out
     result = tmp_path / "demo/data/results/2021-01-02/orders_with_details.csv"
     assert result.read_bytes() == (project_root / "examples/snapshots/orders_with_details.csv").read_bytes()
+
+
+def test_a_partition_changed_on_disk_or_a_changed_table_is_refused_in_one_line(pg_url, northwind, tmp_path):
+    source, csv_path = northwind
+    line = pipeline(pg_url, source, tmp_path, csv_path)
+    assert snapshot.run_days(line, [D1]).ok
+    before = target_state(pg_url)
+    data = tmp_path / "data/postgres/shippers/2021-01-01/data.pgcopy"
+    original = data.read_bytes()
+    assert b"Speedy Express" in original
+    data.write_bytes(original.replace(b"Speedy Express", b"Speedy Expreso"))  # still a valid file, other data
+    with pytest.raises(snapshot.StepFailed, match="shippers/2021-01-01 changed on disk .* extract-postgres"
+                                                  " --day 2021-01-01 --force"):
+        snapshot.load_day(line, D1)
+    data.write_bytes(original)
+    csv_file = tmp_path / "data/csv/2021-01-01/order_details.csv"
+    csv_file.write_bytes(csv_file.read_bytes() + b"1,1,1.00,1,0\n")
+    with pytest.raises(snapshot.StepFailed, match="csv/2021-01-01 changed on disk"):
+        snapshot.load_day(line, D1)
+    assert target_state(pg_url) == before  # nothing of the failed loads is visible
+    rows = {(row.day, row.step): row for row in snapshot_status(pg_url)}
+    assert rows[D1, "load"].state == "failed" and "changed on disk" in rows[D1, "load"].error
+    # The source changes shape: a later day's load is refused, naming both column lists.
+    with psycopg.connect(source, autocommit=True) as connection:
+        connection.execute("ALTER TABLE shippers ADD COLUMN email text")
+        connection.execute("DROP TABLE us_states")
+    assert snapshot.extract_postgres(line, D2).tables == 12
+    snapshot.extract_csv(line, D2)
+    with pytest.raises(snapshot.StepFailed, match="columns of public.shippers are not those of the days already"
+                                                  " loaded into snap_public.shippers.*now: .*email text.*drop"):
+        snapshot.load_day(line, D2)
+
+
+def test_a_table_gone_from_the_source_loses_its_partition_of_the_day(pg_url, northwind, tmp_path):
+    source, csv_path = northwind
+    line = pipeline(pg_url, source, tmp_path, csv_path)
+    assert snapshot.run_days(line, [D1]).ok
+    assert table_text(pg_url, "SELECT count(*)::text FROM snap_public.us_states") == ["34"]
+    with psycopg.connect(source, autocommit=True) as connection:
+        connection.execute("DROP TABLE us_states")
+    assert snapshot.extract_postgres(line, D1, force=True).tables == 12
+    snapshot.load_day(line, D1)
+    assert table_text(pg_url, "SELECT count(*)::text FROM snap_public.us_states") == ["0"]
+    with psycopg.connect(pg_url) as connection:
+        loaded = connection.execute("SELECT count(*) FROM snapshot_ledger WHERE day = %s AND step = 'load'"
+                                    " AND table_name <> ''", (D1,)).fetchone()[0]
+    assert loaded == 13  # 12 tables and the CSV
+
+
+def test_the_same_step_and_day_cannot_run_twice_at_once(pg_url, northwind, tmp_path):
+    from gigsterpg.lib.files.ledger import lock_keys
+    source, csv_path = northwind
+    line = pipeline(pg_url, source, tmp_path, csv_path)
+    with psycopg.connect(pg_url, autocommit=True) as holder:
+        assert holder.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_keys(D1, "extract-csv")).fetchone()[0]
+        with pytest.raises(snapshot.StepFailed, match="extract-csv for 2021-01-01 is already running"):
+            snapshot.extract_csv(line, D1)
+        assert snapshot.extract_csv(line, D2).state == "succeeded"  # another day is free
+
+
+def test_query_without_an_orders_table_fails_with_its_reason(pg_url, northwind, tmp_path):
+    source, csv_path = northwind
+    line = pipeline(pg_url, source, tmp_path, csv_path, tables="public.customers")
+    snapshot.extract_postgres(line, D1)
+    snapshot.extract_csv(line, D1)
+    snapshot.load_day(line, D1)
+    with pytest.raises(snapshot.StepFailed, match="query for 2021-01-01 failed, the day's load has no orders table"):
+        snapshot.query_day(line, D1)
+    row = {(r.day, r.step): r for r in snapshot_status(pg_url)}[D1, "query"]
+    assert row.state == "failed" and row.rerun.endswith("pipeline query --day 2021-01-01 --root "
+                                                        f"{tmp_path / 'data'}")

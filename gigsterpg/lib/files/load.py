@@ -12,7 +12,7 @@ import dataclasses
 import datetime
 import hashlib
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from psycopg import sql
 
@@ -197,13 +197,3 @@ def _swap(cursor, schema: str, table: str, new: str, day: datetime.date) -> None
     # The CHECK on the day lets PostgreSQL attach without scanning the rows.
     cursor.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
         sql.Identifier(schema, table), sql.Identifier(schema, name), sql.Literal(day)))
-
-
-def loaded_tables(cursor, schema_prefix: str = "snap_") -> Dict[str, List[str]]:
-    """The partitioned tables of the snapshots in the target, by schema."""
-    cursor.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                   " WHERE c.relkind = 'p' AND n.nspname LIKE %s ORDER BY 1, 2", (schema_prefix + "%",))
-    found: Dict[str, List[str]] = {}
-    for schema, table in cursor.fetchall():
-        found.setdefault(schema, []).append(table)
-    return found

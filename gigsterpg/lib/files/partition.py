@@ -98,8 +98,3 @@ def publish(temp: Path, final: Path) -> None:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     faults.point("snapshot-published")
-
-
-def visible(folder: Path) -> bool:
-    """Whether ``folder`` is a complete partition (a reader's test)."""
-    return (Path(folder) / MANIFEST).is_file()

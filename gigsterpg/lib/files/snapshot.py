@@ -83,8 +83,9 @@ def _run_step(pipeline: Pipeline, step: str, day: datetime.date, body: Callable[
                              "wait for it to finish (pipeline status shows it)", step=step, day=day)
         try:
             report = body(ledger)
-        except StepRefused as err:
-            ledger.fail(day, step, _source(step), str(err), err.todo.split(": ", 1)[-1])
+        except StepFailed as err:
+            command = err.todo.split(": ", 1)[-1] if isinstance(err, StepRefused) else _rerun(pipeline, step, day)
+            ledger.fail(day, step, _source(step), str(err), command)
             raise
         except (GigsterPgError, psycopg.Error, OSError, KeyboardInterrupt) as err:
             why = "interrupted" if isinstance(err, KeyboardInterrupt) else mask_url(
@@ -220,7 +221,7 @@ def _pick(targets: List[str], name: Optional[str], day: datetime.date, keep) -> 
     found = sorted((t for t in targets if keep(t) and (name is None or t.split(".", 1)[1] == name)),
                    key=lambda t: (t != f"snap_public.{name}", t))
     if not found:
-        what = f"an {name} table" if name else "a CSV table"
+        what = f"{name} table" if name else "CSV table"
         raise StepFailed(f"query for {day} failed", f"the day's load has no {what}",
                          "extract a source that has one, then load again", step="query", day=day)
     return tuple(found[0].split(".", 1))

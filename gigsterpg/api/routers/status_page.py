@@ -74,7 +74,7 @@ def status_page(request: Request, view: page.Viewer, notice: Optional[str] = Non
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, restarted: Optional[str] = Query(None, max_length=80)):
+def home(request: Request, restarted: Optional[uuid.UUID] = Query(None)):
     view = viewer_of(request)
     if view is None:
         return sign_in_first(request)

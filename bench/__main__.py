@@ -26,6 +26,7 @@ import pymongo
 from bson import ObjectId
 from psycopg import sql
 
+from bench import orders as orders_bench
 from bench import snapshots as snapshot_bench
 from gigsterpg.generate import write_dataset
 
@@ -142,7 +143,10 @@ def main(argv=None) -> int:
     parser.add_argument("--external", action="store_true", help="use DB_URL_PSQL / DB_URL_MONGO, not embedded servers")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--follow-seconds", type=float, default=10, help="length of each follow-mode load")
+    parser.add_argument("--only", choices=("orders",), help="run only this part (orders: export-orders)")
     args = parser.parse_args(argv)
+    if args.only == "orders":
+        return orders_bench.main(["--scale", str(args.scale), "--repeat", str(args.repeat)])
 
     servers = []
     folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
@@ -211,6 +215,7 @@ def run(args, databases: Databases, mongo_server: str) -> dict:
     export_rows = max(1000, int(EXPORT_ROWS * args.scale))  # the row count travels in batch_size's place
     results["export"] = [child("export", databases.fresh(), mongo_url, export_rows) for _ in range(args.repeat)]
     snapshot_bench.measure(results, databases.server_url, args.scale, args.repeat)
+    orders_bench.measure(results, databases.server_url, mongo_server, args.scale, args.repeat)
     if args.rss_scale:
         big_url = with_database(mongo_server, "bench_big_" + uuid.uuid4().hex[:8])
         big = pymongo.MongoClient(big_url)
@@ -347,6 +352,7 @@ def render(results: dict, args) -> str:
         lines.append(f"- incremental run on unchanged data at scale {scale} ({documents:,} documents): median"
                      f" {seconds:.2f} s, documents read {read}")
     lines += snapshot_bench.render(results)
+    lines += orders_bench.render(results)
     return "\n".join(lines)
 
 

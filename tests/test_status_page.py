@@ -392,10 +392,12 @@ def test_chart_labels_are_short(value, shown):
 
 
 def test_the_chart_marks_failed_and_running_runs():
-    runs = [{"id": 3, "mode": "full", "status": "running", "seconds": None, "rate": None},
+    runs = [{"id": 4, "mode": "follow", "status": "succeeded", "seconds": 7200.0, "rate": None},
+            {"id": 3, "mode": "full", "status": "running", "seconds": None, "rate": None},
             {"id": 2, "mode": "full", "status": "failed", "seconds": 4.0, "rate": None},
             {"id": 1, "mode": "incremental", "status": "succeeded", "seconds": 2.0, "rate": 1500.0}]
     svg = runs_chart(runs)
     assert svg.count("<rect") == 3 and svg.count("<circle") == 1
     assert 'fill="#d62728"' in svg and "still running" in svg and "1,500 documents/s" in svg
+    assert "run 4" not in svg and ">5 s<" in svg, "a follower's stretch is not a bar, nor the scale's top"
     assert runs_chart([]) == ""

@@ -7,6 +7,8 @@ bar is red, a running one's grey; each bar and point has a tooltip.
 from html import escape
 from typing import List
 
+from gigsterpg.lib.pg.db.states import FOLLOW
+
 WIDTH, HEIGHT = 560, 220
 LEFT, RIGHT, TOP, BOTTOM = 52, 60, 16, 34
 BAR_COLOURS = {"succeeded": "#4c78a8", "failed": "#d62728", "interrupted": "#e45756", "running": "#9d9d9d"}
@@ -35,8 +37,11 @@ def short(value: float) -> str:
 
 
 def runs_chart(runs: List[dict]) -> str:
-    """The SVG of ``runs`` (newest first, as ``gigsterpg.lib.status.runs`` gives them); empty without runs."""
-    shown = list(reversed(runs))
+    """The SVG of ``runs`` (newest first, as ``gigsterpg.lib.status.runs`` gives them); empty without runs.
+
+    A follower's stretches are left out: they read no collection, and last hours.
+    """
+    shown = [run for run in reversed(runs) if run["mode"] != FOLLOW]
     if not shown:
         return ""
     seconds_top = nice_ceiling(max((run["seconds"] or 0) for run in shown))

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from gigsterpg.api import jobs as api_jobs
 from gigsterpg.api.app import create_app
-from gigsterpg.api.jobs import Jobs
+from gigsterpg.api.jobs import Jobs, lock_key
 from gigsterpg.config import load_settings
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.pg.db import SqlAlchemy
@@ -121,3 +121,17 @@ def test_the_setting_is_read_from_the_environment(tmp_path: Path):
     for bad in ("0", "-3", "many"):
         with pytest.raises(ConfigError, match="GIGSTERPG_API_JOBS_KEEP"):
             load_settings(environ={"GIGSTERPG_API_JOBS_KEEP": bad}, dotenv_path=nowhere)
+
+
+def test_an_active_job_is_neither_restarted_nor_pruned(api_settings):
+    job_id = add_job(api_settings.pg_url, "sync", "running", 0)
+    older = [add_job(api_settings.pg_url, "sync", "failed", minute) for minute in (-2, -1)]
+    with psycopg.connect(api_settings.pg_url, autocommit=True) as owner:
+        owner.execute("SELECT pg_advisory_lock(%s)", (lock_key(job_id),))  # as its server would: it is alive
+        with TestClient(create_app(dataclasses.replace(api_settings, api_jobs_keep=1), API_TOKEN)) as client:
+            refused = client.post(f"/syncs/{job_id}/restart", headers=API_AUTH)
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["error"] == "job_active"
+            listed = client.get("/syncs", headers=API_AUTH).json()["items"]
+            expected = [(str(job_id), "running"), (str(older[1]), "failed")]  # the newest ended one is kept
+            assert [(job["id"], job["state"]) for job in listed] == expected

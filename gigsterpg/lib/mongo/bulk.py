@@ -12,7 +12,7 @@ import threading
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import psycopg
-from pymongo import DeleteMany, InsertOne, ReplaceOne
+from pymongo import DeleteMany, ReplaceOne
 from pymongo.errors import BulkWriteError
 
 logger = logging.getLogger(__name__)
@@ -24,9 +24,9 @@ DUPLICATE_KEY = 11000
 def connect(url: str = "", timeout_s: float = 10, time_zone: str = "UTC", **params) -> psycopg.Connection:
     """A connection to a source, from a URL or keyword parameters (host, port, user, password, dbname,
     sslmode); in ``time_zone`` (UTC by default, so dates and naive timestamps mean the same on the way
-    back) with ISO dates."""
+    back) with ISO dates, and room for a projection's sorts and hashes in memory (work_mem, this session's)."""
     return psycopg.connect(url, connect_timeout=max(1, round(timeout_s)), application_name="gigsterpg-export",
-                           options=f"-c TimeZone={time_zone} -c DateStyle=ISO", **params)
+                           options=f"-c TimeZone={time_zone} -c DateStyle=ISO -c work_mem=64MB", **params)
 
 
 def stream(connection, query, params: Optional[Sequence] = None,
@@ -60,8 +60,9 @@ class BulkWriter:
         if not documents:
             return 0
         try:
-            result = self.collection.bulk_write([InsertOne(doc) for doc in documents] if self.first else
-                                                upserts(documents), ordered=False)
+            if self.first:  # insert_many: no operation object per document to build
+                return len(self.collection.insert_many(documents, ordered=False).inserted_ids)
+            result = self.collection.bulk_write(upserts(documents), ordered=False)
         except BulkWriteError as err:
             if not self.first or any(e.get("code") != DUPLICATE_KEY for e in err.details.get("writeErrors", [])):
                 raise

@@ -40,6 +40,9 @@ def add_parsers(sub, common) -> None:
     pipeline.add_argument("--root", help="the data folder (default: GIGSTERPG_SNAPSHOT_ROOT, else ./data)")
     pipeline.add_argument("--tables", help="comma-separated globs of schema.table to extract, !glob to leave out"
                                            " (default: every table; GIGSTERPG_SNAPSHOT_TABLES)")
+    pipeline.add_argument("--csv-types", metavar="COL=KIND,...",
+                          help="declared kinds of CSV columns (integer, numeric, boolean, date, timestamp, text);"
+                               " the others are inferred")
     pipeline.add_argument("--force", action="store_true", help="extract again a day that already succeeded")
     pipeline.add_argument("--days", type=int, default=14, help="status: how many recent days (default: 14)")
     pipeline.add_argument("--folder", type=Path, default=Path(".gigsterpg-pipeline-demo"),
@@ -90,6 +93,8 @@ def run_pipeline(settings: Settings, args) -> int:
         print(format_demo(report))
         return 0 if report.run.ok else 1
     pipeline = snapshot.Pipeline.from_settings(settings)
+    if getattr(args, "csv_types", None):
+        pipeline = dataclasses.replace(pipeline, csv_types=_declared(args.csv_types))
     if args.action == "status":
         print(format_status(snapshot_status(pipeline.target_url, days=args.days)))
         return 0
@@ -105,6 +110,17 @@ def run_pipeline(settings: Settings, args) -> int:
     step = verb(pipeline, args.day, args.force) if args.action.startswith("extract") else verb(pipeline, args.day)
     print(format_step(step))
     return 0
+
+
+def _declared(text: str) -> Dict[str, str]:
+    declared = {}
+    for item in text.split(","):
+        name, sep, kind = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"bad --csv-types item {item!r}", "each item is COL=KIND",
+                              "e.g. --csv-types order_id=integer,discount=numeric")
+        declared[name.strip()] = kind.strip()
+    return declared
 
 
 def _days(args) -> List[datetime.date]:
@@ -127,10 +143,12 @@ def _size(count: int) -> str:
 def format_step(report: snapshot.StepReport) -> str:
     """One line per step: what it did, where, how long."""
     what = {"extract-postgres": f"{report.tables} tables, {report.rows:,} rows, {_size(report.bytes)}",
-            "extract-csv": f"{report.rows:,} lines, {report.bad_lines:,} bad, {_size(report.bytes)}",
+            "extract-csv": f"{report.rows:,} rows, {report.bad_lines:,} bad lines, {_size(report.bytes)}",
             "load": f"{report.tables} tables, {report.rows:,} rows, {report.bad_lines:,} bad lines set aside",
             "query": f"{report.rows:,} rows"}[report.step]
     where = f" -> {report.path}" if report.path else ""
+    if report.columns:
+        where += f" [{', '.join(report.columns)}]"
     if report.state == "skipped":
         return f"{report.step} {report.day}: already done ({what}){where}; --force extracts it again"
     return f"{report.step} {report.day}: {report.state}, {what}{where} ({report.seconds:.1f} s)"

@@ -468,3 +468,22 @@ def test_query_without_an_orders_table_fails_with_its_reason(pg_url, northwind, 
     row = {(r.day, r.step): r for r in snapshot_status(pg_url)}[D1, "query"]
     assert row.state == "failed" and row.rerun.endswith("pipeline query --day 2021-01-01 --root "
                                                         f"{tmp_path / 'data'}")
+
+
+def test_csv_columns_are_shown_and_may_be_declared(pg_url, tmp_path, capsys):
+    csv_path = tmp_path / "details.csv"
+    csv_path.write_text("order_id,code,when\n1,007,9/26/2022\n2,x8,26.09.2022\n3,12,\n", encoding="utf-8")
+    base = ["--pg-url", pg_url, "--csv", str(csv_path), "--root", str(tmp_path / "data")]
+    assert main(["pipeline", "extract-csv", "--day", "2021-01-01", *base]) == 0
+    assert "[order_id integer, code text, when date]" in capsys.readouterr().out
+    assert main(["pipeline", "extract-csv", "--day", "2021-01-02", "--csv-types", "code=integer", *base]) == 0
+    out = capsys.readouterr().out
+    assert "2 rows, 1 bad lines" in out and "[order_id integer, code integer, when date]" in out
+    bad = json.loads((tmp_path / "data/csv/2021-01-02/bad_lines.jsonl").read_text())
+    assert (bad["line"], bad["column"]) == (3, "code") and "'x8' is not an integer" in bad["reason"]
+    assert main(["pipeline", "extract-csv", "--day", "2021-01-02", *base]) == 0
+    assert "already done (2 rows, 1 bad lines" in capsys.readouterr().out
+    assert main(["pipeline", "extract-csv", "--day", "2021-01-03", "--csv-types", "code", *base]) == 2
+    assert main(["pipeline", "extract-csv", "--day", "2021-01-03", "--csv-types", "nope=integer", *base]) == 1
+    err = capsys.readouterr().err
+    assert "each item is COL=KIND" in err and "unknown columns ['nope']" in err

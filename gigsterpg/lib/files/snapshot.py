@@ -10,7 +10,7 @@ import dataclasses
 import datetime
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import psycopg
 
@@ -18,6 +18,7 @@ from gigsterpg.config import Settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError, TerminalError
 from gigsterpg.lib.files import extract, load, result
 from gigsterpg.lib.files.ledger import Ledger, rerun_command
+from gigsterpg.lib.files.partition import read_manifest
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 
 
@@ -43,6 +44,7 @@ class Pipeline:
     source_url: Optional[str] = None
     csv_path: Optional[Path] = None
     tables: Optional[str] = None  # comma-separated globs of schema.table; !glob excludes
+    csv_types: Optional[Dict[str, str]] = None  # declared kinds of CSV columns; the others are inferred
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Pipeline":
@@ -63,6 +65,7 @@ class StepReport:
     bad_lines: int = 0
     path: str = ""
     seconds: float = 0.0
+    columns: List[str] = dataclasses.field(default_factory=list)  # extract-csv: "name kind", as typed
 
 
 def _source(step: str) -> str:
@@ -139,12 +142,18 @@ def extract_csv(pipeline: Pipeline, day: datetime.date, force: bool = False) -> 
         if not force and _already_done(ledger, day, step):
             return _skipped(ledger, day, step)
         ledger.start(day, step, "csv")
-        done = extract.extract_csv(pipeline.csv_path, pipeline.root, day)
+        done = extract.extract_csv(pipeline.csv_path, pipeline.root, day, pipeline.csv_types)
         ledger.succeed(day, step, "csv", rows=done.rows, size=done.bytes, checksum=done.sha256,
                        bad_lines=done.bad_lines, path=done.path)
-        return StepReport(day, step, "succeeded", done.rows, 1, done.bytes, done.bad_lines, done.path)
+        return StepReport(day, step, "succeeded", done.rows, 1, done.bytes, done.bad_lines, done.path,
+                          columns=_csv_columns(done.path))
 
     return _run_step(pipeline, step, day, body)
+
+
+def _csv_columns(folder: str) -> List[str]:
+    manifest = read_manifest(Path(folder)) or {}
+    return [f"{column['name']} {column['kind']}" for column in manifest.get("columns", [])]
 
 
 def _already_done(ledger: Ledger, day: datetime.date, step: str) -> bool:
@@ -159,7 +168,7 @@ def _skipped(ledger: Ledger, day: datetime.date, step: str) -> StepReport:
     row = ledger.rows(day, step)[0]
     tables = len(ledger.rows(day, step, tables=True)) if step == "extract-postgres" else 1
     return StepReport(day, step, "skipped", row["rows"] or 0, tables, row["bytes"] or 0, row["bad_lines"] or 0,
-                      row["path"] or "")
+                      row["path"] or "", columns=_csv_columns(row["path"]) if step == "extract-csv" else [])
 
 
 def _require(ledger: Ledger, pipeline: Pipeline, day: datetime.date, step: str, needs: str) -> None:

@@ -146,8 +146,13 @@ def snapshot_status(url_or_engine, days: Optional[int] = 14) -> List[StatusRow]:
     return result
 
 
+def libpq_url(url: str) -> str:
+    """A URL psycopg connects with: SQLAlchemy's ``postgresql+psycopg://`` spelling taken back."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 def _url(url_or_engine) -> str:
     """A libpq URL from a URL or a SQLAlchemy engine (its password included, never printed)."""
     if isinstance(url_or_engine, str):
-        return url_or_engine.replace("postgresql+psycopg://", "postgresql://", 1)
+        return libpq_url(url_or_engine)
     return url_or_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -17,7 +17,7 @@ import psycopg
 from gigsterpg.config import Settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError, TerminalError
 from gigsterpg.lib.files import extract, load, result
-from gigsterpg.lib.files.ledger import Ledger, rerun_command
+from gigsterpg.lib.files.ledger import Ledger, libpq_url, rerun_command
 from gigsterpg.lib.files.partition import read_manifest
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 
@@ -48,7 +48,9 @@ class Pipeline:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Pipeline":
-        return cls(settings.require_pg(), Path(settings.snapshot_root or "data"), settings.snapshot_source_pg,
+        source = settings.snapshot_source_pg
+        return cls(libpq_url(settings.require_pg()), Path(settings.snapshot_root or "data"),
+                   libpq_url(source) if source else None,
                    Path(settings.snapshot_csv) if settings.snapshot_csv else None, settings.snapshot_tables)
 
 

@@ -487,3 +487,17 @@ def test_csv_columns_are_shown_and_may_be_declared(pg_url, tmp_path, capsys):
     assert main(["pipeline", "extract-csv", "--day", "2021-01-03", "--csv-types", "nope=integer", *base]) == 1
     err = capsys.readouterr().err
     assert "each item is COL=KIND" in err and "unknown columns ['nope']" in err
+
+
+def test_a_fresh_target_is_migrated_and_an_unreachable_one_fails_in_one_line(empty_pg_url, tmp_path, capsys):
+    csv_path = tmp_path / "details.csv"
+    csv_path.write_text("order_id,product_id\n1,2\n", encoding="utf-8")
+    base = ["--csv", str(csv_path), "--root", str(tmp_path / "data")]
+    assert main(["pipeline", "extract-csv", "--day", "2021-01-01", "--pg-url", empty_pg_url, *base]) == 0
+    assert table_text(empty_pg_url, "SELECT state FROM snapshot_ledger WHERE table_name = ''") == ["succeeded"]
+    capsys.readouterr()
+    unreachable = "postgresql://me:s3cret-pw@127.0.0.1:1/gigsterpg"
+    assert main(["pipeline", "extract-csv", "--day", "2021-01-01", "--pg-url", unreachable, *base]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("FAILED: cannot connect to PostgreSQL at postgresql://me:***@127.0.0.1:1/gigsterpg")
+    assert "s3cret-pw" not in err and len(err.strip().splitlines()) == 1

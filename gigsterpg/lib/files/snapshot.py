@@ -15,10 +15,12 @@ from typing import Callable, Dict, List, Optional
 import psycopg
 
 from gigsterpg.config import Settings, mask_url
+from gigsterpg.connections import pg_errors
 from gigsterpg.exc import ConfigError, GigsterPgError, TerminalError
 from gigsterpg.lib.files import extract, load, result
 from gigsterpg.lib.files.ledger import Ledger, libpq_url, rerun_command
 from gigsterpg.lib.files.partition import read_manifest
+from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 
 
@@ -78,9 +80,23 @@ def _rerun(pipeline: Pipeline, step: str, day: datetime.date) -> str:
     return rerun_command(step, day, str(pipeline.root))
 
 
+def ensure_ledger(url: str) -> None:
+    """Migrate the target (``alembic upgrade head``) when it has no ledger yet: a fresh database just works."""
+    with pg_errors(url), psycopg.connect(url, autocommit=True) as connection:
+        if connection.execute("SELECT to_regclass('snapshot_ledger')").fetchone()[0] is not None:
+            return
+    handle = SqlAlchemy(url)
+    try:
+        with pg_errors(url):
+            handle.migrate_head()
+    finally:
+        handle.dispose()
+
+
 def _run_step(pipeline: Pipeline, step: str, day: datetime.date, body: Callable[[Ledger], StepReport]) -> StepReport:
     """Run ``body`` as ``step`` of ``day``: locked, recorded as running, then succeeded or failed."""
     started = time.perf_counter()
+    ensure_ledger(pipeline.target_url)
     ledger = Ledger(pipeline.target_url)
     try:
         if not ledger.lock(day, step):

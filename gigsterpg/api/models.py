@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from gigsterpg.lib.mongo.projection import PROJECTIONS
 from gigsterpg.lib.pg.db.gig import GIG_STATES
 from gigsterpg.lib.pg.db.states import AUTO, JOB_KINDS, JOB_STATES, SYNC_MODES
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS, CollectionName
@@ -23,8 +24,8 @@ class Problem(BaseModel):
     todo: str = ""
 
 
-class ExportRequest(BaseModel):
-    """Where to read the table, and which collection of gigsterpg's MongoDB database to write."""
+class SourceDetails(BaseModel):
+    """Where to read (a PostgreSQL database), and which collection of gigsterpg's MongoDB database to write."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -34,13 +35,10 @@ class ExportRequest(BaseModel):
     user: str = Field(min_length=1, max_length=63, pattern=NO_NUL)
     password: SecretStr = Field(SecretStr(""), description="never stored, logged or sent back")
     database: str = Field(min_length=1, max_length=63, pattern=NO_NUL)
-    table: str = Field(min_length=1, max_length=127, pattern=NO_NUL,
-                       description="[schema.]name, exactly as in the catalog (case-sensitive)")
-    table_schema: Optional[str] = Field(None, alias="schema", min_length=1, max_length=63, pattern=NO_NUL,
-                                        description="the schema, when the table's name holds a dot")
     sslmode: Optional[Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]] = None
     collection: Optional[str] = Field(None, min_length=1, max_length=120, pattern=r"^[^$\x00]+$",
-                                      description="target collection (default: the table's name); no '$',"
+                                      description="target collection (default: the table's or projection's"
+                                                  " name); no '$',"
                                                   " not system.*")
     batch_size: int = Field(2000, ge=1, le=100_000, description="rows per read and per bulk write")
 
@@ -50,6 +48,29 @@ class ExportRequest(BaseModel):
         if name is not None and name.startswith("system."):
             raise ValueError("names that start with 'system.' are MongoDB's own")
         return name
+
+
+class ExportRequest(SourceDetails):
+    """A table to export, one document per row."""
+
+    table: str = Field(min_length=1, max_length=127, pattern=NO_NUL,
+                       description="[schema.]name, exactly as in the catalog (case-sensitive)")
+    table_schema: Optional[str] = Field(None, alias="schema", min_length=1, max_length=63, pattern=NO_NUL,
+                                        description="the schema, when the table's name holds a dot")
+
+
+class ProjectionRequest(SourceDetails):
+    """A projection to run (export-orders): one document per row of its query, unchanged ones not written again."""
+
+    projection: Literal[PROJECTIONS] = Field(description="a shipped projection (orders: one document per order"
+                                                         " with its items and totals; README 'export-orders')")
+    tax_rate: Optional[str] = Field(None, pattern=r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$", examples=["0.15"],
+                                    description="taxes = subtotal x rate, half-up to cents (default:"
+                                                " GIGSTERPG_TAX_RATE, else 0.15)")
+    time_zone: Optional[str] = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-/]+$",
+                                     examples=["America/Mexico_City"],
+                                     description="the zone of an order's calendar date, an IANA name (default:"
+                                                 " GIGSTERPG_TIME_ZONE, else UTC)")
 
 
 class RestartExport(BaseModel):

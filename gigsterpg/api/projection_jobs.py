@@ -1,0 +1,83 @@
+"""Projections (``export-orders``) as export jobs of the API: ``POST /exports`` with a projection's name.
+
+The checks made before the job starts answer with their HTTP status (login refused 401, tables or
+columns missing 404, no SELECT 403, collection busy 409, MongoDB down 503); then the job runs the same
+``project`` as the CLI, on gigsterpg's own PostgreSQL (hashes, rejects) and MongoDB database.
+"""
+import dataclasses
+import logging
+import uuid
+from typing import Optional
+
+import psycopg
+
+from gigsterpg.api.jobs import Job, Jobs
+from gigsterpg.api.work import ApiError, active_job, open_source, ping_mongo, start, where
+from gigsterpg.config import Settings
+from gigsterpg.connections import mongo_errors_translated, short_reason
+from gigsterpg.exc import ConfigError, GigsterPgError, PrivilegeError, SourceError
+from gigsterpg.lib.mongo.orders import project
+from gigsterpg.lib.mongo.projection import (check_source, count_rows, load_projection, prepare_source, tax_rate,
+                                            time_zone)
+from gigsterpg.lib.pg.db.states import EXPORT
+
+logger = logging.getLogger(__name__)
+
+
+def start_projection(jobs: Jobs, settings: Settings, mongo, params: dict, password: str, timeout_s: float,
+                     restart_of: Optional[uuid.UUID] = None) -> uuid.UUID:
+    """Check the time zone, the source against the projection, and the target, then start the job;
+    ``params`` has no password."""
+    try:
+        zone = time_zone(params.get("time_zone") or settings.time_zone)
+    except ConfigError as err:
+        raise ApiError(404, "time_zone_not_found", err.what, err.why, "give an IANA name such as UTC or"
+                       " America/Mexico_City") from err
+    rate = tax_rate(params.get("tax_rate") or settings.tax_rate)  # the model's pattern admits only good ones
+    projection = load_projection(params["projection"])  # one of the shipped ones, by the model
+    params = {**params, "collection": params.get("collection") or projection.name, "tax_rate": str(rate),
+              "time_zone": zone}
+    source = open_source(params, password, timeout_s)
+    try:
+        try:
+            source.execute("SELECT set_config('TimeZone', %s, false)", (zone,))
+            source.commit()
+            prepare_source(source)
+            check_source(source, projection, {"tax_rate": rate})
+        except PrivilegeError as err:
+            raise ApiError(403, "permission_denied", err.what, err.why, err.todo) from err
+        except SourceError as err:
+            raise ApiError(404, "table_not_found", err.what, err.why, err.todo) from err
+        except psycopg.Error as err:
+            raise ApiError(502, "source_error", "PostgreSQL failed while checking the source", short_reason(err),
+                           "try again; if it persists, check the server's log") from err
+
+        def busy(running) -> ApiError:
+            return ApiError(409, "export_running", f"an export into {params['collection']!r} is running"
+                            + (f" (job {running})" if running else ""),
+                            "two exports into one collection would delete each other's documents",
+                            "wait for it (GET /exports/{id}), or name another collection")
+
+        running = active_job(jobs, EXPORT, params["collection"])
+        if running is not None:
+            raise busy(running)
+        ping_mongo(mongo)
+        collection = mongo[settings.mongo_database][params["collection"]]
+
+        def work(job: Job) -> dict:
+            try:
+                with mongo_errors_translated(settings.mongo_url), \
+                        psycopg.connect(settings.pg_url, application_name="gigsterpg-orders") as ledger, \
+                        psycopg.connect(settings.pg_url, application_name="gigsterpg-orders") as hashes:
+                    job.total(count_rows(source, projection))
+                    report = project(source, ledger, hashes, collection, projection, rate, zone,
+                                     params["batch_size"], progress=job.progress)
+            except psycopg.Error as err:
+                raise GigsterPgError(f"PostgreSQL failed during the export from {where(params)}", short_reason(err),
+                                     "restart the job (POST /exports/{id}/restart): the export is idempotent") from err
+            return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
+
+        return start(jobs, EXPORT, params, work, busy(None), cleanup=source.close, restart_of=restart_of)
+    except BaseException:
+        source.close()
+        raise

@@ -20,7 +20,7 @@ $(VENV)/.installed-dev: setup.py | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed-embedded
-	$(BIN)/python -m gigsterpg.cli demo
+	$(BIN)/python -m gigsterpg.cli demo --orders 1000
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/flake8 gigsterpg tests bench

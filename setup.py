@@ -8,7 +8,7 @@ setup(
     packages=find_packages(include=["gigsterpg", "gigsterpg.*"]),
     # Files beside the code that a plain install must carry (Alembic's template; later: SQL, templates).
     package_data={"gigsterpg.migrations": ["script.py.mako"], "gigsterpg.web": ["templates/*.html"],
-                  "gigsterpg.examples": ["*.csv", "*.sql"]},
+                  "gigsterpg.examples": ["*.csv", "*.sql"], "gigsterpg.lib.mongo.projections": ["*.sql"]},
     python_requires=">=3.11",
     install_requires=[
         "sqlalchemy>=2.0,<2.2",

@@ -505,3 +505,14 @@ def test_the_writer_thread_hands_its_error_to_the_caller():
         background.drain()
     assert done == [1]
     background.stop()  # already ended: nothing to wait for
+
+
+def test_the_demo_shows_a_shop_exported_twice(tmp_path, capsys):
+    code, out, err = main(capsys, "demo", "--folder", str(tmp_path / "demo"), "--users", "30", "--gigs", "60",
+                          "--orders", "200", "--no-progress")
+    assert code == 0, err
+    first, again = out.split("Again, on the same shop:")
+    assert "Sync run 1 (full) succeeded." in first
+    assert ("Orders into data-practical.orders (projection orders, tax rate 0.15, dates in UTC):"
+            " 200 orders read") in first
+    assert " 0 documents written" not in first and " 0 documents written" in again

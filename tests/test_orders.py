@@ -9,6 +9,7 @@ import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
+import pymongo
 import pytest
 from bson.decimal128 import Decimal128
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
@@ -16,7 +17,7 @@ from pymongo import monitoring
 
 from gigsterpg import cli
 from gigsterpg.config import Settings
-from gigsterpg.exc import ConfigError, PrivilegeError, SourceError, TerminalError
+from gigsterpg.exc import ConfigError, GigsterPgError, PrivilegeError, SourceError, TerminalError
 from gigsterpg.lib.mongo.orders import export_orders
 from tests.helpers import execute, with_database
 
@@ -516,3 +517,33 @@ def test_the_demo_shows_a_shop_exported_twice(tmp_path, capsys):
     assert ("Orders into data-practical.orders (projection orders, tax rate 0.15, dates in UTC):"
             " 200 orders read") in first
     assert " 0 documents written" not in first and " 0 documents written" in again
+
+
+def test_a_run_that_fails_midway_is_finished_by_the_next_without_a_duplicate(shop, mongo_db):
+    a_shop(shop.orders_source_pg)
+    admin = mongo_db.client.admin
+    try:  # the second insert command fails as a server shutting down would
+        admin.command({"configureFailPoint": "failCommand", "mode": {"skip": 1, "times": 1},
+                       "data": {"appName": "gigsterpg", "failCommands": ["insert"], "errorCode": 91}})
+    except pymongo.errors.OperationFailure as err:
+        pytest.skip(f"the MongoDB server has no test commands ({err})")
+    try:
+        with pytest.raises(GigsterPgError, match="MongoDB"):
+            export_orders(shop, batch_size=1)
+    finally:
+        admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    assert mongo_db.orders.count_documents({}) == 1  # the first batch only
+    report = export_orders(shop, batch_size=1)
+    assert (report.written, mongo_db.orders.count_documents({})) == (3, 4)
+    assert export_orders(shop).written == 0
+
+
+def test_the_progress_bar_counts_the_orders(shop, mongo_db):
+    import io
+    a_shop(shop.orders_source_pg)
+    args = cli.build_parser().parse_args(["export-orders", "--pg", shop.orders_source_pg, "--pg-url", shop.pg_url,
+                                          "--mongo", shop.mongo_url])
+    stream = io.StringIO()
+    from gigsterpg import cli_orders
+    assert cli_orders.run(args, stream) == 0
+    assert "4/4" in stream.getvalue() and "orders" in stream.getvalue()

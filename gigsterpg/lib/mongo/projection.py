@@ -32,6 +32,11 @@ DEFAULT_TAX_RATE = "0.15"
 _NEEDS = re.compile(r"^--\s*needs:\s*([^\s(]+)\s*\(([^)]*)\)\s*$", re.MULTILINE)
 
 
+# The projections shipped with gigsterpg (the API offers these names only).
+PROJECTIONS = tuple(sorted(entry.name[:-4] for entry in resources.files("gigsterpg.lib.mongo.projections").iterdir()
+                           if entry.name.endswith(".sql")))
+
+
 @dataclass
 class Projection:
     """A projection's query, and the tables and columns it reads (table -> columns)."""

@@ -28,7 +28,6 @@ from gigsterpg.exc import ConfigError, PrivilegeError, SourceError
 from gigsterpg.lib.mongo.export import to_bson
 
 COUNT_PREFIX = "count: "
-DEFAULT_TAX_RATE = "0.15"
 _NEEDS = re.compile(r"^--\s*needs:\s*([^\s(]+)\s*\(([^)]*)\)\s*$", re.MULTILINE)
 
 

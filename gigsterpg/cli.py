@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from gigsterpg import cli_datasets, cli_orders, commands, logs
+from gigsterpg import cli_datasets, cli_distributed, cli_orders, commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg import pipeline_cli
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reconnect and go on this many times after a lost connection (default: %(default)s)")
     sync.add_argument("--wait", type=_seconds, nargs="?", const=3600.0, metavar="SECONDS",
                       help="if another sync is running, wait for it (up to SECONDS, default 3600) instead of refusing")
+    cli_distributed.add_arguments(sync)
 
     demo = sub.add_parser("demo", parents=[local], help="embedded servers + generated data + sync, in one go")
     demo.add_argument("--folder", type=Path, default=Path(".gigsterpg-demo"), help="where the servers keep data")
@@ -224,6 +225,8 @@ def run(args) -> int:
         result = commands.status(settings, args.runs, args.jobs)
         print(status_json(result) if args.output == "json" else format_status(result))
         return 0
+    if cli_distributed.wanted(args, settings):
+        return cli_distributed.run(args, settings, _progress(args))
     if args.follow:
         followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries))
         print(f"Stopped following: {followed.events} events applied in {followed.batches} batches"

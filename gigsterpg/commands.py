@@ -102,6 +102,27 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
                         incremental=choose_mode(pg, settings, mode) == INCREMENTAL, overlap_s=settings.overlap_s)
 
 
+def sync_distributed(settings: Settings, client, collections: Iterable[str] = COLLECTIONS,
+                     progress: Optional[Progress] = None, full_compare: bool = False, wait_s: Optional[float] = None,
+                     mode: str = AUTO) -> RunReport:
+    """Migrate, then a full sync with the reading and mapping on the Dask cluster of ``client``.
+
+    The same result as ``sync`` (``gigsterpg.lib.pg.sync.engine.distributed``). When ``mode`` resolves to
+    an incremental run, that run is made as ``sync`` makes it: incremental runs stay single-writer.
+    """
+    from gigsterpg.lib.pg.sync.engine.distributed import run_distributed
+
+    with _both(settings, collections) as (pg, database):
+        if choose_mode(pg, settings, mode) == INCREMENTAL:
+            logger.info("an incremental run: made in this process (only full runs are distributed)")
+            return run_sync(pg.engine, database, tuple(collections), settings.batch_size, progress=progress,
+                            skip_unchanged=not full_compare, wait_s=wait_s, incremental=True,
+                            overlap_s=settings.overlap_s)
+        return run_distributed(pg.engine, database, client, "postgresql://" + settings.pg_url.split("://", 1)[1],
+                               settings.mongo_url, tuple(collections), settings.batch_size, progress,
+                               skip_unchanged=not full_compare, wait_s=wait_s)
+
+
 def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), batch_size: int = 1000,
            max_wait_ms: int = 200) -> FollowReport:
     """Migrate, catch up if there is no saved position, then apply MongoDB's changes until stopped.

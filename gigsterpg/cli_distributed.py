@@ -1,0 +1,89 @@
+"""The sync's distributed flags: ``--workers N`` (a local Dask cluster) and ``--scheduler ADDRESS`` (an existing one).
+
+Only a full sync is distributed; ``--follow`` and ``--incremental`` stay
+single-writer (``gigsterpg.lib.pg.sync.engine.distributed`` says why), so
+asking for both is refused in one line. ``GIGSTERPG_DASK_SCHEDULER`` sends every
+full sync to that cluster; a follower or an incremental run ignores it.
+"""
+import sys
+
+from gigsterpg import commands
+from gigsterpg.exc import ConfigError
+from gigsterpg.lib.pg.db.states import AUTO, INCREMENTAL
+from gigsterpg.lib.pg.sync.engine.runner import Progress
+from gigsterpg.report import format_run
+
+
+def add_arguments(sync) -> None:
+    """Add ``--workers`` and ``--scheduler`` to the sync's parser."""
+    from gigsterpg.cli import _positive  # the CLI's own argument type: one rule for "a whole number of 1 or more"
+    sync.add_argument("--workers", type=_positive, metavar="N",
+                      help="full sync: read and map the collections on a local Dask cluster of N worker processes"
+                           " (pip install 'gigsterpg[dask]')")
+    sync.add_argument("--scheduler", metavar="ADDRESS",
+                      help="full sync on the Dask cluster at ADDRESS, e.g. tcp://host:8786, whose workers have"
+                           " gigsterpg installed and reach both databases (default: GIGSTERPG_DASK_SCHEDULER)")
+
+
+def wanted(args, settings) -> bool:
+    """Whether this sync goes to a Dask cluster: a flag asks for it, or the setting does for a full sync."""
+    if getattr(args, "workers", None) or getattr(args, "scheduler", None):
+        return True
+    return bool(settings.dask_scheduler) and not args.follow and args.mode != INCREMENTAL
+
+
+def run(args, settings, progress) -> int:
+    """The distributed sync, its report printed; the exit code."""
+    from gigsterpg.lib.pg.sync.engine.distributed import open_cluster
+
+    flag = "--workers" if args.workers else "--scheduler"
+    for given, name, why in ((args.follow, "--follow", "a follower applies one ordered change stream"),
+                             (args.mode == INCREMENTAL, "--incremental",
+                              "an incremental run applies the changes since the watermark in their order"),
+                             (args.limit, "--limit", "a distributed run reads every range to its end")):
+        if given:
+            raise ConfigError(f"{flag} cannot be combined with {name}", f"{why}, in one process",
+                              f"drop {flag} (or {name})")
+    if progress is not None:
+        progress = TaskBar(progress.stream)
+    scheduler = None if args.workers else (args.scheduler or settings.dask_scheduler)
+    with open_cluster(args.workers, scheduler) as client:
+        link = dashboard_link(client)
+        if link:
+            print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
+        report = commands.sync_distributed(settings, client, commands.parse_collections(args.collections), progress,
+                                           full_compare=args.full_compare, wait_s=args.wait, mode=args.mode or AUTO)
+    print(format_run(report))
+    tasks = getattr(report, "tasks", None)
+    if tasks is not None:
+        print(f"Dask: {tasks.workers} workers, {tasks.tasks} tasks ({tasks.ran} ran, {tasks.retried} retried,"
+              f" {tasks.failed} failed)")
+    return 0 if report.balanced else 1
+
+
+class TaskBar(Progress):
+    """One bar for the whole run: range tasks read and batches merged, of the total."""
+
+    needs_total = True
+
+    def __init__(self, stream):
+        self.stream, self.bar = stream, None
+
+    def start(self, collection: str, total: int) -> None:
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc=collection, unit=" tasks", file=self.stream, dynamic_ncols=True)
+
+    def advance(self, count: int) -> None:
+        self.bar.update(count)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def dashboard_link(client):
+    """The cluster's dashboard address, or None when it serves none (bokeh missing, or switched off)."""
+    try:
+        services = client.scheduler_info().get("services", {})
+    except Exception:  # pragma: no cover - a scheduler that stops answering fails the run right after
+        return None
+    return client.dashboard_link if "dashboard" in services else None

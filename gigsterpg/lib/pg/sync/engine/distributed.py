@@ -1,0 +1,296 @@
+"""A full sync on a Dask cluster: workers read, hash and map ``_id`` ranges; one session merges them in scan order.
+
+The single-process sync's result depends on the order it sees documents in,
+which is the order of a plain scan (natural order, the record ids), and on its
+batches: of two users with one e-mail, or two documents whose ids share a text
+form (1 and "1"), the later-seen one is rejected, with a detail that says
+whether the holder was in the same batch; a new skill is named as the first
+batch holding it spells it; ``users.id`` follows the order of the inserts. To
+be equal, not merely similar, the distributed run decides in that same order:
+
+1. plan (``plan``): each collection in ``_id`` ranges from sampled split points;
+   one Dask task per range (``task.stage_range``, retried by Dask);
+2. the tasks, in parallel, read their range with each document's record id,
+   hash it, map it if it is new or changed, and stage the result in the run's
+   UNLOGGED scratch table of that collection (idempotently, per task);
+3. once every range of a collection is staged, the coordinator replays the
+   scratch table in record-id order, in batches of the same size, through the
+   same ``BatchLoader`` the single-process sync uses (mapping already done),
+   then deletes what was not seen, links, and accounts, exactly as it does:
+   users' merge finishes before gigs' begins (gigs' tasks run meanwhile).
+
+No deadlock is possible: the tasks write only their own rows of the scratch
+tables (keyed by record id, one lock per task), and read ``sync_hashes``;
+every shared table (skills, users' unique e-mails, user_skills, gigs,
+rejects, hashes) is written by the one coordinator session, which holds the
+sync lock. The price is that PostgreSQL's merge is not spread: it is the
+ceiling of the distributed run (BENCHMARKS.md models it).
+
+Incremental runs and ``--follow`` stay single-process: they apply changes in
+the order they happened (a change stream is one ordered log; an incremental
+scan is small), and there is nothing to split.
+"""
+import contextlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import psycopg
+from bson.raw_bson import RawBSONDocument
+
+from gigsterpg import faults
+from gigsterpg.config import mask_url
+from gigsterpg.connections import short_reason
+from gigsterpg.exc import ConfigError, ConnectError, GigsterPgError, TerminalError
+from gigsterpg.lib.pg.db.states import FAILED, FULL, INTERRUPTED, SUCCEEDED
+from gigsterpg.lib.pg.sync import registry
+from gigsterpg.lib.pg.sync.engine import runner
+from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, Prepared, rollback
+from gigsterpg.lib.pg.sync.engine.plan import RAW, plan
+from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
+from gigsterpg.lib.pg.sync.engine.task import (SCRATCH_PREFIX, RangeTask, attempts_table, create_scratch, restore,
+                                               scratch_table, stage_range)
+
+logger = logging.getLogger(__name__)
+
+# Ranges per worker: a straggler or a retried task then costs a fraction of a worker's share.
+RANGES_PER_WORKER = 4
+# Dask runs a failed task again this many times (a worker that dies is counted by Dask apart).
+TASK_RETRIES = 3
+SCHEDULER_TIMEOUT_S = 10
+
+
+@dataclass
+class TaskStats:
+    """What the cluster did: tasks planned, completed, attempts beyond one per task, failed."""
+
+    workers: int = 0
+    tasks: int = 0
+    ran: int = 0
+    attempts: int = 0
+    retried: int = 0
+    failed: int = 0
+    ranges: Dict[str, int] = field(default_factory=dict)
+    planned: Dict[str, int] = field(default_factory=dict)  # each collection's count when it was planned
+    read: Dict[str, int] = field(default_factory=dict)  # documents the tasks read, per collection
+    dashboard: Optional[str] = None
+
+    def as_dict(self) -> dict:
+        return {"workers": self.workers, "tasks": self.tasks, "ran": self.ran, "attempts": self.attempts,
+                "retried": self.retried, "failed": self.failed, "ranges": self.ranges, "planned": self.planned,
+                "read": self.read}
+
+
+@contextlib.contextmanager
+def open_cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, dashboard: Optional[str] = ":0"):
+    """A Dask client: of the cluster at ``scheduler``, else of a local cluster of ``workers`` processes.
+
+    Raises:
+        ConfigError: Dask is not installed.
+        ConnectError: the scheduler does not answer.
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("the distributed sync needs Dask", "dask.distributed is not installed",
+                          "pip install 'gigsterpg[dask]'") from None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+        except (OSError, TimeoutError) as err:
+            raise ConnectError(f"cannot reach the Dask scheduler at {mask_url(scheduler)}", short_reason(err) or
+                               type(err).__name__, "start it (dask scheduler) or fix --scheduler"
+                               " / GIGSTERPG_DASK_SCHEDULER", url=mask_url(scheduler)) from None
+        with client:
+            yield client
+        return
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard)
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, collections=registry.COLLECTIONS,
+                    batch_size: int = 5000, progress: Optional[runner.Progress] = None, skip_unchanged: bool = True,
+                    wait_s: Optional[float] = None, ranges: Optional[int] = None,
+                    retries: int = TASK_RETRIES) -> runner.RunReport:
+    """A full sync of ``collections`` with the reading and mapping done by ``client``'s workers.
+
+    The result equals ``runner.run_sync``'s on the same data (see the module's docstring).
+    The report's ``tasks`` (a ``TaskStats``) says what the cluster did; it is recorded in the
+    run's counts under ``"tasks"``.
+
+    Args:
+        client: a ``distributed.Client`` (``open_cluster``).
+        pg_url, mongo_url: the URLs the workers connect to (a libpq URL for PostgreSQL).
+        ranges: ranges per collection (default: ``RANGES_PER_WORKER`` per worker).
+        retries: how often Dask runs a failed task again.
+    """
+    faults.check()
+    progress = progress or runner.Progress()
+    ordered = list(registry.ordered(collections))
+    stats = TaskStats(dashboard=getattr(client, "dashboard_link", None))
+    raw = engine.raw_connection()
+    connection = raw.driver_connection
+    report, futures = None, {}
+    try:
+        report = runner.RunReport(runner.begin_run(connection, ordered, wait_s, mode=FULL), mode=FULL)
+        report.tasks = stats
+        _drop_scratch(connection)
+        with connection.cursor() as cursor:
+            create_scratch(cursor, report.run_id, ordered)
+        connection.commit()
+        # Each collection's watermark: the server's clock before anything of it is read.
+        marks = {name: runner.server_time(mongo_db) for name in ordered}
+        stats.workers = max(1, len(client.scheduler_info().get("workers", {})))
+        futures = _submit(client, report.run_id, mongo_db, ordered, stats, pg_url, mongo_url, batch_size,
+                          skip_unchanged, ranges or stats.workers * RANGES_PER_WORKER, retries)
+        merges = sum(math.ceil(stats.planned[name] / batch_size) for name in ordered)
+        progress.start("tasks", stats.tasks + merges)
+        try:
+            for name in ordered:
+                stats.read[name] = _gather(futures[name], progress, stats)
+                report.collections[name] = _merge(connection, engine, mongo_db, name, report.run_id, batch_size,
+                                                  skip_unchanged, marks[name], progress)
+        finally:
+            progress.close()
+    except BaseException as err:
+        for pending in futures.values():
+            client.cancel(pending)
+        if report is not None:
+            report.status = INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED
+            _end(engine, connection, raw, report, stats, mask_url(str(err)) or type(err).__name__)
+        _close(raw)
+        raise
+    report.status = SUCCEEDED
+    _end(engine, connection, raw, report, stats, None)
+    _close(raw)
+    return report
+
+
+def _submit(client, run_id, mongo_db, ordered, stats, pg_url, mongo_url, batch_size, skip_unchanged, ranges,
+            retries) -> Dict[str, list]:
+    """Plan every collection and hand all its ranges to the cluster (gigs are read while users merge)."""
+    futures = {}
+    for name in ordered:
+        collection = mongo_db[name]
+        stats.planned[name] = collection.count_documents({})
+        parts = plan(collection, ranges)
+        stats.ranges[name] = len(parts)
+        logger.info("%s: %d documents in %d ranges: %s", name, stats.planned[name], len(parts),
+                    ", ".join(part.describe() for part in parts))
+        tasks = [RangeTask(run_id, name, part, pg_url, mongo_url, mongo_db.name, batch_size, skip_unchanged)
+                 for part in parts]
+        futures[name] = [client.submit(stage_range, task, key=task.key, retries=retries, pure=False)
+                         for task in tasks]
+        stats.tasks += len(tasks)
+    return futures
+
+
+def _gather(futures: list, progress, stats: TaskStats) -> int:
+    """Wait for a collection's tasks, advancing the bar as each ends; the documents they read."""
+    from distributed import as_completed
+
+    documents = 0
+    for future in as_completed(futures):
+        try:
+            documents += future.result()["documents"]
+        except Exception as err:
+            stats.failed += 1
+            if isinstance(err, GigsterPgError):
+                raise
+            raise TerminalError(f"sync task {future.key} failed", short_reason(err) or type(err).__name__,
+                                "see the Dask workers' logs, then run the sync again") from err
+        progress.advance(1)
+    return documents
+
+
+class _FetchedLater(RawBSONDocument):
+    """A document a task did not ship (unchanged when it read it): fetched by its ``_id`` if ever needed.
+
+    Needed only to record it as a reject (its id's text form is another document's too).
+    """
+
+    def __init__(self, id_bson: bytes, collection):  # noqa: super().__init__ is called once fetched
+        self._id_bson, self._collection, self._fetched = id_bson, collection, None
+
+    @property
+    def raw(self) -> bytes:
+        if self._fetched is None:
+            wanted = RawBSONDocument(self._id_bson)
+            found = self._collection.with_options(codec_options=RAW).find_one(
+                {"_id": wanted["_id"]}) if "_id" in wanted else None
+            self._fetched = bytes(found.raw) if found is not None else self._id_bson
+        return self._fetched
+
+
+def _prepared(rows, collection) -> List[Prepared]:
+    """Scratch rows (in record-id order) as the batch ``BatchLoader.load`` takes."""
+    return [Prepared(RawBSONDocument(bytes(raw)) if raw is not None else _FetchedLater(bytes(idb), collection),
+                     doc_id, bytes(digest), seq, restore(mapped))
+            for seq, (doc_id, digest, raw, idb, mapped) in enumerate(rows)]
+
+
+class _Quiet(runner.Progress):
+    """The collection's own bar stays off: the run has one bar, of tasks and merged batches."""
+
+
+def _merge(connection, engine, mongo_db, name, run_id, batch_size, skip_unchanged, mark, progress):
+    """Replay a collection's scratch table in scan order through the single-process loader; its report."""
+    loader = BatchLoader(connection, registry.model(name), run_id, skip_unchanged)
+    reader = engine.raw_connection()  # its own: the loader commits each batch, a named cursor lives in one
+    try:
+        with reader.driver_connection.cursor(name=f"gigsterpg_replay_{name}") as cursor:
+            cursor.itersize = batch_size
+            cursor.execute(f"SELECT doc_id, digest, raw, idb, mapped FROM {scratch_table(run_id, name)} ORDER BY rec")
+            with ReadAhead(cursor, batch_size, lambda rows: _prepared(rows, mongo_db[name])) as pipeline:
+                report = runner._sync_collection(connection, mongo_db, loader, runner.Scan({}, FULL, mark),
+                                                 _advancing(pipeline, progress), None, None, _Quiet())
+        reader.driver_connection.rollback()
+    finally:
+        _close(reader)
+    return report
+
+
+def _advancing(pipeline, progress):
+    """The batches of ``pipeline``, one step of the run's bar each."""
+    for batch in pipeline:
+        yield batch
+        progress.advance(1)
+
+
+def _drop_scratch(connection) -> None:
+    """Drop the scratch tables of runs that died (the caller holds the sync lock: no live run has any)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE %s",
+                       (SCRATCH_PREFIX.replace("_", r"\_") + "%",))
+        for (table,) in cursor.fetchall():
+            cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+    connection.commit()
+
+
+def _end(engine, connection, raw, report, stats: TaskStats, error: Optional[str]) -> None:
+    """Count the attempts, drop the scratch tables, record the run's end (releasing the lock), add the tasks."""
+    rollback(connection)
+    with contextlib.suppress(psycopg.Error):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*), count(DISTINCT (collection, task)),"
+                           f" count(DISTINCT (collection, task)) FILTER (WHERE documents IS NOT NULL)"
+                           f" FROM {attempts_table(report.run_id)}")
+            stats.attempts, attempted, stats.ran = cursor.fetchone()
+            stats.retried = stats.attempts - attempted
+        connection.commit()
+    rollback(connection)
+    with contextlib.suppress(psycopg.Error):
+        _drop_scratch(connection)
+    runner.end_run(connection, report, error, engine, raw)
+    with contextlib.suppress(Exception), engine.begin() as fresh:
+        fresh.exec_driver_sql("UPDATE sync_runs SET counts = counts || jsonb_build_object('tasks', %(tasks)s::jsonb)"
+                              " WHERE id = %(id)s", {"tasks": json.dumps(stats.as_dict()), "id": report.run_id})
+    logger.info("sync run %d on %d workers: %s", report.run_id, stats.workers, stats.as_dict())
+
+
+def _close(raw) -> None:
+    with contextlib.suppress(Exception):
+        raw.close()

@@ -1,0 +1,160 @@
+"""One task of a distributed full sync, run on a Dask worker: read one ``_id`` range, hash, map, stage.
+
+The task writes nothing a reader of the target tables sees: only its own rows
+of the run's scratch table (``scratch_table``), one row per document, keyed by
+the document's record id:
+
+- every document: its record id, text id and hash;
+- a document whose hash differs from the stored one (new or changed; every
+  document with ``--full-compare``): its bytes and its mapping (the row, or
+  the reason it is rejected), pickled;
+- any other: the BSON of its ``_id`` (the merge fetches it again in the rare
+  case it needs the whole document: an id whose text form another id shares).
+
+Idempotent: one transaction deletes the task's rows, writes them again and
+records the attempt's end, under a lock of that task, so a retried task (its
+worker died, or the first attempt's answer was lost) leaves exactly one copy.
+"""
+import os
+import pickle
+import socket
+from dataclasses import dataclass
+from typing import Optional
+
+import bson
+import psycopg
+import pymongo
+from bson.raw_bson import RawBSONDocument
+
+from gigsterpg.exc import RejectedDocument
+from gigsterpg.lib.pg.sync import registry
+from gigsterpg.lib.pg.sync.engine import fingerprint
+from gigsterpg.lib.pg.sync.engine.bulk import map_document
+from gigsterpg.lib.pg.sync.engine.plan import IdRange, find_range, split_record_id
+from gigsterpg.lib.pg.sync.engine.reader import batches
+from gigsterpg.lib.pg.sync.engine.staging import copy_rows
+
+SCRATCH_COLUMNS = (("rec", "int8"), ("task", "int4"), ("doc_id", "text"), ("digest", "bytea"), ("raw", "bytea"),
+                   ("idb", "bytea"), ("mapped", "bytea"))
+SCRATCH_PREFIX = "sync_dist_"
+
+
+def scratch_table(run_id: int, collection: str) -> str:
+    """The run's scratch table of one collection (UNLOGGED: a crash loses it, and the next run starts over)."""
+    return f"{SCRATCH_PREFIX}{run_id}_{collection}"
+
+
+def attempts_table(run_id: int) -> str:
+    """The run's ledger of task attempts: one row per attempt, ``documents`` set when it committed."""
+    return f"{SCRATCH_PREFIX}{run_id}_attempts"
+
+
+def create_scratch(cursor, run_id: int, collections) -> None:
+    """The run's scratch tables (the coordinator creates them before the tasks start)."""
+    cursor.execute(f"CREATE UNLOGGED TABLE {attempts_table(run_id)} (id serial PRIMARY KEY, collection text NOT NULL,"
+                   " task int4 NOT NULL, pid int4, host text, started_at timestamptz NOT NULL DEFAULT now(),"
+                   " documents int8)")
+    for name in collections:
+        columns = ", ".join(f"{column} {kind}" for column, kind in SCRATCH_COLUMNS)
+        cursor.execute(f"CREATE UNLOGGED TABLE {scratch_table(run_id, name)} ({columns}, PRIMARY KEY (rec))")
+
+
+@dataclass(frozen=True)
+class RangeTask:
+    """What a worker needs for one range: where the data is and how to read it."""
+
+    run_id: int
+    collection: str
+    part: IdRange
+    pg_url: str  # a libpq URL (postgresql://...)
+    mongo_url: str
+    mongo_database: str
+    batch_size: int
+    skip_unchanged: bool = True
+
+    @property
+    def key(self) -> str:
+        """The task's name in Dask (and on its dashboard): no URL in it."""
+        return f"gigsterpg-sync-{self.run_id}-{self.collection}-{self.part.index}"
+
+
+def stage_range(task: RangeTask) -> dict:
+    """Read, hash and map ``task``'s range into the scratch table; its counts.
+
+    Runs on a worker. Any error goes back to Dask, which retries the task.
+    """
+    model = registry.model(task.collection)
+    client = pymongo.MongoClient(task.mongo_url)
+    connection = psycopg.connect(task.pg_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {attempts_table(task.run_id)} (collection, task, pid, host)"
+                           " VALUES (%s, %s, %s, %s) RETURNING id",
+                           (task.collection, task.part.index, os.getpid(), socket.gethostname()))
+            attempt = cursor.fetchone()[0]
+        connection.commit()  # the attempt is counted even if this process dies now
+        table = scratch_table(task.run_id, task.collection)
+        counts = {"documents": 0, "mapped": 0}
+        with connection.cursor() as cursor:
+            # Another attempt at this task (one Dask thought lost) finishes or dies before this one goes on.
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (table, task.part.index))
+            cursor.execute(f"DELETE FROM {table} WHERE task = %s", (task.part.index,))
+            source = find_range(client[task.mongo_database][task.collection], task.part, task.batch_size)
+            for batch in batches(source, task.batch_size):
+                copy_rows(cursor, table, SCRATCH_COLUMNS, _rows(cursor, model, task, batch, counts))
+            cursor.execute(f"UPDATE {attempts_table(task.run_id)} SET documents = %s WHERE id = %s",
+                           (counts["documents"], attempt))
+        connection.commit()
+        return counts
+    finally:
+        connection.close()
+        client.close()
+
+
+def _rows(cursor, model, task: RangeTask, batch, counts: dict) -> list:
+    """The scratch rows of one batch of documents read with their record ids."""
+    read = []
+    for doc in batch:
+        record, raw = split_record_id(doc.raw)
+        plain = RawBSONDocument(raw)
+        read.append((record, plain, fingerprint.doc_id(plain), fingerprint.digest(raw)))
+    stored = {}
+    if task.skip_unchanged:
+        cursor.execute("SELECT _id, hash FROM sync_hashes WHERE collection = %s AND _id = ANY(%s)",
+                       (task.collection, [doc_id for _, _, doc_id, _ in read]))
+        stored = dict(cursor.fetchall())
+    rows = []
+    for record, plain, doc_id, digest in read:
+        if stored.get(doc_id) == digest:
+            rows.append((record, task.part.index, doc_id, digest, None, _id_bson(plain), None))
+        else:
+            rows.append((record, task.part.index, doc_id, digest, plain.raw, None,
+                         pickle.dumps(_portable(map_document(model, plain)), protocol=pickle.HIGHEST_PROTOCOL)))
+            counts["mapped"] += 1
+    counts["documents"] += len(read)
+    return rows
+
+
+def _id_bson(doc: RawBSONDocument) -> bytes:
+    """The BSON of ``{"_id": ...}`` of a raw document (a document without one: an empty document)."""
+    try:
+        return bson.encode({"_id": doc["_id"]})
+    except KeyError:
+        return bson.encode({})
+
+
+def _portable(mapped):
+    """A mapping that pickles: the row as it is, a rejection as its reason and detail."""
+    if isinstance(mapped, RejectedDocument):
+        return ("rejected", mapped.reason, mapped.detail)
+    return mapped
+
+
+def restore(mapped: Optional[bytes]):
+    """The row, or the RejectedDocument, a task pickled (None stays None)."""
+    if mapped is None:
+        return None
+    value = pickle.loads(mapped)
+    if type(value) is tuple and value[:1] == ("rejected",):  # a row is a NamedTuple, never a plain tuple
+        return RejectedDocument(value[1], detail=value[2])
+    return value

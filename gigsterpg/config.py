@@ -88,6 +88,8 @@ class Settings:
     orders_source_pg: Optional[str] = dataclasses.field(default=None, repr=False)
     tax_rate: str = "0.15"
     time_zone: str = "UTC"
+    # A full sync on this Dask cluster (GIGSTERPG_DASK_SCHEDULER, flag --scheduler), e.g. tcp://host:8786.
+    dask_scheduler: Optional[str] = None
     api_jobs_keep: int = DEFAULT_API_JOBS_KEEP
     # CSV sources and SQL transforms: the schema their tables go to (GIGSTERPG_DATASETS_SCHEMA), the dataset
     # GET /read/first-chunk answers (GIGSTERPG_READ_DEFAULT), and whether /read answers without the token
@@ -159,6 +161,8 @@ def load_settings(overrides: Optional[Mapping[str, object]] = None,
             settings[key] = values[f"GIGSTERPG_{key.upper()}"]
     if values.get("GIGSTERPG_API_JOBS_KEEP"):
         settings["api_jobs_keep"] = _positive_int("GIGSTERPG_API_JOBS_KEEP", values["GIGSTERPG_API_JOBS_KEEP"])
+    if values.get("GIGSTERPG_DASK_SCHEDULER"):
+        settings["dask_scheduler"] = values["GIGSTERPG_DASK_SCHEDULER"]
     if values.get("GIGSTERPG_DATASETS_SCHEMA"):
         settings["datasets_schema"] = values["GIGSTERPG_DATASETS_SCHEMA"]
     if values.get("GIGSTERPG_READ_DEFAULT"):

@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 COVERAGE_MIN ?= 90
 
-.PHONY: demo test lint browser bench reliability clean
+.PHONY: demo test lint browser bench reliability clean test-containers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ test: lint browser
 reliability: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/test_reliability.py tests/test_hostile.py tests/test_properties.py tests/test_security.py \
 		tests/test_follow.py
+
+# The containers for real (docker and docker-compose; here: ../shared/containers/build-standins.sh first): build,
+# bring the compose stack up, check the sync, the ETL, /health and /read/first-chunk, run tests inside the
+# development container, tear down. CONTAINER_TESTS=all runs the whole suite there.
+test-containers:
+	bash containers/test-containers.sh
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench --scale 1 --repeat 3

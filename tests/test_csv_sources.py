@@ -225,3 +225,11 @@ def test_what_postgresql_would_read_otherwise_goes_through_the_python_reader(tmp
     load, = load_csv(conf, [mixed]).files
     assert (load.parser, load.rows) == ("python", 3)
     assert rows(pg_url, "SELECT note FROM datasets.mixed ORDER BY id") == [("a",), ("b",), ("c",)]
+
+
+def test_a_database_never_migrated_is_migrated_first(empty_pg_url):
+    conf = Settings(pg_url=empty_pg_url)
+    load_csv(conf, [FOLDER])
+    transform(conf, EARLIEST_TRADE_SQL, "earliest_trade")
+    assert rows(empty_pg_url, "SELECT name FROM datasets ORDER BY name") == [
+        ("earliest_trade",), ("people",), ("trades",)]

@@ -97,6 +97,7 @@ def load_csv(settings: Settings, paths: Sequence, table: Optional[str] = None, s
     if merge and not key:
         raise ConfigError("a merge needs a key", "--merge upserts rows by a declared key", "give --key COLUMN")
     schema = tables.check_name(schema or settings.datasets_schema, "schema")
+    tables.migrate(settings)
     loads = []
     for path in files:
         name = tables.check_name(table or path.stem, "table name")

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from gigsterpg.config import Settings
-from gigsterpg.connections import pg_errors
+from gigsterpg.connections import open_pg, pg_errors
 from gigsterpg.exc import ConfigError, SourceError
 
 # A name of ours for a PostgreSQL table: no quoting surprises in URLs, logs or SQL written by hand.
@@ -41,6 +41,16 @@ def check_name(value: str, what: str) -> str:
 def dataset_name(settings: Settings, schema: str, table: str) -> str:
     """The name readers use: the table's in the datasets schema, ``schema.table`` elsewhere."""
     return table if schema == settings.datasets_schema else f"{schema}.{table}"
+
+
+def migrate(settings: Settings) -> None:
+    """Bring gigsterpg's schema (the ``datasets`` registry among it) to the newest migration."""
+    pg = open_pg(settings)
+    try:
+        with pg_errors(pg.url):
+            pg.migrate_head()
+    finally:
+        pg.dispose()
 
 
 @contextlib.contextmanager

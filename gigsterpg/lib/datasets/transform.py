@@ -55,6 +55,7 @@ def transform(settings: Settings, sqlfile, into: str, schema: Optional[str] = No
     schema = tables.check_name(schema or settings.datasets_schema, "schema")
     table = tables.check_name(into, "dataset name (--into)")
     name = tables.dataset_name(settings, schema, table)
+    tables.migrate(settings)
     with tables.transaction(settings) as connection, connection.cursor() as cursor:
         tables.prepare(cursor, schema, name)
         tables.refuse_foreign(cursor, schema, table)

@@ -233,3 +233,17 @@ def test_a_database_never_migrated_is_migrated_first(empty_pg_url):
     transform(conf, EARLIEST_TRADE_SQL, "earliest_trade")
     assert rows(empty_pg_url, "SELECT name FROM datasets ORDER BY name") == [
         ("earliest_trade",), ("people",), ("trades",)]
+
+
+def test_refusals_of_arguments_name_what_to_do(tmp_path, conf):
+    one, two = write(tmp_path, "one.csv", "a,b\n1,2\n"), write(tmp_path, "two.csv", "a,b\n3,4\n")
+    with pytest.raises(ConfigError, match="--table names one table"):
+        load_csv(conf, [one, two], table="both")
+    with pytest.raises(ConfigError, match="a merge needs a key"):
+        load_csv(conf, [one], merge=True)
+    with pytest.raises(ConfigError, match="no key column 'c'"):
+        load_csv(conf, [one], key="c")
+    with pytest.raises(ConfigError, match="no key column 'c'"):
+        transform(conf, write(tmp_path, "q.sql", "SELECT 1 AS a"), "q", key="c")
+    with pytest.raises(ConfigError, match="cannot read the SQL file"):
+        transform(conf, tmp_path / "missing.sql", "q")

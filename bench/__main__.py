@@ -26,6 +26,7 @@ import pymongo
 from bson import ObjectId
 from psycopg import sql
 
+from bench import distributed as distributed_bench
 from bench import orders as orders_bench
 from bench import snapshots as snapshot_bench
 from gigsterpg.generate import write_dataset
@@ -143,10 +144,13 @@ def main(argv=None) -> int:
     parser.add_argument("--external", action="store_true", help="use DB_URL_PSQL / DB_URL_MONGO, not embedded servers")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--follow-seconds", type=float, default=10, help="length of each follow-mode load")
-    parser.add_argument("--only", choices=("orders",), help="run only this part (orders: export-orders)")
+    parser.add_argument("--only", choices=("orders", "distributed"),
+                        help="run only this part (orders: export-orders; distributed: the sync on Dask workers)")
     args = parser.parse_args(argv)
     if args.only == "orders":
         return orders_bench.main(["--scale", str(args.scale), "--repeat", str(args.repeat)])
+    if args.only == "distributed":
+        return distributed_bench.main(["--scale", str(args.scale)])
 
     servers = []
     folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
@@ -216,6 +220,7 @@ def run(args, databases: Databases, mongo_server: str) -> dict:
     results["export"] = [child("export", databases.fresh(), mongo_url, export_rows) for _ in range(args.repeat)]
     snapshot_bench.measure(results, databases.server_url, args.scale, args.repeat)
     orders_bench.measure(results, databases.server_url, mongo_server, args.scale, args.repeat)
+    distributed_bench.measure(results, databases.server_url, mongo_url, args.scale, 1, SERVER_PIDS, batch)
     if args.rss_scale:
         big_url = with_database(mongo_server, "bench_big_" + uuid.uuid4().hex[:8])
         big = pymongo.MongoClient(big_url)
@@ -353,6 +358,7 @@ def render(results: dict, args) -> str:
                      f" {seconds:.2f} s, documents read {read}")
     lines += snapshot_bench.render(results)
     lines += orders_bench.render(results)
+    lines += distributed_bench.render(results)
     return "\n".join(lines)
 
 

@@ -3,13 +3,19 @@
 Split points come from the collection itself: ``$sample`` draws ids, MongoDB
 sorts them in its own order (BSON type order first: numbers < strings <
 ObjectIds ..., then value), and every ``len / ranges``-th one is a split
-point. A range is read through the ``_id`` index between index bounds
-(``min`` inclusive, ``max`` exclusive), never by skip/limit, and never with
-``$gte``/``$lt`` (a comparison operator only matches values of its own type,
-so ``{"_id": {"$lt": 3}}`` would miss every string id). The first range has
-no lower bound and the last no upper one, so the ranges cover every type
-present, in type order, by construction; the run proves it by counting (the
-tasks' documents add up to the collection's count).
+point. A range is read through the ``_id`` index, never by skip/limit. The
+first range has no lower bound and the last no upper one, so the ranges cover
+every type present, in type order, by construction; the run proves it by
+counting (the tasks' documents add up to the collection's count).
+
+A comparison operator only matches values of its own type (``{"_id": {"$lt":
+3}}`` misses every string id), so a range is read with ``$gte``/``$lt`` only
+where every id in it is of one type: its two ends (the collection's first or
+last id at an open end) are of one type whose query order is the index's
+(ints and longs, strings, binary, ObjectIds, dates). Any other range is read
+between index bounds (``min`` inclusive, ``max`` exclusive), which cross types
+as the index does; a server may apply those by filtering a whole scan (the
+test server does), so they are kept for the ranges that need them.
 
 Documents are read with their record id (a projection of ``{"$meta":
 "recordId"}``, MongoDB 4.4+, which adds it after every field): their place in a
@@ -46,6 +52,8 @@ class IdRange:
     index: int
     low: Optional[bytes] = None
     high: Optional[bytes] = None
+    # Every id in the range is of the one type of its ends: read with $gte/$lt (else with min/max).
+    by_filter: bool = False
 
     def describe(self) -> str:
         """``[1, 'abc')`` as a person reads it."""
@@ -69,13 +77,43 @@ def plan(collection, ranges: int, samples_per_range: int = SAMPLES_PER_RANGE) ->
         return [IdRange(0)]
     points = list(dict.fromkeys(distinct[len(distinct) * part // ranges] for part in range(1, ranges)))
     bounds = [None] + points + [None]
-    return [IdRange(index, bounds[index], bounds[index + 1]) for index in range(len(bounds) - 1)]
+    first, last = _edge(collection, 1), _edge(collection, -1)
+    return [IdRange(index, bounds[index], bounds[index + 1],
+                    _one_type(bounds[index] or first, bounds[index + 1] or last))
+            for index in range(len(bounds) - 1)]
+
+
+# BSON types whose comparison operators order them as the index does, by their type byte: int32 and int64
+# (one class: numbers; doubles and decimals are left out for NaN, which sorts below every number), strings,
+# binary, ObjectIds, dates.
+_ONE_ORDER = {0x10: "number", 0x12: "number", 0x02: "string", 0x05: "binary", 0x07: "objectId", 0x09: "date"}
+
+
+def _edge(collection, direction: int) -> Optional[bytes]:
+    """The BSON of ``{"_id": ...}`` of the collection's first (1) or last (-1) id in index order."""
+    found = list(collection.with_options(codec_options=RAW).find({}, {"_id": 1}).sort("_id", direction).limit(1))
+    return bytes(found[0].raw) if found else None
+
+
+def _one_type(low: Optional[bytes], high: Optional[bytes]) -> bool:
+    """Whether both ends are of one type of ``_ONE_ORDER`` (types are contiguous in index order)."""
+    return low is not None and high is not None and _ONE_ORDER.get(low[4]) is not None \
+        and _ONE_ORDER.get(low[4]) == _ONE_ORDER.get(high[4])
 
 
 def find_range(collection, part: IdRange, batch_size: int):
     """A cursor over the raw documents of ``part``, each with its record id (see ``split_record_id``)."""
+    projection = {RECORD_FIELD: {"$meta": "recordId"}}
+    if part.by_filter:
+        wanted = {}
+        if part.low is not None:
+            wanted["$gte"] = bson.decode(part.low)["_id"]
+        if part.high is not None:
+            wanted["$lt"] = bson.decode(part.high)["_id"]
+        return collection.with_options(codec_options=RAW).find(
+            {"_id": wanted}, projection, batch_size=batch_size).hint([("_id", 1)])
     cursor = collection.with_options(codec_options=RAW).find(
-        {}, {RECORD_FIELD: {"$meta": "recordId"}}, batch_size=batch_size).hint([("_id", 1)])
+        {}, projection, batch_size=batch_size).hint([("_id", 1)])
     if part.low is not None:
         cursor = cursor.min(list(bson.decode(part.low).items()))
     if part.high is not None:

@@ -56,6 +56,7 @@ def test_the_merge_is_generated_from_the_declared_columns():
     assert GigSync.link_sqls == ("UPDATE gigs t SET poster_id = p.id FROM users p WHERE t.poster_id IS NULL"
                                  " AND t.poster_ref IS NOT NULL AND p._id = t.poster_ref",)
     assert (UserSync.parents, GigSync.parents) == ((), ("users",))
+    assert UserSync.link_sqls == () and UserSync.link(cursor=None) == {}  # references nothing: nothing to link
     assert list(UserSync.staging) == ["stage_users", "stage_user_skills", "stage_user_skill_ids"]
     with pytest.raises(ValueError, match="must start with _id"):
         type("Bad", (TableSync,), {"collection": "bad", "table": "bad", "mapped": Gig, "columns": (("name", "text"),)})

@@ -243,7 +243,8 @@ def _merge(connection, engine, mongo_db, name, run_id, batch_size, skip_unchange
     try:
         with reader.driver_connection.cursor(name=f"gigsterpg_replay_{name}") as cursor:
             cursor.itersize = batch_size
-            cursor.execute(f"SELECT doc_id, digest, raw, idb, mapped FROM {scratch_table(run_id, name)} ORDER BY rec")
+            cursor.execute(f"SELECT doc_id, digest, raw, idb, mapped FROM {scratch_table(run_id, name)} ORDER BY rec",
+                           binary=True)  # bytea as it is, not hex text to parse
             with ReadAhead(cursor, batch_size, lambda rows: _prepared(rows, mongo_db[name])) as pipeline:
                 report = runner._sync_collection(connection, mongo_db, loader, runner.Scan({}, FULL, mark),
                                                  _advancing(pipeline, progress), None, None, _Quiet())

@@ -127,8 +127,9 @@ def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), ba
            max_wait_ms: int = 200) -> FollowReport:
     """Migrate, catch up if there is no saved position, then apply MongoDB's changes until stopped.
 
-    The catch-up is a full sync if none has succeeded yet, else an incremental one.
-    ``stop`` (a threading.Event) ends it between two batches; so do Ctrl-C and SIGTERM.
+    The catch-up is a full sync if none has succeeded yet, else an incremental one; it waits for a
+    sync that is running (the nightly one) to end. ``stop`` (a threading.Event) ends it between two
+    batches; so do Ctrl-C and SIGTERM.
     """
     with _both(settings, COLLECTIONS) as (pg, database):
         def catch_up(full: bool) -> RunReport:
@@ -137,7 +138,7 @@ def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), ba
                     "SELECT EXISTS (SELECT 1 FROM sync_runs WHERE mode = :full AND status = :succeeded)"),
                     {"full": FULL, "succeeded": SUCCEEDED}).scalar()
             return run_sync(pg.engine, database, COLLECTIONS, settings.batch_size, retry=retry,
-                            incremental=full_done and not full, overlap_s=settings.overlap_s)
+                            incremental=full_done and not full, overlap_s=settings.overlap_s, wait_s=float("inf"))
 
         return Follower(pg.engine, database, catch_up, batch_size, max_wait_ms, retry, stop).run()
 

@@ -1,6 +1,7 @@
 """A follower and a scan (full, reconcile, incremental) side by side: never writing at once, nothing lost,
 nothing applied twice to any effect. The follower stands aside while a scan writes, then applies again
 every change since its saved position."""
+import logging
 import threading
 from datetime import datetime, timezone
 
@@ -182,3 +183,29 @@ def test_a_scan_refuses_when_a_batch_in_hand_outlasts_its_wait(settings, pg, mon
         with pytest.raises(SyncLockedError, match=r"^another sync is running \(another sync\), only one sync may"):
             run_sync(pg.engine, mongo_db)
     assert one(settings.pg_url, "SELECT count(*) FROM sync_runs") == (0,)
+
+
+def test_a_follower_that_must_catch_up_waits_for_a_running_sync(settings, mongo_db, sync_lock):
+    mongo_db.users.insert_one({"_id": 1, "name": "Ada"})
+    mongo_db.gigs.insert_one({"_id": 1, "name": "g", "state": "done", "poster": 1})
+    waiting = threading.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("waiting for another sync to finish"):
+                waiting.set()
+
+    seen, runner_log = Seen(), logging.getLogger("gigsterpg.lib.pg.sync.engine.runner")
+    runner_log.addHandler(seen)
+    level, runner_log.level = runner_log.level, logging.INFO
+    try:
+        with Following(settings) as following:
+            assert waiting.wait(60), "the follower's catch-up did not wait for the running sync"
+            assert one(settings.pg_url, "SELECT count(*) FROM sync_runs") == (0,)
+            sync_lock.close()  # the running sync ends
+            wait_caught_up(settings.pg_url, mongo_db)
+    finally:
+        runner_log.removeHandler(seen)
+        runner_log.setLevel(level)
+    assert following.report.resyncs == 0
+    assert one(settings.pg_url, "SELECT count(*) FROM users") == (1,)

@@ -34,6 +34,7 @@ import contextlib
 import json
 import logging
 import math
+import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -151,6 +152,9 @@ def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, colle
         try:
             for name in ordered:
                 stats.read[name] = _gather(futures[name], progress, stats)
+                if stats.read[name] != stats.planned[name]:  # the ranges cover every id: only a change can do it
+                    logger.warning("%s: the tasks read %d documents, the collection held %d when planned (it"
+                                   " changed during the run)", name, stats.read[name], stats.planned[name])
                 report.collections[name] = _merge(connection, engine, mongo_db, name, report.run_id, batch_size,
                                                   skip_unchanged, marks[name], progress)
         finally:
@@ -172,7 +176,7 @@ def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, colle
 def _submit(client, run_id, mongo_db, ordered, stats, pg_url, mongo_url, batch_size, skip_unchanged, ranges,
             retries) -> Dict[str, list]:
     """Plan every collection and hand all its ranges to the cluster (gigs are read while users merge)."""
-    futures = {}
+    futures, token = {}, uuid.uuid4().hex[:8]
     for name in ordered:
         collection = mongo_db[name]
         stats.planned[name] = collection.count_documents({})
@@ -180,7 +184,7 @@ def _submit(client, run_id, mongo_db, ordered, stats, pg_url, mongo_url, batch_s
         stats.ranges[name] = len(parts)
         logger.info("%s: %d documents in %d ranges: %s", name, stats.planned[name], len(parts),
                     ", ".join(part.describe() for part in parts))
-        tasks = [RangeTask(run_id, name, part, pg_url, mongo_url, mongo_db.name, batch_size, skip_unchanged)
+        tasks = [RangeTask(run_id, name, part, pg_url, mongo_url, mongo_db.name, batch_size, skip_unchanged, token)
                  for part in parts]
         futures[name] = [client.submit(stage_range, task, key=task.key, retries=retries, pure=False)
                          for task in tasks]

@@ -71,11 +71,13 @@ class RangeTask:
     mongo_database: str
     batch_size: int
     skip_unchanged: bool = True
+    # Unique per run: Dask hands back the result it holds for a key, and run ids repeat across databases.
+    token: str = ""
 
     @property
     def key(self) -> str:
         """The task's name in Dask (and on its dashboard): no URL in it."""
-        return f"gigsterpg-sync-{self.run_id}-{self.collection}-{self.part.index}"
+        return f"gigsterpg-sync-{self.run_id}-{self.collection}-{self.part.index}-{self.token}"
 
 
 def stage_range(task: RangeTask) -> dict:

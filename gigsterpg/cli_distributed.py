@@ -10,7 +10,7 @@ import sys
 from gigsterpg import commands
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.pg.db.states import AUTO, INCREMENTAL
-from gigsterpg.lib.pg.sync.engine.runner import Progress
+from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
 from gigsterpg.report import format_run
 
 
@@ -52,7 +52,8 @@ def run(args, settings, progress) -> int:
         if link:
             print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
         report = commands.sync_distributed(settings, client, commands.parse_collections(args.collections), progress,
-                                           full_compare=args.full_compare, wait_s=args.wait, mode=args.mode or AUTO)
+                                           full_compare=args.full_compare, wait_s=args.wait, mode=args.mode or AUTO,
+                                           retry=RetryPolicy(attempts=args.retries))
     print(format_run(report))
     tasks = getattr(report, "tasks", None)
     if tasks is not None:

@@ -104,7 +104,7 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
 
 def sync_distributed(settings: Settings, client, collections: Iterable[str] = COLLECTIONS,
                      progress: Optional[Progress] = None, full_compare: bool = False, wait_s: Optional[float] = None,
-                     mode: str = AUTO) -> RunReport:
+                     mode: str = AUTO, retry: RetryPolicy = RetryPolicy()) -> RunReport:
     """Migrate, then a full sync with the reading and mapping on the Dask cluster of ``client``.
 
     The same result as ``sync`` (``gigsterpg.lib.pg.sync.engine.distributed``). When ``mode`` resolves to
@@ -116,11 +116,11 @@ def sync_distributed(settings: Settings, client, collections: Iterable[str] = CO
         if choose_mode(pg, settings, mode) == INCREMENTAL:
             logger.info("an incremental run: made in this process (only full runs are distributed)")
             return run_sync(pg.engine, database, tuple(collections), settings.batch_size, progress=progress,
-                            skip_unchanged=not full_compare, wait_s=wait_s, incremental=True,
+                            skip_unchanged=not full_compare, retry=retry, wait_s=wait_s, incremental=True,
                             overlap_s=settings.overlap_s)
         return run_distributed(pg.engine, database, client, "postgresql://" + settings.pg_url.split("://", 1)[1],
                                settings.mongo_url, tuple(collections), settings.batch_size, progress,
-                               skip_unchanged=not full_compare, wait_s=wait_s)
+                               skip_unchanged=not full_compare, wait_s=wait_s, retry=retry)
 
 
 def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), batch_size: int = 1000,

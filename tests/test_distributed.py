@@ -27,7 +27,7 @@ from gigsterpg.lib.pg.sync.engine import distributed
 from gigsterpg.lib.pg.sync.engine.distributed import run_distributed
 from gigsterpg.lib.pg.sync.engine.plan import RAW, find_range, plan, split_record_id
 from gigsterpg.lib.pg.sync.engine.runner import run_sync
-from tests.helpers import TEMPLATE, copy_database, drop_database, state, wait_until, with_database
+from tests.helpers import TEMPLATE, copy_database, drop_database, run_held, state, wait_until, with_database
 
 BATCH = 7  # small batches: duplicates fall inside one batch and across batches
 RANGES = 4
@@ -217,6 +217,7 @@ def test_a_distributed_run_equals_the_single_process_run_on_messy_data(cluster, 
     assert _keys(second_pg_url) == _keys(pg_url)
     assert spread.tasks.as_dict() | {"workers": 0} == {
         "workers": 0, "tasks": 2 * RANGES, "ran": 2 * RANGES, "attempts": 2 * RANGES, "retried": 0, "failed": 0,
+        "coordinator_retries": 0,
         "ranges": {"users": RANGES, "gigs": RANGES}, "planned": {"users": len(docs), "gigs": len(gig_docs)},
         "read": {"users": len(docs), "gigs": len(gig_docs)}}
     for name in ("users", "gigs"):
@@ -455,3 +456,43 @@ def test_the_benchmark_runs_at_a_tiny_scale(project_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "- distributed full sync, first sync of 600 documents, in one run: single process " in result.stdout
     assert "--workers 2 " in result.stdout and "  - modelled (from the --workers 2 costs" in result.stdout
+
+
+def test_the_coordinator_reconnects_after_losing_its_connection_mid_merge(cluster, mongo_db, pg_url, second_pg_url):
+    from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
+    _messy(mongo_db)
+    _single(pg_url, mongo_db)
+    outcome = {}
+    pg = SqlAlchemy(second_pg_url)
+    runner = threading.Thread(target=lambda: outcome.update(report=run_distributed(
+        pg.engine, mongo_db, cluster, second_pg_url, _mongo_url(mongo_db), batch_size=BATCH, ranges=RANGES,
+        retry=RetryPolicy(first_delay=0.01))))
+    runner.start()
+    try:
+        with run_held(second_pg_url, lambda progress: progress.get("users", 0) >= 2 * BATCH, "two users' batches"):
+            with psycopg.connect(second_pg_url, autocommit=True) as admin:
+                # The coordinator waits at its next batch for the run's row this test holds: its session ends.
+                pid = wait_until(lambda: admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    " AND query LIKE 'UPDATE sync_runs%'").fetchone(), "the coordinator waiting for the run's row")[0]
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    finally:
+        runner.join(timeout=300)
+        pg.dispose()
+    assert not runner.is_alive()
+    report = outcome["report"]
+    assert state(second_pg_url) == state(pg_url)
+    assert report.tasks.coordinator_retries == 1 and report.balanced
+    with psycopg.connect(second_pg_url) as connection:
+        assert connection.execute("SELECT retries FROM sync_runs WHERE id = %s", (report.run_id,)).fetchone()[0] == 1
+
+
+def test_a_merge_that_finds_fewer_documents_than_staged_fails_before_deleting():
+    from gigsterpg.exc import TerminalError
+    from gigsterpg.lib.pg.sync.engine.distributed import _advancing
+    from gigsterpg.lib.pg.sync.engine.runner import Progress
+    assert list(_advancing([[1, 2], [3]], Progress(), "users", 3)) == [[1, 2], [3]]
+    replay = _advancing([[1, 2], [3]], Progress(), "users", 5)
+    assert next(replay) == [1, 2] and next(replay) == [3]
+    with pytest.raises(TerminalError, match="the merge of users found 3 of the 5 documents its tasks staged"):
+        next(replay)

@@ -34,6 +34,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -43,7 +44,7 @@ from bson.raw_bson import RawBSONDocument
 
 from gigsterpg import faults
 from gigsterpg.config import mask_url
-from gigsterpg.connections import short_reason
+from gigsterpg.connections import is_transient, short_reason
 from gigsterpg.exc import ConfigError, ConnectError, GigsterPgError, TerminalError
 from gigsterpg.lib.pg.db.states import FAILED, FULL, INTERRUPTED, SUCCEEDED
 from gigsterpg.lib.pg.sync import registry
@@ -73,6 +74,7 @@ class TaskStats:
     attempts: int = 0
     retried: int = 0
     failed: int = 0
+    coordinator_retries: int = 0  # reconnections of the coordinator after a transient error
     ranges: Dict[str, int] = field(default_factory=dict)
     planned: Dict[str, int] = field(default_factory=dict)  # each collection's count when it was planned
     read: Dict[str, int] = field(default_factory=dict)  # documents the tasks read, per collection
@@ -80,8 +82,8 @@ class TaskStats:
 
     def as_dict(self) -> dict:
         return {"workers": self.workers, "tasks": self.tasks, "ran": self.ran, "attempts": self.attempts,
-                "retried": self.retried, "failed": self.failed, "ranges": self.ranges, "planned": self.planned,
-                "read": self.read}
+                "retried": self.retried, "failed": self.failed, "coordinator_retries": self.coordinator_retries,
+                "ranges": self.ranges, "planned": self.planned, "read": self.read}
 
 
 @contextlib.contextmanager
@@ -115,7 +117,7 @@ def open_cluster(workers: Optional[int] = None, scheduler: Optional[str] = None,
 def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, collections=registry.COLLECTIONS,
                     batch_size: int = 5000, progress: Optional[runner.Progress] = None, skip_unchanged: bool = True,
                     wait_s: Optional[float] = None, ranges: Optional[int] = None,
-                    retries: int = TASK_RETRIES) -> runner.RunReport:
+                    retries: int = TASK_RETRIES, retry: runner.RetryPolicy = runner.RetryPolicy()) -> runner.RunReport:
     """A full sync of ``collections`` with the reading and mapping done by ``client``'s workers.
 
     The result equals ``runner.run_sync``'s on the same data (see the module's docstring).
@@ -127,21 +129,25 @@ def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, colle
         pg_url, mongo_url: the URLs the workers connect to (a libpq URL for PostgreSQL).
         ranges: ranges per collection (default: ``RANGES_PER_WORKER`` per worker).
         retries: how often Dask runs a failed task again.
+        retry: how often the coordinator reconnects after a transient error (a lost connection) and
+            replays the collection it was merging from its start (what was committed is skipped by hash).
     """
     faults.check()
     progress = progress or runner.Progress()
     ordered = list(registry.ordered(collections))
     stats = TaskStats(dashboard=getattr(client, "dashboard_link", None))
-    raw = engine.raw_connection()
-    connection = raw.driver_connection
+    # The runner's state of a run (connection, lock, reconnection, counts carried across retries).
+    run = runner._Run(engine, mongo_db, batch_size, None, progress, skip_unchanged)
+    run.connect()
     report, futures = None, {}
     try:
-        report = runner.RunReport(runner.begin_run(connection, ordered, wait_s, mode=FULL), mode=FULL)
+        report = run.report = runner.RunReport(runner.begin_run(run.connection, ordered, wait_s, mode=FULL),
+                                               mode=FULL)
         report.tasks = stats
-        _drop_scratch(connection)
-        with connection.cursor() as cursor:
+        _drop_scratch(run.connection)
+        with run.connection.cursor() as cursor:
             create_scratch(cursor, report.run_id, ordered)
-        connection.commit()
+        run.connection.commit()
         # Each collection's watermark: the server's clock before anything of it is read.
         marks = {name: runner.server_time(mongo_db) for name in ordered}
         stats.workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -155,8 +161,7 @@ def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, colle
                 if stats.read[name] != stats.planned[name]:  # the ranges cover every id: only a change can do it
                     logger.warning("%s: the tasks read %d documents, the collection held %d when planned (it"
                                    " changed during the run)", name, stats.read[name], stats.planned[name])
-                report.collections[name] = _merge(connection, engine, mongo_db, name, report.run_id, batch_size,
-                                                  skip_unchanged, marks[name], progress)
+                report.collections[name] = _merge_retrying(run, name, marks[name], stats, retry)
         finally:
             progress.close()
     except BaseException as err:
@@ -164,12 +169,12 @@ def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, colle
             client.cancel(pending)
         if report is not None:
             report.status = INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED
-            _end(engine, connection, raw, report, stats, mask_url(str(err)) or type(err).__name__)
-        _close(raw)
+            _end(engine, run.connection, run.raw, report, stats, mask_url(str(err)) or type(err).__name__)
+        run.close()
         raise
     report.status = SUCCEEDED
-    _end(engine, connection, raw, report, stats, None)
-    _close(raw)
+    _end(engine, run.connection, run.raw, report, stats, None)
+    run.close()
     return report
 
 
@@ -240,29 +245,62 @@ class _Quiet(runner.Progress):
     """The collection's own bar stays off: the run has one bar, of tasks and merged batches."""
 
 
-def _merge(connection, engine, mongo_db, name, run_id, batch_size, skip_unchanged, mark, progress):
+def _merge_retrying(run, name: str, mark, stats: TaskStats, retry: runner.RetryPolicy):
+    """``_merge``, again from the collection's start after a transient error, as the single-process run does."""
+    while True:
+        loader = None
+        try:
+            loader = BatchLoader(run.connection, registry.model(name), run.report.run_id, run.skip_unchanged)
+            report = _merge(run, loader, name, mark, stats.read[name])
+        except BaseException as err:
+            if loader is not None:
+                run._carry(loader.counts, name)
+            if not is_transient(err) or stats.coordinator_retries >= retry.attempts:
+                raise
+            stats.coordinator_retries += 1
+            delay = retry.delay(stats.coordinator_retries)
+            logger.warning("sync run %d: %s; retry %d of %d in %.1f s, from the start of %s's merge",
+                           run.report.run_id, short_reason(err), stats.coordinator_retries, retry.attempts,
+                           delay, name)
+            time.sleep(delay)
+            run.reconnect()
+            continue
+        run._carry(report.counts, name)
+        report.counts = run.carried.pop(name)
+        return report
+
+
+def _merge(run, loader, name, mark, expected: int):
     """Replay a collection's scratch table in scan order through the single-process loader; its report."""
-    loader = BatchLoader(connection, registry.model(name), run_id, skip_unchanged)
-    reader = engine.raw_connection()  # its own: the loader commits each batch, a named cursor lives in one
+    run_id, batch_size, mongo_db = run.report.run_id, run.batch_size, run.mongo_db
+    reader = run.engine.raw_connection()  # its own: the loader commits each batch, a named cursor lives in one
     try:
         with reader.driver_connection.cursor(name=f"gigsterpg_replay_{name}") as cursor:
             cursor.itersize = batch_size
             cursor.execute(f"SELECT doc_id, digest, raw, idb, mapped FROM {scratch_table(run_id, name)} ORDER BY rec",
                            binary=True)  # bytea as it is, not hex text to parse
             with ReadAhead(cursor, batch_size, lambda rows: _prepared(rows, mongo_db[name])) as pipeline:
-                report = runner._sync_collection(connection, mongo_db, loader, runner.Scan({}, FULL, mark),
-                                                 _advancing(pipeline, progress), None, None, _Quiet())
+                report = runner._sync_collection(run.connection, mongo_db, loader, runner.Scan({}, FULL, mark),
+                                                 _advancing(pipeline, run.progress, name, expected), None, None,
+                                                 _Quiet())
         reader.driver_connection.rollback()
     finally:
         _close(reader)
     return report
 
 
-def _advancing(pipeline, progress):
-    """The batches of ``pipeline``, one step of the run's bar each."""
+def _advancing(pipeline, progress, name: str, expected: int):
+    """The batches of ``pipeline``, one step of the run's bar each; an error instead of the end of the
+    collection if fewer documents came than the tasks wrote (the deletes would delete the rest)."""
+    replayed = 0
     for batch in pipeline:
         yield batch
+        replayed += len(batch)
         progress.advance(1)
+    if replayed != expected:
+        raise TerminalError(f"the merge of {name} found {replayed} of the {expected} documents its tasks staged",
+                            "PostgreSQL lost the run's scratch tables (UNLOGGED: a crash empties them)",
+                            "run the sync again")
 
 
 def _drop_scratch(connection) -> None:

@@ -5,6 +5,7 @@ single-writer (``gigsterpg.lib.pg.sync.engine.distributed`` says why), so
 asking for both is refused in one line. ``GIGSTERPG_DASK_SCHEDULER`` sends every
 full sync to that cluster; a follower or an incremental run ignores it.
 """
+import logging
 import sys
 
 from gigsterpg import commands
@@ -34,8 +35,6 @@ def wanted(args, settings) -> bool:
 
 def run(args, settings, progress) -> int:
     """The distributed sync, its report printed; the exit code."""
-    from gigsterpg.lib.pg.sync.engine.distributed import open_cluster
-
     flag = "--workers" if args.workers else "--scheduler"
     for given, name, why in ((args.follow, "--follow", "a follower applies one ordered change stream"),
                              (args.mode == INCREMENTAL, "--incremental",
@@ -47,6 +46,20 @@ def run(args, settings, progress) -> int:
     if progress is not None:
         progress = TaskBar(progress.stream)
     scheduler = None if args.workers else (args.scheduler or settings.dask_scheduler)
+    dask_logs = logging.getLogger("distributed")
+    level = dask_logs.level
+    if args.log_level not in ("debug", "info"):  # Dask's own INFO lines (workers starting, keys) are not ours
+        dask_logs.setLevel(logging.WARNING)
+    try:
+        return _run(args, settings, progress, scheduler)
+    finally:
+        dask_logs.setLevel(level)
+
+
+def _run(args, settings, progress, scheduler) -> int:
+    """Open the cluster, print its dashboard, sync, print the report."""
+    from gigsterpg.lib.pg.sync.engine.distributed import open_cluster
+
     with open_cluster(args.workers, scheduler) as client:
         link = dashboard_link(client)
         if link:

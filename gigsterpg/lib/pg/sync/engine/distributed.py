@@ -87,7 +87,7 @@ class TaskStats:
 
 
 @contextlib.contextmanager
-def open_cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, dashboard: Optional[str] = ":0"):
+def open_cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, dashboard: Optional[str] = ":8787"):
     """A Dask client: of the cluster at ``scheduler``, else of a local cluster of ``workers`` processes.
 
     Raises:

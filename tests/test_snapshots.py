@@ -229,6 +229,10 @@ def test_a_load_killed_before_commit_leaves_the_day_as_it_was(pg_url, northwind,
     args = ["pipeline", "extract-postgres", "--day", "2021-01-01", "--force", "--pg-url", pg_url, "--source-pg",
             source, "--root", str(tmp_path / "data")]
     assert _cli(args).returncode == 0
+    outdated = {row.step: row for row in snapshot_status(pg_url)}
+    assert (outdated["load"].state, outdated["query"].state) == ("failed", "failed")
+    assert outdated["load"].error == "extract-postgres of 2021-01-01 ran again after this load; run it again"
+    assert outdated["query"].rerun.endswith("pipeline query --day 2021-01-01 --root " + str(tmp_path / "data"))
     load = ["pipeline", "load", "--day", "2021-01-01", "--pg-url", pg_url, "--root", str(tmp_path / "data")]
     killed = _cli(load, {"GIGSTERPG_KILL_AT": "snapshot-loaded:1"})
     assert killed.returncode == -9, killed.stderr

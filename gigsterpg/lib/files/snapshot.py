@@ -144,6 +144,7 @@ def extract_postgres(pipeline: Pipeline, day: datetime.date, force: bool = False
         rows, size = sum(e.rows for e in done), sum(e.bytes for e in done)
         folder = str(Path(pipeline.root) / "postgres")
         ledger.succeed(day, step, "postgres", rows=rows, size=size, path=folder)
+        _outdate(ledger, pipeline, day, step)
         return StepReport(day, step, "succeeded", rows, len(done), size, path=folder)
 
     return _run_step(pipeline, step, day, body)
@@ -163,10 +164,19 @@ def extract_csv(pipeline: Pipeline, day: datetime.date, force: bool = False) -> 
         done = extract.extract_csv(pipeline.csv_path, pipeline.root, day, pipeline.csv_types)
         ledger.succeed(day, step, "csv", rows=done.rows, size=done.bytes, checksum=done.sha256,
                        bad_lines=done.bad_lines, path=done.path)
+        _outdate(ledger, pipeline, day, step)
         return StepReport(day, step, "succeeded", done.rows, 1, done.bytes, done.bad_lines, done.path,
                           columns=_csv_columns(done.path))
 
     return _run_step(pipeline, step, day, body)
+
+
+def _outdate(ledger: Ledger, pipeline: Pipeline, day: datetime.date, extracted: str) -> None:
+    """A day extracted again: its load and query, if they had succeeded, are from the replaced partitions."""
+    for later in ("load", "query"):
+        if ledger.state(day, later) == "succeeded":
+            ledger.fail(day, later, "target", f"{extracted} of {day} ran again after this {later}; run it again",
+                        _rerun(pipeline, later, day))
 
 
 def _csv_columns(folder: str) -> List[str]:

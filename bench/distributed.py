@@ -144,24 +144,28 @@ def per_document(run: dict) -> dict:
     """A run's costs in microseconds per document."""
     docs = run["docs"]
     costs = {"coordinator": run["own_cpu_s"], "workers": run["workers_cpu_s"], "postgresql": run.get("pg_cpu_s"),
-             "mongodb": run.get("mongo_cpu_s"), "wall": run["seconds"], "merge wall": run.get("merge_s")}
+             "mongodb": run.get("mongo_cpu_s"), "wall": run["seconds"], "merge wall": run.get("merge_s"),
+             # the part of the merge that has no rule across documents but the _id's text form (gigs)
+             "gigs merge wall": run["counts"]["gigs"]["seconds"] if run.get("merge_s") is not None else None}
     return {name: None if value is None else 1e6 * value / docs for name, value in costs.items()}
 
 
-def model(costs: dict, workers=MODEL_WORKERS, cores: int = SERVER_CORES) -> list:
+def model(costs: dict, workers=MODEL_WORKERS, cores: int = SERVER_CORES, split_gigs: bool = False) -> list:
     """(N, docs/s, what limits it) for N workers on N machines, from per-document costs (µs).
 
     Reading, hashing and mapping (the workers' CPU) divide by N; the merge (its wall time per document: the
     coordinator and PostgreSQL in turn) does not. The servers cap it: MongoDB at ``cores`` / its CPU per
     document, PostgreSQL likewise (the scratch COPYs run in parallel, the merge is one session).
+    ``split_gigs``: what is not built, gigs merged in N sessions (one partition of the _id's text each).
     """
     rows = []
     for n in workers:
-        spread = 1e6 / (costs["workers"] / n + costs["merge wall"])
+        merge = costs["merge wall"] - (costs["gigs merge wall"] * (1 - 1 / n) if split_gigs else 0)
+        spread = 1e6 / (costs["workers"] / n + merge)
         caps = {"MongoDB CPU": 1e6 * cores / costs["mongodb"], "PostgreSQL CPU": 1e6 * cores / costs["postgresql"]}
         limit, cap = min(caps.items(), key=lambda item: item[1])
         if spread <= cap:
-            limit = "the merge" if costs["merge wall"] > costs["workers"] / n else "the workers"
+            limit = "the merge" if merge > costs["workers"] / n else "the workers"
         rows.append((n, min(spread, cap), limit))
     return rows
 
@@ -197,6 +201,8 @@ def render(results: dict) -> list:
         return lines
     lines.append(f"  - modelled (from the --workers 2 costs; servers of {SERVER_CORES} cores): " + ", ".join(
         f"{n} workers {rate_:,.0f} docs/s ({limit})" for n, rate_, limit in model(costs)))
+    lines.append("  - modelled, not built (gigs merged in N sessions): " + ", ".join(
+        f"{n} workers {rate_:,.0f} docs/s ({limit})" for n, rate_, limit in model(costs, split_gigs=True)))
     return lines
 
 

@@ -162,7 +162,9 @@ def model(costs: dict, workers=MODEL_WORKERS, cores: int = SERVER_CORES, split_g
     for n in workers:
         merge = costs["merge wall"] - (costs["gigs merge wall"] * (1 - 1 / n) if split_gigs else 0)
         spread = 1e6 / (costs["workers"] / n + merge)
-        caps = {"MongoDB CPU": 1e6 * cores / costs["mongodb"], "PostgreSQL CPU": 1e6 * cores / costs["postgresql"]}
+        # (a cost too small to read, at a tiny scale, caps nothing)
+        caps = {name: 1e6 * cores / costs[key] if costs[key] else float("inf")
+                for name, key in (("MongoDB CPU", "mongodb"), ("PostgreSQL CPU", "postgresql"))}
         limit, cap = min(caps.items(), key=lambda item: item[1])
         if spread <= cap:
             limit = "the merge" if merge > costs["workers"] / n else "the workers"

@@ -26,6 +26,7 @@ import pymongo
 from bson import ObjectId
 from psycopg import sql
 
+from bench import datasets as datasets_bench
 from bench import distributed as distributed_bench
 from bench import orders as orders_bench
 from bench import snapshots as snapshot_bench
@@ -221,6 +222,7 @@ def run(args, databases: Databases, mongo_server: str) -> dict:
     snapshot_bench.measure(results, databases.server_url, args.scale, args.repeat)
     orders_bench.measure(results, databases.server_url, mongo_server, args.scale, args.repeat)
     distributed_bench.measure(results, databases.server_url, mongo_url, args.scale, 1, SERVER_PIDS, batch)
+    datasets_bench.measure(results, databases.fresh(), mongo_url, args.scale, args.repeat)
     if args.rss_scale:
         big_url = with_database(mongo_server, "bench_big_" + uuid.uuid4().hex[:8])
         big = pymongo.MongoClient(big_url)
@@ -356,6 +358,7 @@ def render(results: dict, args) -> str:
         documents = int(results["docs"] * float(scale) / args.scale)
         lines.append(f"- incremental run on unchanged data at scale {scale} ({documents:,} documents): median"
                      f" {seconds:.2f} s, documents read {read}")
+    lines += datasets_bench.render(results)
     lines += snapshot_bench.render(results)
     lines += orders_bench.render(results)
     lines += distributed_bench.render(results)

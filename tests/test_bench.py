@@ -16,5 +16,6 @@ def test_benchmark_runs_at_a_tiny_scale(project_root, tmp_path):
     assert "- follow under a steady load of 200 inserts/s" in result.stdout
     assert "- incremental run on unchanged data at scale 0.002" in result.stdout
     assert "- export-orders of 1,000 orders: first run" in result.stdout and "documents written [0]" in result.stdout
+    assert "- load-csv of a 6,000-row CSV file" in result.stdout and "/first-chunk (10 rows)" in result.stdout
     assert "- snapshots, extract-postgres of " in result.stdout and "- snapshots, load of a day" in result.stdout
     assert (tmp_path / "bench.json").stat().st_size > 0

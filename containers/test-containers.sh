@@ -46,6 +46,10 @@ exited_ok() {  # exited_ok SERVICE: the service's container has exited with stat
 }
 psql_count() { prod exec -T pg psql -U future_gigster -d data-practical -tAc "$1" | tr -d '[:space:]'; }
 
+if ! command -v curl >/dev/null 2>&1; then  # the brief's own check is a curl; CI machines may lack it
+  command -v apt-get >/dev/null 2>&1 || fail "curl is missing, install it"
+  apt-get update -qq && apt-get install -y -qq curl >/dev/null
+fi
 log "building the production and development images"
 prod build --quiet 2>&1 | grep -v "legacy builder\|buildx\|docs.docker.com\|^ *$" >&2 || true
 compose build --quiet dev 2>&1 | grep -v "legacy builder\|buildx\|docs.docker.com\|^ *$" >&2 || true

@@ -247,3 +247,16 @@ def test_refusals_of_arguments_name_what_to_do(tmp_path, conf):
         transform(conf, write(tmp_path, "q.sql", "SELECT 1 AS a"), "q", key="c")
     with pytest.raises(ConfigError, match="cannot read the SQL file"):
         transform(conf, tmp_path / "missing.sql", "q")
+    with pytest.raises(ConfigError, match=r"no file has the columns \['c'\]"):
+        load_csv(conf, [one, two], declared={"a": "text", "c": "integer"})
+    with pytest.raises(ConfigError, match="bad column declaration"):
+        load_csv(conf, [one], declared={"c": "integer"})
+
+
+def test_several_files_take_the_declarations_that_name_their_columns(tmp_path, conf, pg_url):
+    one = write(tmp_path, "one.csv", "code,n\n007,1\n")
+    two = write(tmp_path, "two.csv", "other,n\n5,2\n")
+    load_csv(conf, [one, two], declared={"code": "text", "n": "numeric"})
+    assert column_types(pg_url, "datasets", "one") == {"_row": "bigint", "code": "text", "n": "numeric"}
+    assert column_types(pg_url, "datasets", "two") == {"_row": "bigint", "other": "bigint", "n": "numeric"}
+    assert rows(pg_url, "SELECT code FROM datasets.one") == [("007",)]

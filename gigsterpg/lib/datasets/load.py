@@ -98,15 +98,18 @@ def load_csv(settings: Settings, paths: Sequence, table: Optional[str] = None, s
         raise ConfigError("a merge needs a key", "--merge upserts rows by a declared key", "give --key COLUMN")
     schema = tables.check_name(schema or settings.datasets_schema, "schema")
     tables.migrate(settings)
+    options = dict(delimiter=delimiter, quotechar=quotechar, encoding=encoding, day_first=day_first)
+    if declared and len(files) > 1:
+        _check_declared(files, declared, options)
     loads = []
     for path in files:
         name = tables.check_name(table or path.stem, "table name")
-        options = dict(delimiter=delimiter, quotechar=quotechar, encoding=encoding, day_first=day_first)
-        loads.append(_load_file(settings, path, schema, name, declared, key, merge, options))
+        loads.append(_load_file(settings, path, schema, name, declared, key, merge, options, len(files) > 1))
     return LoadReport(loads)
 
 
-def _load_file(settings, path: Path, schema: str, table: str, declared, key, merge, options) -> FileLoad:
+def _load_file(settings, path: Path, schema: str, table: str, declared, key, merge, options,
+               several: bool) -> FileLoad:
     started = time.perf_counter()
     dialect = csvsource.detect_dialect(path, **options)
     name = tables.dataset_name(settings, schema, table)
@@ -121,7 +124,8 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
                                   f"the dataset is keyed by {current['key']!r}", f"give --key {current['key']}")
             # The file's values must fit the table's columns: their kinds are declared, not inferred.
             declared = {column["name"]: column["kind"] for column in current["columns"]}
-        declared = _for_file(declared, path, dialect)
+        if several or merging:
+            declared = _for_file(declared, path, dialect)
         counts: dict = {}
         columns = csvsource.infer_columns(path, dialect, declared, counts)
         if key and key not in [column.name for column in columns]:
@@ -161,12 +165,23 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
                     count.bad, table_rows, seconds, parser, rejects[:20])
 
 
+def _check_declared(files: List[Path], declared: Dict[str, str], options: dict) -> None:
+    """A ConfigError when a declared column is in none of the files (each file takes the ones it has)."""
+    names = set()
+    for path in files:
+        names.update(csvsource.header(path, csvsource.detect_dialect(path, **options)))
+    unknown = sorted(set(declared) - names)
+    if unknown:
+        raise ConfigError("bad column declaration", f"no file has the columns {unknown}",
+                          "declare columns of the files' headers", value=declared)
+
+
 def _for_file(declared, path: Path, dialect) -> Optional[Dict[str, str]]:
-    """The declarations that name a column of this file (a name of no file at all is still refused)."""
+    """The declarations that name a column of this file."""
     if not declared:
         return None
     names = set(csvsource.header(path, dialect))
-    return {name: kind for name, kind in declared.items() if name in names} if len(names & set(declared)) else declared
+    return {name: kind for name, kind in declared.items() if name in names}
 
 
 def _replace(cursor, schema, table, columns, key, records, keep, fast):

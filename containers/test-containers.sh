@@ -93,11 +93,12 @@ log "the tests inside the development container (${CONTAINER_TESTS:-subset})"
 if [[ "${CONTAINER_TESTS:-subset}" == none ]]; then
   log "no tests (CONTAINER_TESTS=none)"
 elif [[ "${CONTAINER_TESTS:-subset}" == all ]]; then
-  compose run --rm -T dev make test
+  compose run --rm -T dev make test || fail "the suite failed inside the development container"
 else
   # Lint of everything, and the modules of the containers' own paths (CSV, transform, read API, config, CLI,
   # migrations), on the embedded servers inside the container: the whole suite takes too long for CI twice.
   compose run --rm -T dev sh -c "make lint && python -m pytest -q -p no:cacheprovider tests/test_csv_sources.py \
-    tests/test_read_api.py tests/test_csvsource.py tests/test_config.py tests/test_migrations.py"
+    tests/test_read_api.py tests/test_csvsource.py tests/test_config.py tests/test_migrations.py" \
+    || fail "lint or the tests failed inside the development container"
 fi
 log "passed in $(( $(date +%s) - started )) s"

@@ -213,8 +213,6 @@ def test_a_distributed_run_equals_the_single_process_run_on_messy_data(cluster, 
     spread = _distributed(second_pg_url, mongo_db, cluster)
     assert state(second_pg_url) == state(pg_url)
     assert spread.balanced and single.balanced
-    # The replay inserts in the single-process order, in the same batches: even the surrogate keys agree.
-    assert _keys(second_pg_url) == _keys(pg_url)
     assert spread.tasks.as_dict() | {"workers": 0} == {
         "workers": 0, "tasks": 2 * RANGES, "ran": 2 * RANGES, "attempts": 2 * RANGES, "retried": 0, "failed": 0,
         "coordinator_retries": 0,
@@ -249,6 +247,8 @@ def test_a_distributed_run_equals_the_single_process_run_on_messy_data(cluster, 
     single = _single(pg_url, mongo_db)
     spread = _distributed(second_pg_url, mongo_db, cluster)
     assert state(second_pg_url) == state(pg_url)
+    # Merging into full tables, the replay inserts in the single-process order and batches: even the surrogate
+    # keys agree (a first sync into empty tables may take issue 16's first-load path, numbered its own way).
     assert _keys(second_pg_url) == _keys(pg_url)
     deleted = single.collections["users"].counts.deleted
     assert spread.collections["users"].counts.deleted == deleted and deleted > 0

@@ -21,7 +21,10 @@ ENV = "GIGSTERPG_KILL_AT"
 POINTS = ("fetched", "merged", "committed", "deleting", "finished",
           # the daily snapshots (gigsterpg.lib.files): a partition's data written, its manifest written, the
           # partition renamed into place, a day's load written but not committed
-          "snapshot-data", "snapshot-manifest", "snapshot-published", "snapshot-loaded")
+          "snapshot-data", "snapshot-manifest", "snapshot-published", "snapshot-loaded",
+          # a first load (sync/engine/firstload.py): every collection loaded, keys not yet put back; keys
+          # back and hashes filled, not committed
+          "first-load-loaded", "first-load-keyed")
 
 _hits = {}
 _lock = threading.Lock()

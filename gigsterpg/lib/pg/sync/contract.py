@@ -85,6 +85,11 @@ class SyncModel(Protocol):
         """
 
     @staticmethod
+    def insert(cursor) -> dict:
+        """``merge`` for a first load (``engine.firstload``): the staged rows into tables that were empty
+        when the run began, by plain inserts, the foreign keys off until the load's end. The same counts."""
+
+    @staticmethod
     def link(cursor) -> dict:
         """Resolve references to a parent that were stored before the parent's row arrived.
 

@@ -42,6 +42,11 @@ def upsert_sql(table: str, stage: str, values: Dict[str, str]) -> str:
         " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged")
 
 
+def insert_sql(table: str, stage: str, values: Dict[str, str]) -> str:
+    """The first load of ``stage`` into ``table`` while it is empty: a plain insert, no conflict probe."""
+    return f"INSERT INTO {table} ({', '.join(values)}) SELECT {', '.join(values.values())} FROM {stage} s"
+
+
 def link_sql(table: str, reference: Reference) -> str:
     """Set a reference column on the rows whose parent arrived after them (probing the parent's ``_id``)."""
     return (f"UPDATE {table} t SET {reference.column} = p.id FROM {reference.parent.table} p"
@@ -71,6 +76,7 @@ class TableSync:
     parents: Tuple[str, ...]
     staging: Dict[str, Columns]
     merge_sql: str
+    insert_sql: str
     link_sqls: Tuple[str, ...]
 
     def __init_subclass__(cls, **kwargs):
@@ -83,6 +89,7 @@ class TableSync:
         if "staging" not in cls.__dict__:  # a model with more tables declares them all
             cls.staging = {cls.stage_table(): cls.columns}
         cls.merge_sql = upsert_sql(cls.table, cls.stage_table(), cls.values())
+        cls.insert_sql = insert_sql(cls.table, cls.stage_table(), cls.values())
         cls.link_sqls = tuple(link_sql(cls.table, ref) for ref in cls.references)
 
     @classmethod
@@ -130,6 +137,13 @@ class TableSync:
         cursor.execute(cls.merge_sql)
         inserted, updated = cursor.fetchone()
         return {"inserted": inserted, "updated": updated}
+
+    @classmethod
+    def insert(cls, cursor) -> dict:
+        """The first load's ``merge``: the staged rows into the table that was empty when the run began
+        (no two of one ``_id``; the first load checks the keys once, at its end). The same counts."""
+        cursor.execute(cls.insert_sql)
+        return {"inserted": cursor.rowcount, "updated": 0}
 
     @classmethod
     def link(cls, cursor) -> dict:

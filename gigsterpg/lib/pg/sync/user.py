@@ -19,6 +19,17 @@ from gigsterpg.lib.pg.sync.table import TableSync
 KNOWN_FIELDS = frozenset({"_id", "created", "updated", "name", "email", "skills"})
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 EMAIL_MAX = 254
+# The staged skills not known yet (compared ignoring case), the first spelling in sort order.
+ADD_SKILLS = ("INSERT INTO skills (name)"
+              " SELECT DISTINCT ON (s.key) s.name FROM stage_user_skills s"
+              " WHERE NOT EXISTS (SELECT 1 FROM skills k WHERE lower(k.name) = s.key)"
+              " ORDER BY s.key, s.name"
+              " ON CONFLICT DO NOTHING")
+# The staged (user, skill) pairs as ids, once the users and skills are stored.
+STAGE_SKILL_IDS = (
+    "INSERT INTO stage_user_skill_ids (user_id, skill_id)"
+    " SELECT l.user_id, k.id FROM (SELECT (SELECT u.id FROM users u WHERE u._id = s._id) AS user_id, s.key"
+    "  FROM stage_user_skills s) l JOIN skills k ON lower(k.name) = l.key WHERE l.user_id IS NOT NULL")
 
 
 class UserRow(NamedTuple):
@@ -146,18 +157,10 @@ class UserSync(TableSync):
         with joins, PostgreSQL hashed the whole ``users`` table (and scanned ``user_skills``) for
         every batch, so a batch cost more the bigger the tables were.
         """
-        cursor.execute(
-            "INSERT INTO skills (name)"
-            " SELECT DISTINCT ON (s.key) s.name FROM stage_user_skills s"
-            " WHERE NOT EXISTS (SELECT 1 FROM skills k WHERE lower(k.name) = s.key)"
-            " ORDER BY s.key, s.name"
-            " ON CONFLICT DO NOTHING")
+        cursor.execute(ADD_SKILLS)
         skills_added = cursor.rowcount
         counts = super().merge(cursor)
-        cursor.execute(
-            "INSERT INTO stage_user_skill_ids (user_id, skill_id)"
-            " SELECT l.user_id, k.id FROM (SELECT (SELECT u.id FROM users u WHERE u._id = s._id) AS user_id, s.key"
-            "  FROM stage_user_skills s) l JOIN skills k ON lower(k.name) = l.key WHERE l.user_id IS NOT NULL")
+        cursor.execute(STAGE_SKILL_IDS)
         cursor.execute(
             "DELETE FROM user_skills us WHERE us.user_id = ANY(ARRAY("
             "  SELECT (SELECT u.id FROM users u WHERE u._id = s._id) FROM stage_users s)) AND NOT EXISTS ("
@@ -168,6 +171,18 @@ class UserSync(TableSync):
         links_inserted = cursor.rowcount
         return {**counts, "skills_added": skills_added, "user_skills_inserted": links_inserted,
                 "user_skills_deleted": links_deleted}
+
+    @classmethod
+    def insert(cls, cursor) -> dict:
+        """The first load's ``merge``: new skills, users and their links by plain inserts (no links to
+        delete, no conflict to probe; the keys of user_skills are checked once, at the load's end)."""
+        cursor.execute(ADD_SKILLS)
+        skills_added = cursor.rowcount
+        counts = super().insert(cursor)
+        cursor.execute(STAGE_SKILL_IDS)
+        cursor.execute("INSERT INTO user_skills (user_id, skill_id) SELECT user_id, skill_id FROM stage_user_skill_ids")
+        return {**counts, "skills_added": skills_added, "user_skills_inserted": cursor.rowcount,
+                "user_skills_deleted": 0}
 
 
 def _skills_by_key(session: Session, skills) -> dict:

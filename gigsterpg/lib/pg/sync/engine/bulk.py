@@ -43,6 +43,21 @@ DECODE = CodecOptions(tz_aware=True, tzinfo=timezone.utc, datetime_conversion=Da
 HASH_COLUMNS = (("seq", "int4"), ("_id", "text"), ("hash", "bytea"))
 REJECT_COLUMNS = (("doc_id", "text"), ("reason", "text"), ("detail", "text"), ("document", "text"))
 DUPLICATE_ID = "duplicate _id"
+# The staged rejects (stage_rejects) opened, or refreshed if they differ; params: collection, run id.
+OPEN_REJECTS = (
+    "INSERT INTO sync_rejects AS r (collection, doc_id, run_id, reason, detail, document)"
+    " SELECT DISTINCT ON (doc_id) %s, doc_id, %s, reason, detail, document::jsonb FROM stage_rejects"
+    " ON CONFLICT (collection, doc_id) DO UPDATE SET run_id = excluded.run_id,"
+    "  reason = excluded.reason, detail = excluded.detail, document = excluded.document,"
+    "  changed_at = now(), resolved_at = NULL,"
+    "  first_seen = CASE WHEN r.resolved_at IS NULL THEN r.first_seen ELSE now() END"
+    " WHERE r.resolved_at IS NOT NULL OR (r.reason, r.detail, r.document)"
+    "  IS DISTINCT FROM (excluded.reason, excluded.detail, excluded.document)")
+# A collection's watermark, moved only by a scan that wrote something; params: collection, mark, run id, wrote.
+SET_WATERMARK = ("INSERT INTO sync_watermarks AS w (collection, updated, run_id) VALUES (%s, %s, %s)"
+                 " ON CONFLICT (collection) DO UPDATE SET updated = excluded.updated,"
+                 "  run_id = excluded.run_id, set_at = now()"
+                 " WHERE %s AND w.updated IS DISTINCT FROM excluded.updated")
 
 
 def rollback(connection) -> None:
@@ -213,8 +228,7 @@ class BatchLoader:
             with self.connection.cursor() as cursor:
                 # Staging empties at commit; emptied here too, as _merge does the model's, because a
                 # follower loads both collections in one transaction.
-                cursor.execute("DELETE FROM stage_hashes")
-                cursor.execute("DELETE FROM stage_rejects")
+                self._clear(cursor, ("stage_hashes", "stage_rejects"))
                 copy_rows(cursor, "stage_hashes", HASH_COLUMNS,
                           ((seq, item.doc_id, item.digest) for seq, item in enumerate(batch)))
                 again = self._mark_seen(cursor, batch)
@@ -319,13 +333,12 @@ class BatchLoader:
             return []
         cursor.execute("SAVEPOINT merge_batch")
         try:
-            for table in self.model.staging:
-                cursor.execute(f"DELETE FROM {table}")
+            self._clear(cursor, self.model.staging)
             self.model.stage(lambda table, values: copy_rows(cursor, table, self.model.staging[table], values), rows)
             found = {doc_id: (reason, detail) for doc_id, reason, detail in self.model.conflicts(cursor)}
             if found:
                 self.model.unstage(cursor, list(found))
-            counts = self.model.merge(cursor)
+            counts = self._store(cursor)
         except (psycopg.DataError, psycopg.IntegrityError) as err:
             cursor.execute("ROLLBACK TO SAVEPOINT merge_batch")
             if len(rows) == 1:
@@ -350,6 +363,16 @@ class BatchLoader:
                 stored.append(row)
         return stored
 
+    @staticmethod
+    def _clear(cursor, tables) -> None:
+        """Empty staging tables before a batch (a first load, in one transaction, truncates them instead)."""
+        for table in tables:
+            cursor.execute(f"DELETE FROM {table}")
+
+    def _store(self, cursor) -> dict:
+        """Write the staged rows into the tables: the model's merge (a first load inserts instead)."""
+        return self.model.merge(cursor)
+
     def _record_rejects(self, cursor, rejects: List[Reject], stored_ids: List[str]) -> None:
         """Open (or refresh) the batch's rejects and close those of documents now stored.
 
@@ -360,16 +383,7 @@ class BatchLoader:
         if rejects:
             copy_rows(cursor, "stage_rejects", REJECT_COLUMNS,
                       ((r.doc_id, r.reason, r.detail, r.document) for r in rejects))
-            cursor.execute(
-                "INSERT INTO sync_rejects AS r (collection, doc_id, run_id, reason, detail, document)"
-                " SELECT DISTINCT ON (doc_id) %s, doc_id, %s, reason, detail, document::jsonb FROM stage_rejects"
-                " ON CONFLICT (collection, doc_id) DO UPDATE SET run_id = excluded.run_id,"
-                "  reason = excluded.reason, detail = excluded.detail, document = excluded.document,"
-                "  changed_at = now(), resolved_at = NULL,"
-                "  first_seen = CASE WHEN r.resolved_at IS NULL THEN r.first_seen ELSE now() END"
-                " WHERE r.resolved_at IS NOT NULL OR (r.reason, r.detail, r.document)"
-                "  IS DISTINCT FROM (excluded.reason, excluded.detail, excluded.document)",
-                (collection, self.run_id))
+            cursor.execute(OPEN_REJECTS, (collection, self.run_id))
             cursor.execute(f"DELETE FROM {self.model.table} WHERE _id = ANY(%s)", ([r.doc_id for r in rejects],))
         if stored_ids:
             cursor.execute("UPDATE sync_rejects r SET resolved_at = now(), changed_at = now()"
@@ -427,11 +441,7 @@ class BatchLoader:
                 # Moved only by a scan that wrote something: a re-run on unchanged data changes nothing,
                 # its watermark included (keeping an older one is always safe: it only reads more).
                 wrote = bool(self.counts.inserted or self.counts.updated or deleted)
-                cursor.execute("INSERT INTO sync_watermarks AS w (collection, updated, run_id) VALUES (%s, %s, %s)"
-                               " ON CONFLICT (collection) DO UPDATE SET updated = excluded.updated,"
-                               "  run_id = excluded.run_id, set_at = now()"
-                               " WHERE %s AND w.updated IS DISTINCT FROM excluded.updated",
-                               (collection, watermark[0], self.run_id, wrote))
+                cursor.execute(SET_WATERMARK, (collection, watermark[0], self.run_id, wrote))
             cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
             self._record_progress(cursor, "done" if complete else "done (no deletes: partial scan)",
                                   self.counts.seen)

@@ -22,9 +22,10 @@ from bson.raw_bson import RawBSONDocument
 from gigsterpg import faults
 from gigsterpg.config import mask_url
 from gigsterpg.connections import is_transient, short_reason
-from gigsterpg.exc import SyncLockedError
+from gigsterpg.exc import ConfigError, SyncLockedError
 from gigsterpg.lib.pg.db.states import FAILED, FOLLOW, FULL, INCREMENTAL, INTERRUPTED, RUNNING, SUCCEEDED
 from gigsterpg.lib.pg.sync import registry
+from gigsterpg.lib.pg.sync.engine import firstload
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, CollectionCounts, discard, rollback
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
 
@@ -147,7 +148,7 @@ class RetryPolicy:
 def run_sync(engine, mongo_db, collections=registry.COLLECTIONS, batch_size: int = 5000, limit: Optional[int] = None,
              progress: Optional[Progress] = None, skip_unchanged: bool = True,
              retry: RetryPolicy = RetryPolicy(), wait_s: Optional[float] = None, incremental: bool = False,
-             overlap_s: float = DEFAULT_OVERLAP_S) -> RunReport:
+             overlap_s: float = DEFAULT_OVERLAP_S, first_load: bool = True, rebuild: bool = False) -> RunReport:
     """Sync ``collections`` of ``mongo_db`` into the database of ``engine`` (migrated already).
 
     Every batch commits on its own. After a transient error the run reconnects
@@ -166,15 +167,25 @@ def run_sync(engine, mongo_db, collections=registry.COLLECTIONS, batch_size: int
         incremental: read only the documents whose ``updated`` is at or after the collection's
             watermark minus ``overlap_s`` seconds (no deletes); a collection without a watermark
             (no complete scan yet) is read in full.
+        first_load: a full run of every collection into empty tables loads them the way pg_restore
+            does (``firstload``: keys after the data, one transaction); False merges as into full ones.
+        rebuild: empty the tables and load them again by a first load, in one transaction (a full run
+            of every collection only).
 
     Raises:
         SyncLockedError: another sync is writing to this database.
-        ConfigError: the kill-point variable of the reliability tests is malformed.
+        ConfigError: the kill-point variable of the reliability tests is malformed; a rebuild of
+            less than a full run of every collection.
     """
     faults.check()
     run = _Run(engine, mongo_db, batch_size, limit, progress or Progress(), skip_unchanged)
     run.incremental, run.overlap = incremental, timedelta(seconds=overlap_s)
+    run.first_load, run.rebuild = first_load, rebuild
     ordered = list(registry.ordered(collections))
+    if rebuild and (incremental or limit is not None or tuple(ordered) != registry.COLLECTIONS):
+        raise ConfigError("cannot rebuild part of the data", "a rebuild empties every synced table and loads"
+                          f" all of {registry.names()} again in full", "leave out --rebuild, or the options"
+                          " that narrow the run (--collections, --limit, incremental mode)")
     try:
         run.connect()
         mode = INCREMENTAL if incremental else FULL
@@ -212,6 +223,8 @@ def run_sync(engine, mongo_db, collections=registry.COLLECTIONS, batch_size: int
 class _Run:
     """The state of one run across retries: the connection, the report, the counts carried over."""
 
+    first_load = rebuild = False  # run_sync's choices (a distributed run makes its own _Run)
+
     def __init__(self, engine, mongo_db, batch_size, limit, progress, skip_unchanged):
         self.engine, self.mongo_db = engine, mongo_db
         self.batch_size, self.limit, self.progress, self.skip_unchanged = batch_size, limit, progress, skip_unchanged
@@ -247,6 +260,13 @@ class _Run:
 
     def sync(self, pending: list) -> None:
         """Sync the ``pending`` collections in order, removing each from the list once it is done."""
+        if self.first_load and not self.incremental and self.limit is None:
+            with self.connection.cursor() as cursor:
+                empty = firstload.applies(cursor, pending, self.rebuild)
+            self.connection.commit()
+            if empty:
+                firstload.load(self, pending, self.rebuild)
+                return
         with contextlib.ExitStack() as readers:
             # The next collection starts reading once this one is fetched to its end: gigs are
             # read while the last users are written, and no cursor sits idle long enough to time out.

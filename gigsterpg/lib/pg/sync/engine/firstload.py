@@ -1,0 +1,268 @@
+"""The first load: into empty tables, data first and keys after, the way ``pg_restore`` builds a database.
+
+A full run of every collection into tables that hold nothing yet (a first sync, or ``rebuild``, which
+empties them in the same transaction) needs none of the merge's row-by-row care: no row can conflict,
+change or be deleted. So, in ONE transaction:
+
+1. the foreign keys of the synced tables, and the indexes and keys of the tables nothing is looked
+   up in while loading (gigs, user_skills), are dropped (their definitions read from the catalog);
+2. each collection is read and loaded batch by batch as the merge path does (the same mapping, the
+   same duplicate-id and duplicate-e-mail rules, so the same rows and rejects), but by plain inserts
+   (``SyncModel.insert``) and without the changed-documents probe; the hashes collect in a temp table;
+3. the indexes and keys are created again, each foreign key added ``NOT VALID`` then validated in one
+   set-wise pass, and the hash cache filled in one statement; then the one commit.
+
+A crash or an error anywhere rolls all of it back (PostgreSQL's DDL is transactional): the tables are
+empty again, with their keys, and the next run loads from the start. The tables are locked ACCESS
+EXCLUSIVE from step 1 to the commit: a reader either saw them empty before, or waits and then sees
+the whole load with every key checked, never a part. The run's progress goes through a second
+connection (autocommit), so ``gigsterpg status`` shows it while the load runs.
+"""
+import contextlib
+import logging
+import time
+from typing import List
+
+from gigsterpg import faults
+from gigsterpg.lib.pg.db.states import FULL
+from gigsterpg.lib.pg.sync import registry
+from gigsterpg.lib.pg.sync.engine.bulk import (OPEN_REJECTS, REJECT_COLUMNS, SET_WATERMARK,
+                                               BatchLoader, copy_rows, link_children, rollback)
+from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
+
+logger = logging.getLogger(__name__)
+
+
+def tables(cursor) -> List[str]:
+    """The tables a first load fills: each model's table, and the tables with keys into them (user_skills)."""
+    models = [model.table for model in registry.MODELS]
+    cursor.execute("SELECT DISTINCT conrelid::regclass::text FROM pg_constraint WHERE contype = 'f'"
+                   " AND confrelid = ANY(%s::regclass[]) AND NOT conrelid = ANY(%s::regclass[]) ORDER BY 1",
+                   (models, models))
+    return models + [row[0] for row in cursor.fetchall()]
+
+
+def probed() -> set:
+    """The tables looked up by key while loading (a child's reference, a conflict): they keep their keys."""
+    return {ref.parent.table for model in registry.MODELS for ref in getattr(model, "references", ())}
+
+
+def applies(cursor, collections, rebuild: bool) -> bool:
+    """Whether a first load may run: every collection, and (unless ``rebuild``) nothing synced yet."""
+    if tuple(collections) != registry.COLLECTIONS:
+        return False
+    if rebuild:
+        return True
+    for table in tables(cursor):
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {table})")
+        if cursor.fetchone()[0]:
+            return False
+    cursor.execute("SELECT EXISTS (SELECT 1 FROM sync_hashes WHERE collection = ANY(%(c)s))"
+                   " OR EXISTS (SELECT 1 FROM sync_rejects WHERE collection = ANY(%(c)s) AND resolved_at IS NULL)",
+                   {"c": list(collections)})
+    return not cursor.fetchone()[0]
+
+
+def deferred(cursor) -> List[tuple]:
+    """(table, name, kind, definition) of what the load goes without: foreign keys of the loaded tables,
+    and the keys and indexes of those not probed while loading; in the order they are put back."""
+    loaded = tables(cursor)
+    unprobed = [table for table in loaded if table not in probed()]
+    cursor.execute(
+        "SELECT 1, c.conrelid::regclass::text, quote_ident(c.conname), 'constraint', pg_get_constraintdef(c.oid)"
+        " FROM pg_constraint c WHERE c.contype IN ('p', 'u') AND c.conrelid = ANY(%(unprobed)s::regclass[])"
+        "  AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = c.conindid"
+        "   AND NOT f.conrelid = ANY(%(loaded)s::regclass[]))"
+        " UNION ALL"
+        " SELECT 2, i.indrelid::regclass::text, quote_ident(x.relname), 'index', pg_get_indexdef(i.indexrelid)"
+        " FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid WHERE i.indrelid = ANY(%(unprobed)s::regclass[])"
+        "  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid"
+        "   AND c.contype IN ('p', 'u', 'x'))"
+        " UNION ALL"
+        " SELECT 3, c.conrelid::regclass::text, quote_ident(c.conname), 'foreign key', pg_get_constraintdef(c.oid)"
+        " FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = ANY(%(loaded)s::regclass[])"
+        "  AND c.convalidated"
+        " ORDER BY 1, 2, 3", {"loaded": loaded, "unprobed": unprobed})
+    return [row[1:] for row in cursor.fetchall()]
+
+
+def drop(cursor, items: List[tuple]) -> None:
+    """Drop ``deferred``'s items, foreign keys first."""
+    for table, name, kind, _ in reversed(items):
+        if kind == "index":
+            cursor.execute(f"DROP INDEX {name}")
+        else:
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
+
+
+def restore(cursor, items: List[tuple]) -> None:
+    """Put ``deferred``'s items back: keys and indexes built once, each foreign key checked in one pass."""
+    for table, name, kind, definition in items:
+        if kind == "index":
+            cursor.execute(definition)
+        elif kind == "constraint":
+            cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
+        else:
+            cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition} NOT VALID")
+            cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+
+
+class FirstLoader(BatchLoader):
+    """``BatchLoader`` for a first load: every batch in the one open transaction, plain inserts.
+
+    What decides the rows and rejects (``_mark_seen``, ``_rows``, the model's ``conflicts``,
+    ``_merge``'s split of a refused batch) is the merge path's own.
+    """
+
+    def __init__(self, connection, side, model, run_id: int):
+        self.side = side  # autocommit: the progress is seen while the load's transaction is open
+        self.hashes = f"first_hashes_{model.collection}"
+        self.rejects = f"first_rejects_{model.collection}"
+        self.watermark = None
+        super().__init__(connection, model, run_id, skip_unchanged=True)
+        self.map_ahead = True  # nothing is stored: every document is mapped
+
+    def begin(self, cursor) -> None:
+        """The temp tables the stored documents' hashes and the rejects collect in (dropped at the commit).
+
+        Rejects and the watermark are written at the end: their key to ``sync_runs`` would lock the
+        run's row against those who wait for the run there (``SELECT … FOR UPDATE``) for all the load.
+        """
+        cursor.execute(f"CREATE TEMP TABLE {self.hashes} (_id text, hash bytea) ON COMMIT DROP")
+        cursor.execute(f"CREATE TEMP TABLE {self.rejects} (n serial, doc_id text, reason text, detail text,"
+                       " document text) ON COMMIT DROP")
+
+    @staticmethod
+    def _clear(cursor, tables) -> None:
+        # One transaction: DELETE would leave every batch's dead rows for the next batches to scan.
+        cursor.execute(f"TRUNCATE {', '.join(tables)}")
+
+    def _store(self, cursor) -> dict:
+        return self.model.insert(cursor)
+
+    def _changed(self, cursor, batch):
+        return list(batch)  # nothing is stored yet
+
+    def _record_progress(self, cursor, stage: str, documents: int) -> None:
+        with self.side.cursor() as side:
+            super()._record_progress(side, f"first load: {stage}", documents)
+
+    def _record_rejects(self, cursor, rejects, stored_ids) -> None:
+        """Keep the batch's rejects for the end; no row of theirs exists, and no open reject of a stored one."""
+        if rejects:
+            copy_rows(cursor, self.rejects, REJECT_COLUMNS,
+                      ((r.doc_id, r.reason, r.detail, r.document) for r in rejects))
+
+    def _record_hashes(self, cursor, stored_seqs, rejected_ids) -> None:
+        if stored_seqs:
+            cursor.execute(f"INSERT INTO {self.hashes} SELECT s._id, s.hash FROM stage_hashes s"
+                           " JOIN unnest(%s::int4[]) AS k(seq) ON k.seq = s.seq", (stored_seqs,))
+
+    def finish(self, complete: bool = True, watermark=None) -> None:
+        """The collection's tail: nothing to delete (the tables were empty), children linked, watermark."""
+        with self.connection.cursor() as cursor:
+            faults.point("deleting")
+            extra = link_children(cursor, self.model.collection)
+            self.watermark = watermark
+            cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
+        self._record_progress(None, "loaded, keys not yet checked", self.counts.seen)
+        self.counts.extra.update(extra)
+        faults.point("finished")
+
+    def close(self, cursor) -> None:
+        """The hash cache in one statement; the rejects (the last of one id, as batch by batch); the watermark."""
+        cursor.execute(f"INSERT INTO sync_hashes (collection, _id, hash) SELECT %s, _id, hash FROM {self.hashes}"
+                       " ORDER BY _id", (self.model.collection,))
+        cursor.execute("TRUNCATE stage_rejects")
+        cursor.execute(f"INSERT INTO stage_rejects SELECT DISTINCT ON (doc_id) doc_id, reason, detail, document"
+                       f" FROM {self.rejects} ORDER BY doc_id, n DESC")
+        cursor.execute(OPEN_REJECTS, (self.model.collection, self.run_id))
+        if self.watermark is not None:
+            cursor.execute(SET_WATERMARK, (self.model.collection, self.watermark[0], self.run_id,
+                                           bool(self.counts.inserted)))
+
+
+def load(run, pending: list, rebuild: bool = False) -> None:
+    """Load ``pending`` (every collection) into empty tables in one transaction; fills ``run.report``.
+
+    ``run`` is the runner's ``_Run``; its connection holds the sync lock. ``rebuild`` empties the
+    tables (and the collections' hashes, rejects and watermarks) first, in the same transaction.
+    """
+    from gigsterpg.lib.pg.sync.engine.runner import RAW, CollectionReport, server_time
+
+    side_raw = run.engine.raw_connection()
+    side = side_raw.driver_connection
+    side.autocommit = True
+    connection = run.connection
+    try:
+        with contextlib.ExitStack() as readers:
+            pipelines = []
+            for name in pending:
+                loader = FirstLoader(connection, side, registry.model(name), run.report.run_id)
+                mark = server_time(run.mongo_db)
+                cursor = run.mongo_db[name].with_options(codec_options=RAW).find({}, batch_size=run.batch_size)
+                readers.callback(cursor.close)
+                pipelines.append((loader, mark, readers.enter_context(
+                    ReadAhead(cursor, run.batch_size, loader.prepare))))
+            with connection.cursor() as cursor:
+                _empty(cursor, pending if rebuild else ())
+                items = deferred(cursor)
+                drop(cursor, items)
+                for loader, _, _ in pipelines:
+                    loader.begin(cursor)
+            started = {}
+            for index, (loader, mark, pipeline) in enumerate(pipelines):
+                following = pipelines[index + 1][2] if index + 1 < len(pipelines) else None
+                name = loader.model.collection
+                started[name] = time.monotonic()
+                run.progress.start(name, run.mongo_db[name].estimated_document_count()
+                                   if run.progress.needs_total else 0)
+                try:
+                    for batch in pipeline:
+                        loader.load(batch, commit=False)
+                        run.progress.advance(len(batch))
+                        if following is not None and pipeline.fetched:
+                            following.start()
+                finally:
+                    run.progress.close()
+                loader.finish(True, watermark=(mark,))
+        faults.point("first-load-loaded")
+        with connection.cursor() as cursor:
+            restore(cursor, items)
+            for loader, _, _ in pipelines:
+                loader.close(cursor)
+        faults.point("first-load-keyed")
+        connection.commit()
+    except BaseException:
+        rollback(connection)
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            side.autocommit = False
+            side_raw.close()
+    for loader, _, _ in pipelines:
+        name = loader.model.collection
+        report = CollectionReport(name, loader.counts, True, FULL, documents=loader.counts.seen,
+                                  seconds=time.monotonic() - started[name])
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM {loader.model.table}")
+            report.rows = cursor.fetchone()[0]
+            cursor.execute("SELECT count(*) FROM sync_rejects WHERE collection = %s AND resolved_at IS NULL", (name,))
+            report.open_rejects = cursor.fetchone()[0]
+        connection.commit()
+        run.report.collections[name] = report
+        logger.info("%s (first load): %s", name, report.as_dict())
+    pending.clear()
+
+
+def _empty(cursor, collections) -> None:
+    """The tables emptied (in the load's transaction), their ids from 1 again; with ``collections`` (a
+    rebuild) what is known about those collections too.
+
+    Emptied even when empty: the lock on them all at once, and the ids an undisturbed first load gives
+    even after a crashed one burnt some. Skills stay: a dictionary the migrations seed and syncs only add
+    to, as the merge path does.
+    """
+    cursor.execute(f"TRUNCATE {', '.join(tables(cursor))} RESTART IDENTITY")
+    for table in ("sync_hashes", "sync_rejects", "sync_watermarks"):
+        cursor.execute(f"DELETE FROM {table} WHERE collection = ANY(%s)", (list(collections),))

@@ -10,6 +10,7 @@ from typing import Iterable, List, Sequence
 from gigsterpg.lib.status import COUNTS, REJECTS_COUNTED
 
 INTERRUPTED_STEP = "its process ended before it finished"
+PROJECTED = ("read", "written", "unchanged", "deleted", "rejected")
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], right: Iterable[int] = ()) -> List[str]:
@@ -123,8 +124,26 @@ def cell_text(cell) -> str:
     return cell["state"] + (f" {number(cell['rows'])}" if cell.get("rows") is not None else "")
 
 
+def projection_notes(run: dict) -> List[str]:
+    """A projection run's rejects by reason and its error."""
+    notes = [f"{reason} {count:,}" for reason, count in sorted(run["reasons"].items(), key=lambda i: (-i[1], i[0]))]
+    return notes + ([run["error"]] if run["error"] else [])
+
+
+def format_projections(projections: List[dict]) -> List[str]:
+    if not projections:
+        return ["No projection has run (export-orders runs one)."]
+    lines = table(("run", "started (UTC)", "seconds", "orders/s", "state", "projection", "into", "by", "read",
+                   "written", "unchanged", "deleted", "rejected"),
+                  [(run["id"], when(run["started_at"]), number(run["seconds"], 1), number(run["rate"]), run["state"],
+                    run["projection"], run["collection"], run["origin"], *(number(run[key]) for key in PROJECTED))
+                   for run in projections], right=(0, 2, 3, 8, 9, 10, 11, 12))
+    return lines + [f"  run {run['id']}: {'; '.join(projection_notes(run))}" for run in projections
+                    if projection_notes(run)]
+
+
 def format_status(status: dict) -> str:
-    """Every section: runs, follow, open rejects, jobs, daily snapshots."""
+    """Every section: runs, follow, open rejects, jobs, daily snapshots, projections."""
     lines = ["Runs (newest first):"] + format_runs(status["runs"])
     lines += [""] + ([format_follower(follower) for follower in status["followers"]] or ["No follower has run."])
     lines += ["", "Open rejects:" if status["rejects"] else "Open rejects: none."]
@@ -133,6 +152,7 @@ def format_status(status: dict) -> str:
     lines += ["", "Jobs (started through the API):"] + format_jobs(status["jobs"])
     if status.get("snapshots") is not None:
         lines += ["", "Daily snapshots:"] + format_snapshots(status["snapshots"])
+    lines += ["", "Projections (export-orders, newest first):"] + format_projections(status.get("projections") or [])
     return "\n".join(lines)
 
 

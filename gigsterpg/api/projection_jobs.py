@@ -2,7 +2,7 @@
 
 The checks made before the job starts answer with their HTTP status (login refused 401, tables or
 columns missing 404, no SELECT 403, collection busy 409, MongoDB down 503); then the job runs the same
-``project`` as the CLI, on gigsterpg's own PostgreSQL (hashes, rejects) and MongoDB database.
+``project`` as the CLI, on gigsterpg's own PostgreSQL (hashes, rejects, the run's record) and MongoDB database.
 """
 import dataclasses
 import logging
@@ -19,6 +19,7 @@ from gigsterpg.exc import ConfigError, GigsterPgError, PrivilegeError, SourceErr
 from gigsterpg.lib.mongo.orders import project
 from gigsterpg.lib.mongo.projection import (check_source, count_rows, load_projection, prepare_source, tax_rate,
                                             time_zone)
+from gigsterpg.lib.mongo.runs import recorded
 from gigsterpg.lib.pg.db.states import EXPORT
 
 logger = logging.getLogger(__name__)
@@ -65,16 +66,19 @@ def start_projection(jobs: Jobs, settings: Settings, mongo, params: dict, passwo
         collection = mongo[settings.mongo_database][params["collection"]]
 
         def work(job: Job) -> dict:
-            try:
-                with mongo_errors_translated(settings.mongo_url), \
-                        psycopg.connect(settings.pg_url, application_name="gigsterpg-orders") as ledger, \
-                        psycopg.connect(settings.pg_url, application_name="gigsterpg-orders") as hashes:
-                    job.total(count_rows(source, projection))
-                    report = project(source, ledger, hashes, collection, projection, rate, zone,
-                                     params["batch_size"], progress=job.progress)
-            except psycopg.Error as err:
-                raise GigsterPgError(f"PostgreSQL failed during the export from {where(params)}", short_reason(err),
-                                     "restart the job (POST /exports/{id}/restart): the export is idempotent") from err
+            target = f"{settings.mongo_database}.{params['collection']}"
+            with recorded(settings.pg_url, projection.name, target, f"api job {job.id}") as record:
+                try:
+                    with mongo_errors_translated(settings.mongo_url), \
+                            psycopg.connect(settings.pg_url, application_name="gigsterpg-orders") as ledger, \
+                            psycopg.connect(settings.pg_url, application_name="gigsterpg-orders") as hashes:
+                        job.total(count_rows(source, projection))
+                        report = record.report = project(source, ledger, hashes, collection, projection, rate, zone,
+                                                         params["batch_size"], progress=job.progress)
+                except psycopg.Error as err:
+                    raise GigsterPgError(f"PostgreSQL failed during the export from {where(params)}",
+                                         short_reason(err), "restart the job (POST /exports/{id}/restart): the export"
+                                         " is idempotent") from err
             return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
 
         return start(jobs, EXPORT, params, work, busy(None), cleanup=source.close, restart_of=restart_of)

@@ -1,9 +1,10 @@
-"""What ``status`` and the status page show: the last runs, open rejects, followers, API jobs, daily snapshots.
+"""What ``status`` and the status page show: the last runs, open rejects, followers, API jobs, daily snapshots,
+projection runs.
 
 Each reader takes an open SQLAlchemy connection to gigsterpg's PostgreSQL
 and returns plain data (dicts, lists), so the CLI's tables, its JSON and the
 page render the very same values. Every query is bounded: a LIMIT, and an
-index that serves it (sync_runs' primary key, the open rejects' partial
+index that serves it (sync_runs' and projection_runs' primary keys, the open rejects' partial
 index, api_jobs' (kind, created_at)), so a page answers as quickly with a
 million rejects as with ten. Connection strings in errors are masked.
 """
@@ -256,22 +257,31 @@ def snapshots(connection, days: int = SNAPSHOT_DAYS) -> Optional[dict]:
             "active": any(cell["state"] == "running" for cells in grid.values() for cell in cells.values())}
 
 
+def projections(connection, limit: int = RUNS_SHOWN) -> List[dict]:
+    """The last projection runs (``export-orders``, CLI and API jobs), newest first; [] before migration 0012."""
+    if not table_exists(connection, "projection_runs"):
+        return []
+    from gigsterpg.lib.mongo.runs import recent
+    return recent(connection, limit)
+
+
 def collect(connection, runs_shown: int = RUNS_SHOWN, jobs_shown: int = JOBS_SHOWN,
             lag: Optional[Callable] = None) -> Dict[str, object]:
     """Every section of the status, read on one connection.
 
-    Keys: runs, rejects, followers, jobs, snapshots, active (something runs: a scan or a follower holds
-    its lock, a job is queued or running, or a snapshot step runs), as_of.
+    Keys: runs, rejects, followers, jobs, snapshots, projections, active (something runs: a scan or a follower
+    holds its lock, a job is queued or running, a snapshot step or a projection runs), as_of.
     """
     if not table_exists(connection, "sync_runs"):
-        return {"runs": [], "rejects": [], "followers": [], "jobs": [], "snapshots": None, "active": False,
-                "as_of": datetime.now(timezone.utc)}
+        return {"runs": [], "rejects": [], "followers": [], "jobs": [], "snapshots": None, "projections": [],
+                "active": False, "as_of": datetime.now(timezone.utc)}
     following = follower_lock_held(connection)
     held = following or sync_lock_held(connection)
     found = {"runs": runs(connection, runs_shown), "rejects": rejects(connection),
              "followers": followers(connection, lag, following), "jobs": jobs(connection, jobs_shown),
-             "snapshots": snapshots(connection)}
+             "snapshots": snapshots(connection), "projections": projections(connection)}
     found["active"] = (held or any(job["state"] in ACTIVE_JOB_STATES for job in found["jobs"])
-                       or bool(found["snapshots"] and found["snapshots"].get("active")))
+                       or bool(found["snapshots"] and found["snapshots"].get("active"))
+                       or any(run["state"] == "running" for run in found["projections"]))
     found["as_of"] = datetime.now(timezone.utc)
     return found

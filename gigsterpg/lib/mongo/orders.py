@@ -10,6 +10,7 @@ documents whose hash differs from the one stored in gigsterpg's own PostgreSQL
 hashes stored after them, so an unchanged order costs no write at all. After a
 complete run the documents of orders no longer at the source are deleted.
 Orders without a uid (or a uid seen twice) are rejects in ``sync_rejects``.
+Each run (CLI or API job) leaves a record in ``projection_runs`` (``runs.recorded``) that ``status`` reads.
 """
 import contextlib
 import logging
@@ -29,6 +30,7 @@ from gigsterpg.lib.mongo import bulk
 from gigsterpg.lib.mongo.ledger import Ledger, digest, remember
 from gigsterpg.lib.mongo.projection import (Projection, Shape, check_source, count_rows, hashed, load_projection,
                                             prepare_source, row_hash, tax_rate, time_zone)
+from gigsterpg.lib.mongo.runs import recorded
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +171,7 @@ def export_orders(settings: Settings, collection: str = "orders", projection: st
         stack.callback(own.dispose)
         migrate(own)
         with pg_errors(own_url):
+            record = stack.enter_context(recorded(own_url, found.name, f"{database.name}.{collection}", "cli"))
             ledger_connection = stack.enter_context(psycopg.connect(own_url, application_name="gigsterpg-orders"))
             hash_connection = stack.enter_context(psycopg.connect(own_url, application_name="gigsterpg-orders"))
         with source_errors(source_url):
@@ -179,8 +182,9 @@ def export_orders(settings: Settings, collection: str = "orders", projection: st
                 total(count_rows(source, found))
         with source_errors(source_url), mongo_errors_translated(settings.mongo_url):
             try:
-                return project(source, ledger_connection, hash_connection, database[collection], found, rate, zone,
-                               batch_size, progress)
+                record.report = project(source, ledger_connection, hash_connection, database[collection], found,
+                                        rate, zone, batch_size, progress)
+                return record.report
             except psycopg.Error as err:
                 if any(c.broken or c.closed for c in (ledger_connection, hash_connection)):  # not the source's
                     raise pg_error(err, own_url) from err

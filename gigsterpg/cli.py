@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read only documents updated since the last run (no deletes)")
     scope.add_argument("--reconcile", dest="mode", action="store_const", const=FULL,
                        help="read everything and apply deletes (the default unless GIGSTERPG_INCREMENTAL is set)")
+    scope.add_argument("--rebuild", action="store_true",
+                       help="empty the synced tables and load everything again (one transaction: a crash keeps"
+                            " the old data)")
     scope.add_argument("--follow", action="store_true",
                        help="catch up, then apply MongoDB's changes as they happen until stopped (Ctrl-C, SIGTERM)")
     sync.add_argument("--retries", type=_count, default=RetryPolicy.attempts,
@@ -225,7 +228,7 @@ def run(args) -> int:
         result = commands.status(settings, args.runs, args.jobs)
         print(status_json(result) if args.output == "json" else format_status(result))
         return 0
-    if cli_distributed.wanted(args, settings):
+    if cli_distributed.wanted(args, settings) and not args.rebuild:  # a rebuild is one transaction, here
         return cli_distributed.run(args, settings, _progress(args))
     if args.follow:
         followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries))
@@ -234,7 +237,7 @@ def run(args) -> int:
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
                            full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),
-                           wait_s=args.wait, mode=args.mode or AUTO)
+                           wait_s=args.wait, mode=args.mode or AUTO, rebuild=args.rebuild)
     print(format_run(report))
     return 0 if report.balanced else 1
 

@@ -83,7 +83,8 @@ def choose_mode(pg: SqlAlchemy, settings: Settings, mode: str) -> str:
 
 def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Optional[int] = None,
          progress: Optional[Progress] = None, full_compare: bool = False, retry: RetryPolicy = RetryPolicy(),
-         wait_s: Optional[float] = None, mode: str = AUTO) -> RunReport:
+         wait_s: Optional[float] = None, mode: str = AUTO, rebuild: bool = False,
+         first_load: bool = True) -> RunReport:
     """Migrate, then sync ``collections`` from MongoDB into PostgreSQL.
 
     Args:
@@ -93,13 +94,16 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
             bytes changed since their row was stored (repairs rows edited by hand).
         retry: how often to reconnect and go on after a lost connection.
         wait_s: wait up to this long for a running sync to end instead of refusing.
+        rebuild: empty the synced tables and load everything again, in one transaction (a full run).
+        first_load: into empty tables, load as ``pg_restore`` does (keys after the data); False merges.
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"bad limit {limit}", "it must be 1 or more", "give a positive --limit", value=limit)
     with _both(settings, collections) as (pg, database):
         return run_sync(pg.engine, database, tuple(collections), settings.batch_size, limit, progress,
                         skip_unchanged=not full_compare, retry=retry, wait_s=wait_s,
-                        incremental=choose_mode(pg, settings, mode) == INCREMENTAL, overlap_s=settings.overlap_s)
+                        incremental=not rebuild and choose_mode(pg, settings, mode) == INCREMENTAL,
+                        overlap_s=settings.overlap_s, first_load=first_load, rebuild=rebuild)
 
 
 def sync_distributed(settings: Settings, client, collections: Iterable[str] = COLLECTIONS,

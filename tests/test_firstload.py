@@ -197,6 +197,10 @@ def test_the_cli_rebuilds(pg_url, mongo_url, mongo_db, capsys):
     messy(mongo_db)
     commands.sync(Settings(pg_url=pg_url, mongo_url=mongo_url, batch_size=BATCH))
     before = state(pg_url)
-    assert cli.main(["--pg-url", pg_url, "--mongo-url", mongo_url, "sync", "--rebuild"]) in (0, None)
+    assert cli.main(["sync", "--rebuild", "--batch-size", str(BATCH), "--pg-url", pg_url,
+                     "--mongo-url", mongo_url]) == 0
     assert state(pg_url) == before
     assert stage_of_last_run(pg_url).startswith("gigs: first load")
+    assert cli.main(["sync", "--rebuild", "--collections", "users", "--pg-url", pg_url, "--mongo-url", mongo_url]) == 2
+    failures = [line for line in capsys.readouterr().err.splitlines() if line.startswith("FAILED: ")]
+    assert len(failures) == 1 and "cannot rebuild part of the data" in failures[0], failures

@@ -26,7 +26,8 @@ _ENVIRONMENT = jinja2.Environment(loader=jinja2.PackageLoader("gigsterpg.web", "
 _ENVIRONMENT.globals.update(
     when=status_text.when, number=status_text.number, accounting=status_text.accounting,
     run_notes=status_text.run_notes, progress=status_text.progress, cell_text=status_text.cell_text, counts=COUNTS,
-    interrupted_step=status_text.INTERRUPTED_STEP, reject_count=status_text.reject_count)
+    interrupted_step=status_text.INTERRUPTED_STEP, reject_count=status_text.reject_count,
+    projected=status_text.PROJECTED)
 
 
 def reject_url(collection: str, reason: str, after: Optional[str] = None) -> str:

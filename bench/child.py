@@ -162,6 +162,58 @@ def transform_load(pg_url, mongo_url, batch_size):
     return {"docs": docs, "seconds": seconds}
 
 
+def transform_first_load(pg_url, mongo_url, batch_size):
+    """``transform_load`` by the first-load path (engine/firstload.py): keys dropped, plain inserts in one
+    transaction, keys and indexes put back and the hash cache filled at the end (all in the timed part)."""
+    from gigsterpg.lib.pg.sync.engine import firstload
+
+    client, database = _mongo(mongo_url)
+    pg = SqlAlchemy(pg_url)
+    pg.migrate_head()
+    raw, side_raw = pg.engine.raw_connection(), pg.engine.raw_connection()
+    connection, side = raw.driver_connection, side_raw.driver_connection
+    side.autocommit = True
+    run_id = begin_run(connection, ["users", "gigs"])
+    loaders = [firstload.FirstLoader(connection, side, model, run_id) for model in (UserSync, GigSync)]
+    seconds, docs = 0.0, 0
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        items = firstload.deferred(cursor)
+        firstload.drop(cursor, items)
+        for loader in loaders:
+            loader.begin(cursor)
+    seconds += time.perf_counter() - started
+    for loader, (model, loaded) in zip(loaders, _in_memory_batches(database, batch_size)):
+        started = time.perf_counter()
+        for batch in loaded:
+            loader.load(prepare(batch), commit=False)
+            docs += len(batch)
+        loader.finish(True)
+        seconds += time.perf_counter() - started
+        del loaded
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        firstload.restore(cursor, items)
+        for loader in loaders:
+            loader.close(cursor)
+    connection.commit()
+    seconds += time.perf_counter() - started
+    end_run(connection, RunReport(run_id, "succeeded"), None)
+    side_raw.close()
+    raw.close()
+    return {"docs": docs, "seconds": seconds}
+
+
+def sync_merge(pg_url, mongo_url, batch_size):
+    """A first sync by the merge path (``first_load=False``): what the first load is compared with."""
+    settings = Settings(pg_url=pg_url, mongo_url=mongo_url, batch_size=batch_size)
+    started = time.perf_counter()
+    report = commands.sync(settings, mode="full", first_load=False)
+    counts = {name: c.as_dict() for name, c in report.collections.items()}
+    return {"docs": sum(c["seen"] for c in counts.values()), "seconds": time.perf_counter() - started,
+            "counts": counts}
+
+
 def copy_only(pg_url, mongo_url, batch_size):
     """COPY of the rows the transform builds, into empty tables shaped like the four targets."""
     client, database = _mongo(mongo_url)
@@ -239,6 +291,7 @@ def orm(pg_url, mongo_url, batch_size):
 
 
 OPERATIONS = {"read": read_only, "sync": sync, "incremental": incremental, "transform_load": transform_load,
+              "transform_first_load": transform_first_load, "sync_merge": sync_merge,
               "copy": copy_only, "orm": orm, "export": export_table}
 
 

@@ -204,3 +204,15 @@ def test_the_cli_rebuilds(pg_url, mongo_url, mongo_db, capsys):
     assert cli.main(["sync", "--rebuild", "--collections", "users", "--pg-url", pg_url, "--mongo-url", mongo_url]) == 2
     failures = [line for line in capsys.readouterr().err.splitlines() if line.startswith("FAILED: ")]
     assert len(failures) == 1 and "cannot rebuild part of the data" in failures[0], failures
+
+
+def test_the_benchmarks_first_load_stores_what_a_sync_stores(two_databases, mongo_db, mongo_url):
+    from bench import child
+    messy(mongo_db)
+    first, merged = two_databases
+    measured = child.transform_first_load(first, mongo_url, BATCH)
+    by_merge = child.sync_merge(merged, mongo_url, BATCH)
+    documents = mongo_db.users.count_documents({}) + mongo_db.gigs.count_documents({})
+    assert measured["docs"] == by_merge["docs"] == documents
+    assert not stage_of_last_run(merged).startswith("gigs: first load")
+    assert state(first) == state(merged)

@@ -335,8 +335,31 @@ def test_the_snapshots_grid_shows_each_step_and_where_a_failed_day_picks_up(app_
 def test_the_page_on_an_empty_database_says_what_has_not_run(app_client):
     page = app_client.get("/", headers=API_AUTH).text
     for words in ("No sync has run", "None: every document read is stored", "No follower has run",
-                  "No job has been started", "No daily snapshot has run"):
+                  "No job has been started", "No daily snapshot has run", "No projection has run"):
         assert words in page
+
+
+def test_the_projections_section_shows_each_run_and_a_failures_error(app_client, secret_pg_url, mongo_url,
+                                                                     empty_pg_url):
+    from gigsterpg.exc import SourceError
+    from gigsterpg.lib.mongo.orders import export_orders
+    from tests.test_orders import SCHEMA, a_shop
+    execute(empty_pg_url, *SCHEMA)
+    a_shop(empty_pg_url)  # 4 orders, every one with a uid
+    shop = Settings(pg_url=secret_pg_url, mongo_url=mongo_url, orders_source_pg=empty_pg_url)
+    export_orders(shop)
+    execute(empty_pg_url, "DROP TABLE clients")
+    with pytest.raises(SourceError) as raised:
+        export_orders(shop)
+    page = app_client.get("/", headers=API_AUTH).text
+    rows = table(page, "projections-table")
+    assert rows[0][:5] == ["run", "started (UTC)", "seconds", "orders/s", "state"]
+    failed, succeeded = rows[1:]
+    assert failed[4:8] == ["failed", "orders", f"{urlsplit(mongo_url).path.strip('/')}.orders", "cli"]
+    assert failed[8:13] == ["-"] * 5 and str(raised.value) in failed[13] and "clients" in failed[13]
+    assert succeeded[4] == "succeeded" and succeeded[8:13] == ["4", "4", "0", "0", "0"]
+    assert int(succeeded[0]) + 1 == int(failed[0])
+    assert PASSWORD not in page and 'href="/#projections"' in page
 
 
 def test_reject_counts_stop_at_their_bound(pg_url):

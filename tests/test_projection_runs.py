@@ -185,6 +185,8 @@ def test_status_shows_the_projections_as_a_table_and_as_json(shop, pg_url, empty
     assert (projections[1]["state"], projections[1]["written"], projections[1]["reasons"]["no uid"]) == (
         "succeeded", 4, 1)
     assert (projections[0]["state"], projections[0]["error"]) == ("failed", bad["error"])
+    assert cli.main(args + ["--format", "json", "--runs", "1"]) == 0  # --runs bounds this section too
+    assert [run["id"] for run in json.loads(capsys.readouterr().out)["projections"]] == [bad["id"]]
 
 
 def test_status_before_any_projection_says_so(pg_url, capsys, monkeypatch, tmp_path):

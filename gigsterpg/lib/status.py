@@ -279,7 +279,7 @@ def collect(connection, runs_shown: int = RUNS_SHOWN, jobs_shown: int = JOBS_SHO
     held = following or sync_lock_held(connection)
     found = {"runs": runs(connection, runs_shown), "rejects": rejects(connection),
              "followers": followers(connection, lag, following), "jobs": jobs(connection, jobs_shown),
-             "snapshots": snapshots(connection), "projections": projections(connection)}
+             "snapshots": snapshots(connection), "projections": projections(connection, runs_shown)}
     found["active"] = (held or any(job["state"] in ACTIVE_JOB_STATES for job in found["jobs"])
                        or bool(found["snapshots"] and found["snapshots"].get("active"))
                        or any(run["state"] == "running" for run in found["projections"]))

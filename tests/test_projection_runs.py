@@ -11,13 +11,14 @@ import psycopg
 import pymongo
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from gigsterpg import cli
 from gigsterpg.api.app import create_app
 from gigsterpg.config import Settings, sqlalchemy_pg_url
 from gigsterpg.exc import GigsterPgError, SourceError
 from gigsterpg.lib import status as status_report
+from gigsterpg.lib.mongo import runs
 from gigsterpg.lib.mongo.orders import export_orders
 from tests.helpers import API_AUTH, API_TOKEN, execute, wait_until
 from tests.test_orders import SCHEMA, a_shop
@@ -122,7 +123,8 @@ def test_while_it_runs_status_shows_it_running(shop, pg_url):
 DIES = textwrap.dedent("""
     import os, sys
     from gigsterpg.config import Settings
-    from gigsterpg.lib.mongo.orders import export_orders
+    from gigsterpg.lib.mongo import runs
+from gigsterpg.lib.mongo.orders import export_orders
     own, mongo, source = sys.argv[1:4]
     export_orders(Settings(pg_url=own, mongo_url=mongo, orders_source_pg=source), batch_size=1,
                   progress=lambda done: os._exit(9))
@@ -193,3 +195,37 @@ def test_status_before_any_projection_says_so(pg_url, capsys, monkeypatch, tmp_p
     monkeypatch.chdir(tmp_path)
     assert cli.main(["status", "--pg-url", pg_url]) == 0
     assert "No projection has run (export-orders runs one)." in capsys.readouterr().out
+
+
+def test_ctrl_c_records_the_run_as_interrupted(shop, pg_url):
+    def interrupt(done):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_orders(shop, batch_size=1, progress=interrupt)
+    (record,) = records(pg_url)
+    assert (record["state"], record["error"], record["finished"]) == ("interrupted", "KeyboardInterrupt", True)
+
+
+def test_status_reads_a_bounded_slice_of_a_long_history(pg_url):
+    """200,000 runs (half of them left running by dead processes): status reads the newest ten by the primary key,
+    and the next run marks the dead ones through the partial index of running runs."""
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+        connection.execute("INSERT INTO projection_runs (projection, collection, origin, state, counts)"
+                           " SELECT 'orders', 'db.orders', 'cli', CASE WHEN g % 2 = 0 THEN 'running'"
+                           " ELSE 'succeeded' END, jsonb_build_object('read', g) FROM generate_series(1, 200000) g")
+        connection.execute("ANALYZE projection_runs")
+        engine = create_engine(sqlalchemy_pg_url(pg_url))
+        try:
+            with engine.connect() as reading:
+                plan = "\n".join(row[0] for row in reading.execute(text("EXPLAIN " + runs.RECENT_SQL), {"n": 10}))
+                shown_runs = status_report.collect(reading)["projections"]
+        finally:
+            engine.dispose()
+        assert "Limit" in plan and "Index Scan Backward using pk_projection_runs" in plan, plan
+        assert [run["id"] for run in shown_runs] == list(range(200000, 199990, -1))
+        assert [run["state"] for run in shown_runs[:2]] == ["interrupted", "succeeded"]
+        assert shown_runs[1]["read"] == 199999
+        plan = "\n".join(row[0] for row in connection.execute(
+            "EXPLAIN " + runs.RECONCILE_SQL, ("interrupted", runs.DIED)))
+        assert "ix_projection_runs_running" in plan, plan

@@ -29,6 +29,15 @@ LOCK_FREE_SQL = ("NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advis
                  " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                  " AND (l.classid::bigint << 32 | l.objid::bigint) = " + LOCK_KEY_SQL + ")")
 
+# The newest runs, by the primary key; a running one whose lock is free reads as interrupted.
+RECENT_SQL = (f"SELECT id, projection, collection, origin, started_at, finished_at, counts, error,"
+              f" CASE WHEN state = '{RUNNING}' AND {LOCK_FREE_SQL.format(id='r.id')} THEN '{INTERRUPTED}'"
+              f" ELSE state END AS state, extract(epoch FROM finished_at - started_at)::float AS seconds"
+              f" FROM projection_runs r ORDER BY id DESC LIMIT :n")
+# The next run records as interrupted the runs left running by a process that died (the partial index finds them).
+RECONCILE_SQL = (f"UPDATE projection_runs r SET state = %s, finished_at = now(), error = %s"
+                 f" WHERE state = '{RUNNING}' AND {LOCK_FREE_SQL.format(id='r.id')}")
+
 
 class Record:
     """The run being recorded: its id, and the report to store when it succeeds (set by the caller)."""
@@ -53,9 +62,7 @@ def recorded(own_url: str, projection: str, collection: str, origin: str) -> Ite
     "api job <id>". The block sets ``record.report`` before it ends well."""
     connection = psycopg.connect(own_url, autocommit=True, application_name="gigsterpg-orders-run")
     try:
-        connection.execute(
-            f"UPDATE projection_runs r SET state = %s, finished_at = now(), error = %s"
-            f" WHERE state = %s AND {LOCK_FREE_SQL.format(id='r.id')}", (INTERRUPTED, DIED, RUNNING))
+        connection.execute(RECONCILE_SQL, (INTERRUPTED, DIED))
         run_id = connection.execute(
             "INSERT INTO projection_runs (projection, collection, origin) VALUES (%s, %s, %s) RETURNING id",
             (projection, collection, origin)).fetchone()[0]
@@ -85,11 +92,7 @@ def _end(connection, run_id: int, state: str, report, error: Optional[str]) -> N
 def recent(connection, limit: int = RUNS_SHOWN) -> List[dict]:
     """The last ``limit`` projection runs, newest first (``connection``: SQLAlchemy). A running record whose
     lock is free is shown as interrupted, as the next run would record it (this only reads)."""
-    rows = connection.execute(text(
-        f"SELECT id, projection, collection, origin, started_at, finished_at, counts, error,"
-        f" CASE WHEN state = '{RUNNING}' AND {LOCK_FREE_SQL.format(id='r.id')} THEN '{INTERRUPTED}'"
-        f" ELSE state END AS state, extract(epoch FROM finished_at - started_at)::float AS seconds"
-        f" FROM projection_runs r ORDER BY id DESC LIMIT :n"), {"n": limit}).mappings().all()
+    rows = connection.execute(text(RECENT_SQL), {"n": limit}).mappings().all()
     shown = []
     for row in rows:
         run = dict(row)

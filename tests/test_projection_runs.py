@@ -123,8 +123,7 @@ def test_while_it_runs_status_shows_it_running(shop, pg_url):
 DIES = textwrap.dedent("""
     import os, sys
     from gigsterpg.config import Settings
-    from gigsterpg.lib.mongo import runs
-from gigsterpg.lib.mongo.orders import export_orders
+    from gigsterpg.lib.mongo.orders import export_orders
     own, mongo, source = sys.argv[1:4]
     export_orders(Settings(pg_url=own, mongo_url=mongo, orders_source_pg=source), batch_size=1,
                   progress=lambda done: os._exit(9))

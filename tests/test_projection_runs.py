@@ -228,3 +228,13 @@ def test_status_reads_a_bounded_slice_of_a_long_history(pg_url):
         plan = "\n".join(row[0] for row in connection.execute(
             "EXPLAIN " + runs.RECONCILE_SQL, ("interrupted", runs.DIED)))
         assert "ix_projection_runs_running" in plan, plan
+
+
+def test_an_unreachable_source_is_a_failed_run_whose_error_names_it_without_the_password(pg_url, mongo_url):
+    source = f"postgresql://reader:{PASSWORD}@127.0.0.1:1/shop"  # nothing listens on port 1
+    settings = Settings(pg_url=pg_url, mongo_url=mongo_url, orders_source_pg=source)
+    with pytest.raises(GigsterPgError) as raised:
+        export_orders(settings)
+    (record,) = records(pg_url)
+    assert (record["state"], record["error"]) == ("failed", str(raised.value))
+    assert "127.0.0.1" in record["error"] and PASSWORD not in record["error"]

@@ -12,7 +12,8 @@ from typing import Optional
 import psycopg
 
 from gigsterpg.api.jobs import Job, Jobs
-from gigsterpg.api.work import ApiError, active_job, open_source, ping_mongo, start, where
+from gigsterpg.api.work import (ApiError, export_running, open_source, ping_mongo, require_free_collection, start,
+                                where)
 from gigsterpg.config import Settings
 from gigsterpg.connections import mongo_errors_translated, short_reason
 from gigsterpg.exc import ConfigError, GigsterPgError, PrivilegeError, SourceError
@@ -53,15 +54,7 @@ def start_projection(jobs: Jobs, settings: Settings, mongo, params: dict, passwo
             raise ApiError(502, "source_error", "PostgreSQL failed while checking the source", short_reason(err),
                            "try again; if it persists, check the server's log") from err
 
-        def busy(running) -> ApiError:
-            return ApiError(409, "export_running", f"an export into {params['collection']!r} is running"
-                            + (f" (job {running})" if running else ""),
-                            "two exports into one collection would delete each other's documents",
-                            "wait for it (GET /exports/{id}), or name another collection")
-
-        running = active_job(jobs, EXPORT, params["collection"])
-        if running is not None:
-            raise busy(running)
+        require_free_collection(jobs, params["collection"])
         ping_mongo(mongo)
         collection = mongo[settings.mongo_database][params["collection"]]
 
@@ -81,7 +74,8 @@ def start_projection(jobs: Jobs, settings: Settings, mongo, params: dict, passwo
                                          " is idempotent") from err
             return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
 
-        return start(jobs, EXPORT, params, work, busy(None), cleanup=source.close, restart_of=restart_of)
+        return start(jobs, EXPORT, params, work, export_running(params["collection"]), cleanup=source.close,
+                     restart_of=restart_of)
     except BaseException:
         source.close()
         raise

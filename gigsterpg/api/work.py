@@ -95,6 +95,21 @@ def active_job(jobs: Jobs, kind: str, collection: Optional[str] = None) -> Optio
         return connection.execute(text(query + " LIMIT 1"), {"kind": kind, "collection": collection}).scalar()
 
 
+def export_running(collection: str, running: Optional[uuid.UUID] = None) -> ApiError:
+    """The 409 for an export into ``collection`` while another export into it is active (job ``running``)."""
+    return ApiError(409, "export_running", f"an export into {collection!r} is running"
+                    + (f" (job {running})" if running else ""),
+                    "two exports into one collection would delete each other's documents",
+                    "wait for it (GET /exports/{id}), or name another collection")
+
+
+def require_free_collection(jobs: Jobs, collection: str) -> None:
+    """Refuse (409) an export or projection into ``collection`` while another export job writes into it."""
+    running = active_job(jobs, EXPORT, collection)
+    if running is not None:
+        raise export_running(collection, running)
+
+
 def start(jobs: Jobs, kind: str, params: dict, work, busy: ApiError, **options) -> uuid.UUID:
     """``jobs.start``, its refusals as ApiErrors: ``busy`` when one like it won the race, 429 when full."""
     try:
@@ -115,15 +130,7 @@ def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: 
         params = {**params, "schema": table.schema, "table": table.name,
                   "collection": params.get("collection") or table.name}
 
-        def busy(running) -> ApiError:
-            return ApiError(409, "export_running", f"an export into {params['collection']!r} is running"
-                            + (f" (job {running})" if running else ""),
-                            "two exports into one collection would delete each other's documents",
-                            "wait for it (GET /exports/{id}), or name another collection")
-
-        running = active_job(jobs, EXPORT, params["collection"])
-        if running is not None:
-            raise busy(running)
+        require_free_collection(jobs, params["collection"])
         ping_mongo(mongo)
         collection = mongo[settings.mongo_database][params["collection"]]
 
@@ -137,7 +144,8 @@ def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: 
                                      "restart the job (POST /exports/{id}/restart): the export is idempotent") from err
             return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
 
-        return start(jobs, EXPORT, params, work, busy(None), cleanup=source.close, restart_of=restart_of)
+        return start(jobs, EXPORT, params, work, export_running(params["collection"]), cleanup=source.close,
+                     restart_of=restart_of)
     except BaseException:
         source.close()
         raise

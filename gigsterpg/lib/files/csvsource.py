@@ -21,12 +21,14 @@ import codecs
 import csv
 import dataclasses
 import datetime
+import itertools
 import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from gigsterpg.exc import ConfigError, SourceError
+from gigsterpg.lib.files import csvkinds
 
 KINDS = ("integer", "numeric", "boolean", "date", "timestamp", "text")
 PG_TYPES = {"integer": "bigint", "numeric": "numeric", "boolean": "boolean", "date": "date",
@@ -37,6 +39,7 @@ SAMPLE_LINES = 50
 # A field may be long (a text column of a few MB), but an unclosed quote must not eat the file unbounded.
 FIELD_LIMIT = 16 * 1024 * 1024
 _INT8 = (-2 ** 63, 2 ** 63 - 1)
+BATCH = 4096  # records a batch of the inference pass
 
 _INTEGER = re.compile(r"[+-]?\d+\Z")
 _NUMERIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
@@ -267,6 +270,31 @@ def _records(path: Path, dialect: Dialect) -> Iterator:
             previous = reader.line_num
 
 
+def _batches(path: Path, dialect: Dialect, size: int) -> Iterator:
+    """(records, broken) for each run of up to ``size`` records after the header, blank lines left out.
+
+    ``broken`` counts the records with broken quoting; the same reading as ``_records``, without line numbers.
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
+    with _open(path, dialect) as handle:
+        reader = dialect.reader(handle)
+        if next(reader, None) is None:
+            return
+        while True:
+            rows: list = []
+            broken = 0
+            try:
+                rows.extend(itertools.islice(reader, size))  # what was read before an error stays in rows
+            except csv.Error:
+                broken = 1
+            except UnicodeDecodeError as err:
+                raise SourceError(f"the CSV file {path} is not {dialect.encoding} after line {reader.line_num}",
+                                  str(err), "convert it to UTF-8 or give its encoding") from err
+            if not rows and not broken:
+                return
+            yield [fields for fields in rows if fields], broken
+
+
 def header(path: Union[str, Path], dialect: Dialect) -> List[str]:
     """The column names of the file's first line, stripped."""
     with _open(Path(path), dialect) as handle:
@@ -297,23 +325,34 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
     open_columns = [index for index, name in enumerate(names) if name not in declared]
     kinds: List[Optional[str]] = [None] * len(names)
     zones: List[set] = [set() for _ in names]
+    known: List[dict] = [{} for _ in names]  # per column, the distinct dates already checked
     settled = set()  # columns already text: nothing can widen them further
+
+    def kind_of(value: str):
+        return _kind_of(value, dialect.day_first)
+
     records = misfits = 0
-    for _, fields, _ in _records(path, dialect):
-        if fields is None or len(fields) != len(names):
-            misfits += 1
-            continue
-        records += 1
+    for rows, broken in _batches(path, dialect, BATCH):
+        good = [fields for fields in rows if len(fields) == len(names)]
+        records += len(good)
+        misfits += broken + len(rows) - len(good)
+        batch = list(zip(*good))
         for index in open_columns:
-            value = fields[index]
-            if not value or index in settled:
+            if index in settled or not batch:
                 continue
-            kind, zone = _kind_of(value, dialect.day_first)
-            kinds[index] = _widen(kinds[index], kind)
-            if kind == "timestamp":
-                zones[index].add(zone)
-            if kinds[index] == "text":
-                settled.add(index)
+            values = batch[index]
+            if csvkinds.keeps(kinds[index], zones[index], values, kind_of, known[index]):
+                continue  # the whole batch leaves the column's kind as it is
+            for value in values:
+                if not value:
+                    continue
+                kind, zone = kind_of(value)
+                kinds[index] = _widen(kinds[index], kind)
+                if kind == "timestamp":
+                    zones[index].add(zone)
+                if kinds[index] == "text":
+                    settled.add(index)
+                    break
     if counts is not None:
         counts.update(records=records, misfits=misfits)
     columns = []

@@ -1,0 +1,108 @@
+"""Batch inference (lib.files.csvkinds inside csvsource.infer_columns): the kind a column gets when the value
+that decides it comes after many batches that all kept the column's kind, each case worked out by hand."""
+import pytest
+
+from gigsterpg.lib.files import csvkinds, csvsource
+from gigsterpg.lib.files.csvsource import detect_dialect, infer_columns
+
+
+@pytest.fixture(autouse=True)
+def small_batches(monkeypatch):
+    monkeypatch.setattr(csvsource, "BATCH", 3)  # many batches from a short file
+
+
+def infer(tmp_path, values, day_first=False, filler="x"):
+    """The inferred column of ``values`` (one a line), beside a text column so the file has a header."""
+    path = tmp_path / "one.csv"
+    lines = ["value,other"] + [f"{value},{filler}" for value in values]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return infer_columns(path, detect_dialect(path, day_first=day_first))[0]
+
+
+ints = [str(i) for i in range(-10, 10)]
+us_days = [f"{i % 12 + 1}/{i % 28 + 1}/2022" for i in range(20)]
+stamps = [f"2022-{i % 12 + 1:02}-{i % 28 + 1:02} {i % 24:02}:{i % 60:02}:{i % 60:02}" for i in range(20)]
+
+
+@pytest.mark.parametrize("values, kind", [
+    (ints, "integer"),
+    (ints + ["9223372036854775807"], "integer"),  # 19 digits, the largest bigint
+    (ints + ["9223372036854775808"], "numeric"),  # one more: numeric
+    (ints + ["-9223372036854775809"], "numeric"),
+    (ints + ["1.5"], "numeric"),
+    (ints + ["1e5", "2"], "numeric"),
+    (ints + ["abc"], "text"),
+    (ints + ['"1\n2"'], "text"),  # a quoted value across two lines is no integer
+    (["", ""] * 5 + ints, "integer"),  # batches of empty values first
+    (["\u0661\u0662", "\u0663"] * 4, "integer"),  # Arabic-Indic digits are digits to int()
+    (["1.5", "2"] * 5 + [".5", "-3.25e-2"], "numeric"),
+    (["1.5", "2"] * 5 + ["1.2.3"], "text"),
+    (["true", "No", "Y", "f", "TRUE", "yes"] * 3, "boolean"),
+    (["true", "No", "Y", "f"] * 3 + ["ye\u017f"], "text"),  # long s: lower() keeps it, so no "yes"
+    (["true", "No"] * 5 + ["1"], "text"),
+    (us_days, "date"),
+    (us_days + ["2/30/2022"], "text"),  # the form of a date, but no day
+    (us_days + ["13/1/2022"], "text"),  # month first: no month 13
+    (us_days + ["2022-09-26", "26.09.2022"], "date"),
+    (us_days + ["29.02.2023"], "text"),
+    (us_days + ["2022-09-26 10:00:00"], "timestamp"),
+    (stamps, "timestamp"),
+    (stamps + ["2022-03-01"], "timestamp"),  # a date is midnight
+    (stamps + ["2022-02-30 10:00:00"], "text"),
+    (stamps + ["2022-02-03 24:00:00"], "text"),
+    (stamps + ["0000-02-03 10:00:00"], "text"),  # no year 0
+    (stamps + ["2022-03-01 10:00:00+02:00"], "text"),  # offsets on some values only
+    (stamps + ["2022-03-01T10:00:00.123456", "9/26/2022 10:05"], "timestamp"),
+    (["2022-03-01 10:00:00+02:00", "2022-03-02T10:00:00Z"] * 5, "timestamp"),
+])
+def test_the_deciding_value_after_many_batches(tmp_path, values, kind):
+    assert infer(tmp_path, values).kind == kind
+
+
+def test_day_first_reads_slashes_the_other_way_in_every_batch(tmp_path):
+    days = [f"{i % 28 + 1}/{i % 12 + 1}/2022" for i in range(20)]  # 13/1/2022 is January 13
+    assert infer(tmp_path, days, day_first=True).kind == "date"
+    assert infer(tmp_path, days, day_first=False).kind == "text"
+
+
+def test_offsets_everywhere_make_timestamptz(tmp_path):
+    column = infer(tmp_path, ["2022-03-01 10:00:00+02:00", "2022-03-02T10:00:00Z", ""] * 5)
+    assert (column.kind, column.timezone, column.pg_type) == ("timestamp", True, "timestamptz")
+    column = infer(tmp_path, stamps)
+    assert (column.kind, column.timezone, column.pg_type) == ("timestamp", False, "timestamp")
+
+
+def test_past_the_cache_limit_dates_are_still_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(csvkinds, "CACHE_LIMIT", 2)
+    days = [f"2022-{m:02}-{d:02}" for m in range(1, 13) for d in (1, 15, 28)]
+    assert infer(tmp_path, days).kind == "date"
+    assert infer(tmp_path, days + ["2022-04-31"]).kind == "text"
+    assert infer(tmp_path, stamps + ["2022-04-31 10:00:00"]).kind == "text"
+
+
+def test_misfit_lines_are_counted_across_batches(tmp_path):
+    path = tmp_path / "misfits.csv"
+    path.write_text("a,b\n1,2\n3\n\n4,5,6\n7,8\n9,\"broken\"x\n10,11\n12,13\n14,15\n", encoding="utf-8")
+    counts: dict = {}
+    columns = infer_columns(path, detect_dialect(path), counts=counts)
+    # records of width 2: 1,2 / 7,8 / 10,11 / 12,13 / 14,15; misfits: "3", "4,5,6", the broken quote
+    assert counts == {"records": 5, "misfits": 3}
+    assert [column.kind for column in columns] == ["integer", "integer"]
+
+
+def test_a_header_only_file_has_text_columns(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("a,b\n", encoding="utf-8")
+    counts: dict = {}
+    assert [c.kind for c in infer_columns(path, detect_dialect(path), counts=counts)] == ["text", "text"]
+    assert counts == {"records": 0, "misfits": 0}
+
+
+def test_keeps_answers_not_known_for_no_kind_and_for_text():
+    def never(value):
+        raise AssertionError("no per-value check expected")
+
+    assert csvkinds.keeps(None, set(), ["1"], never, {}) is False
+    assert csvkinds.keeps("text", set(), ["1"], never, {}) is False
+    assert csvkinds.keeps("timestamp", {True}, ["2022-01-01 10:00"], never, {}) is False
+    assert csvkinds.keeps("integer", set(), ["1", "", "-2"], never, {}) is True

@@ -10,8 +10,9 @@ of a kind that leaves the column's kind (and a timestamp column's offsets)
 as they are; False means "not known", and the caller checks that batch value
 by value, so what is inferred is exactly what the per-value pass infers.
 """
+import operator
 import re
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Iterable, Optional, Sequence
 
 _DIGITS18 = r"[+-]?\d{1,18}"  # 18 digits always fit a bigint; 19 are checked value by value
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"  # csvsource._NUMERIC: integers too, which widen to numeric
@@ -29,7 +30,7 @@ def _all(value: str) -> "re.Pattern":
 
 _PATTERNS = {"integer": _all(_DIGITS18), "numeric": _all(_NUMBER), "boolean": _all(_BOOLEAN),
              "date": _all(_DATE), "timestamp": _all(_STAMP)}
-_STAMP_DAYS = re.compile(rf"^({_ISO_DAY})", re.MULTILINE)
+_DAY_OF_STAMP = operator.itemgetter(slice(0, 10))  # a matched stamp's first 10 characters: its day
 CACHE_LIMIT = 1 << 16  # distinct dates remembered per column; past it, they are checked batch by batch
 
 
@@ -49,11 +50,11 @@ def keeps(kind: Optional[str], zones: set, values: Sequence[str], kind_of: Calla
     if kind == "date":
         return _dates_are(values, "date", kind_of, known)
     if kind == "timestamp":
-        return _dates_are(_STAMP_DAYS.findall(joined), "date", kind_of, known)
+        return _dates_are(map(_DAY_OF_STAMP, values), "date", kind_of, known)
     return True
 
 
-def _dates_are(days: Sequence[str], kind: str, kind_of, known: Dict[str, bool]) -> bool:
+def _dates_are(days: Iterable[str], kind: str, kind_of, known: Dict[str, bool]) -> bool:
     """Whether each distinct value of ``days`` is of ``kind`` (2/30/2022 has the form of a date but is none)."""
     fresh = set(days).difference(known)
     fresh.discard("")

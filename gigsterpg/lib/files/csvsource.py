@@ -333,7 +333,8 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
 
     records = misfits = 0
     for rows, broken in _batches(path, dialect, BATCH):
-        good = [fields for fields in rows if len(fields) == len(names)]
+        widths = set(map(len, rows))
+        good = rows if widths <= {len(names)} else [fields for fields in rows if len(fields) == len(names)]
         records += len(good)
         misfits += broken + len(rows) - len(good)
         batch = list(zip(*good))

@@ -106,3 +106,26 @@ def test_keeps_answers_not_known_for_no_kind_and_for_text():
     assert csvkinds.keeps("text", set(), ["1"], never, {}) is False
     assert csvkinds.keeps("timestamp", {True}, ["2022-01-01 10:00"], never, {}) is False
     assert csvkinds.keeps("integer", set(), ["1", "", "-2"], never, {}) is True
+
+
+def test_batches_infer_what_value_by_value_infers(tmp_path, monkeypatch):
+    """Random columns from a pool of near misses: the batch checks on, then off (every value checked alone)."""
+    import random
+    pool = ["1", "-22", "+3", "007", "9223372036854775807", "9223372036854775808", "1.5", ".5", "1e3", "1e", "",
+            "true", "T", "no", "N", "yes", "2022-09-26", "9/26/2022", "26/9/2022", "26.09.2022", "2/29/2024",
+            "2/29/2023", "2022-09-26 10:00:00", "2022-09-26T23:59:59.5", "2022-09-26 24:00", "9/26/2022 10:05",
+            "2022-09-26 10:00:00+02:00", "2022-09-26T10:00Z", "x"]
+    rng = random.Random(15)
+    path = tmp_path / "mixed.csv"
+    for round_ in range(40):
+        # each column draws from a few values of the pool, mostly of one kind
+        picks = [rng.sample(pool, rng.randint(1, 3)) for _ in range(4)]
+        lines = ["a,b,c,d"] + [",".join(rng.choice(p) for p in picks) for _ in range(rng.randint(1, 30))]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for day_first in (False, True):
+            dialect = detect_dialect(path, day_first=day_first)
+            with_batches = infer_columns(path, dialect)
+            with monkeypatch.context() as patch:
+                patch.setattr(csvkinds, "keeps", lambda *args: False)
+                alone = infer_columns(path, dialect)
+            assert with_batches == alone, (round_, lines)

@@ -14,18 +14,25 @@ import operator
 import re
 from typing import Callable, Dict, Iterable, Optional, Sequence
 
-_DIGITS18 = r"[+-]?\d{1,18}"  # 18 digits always fit a bigint; 19 are checked value by value
-_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"  # csvsource._NUMERIC: integers too, which widen to numeric
+_DIGITS18 = r"[+-]?+\d{1,18}+"  # 18 digits always fit a bigint; 19 are checked value by value
+# csvsource._NUMERIC, which integers match too (they widen to numeric)
+_NUMBER = r"[+-]?+(?>\d++\.?+\d*+|\.\d++)(?:[eE][+-]?+\d++)?+"
 _BOOLEAN = "|".join("".join(f"[{c.upper()}{c}]" for c in word) for word in ("true", "t", "yes", "y",
                                                                             "false", "f", "no", "n"))
-_DATE = r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}\.\d{1,2}\.\d{4}"  # the syntax of csvsource's date forms
+# the form of csvsource's dates (ISO, slashes, dots); whether the day exists is checked per distinct value
+_DATE = r"(?>\d{4}-\d{2}-\d{2}|\d{1,2}+/\d{1,2}+/\d{4}|\d{1,2}+\.\d{1,2}+\.\d{4})"
 _ISO_DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _STAMP = _ISO_DAY + r"[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"  # no offset
 
 
 def _all(value: str) -> "re.Pattern":
-    """Values joined by newlines, each empty or matching ``value``."""
-    return re.compile(rf"(?:{value})?(?:\n(?:{value})?)*")
+    """Values joined by newlines, each empty or matching ``value``.
+
+    Possessive and atomic (no backtracking: about a third faster): no value
+    holds a newline, and in each form a shorter match would leave a character
+    that is not one, so the first match is the only one that can do.
+    """
+    return re.compile(rf"(?:{value})?+(?:\n(?:{value})?+)*+")
 
 
 _PATTERNS = {"integer": _all(_DIGITS18), "numeric": _all(_NUMBER), "boolean": _all(_BOOLEAN),

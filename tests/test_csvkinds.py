@@ -129,3 +129,11 @@ def test_batches_infer_what_value_by_value_infers(tmp_path, monkeypatch):
                 patch.setattr(csvkinds, "keeps", lambda *args: False)
                 alone = infer_columns(path, dialect)
             assert with_batches == alone, (round_, lines)
+
+
+def test_a_file_that_stops_being_utf8_after_the_sample_fails_inference(tmp_path):
+    path = tmp_path / "late.csv"
+    path.write_bytes(b"a,b\n" + b"1,2\n" * 20000 + b"3,\xe9\n")  # 80 KB: past the 64 KiB sample
+    dialect = detect_dialect(path)
+    with pytest.raises(csvsource.SourceError, match="is not utf-8 after line"):
+        infer_columns(path, dialect)

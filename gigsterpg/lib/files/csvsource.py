@@ -278,8 +278,7 @@ def _batches(path: Path, dialect: Dialect, size: int) -> Iterator:
     csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
     with _open(path, dialect) as handle:
         reader = dialect.reader(handle)
-        if next(reader, None) is None:
-            return
+        next(reader, None)  # the header
         while True:
             rows: list = []
             broken = 0

@@ -15,10 +15,9 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from gigsterpg import cli_datasets, cli_distributed, cli_orders, commands, logs
+from gigsterpg import cli_datasets, cli_distributed, cli_orders, cli_snapshots, commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
-from gigsterpg import pipeline_cli
 from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
@@ -27,8 +26,9 @@ from gigsterpg.status_text import format_status, status_json
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("sync", "demo", "generate", "status", "export-table", "serve") + cli_orders.COMMANDS + cli_datasets.COMMANDS
-COMMANDS += pipeline_cli.COMMANDS  # the daily snapshots
+# The core's commands, then each pipeline's (its CLI module beside this one: COMMANDS, add_parsers, run).
+COMMANDS = (("sync", "demo", "generate", "status", "export-table", "serve")
+            + cli_orders.COMMANDS + cli_datasets.COMMANDS + cli_snapshots.COMMANDS)
 
 
 class BarProgress(Progress):
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_orders.add_parsers(sub, common, _positive)
     cli_datasets.add_parsers(sub, common)
 
-    pipeline_cli.add_parsers(sub, common)
+    cli_snapshots.add_parsers(sub, common)
 
     serve = sub.add_parser("serve", parents=[common],
                            help="the HTTP API: exports and syncs as jobs, the replicated data, /health, /docs")
@@ -220,8 +220,8 @@ def run(args) -> int:
         return 0
     if args.command == "serve":
         return serve(settings, args)
-    if args.command in pipeline_cli.COMMANDS:
-        return pipeline_cli.run(args, settings)
+    if args.command in cli_snapshots.COMMANDS:
+        return cli_snapshots.run(args, settings)
     if args.command in cli_datasets.COMMANDS:
         return cli_datasets.run(args, settings)
     if args.command == "status":

@@ -22,7 +22,7 @@ from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.extract import matches
 from gigsterpg.lib.files.ledger import snapshot_status
 from gigsterpg.northwind import generate_northwind
-from gigsterpg.pipeline_cli import status_dicts
+from gigsterpg.cli_snapshots import status_dicts
 
 D1, D2 = datetime.date(2021, 1, 1), datetime.date(2021, 1, 2)
 

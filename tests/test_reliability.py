@@ -493,9 +493,14 @@ def test_an_interrupted_run_is_recorded_as_interrupted(scenario, tmp_path):
         # Certainly in the middle of the run: SIGTERM while it waits at a batch after 50 users.
         with run_held(url, lambda progress: (progress.get("users") or 0) >= 50, "50 users committed"):
             process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 130
-        stderr = process.stderr.read()
-        process.stderr.close()
+        try:
+            # communicate, not wait: it drains stderr, so a chatty run cannot block on a full pipe.
+            _, stderr = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+            raise AssertionError(f"the run did not end within 120 s of SIGTERM; its stderr:\n{stderr[-4000:]}")
+        assert process.returncode == 130, stderr
         assert stderr.strip().splitlines()[-1].startswith("FAILED: interrupted") and "Traceback" not in stderr
         assert last_run(url)[0] == "interrupted"
     finally:

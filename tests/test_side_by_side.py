@@ -197,7 +197,9 @@ def test_a_follower_that_must_catch_up_waits_for_a_running_sync(settings, mongo_
 
     seen, runner_log = Seen(), logging.getLogger("gigsterpg.lib.pg.sync.engine.runner")
     runner_log.addHandler(seen)
-    level, runner_log.level = runner_log.level, logging.INFO
+    # setLevel, not an assignment to .level: only setLevel clears the loggers' cached isEnabledFor answers.
+    level = runner_log.level
+    runner_log.setLevel(logging.INFO)
     try:
         with Following(settings) as following:
             assert waiting.wait(60), "the follower's catch-up did not wait for the running sync"

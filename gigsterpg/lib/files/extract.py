@@ -46,8 +46,13 @@ class SourceTable:
 
     @property
     def folder(self) -> str:
-        """Its folder under ``postgres/``: the name alone in ``public``, else ``schema.name``; made path-safe."""
-        return quote(self.name if self.schema == "public" else self.qualified, safe=".-_ ")
+        """Its folder under ``postgres/``: the name alone in ``public``, else ``schema.name``; made path-safe.
+
+        Each part is quoted on its own, its dots too, so that no name becomes ``..`` (outside ``postgres/``)
+        and ``a."b.c"`` and ``"a.b".c`` get folders of their own.
+        """
+        parts = (self.name,) if self.schema == "public" else (self.schema, self.name)
+        return ".".join(quote(part, safe="-_ ").replace(".", "%2E") for part in parts)
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from gigsterpg import faults
+from gigsterpg.exc import SourceError
 
 MANIFEST = "manifest.json"
 
@@ -32,9 +33,15 @@ def day_folder(root: Path, source: str, day: datetime.date, table: Optional[str]
 def read_manifest(folder: Path) -> Optional[dict]:
     """The manifest of a complete partition, or None when the partition is absent (or was never finished)."""
     try:
-        return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    # The data file is named by the manifest, which is read from disk: it must be a file of this folder.
+    name = manifest.get("file")
+    if name is not None and (not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..")):
+        raise SourceError(f"the partition {folder} names a data file outside its folder",
+                          "its manifest.json was edited or damaged", "extract that day again with --force")
+    return manifest
 
 
 def _fsync(path: Path) -> None:

@@ -41,7 +41,8 @@ class Signer:
         nonce, _, signature = rest.partition(".")
         if not (issued.isdigit() and nonce and signature):
             return None
-        if not hmac.compare_digest(signature, self._mac(f"session.{issued}.{nonce}")):
+        # Bytes: compare_digest refuses str with non-ASCII characters (a forged cookie would be a 500).
+        if not hmac.compare_digest(signature.encode(), self._mac(f"session.{issued}.{nonce}").encode()):
             return None
         age = (now if now is not None else time.time()) - int(issued)
         return nonce if 0 <= age <= self.max_age_s else None
@@ -51,4 +52,4 @@ class Signer:
         return self._mac("csrf." + nonce)
 
     def csrf_ok(self, nonce: Optional[str], sent: Optional[str]) -> bool:
-        return bool(nonce and sent) and hmac.compare_digest(self.csrf(nonce), sent)
+        return bool(nonce and sent) and hmac.compare_digest(self.csrf(nonce).encode(), sent.encode())

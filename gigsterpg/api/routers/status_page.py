@@ -25,6 +25,8 @@ from gigsterpg.lib.pg.db.states import EXPORT, SYNC
 from gigsterpg.web import page
 from gigsterpg.web.session import COOKIE, MAX_AGE_S, Signer
 
+# PostgreSQL text holds no NUL: a parameter with one is a 400, not an error from the server.
+NO_NUL = r"^[^\x00]*$"
 router = APIRouter(include_in_schema=False)
 
 
@@ -112,8 +114,9 @@ async def logout(request: Request):
 
 
 @router.get("/page/rejects", response_class=HTMLResponse)
-def rejects(request: Request, collection: str = Query(..., max_length=200), reason: str = Query(..., max_length=500),
-            after: Optional[str] = Query(None, max_length=2000)):
+def rejects(request: Request, collection: str = Query(..., max_length=200, pattern=NO_NUL),
+            reason: str = Query(..., max_length=500, pattern=NO_NUL),
+            after: Optional[str] = Query(None, max_length=2000, pattern=NO_NUL)):
     view = viewer_of(request)
     if view is None:
         return sign_in_first(request)

@@ -86,8 +86,8 @@ def stage_range(task: RangeTask) -> dict:
     Runs on a worker. Any error goes back to Dask, which retries the task.
     """
     model = registry.model(task.collection)
-    client = pymongo.MongoClient(task.mongo_url)
     connection = psycopg.connect(task.pg_url)
+    client = pymongo.MongoClient(task.mongo_url)  # after the connection: a failed connect leaks no client
     try:
         with connection.cursor() as cursor:
             cursor.execute(f"INSERT INTO {attempts_table(task.run_id)} (collection, task, pid, host)"

@@ -103,9 +103,10 @@ def test_read_ahead_stops_the_reader_when_the_caller_stops(fetch_depth):
     assert len(produced) == count
 
 
-def _waiting_to_hand_on(thread_name: str) -> bool:
-    """Whether the thread named so waits inside ``put`` (for room in a queue or in the byte budget)."""
-    thread = next(t for t in threading.enumerate() if t.name == thread_name)
+def _waiting_to_hand_on(thread_name: str, older: set) -> bool:
+    """Whether the thread named so, and not one of ``older`` (another test's, still alive), waits inside
+    ``put`` (for room in a queue or in the byte budget)."""
+    thread = next(t for t in threading.enumerate() if t.name == thread_name and t not in older)
     frame, calls = sys._current_frames().get(thread.ident), []
     while frame is not None:
         calls.append(frame.f_code.co_name)
@@ -124,11 +125,16 @@ def test_read_ahead_holds_raw_batches_up_to_its_byte_budget():
             yield RawBSONDocument(bson.encode({"_id": n, "pad": "x" * 1000}))
             n += 1
 
+    older = set(threading.enumerate())
     stream = ReadAhead(endless(), 10, list, depth=1, fetch_depth=8, fetch_bytes=15_000)  # 1.5 batches
     first = next(iter(stream))
     try:
-        # Both threads blocked: the preparer on its full queue, the fetcher on its byte budget.
-        wait_until(lambda: all(_waiting_to_hand_on(name) for name in ("gigsterpg-fetch", "gigsterpg-prepare")),
+        # Both threads blocked: the preparer on its full queue, the fetcher on its byte budget. Only this
+        # stream's threads count (a blocked thread of the same name left by an earlier test), and a thread
+        # also waits inside put for a moment while the other is about to hand on: so wait for the bound's
+        # count too, then check that the threads stopped there.
+        wait_until(lambda: len(produced) >= 10 * 5
+                   and all(_waiting_to_hand_on(name, older) for name in ("gigsterpg-fetch", "gigsterpg-prepare")),
                    "both read-ahead threads to wait with their queues full")
         # The one taken, one prepared, one fetched (the budget), one in each thread's hands: no more.
         assert len(produced) == 10 * 5

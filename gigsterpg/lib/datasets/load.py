@@ -103,7 +103,7 @@ def load_csv(settings: Settings, paths: Sequence, table: Optional[str] = None, s
         _check_declared(files, declared, options)
     loads = []
     for path in files:
-        name = tables.check_name(table or path.stem, "table name")
+        name = tables.check_table(table or path.stem, "table name")
         loads.append(_load_file(settings, path, schema, name, declared, key, merge, options, len(files) > 1))
     return LoadReport(loads)
 

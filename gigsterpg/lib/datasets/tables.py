@@ -9,6 +9,7 @@ reads the new table (READ COMMITTED takes its snapshot after that).
 """
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 from typing import Iterator, List, Optional
@@ -22,7 +23,11 @@ from gigsterpg.exc import ConfigError, SourceError
 
 # A name of ours for a PostgreSQL table: no quoting surprises in URLs, logs or SQL written by hand.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
-WORK_SUFFIX = "__new"
+# The working table of a dataset: its name cut, then a mark and a digest of schema.table, so two datasets never
+# share one and no table of a user can have it (--table / --into names ending so are refused); 63 bytes at most.
+WORK_MARK = "__gpw_"
+WORKING = re.compile(re.escape(WORK_MARK) + r"[0-9a-f]{12}\Z")
+KEY_SUFFIX = "_pkey"
 ROW_KEY = "_row"  # the key of a CSV dataset loaded without one: the rows' order in the file
 # pg type (format_type) -> the kind a CSV column of it holds; anything else reads as text.
 KINDS_OF_TYPES = {"bigint": "integer", "integer": "integer", "smallint": "integer", "numeric": "numeric",
@@ -36,6 +41,33 @@ def check_name(value: str, what: str) -> str:
         raise ConfigError(f"bad {what} {value!r}", "it must be letters, digits and _ (not first), 63 at most",
                           f"give another {what}", value=value)
     return value
+
+
+def check_table(value: str, what: str) -> str:
+    """``value`` when it is a plain SQL name that is not a working table's (``WORKING``), else a ConfigError."""
+    check_name(value, what)
+    if WORKING.search(value):
+        raise ConfigError(f"bad {what} {value!r}", f"names ending {WORK_MARK} and 12 hex digits are gigsterpg's"
+                          " working tables", f"give another {what}", value=value)
+    return value
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:12]
+
+
+def work_name(schema: str, table: str) -> str:
+    """The name the new table of ``schema.table`` is built under (see ``WORKING``)."""
+    mark = WORK_MARK + _digest(schema, table)
+    return table[:63 - len(mark)] + mark
+
+
+def key_name(table: str) -> str:
+    """The primary key's name of a dataset table: ``<table>_pkey``, cut and told apart by a digest when long."""
+    if len(table) + len(KEY_SUFFIX) <= 63:
+        return table + KEY_SUFFIX
+    mark = "_" + _digest(table) + KEY_SUFFIX
+    return table[:63 - len(mark)] + mark
 
 
 def dataset_name(settings: Settings, schema: str, table: str) -> str:
@@ -93,9 +125,15 @@ def refuse_foreign(cursor, schema: str, table: str) -> None:
 
 
 def work_table(cursor, schema: str, table: str) -> str:
-    """The working name the new table is built under (dropped first, should a crash have left one)."""
-    work = (table[:63 - len(WORK_SUFFIX)]) + WORK_SUFFIX
-    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, work)))
+    """The working name the new table is built under; a SourceError when a table of that name exists.
+
+    It is made in the transaction that swaps it in, so a crash never leaves one behind: a table of that
+    name is someone else's and is never dropped.
+    """
+    work = work_name(schema, table)
+    if exists(cursor, schema, work):
+        raise SourceError(f"cannot build {schema}.{table}: a table {schema}.{work} exists that gigsterpg did not"
+                          " make", "gigsterpg builds the new table under that name", f"rename or drop {schema}.{work}")
     return work
 
 
@@ -119,9 +157,12 @@ def swap(cursor, schema: str, work: str, table: str) -> None:
     cursor.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(schema, work), sql.Identifier(table)))
     cursor.execute("SELECT conname FROM pg_constraint WHERE conrelid = format('%%I.%%I', %s::text, %s::text)::regclass"
                    " AND contype = 'p'", (schema, table))
+    wanted = key_name(table)
     for (name,) in cursor.fetchall():
-        cursor.execute(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
-            sql.Identifier(schema, table), sql.Identifier(name), sql.Identifier(f"{table[:58]}_pkey")))
+        # The old table's key went with it; a relation of another's holding the name keeps the key's own.
+        if name != wanted and not exists(cursor, schema, wanted):
+            cursor.execute(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                sql.Identifier(schema, table), sql.Identifier(name), sql.Identifier(wanted)))
 
 
 def catalog_columns(cursor, schema: str, table: str) -> List[dict]:

@@ -53,7 +53,7 @@ def transform(settings: Settings, sqlfile, into: str, schema: Optional[str] = No
     started = time.perf_counter()
     query = read_query(sqlfile)
     schema = tables.check_name(schema or settings.datasets_schema, "schema")
-    table = tables.check_name(into, "dataset name (--into)")
+    table = tables.check_table(into, "dataset name (--into)")
     name = tables.dataset_name(settings, schema, table)
     tables.migrate(settings)
     with tables.transaction(settings) as connection, connection.cursor() as cursor:

@@ -3,17 +3,22 @@
 The names a user chooses (tables, columns, the SQL of a transform, a read's cursor) never make gigsterpg
 drop what it did not make, run what is not one query that reads, or answer other rows than the table's.
 """
+import dataclasses
+import json
+
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
 from gigsterpg import cli
+from gigsterpg.api.app import create_app
 from gigsterpg.config import Settings
 from gigsterpg.exc import ConfigError, GigsterPgError, SourceError
 from gigsterpg.lib.datasets import tables
 from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.datasets.transform import transform
 from tests.figures import FIGURES
-from tests.helpers import execute
+from tests.helpers import API_AUTH, API_TOKEN, execute
 
 
 def write(tmp_path, name: str, text: str):
@@ -112,3 +117,53 @@ def test_long_table_names_load_again_and_again(tmp_path, conf, pg_url, length):
                             " AND conrelid = format('datasets.%%I', %s::text)::regclass", (name,))
         assert len(keys) == 1 and len(keys[0][0]) <= 63
     FIGURES["hostile inputs tried: datasets"] += 1
+
+
+# -- the read API -------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def client(api_settings):
+    with TestClient(create_app(api_settings, API_TOKEN)) as test_client:
+        test_client.headers.update(API_AUTH)
+        yield test_client
+
+
+NAMES = ["t", "row", "tt", "to_json", "key", "text", "json", "select", "T"]
+
+
+def test_no_column_name_changes_what_a_read_answers(tmp_path, api_settings, client):
+    header = ",".join(NAMES)
+    path = write(tmp_path, "tt.csv", header + "\n" + ",".join(f"v{i}" for i in range(len(NAMES))) + "\n"
+                 + ",".join(f"w{i}" for i in range(len(NAMES))) + "\n")
+    load_csv(api_settings, [path])  # the table is named tt, like a column
+    load_csv(api_settings, [path], table="keyed", key="t")
+    expected = [{"_row": n + 1, **{name: f"{letter}{i}" for i, name in enumerate(NAMES)}}
+                for n, letter in enumerate("vw")]
+    assert client.get("/read/tt").json()["items"] == expected
+    assert client.get("/read/tt/first-chunk").json() == expected
+    assert client.get("/read/tt?limit=1").json()["items"] == expected[:1]
+    assert client.get(client.get("/read/tt?limit=1").json()["next"]).json()["items"] == expected[1:]
+    keyed = [{key: value for key, value in row.items() if key != "_row"} for row in expected]
+    assert client.get("/read/keyed?limit=1").json()["items"] == keyed[:1]
+    assert client.get("/read/keyed?limit=1&after=v0").json()["items"] == keyed[1:]
+    with TestClient(create_app(dataclasses.replace(api_settings, read_default="tt"), API_TOKEN)) as other:
+        assert other.get("/read/first-chunk", headers=API_AUTH).json() == expected
+    FIGURES["hostile inputs tried: datasets"] += len(NAMES)
+
+
+def test_the_list_shows_no_local_path_and_a_bad_cursor_is_not_echoed(tmp_path, api_settings, client):
+    folder = tmp_path / "secret-place"
+    folder.mkdir()
+    load_csv(api_settings, [write(folder, "nums.csv", "num\n1\n2\n")], key="num")
+    transform(api_settings, write(folder, "q.sql", "SELECT num FROM nums"), "copied")
+    listed = {item["name"]: item for item in client.get("/read").json()["items"]}
+    assert (listed["nums"]["source"], listed["copied"]["source"]) == ("nums.csv", "q.sql")
+    assert "secret-place" not in client.get("/read").text
+    answer = client.get("/read/nums", params={"after": "hunter2-not-a-number"})
+    assert answer.status_code == 400 and "hunter2" not in answer.text, answer.text
+    FIGURES["hostile inputs tried: datasets"] += 2
+
+
+def test_json_of_read_rows_is_unchanged_for_ordinary_names(client, api_settings, tmp_path):
+    load_csv(api_settings, [write(tmp_path, "plain.csv", "id,name\n1,a\n")], key="id")
+    assert json.loads(client.get("/read/plain/first-chunk").text) == [{"id": 1, "name": "a"}]

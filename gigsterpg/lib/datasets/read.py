@@ -9,6 +9,7 @@ just before, and should the table have been replaced in between (its key
 column gone), the page is read again.
 """
 import dataclasses
+from pathlib import PurePath
 from typing import List, Optional
 
 import psycopg
@@ -43,11 +44,14 @@ LIST = ("SELECT name, kind, key, columns, rows, bad_lines, replaced_at, source F
 
 
 def datasets(connection: psycopg.Connection) -> List[dict]:
-    """Every dataset: name, kind, key, columns, rows, bad_lines, replaced_at, source."""
+    """Every dataset: name, kind, key, columns, rows, bad_lines, replaced_at, source (a file's name, no folder)."""
     with connection.cursor() as cursor:
         cursor.execute(LIST)
         names = [column.name for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        found = [dict(zip(names, row)) for row in cursor.fetchall()]
+    for dataset in found:  # rows registered before only the name was stored held the whole path
+        dataset["source"] = PurePath(dataset["source"]).name
+    return found
 
 
 def page(connection: psycopg.Connection, name: str, limit: int, after: Optional[str] = None) -> Page:
@@ -81,14 +85,15 @@ def _page(connection, name: str, limit: int, after: Optional[str]) -> Page:
             where = sql.SQL("WHERE t.{} > %s::{}").format(sql.Identifier(key), sql.SQL(key_type))
             params.append(after)
         params.append(limit + 1)
-        statement = sql.SQL("SELECT to_json(t)::text, t.{key}::text FROM {table} t {where} ORDER BY t.{key}"
+        # t.* is the row whatever the columns are named (a bare t would be a column named t).
+        statement = sql.SQL("SELECT to_json(t.*)::text, t.{key}::text FROM {table} t {where} ORDER BY t.{key}"
                             " LIMIT %s").format(key=sql.Identifier(key), table=sql.Identifier(schema, table),
                                                 where=where)
         try:
             with connection.transaction():
                 cursor.execute(statement, params)
         except psycopg.errors.DataError as err:
-            raise BadAfter(f"bad after {after!r}", f"it is not a value of the key {key!r} ({key_type})",
+            raise BadAfter("bad after", f"it is not a value of the key {key!r} ({key_type})",
                            "give the `after` of the previous page's next link") from err
         rows = cursor.fetchall()
     more = len(rows) > limit

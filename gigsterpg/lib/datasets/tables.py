@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from pathlib import PurePath
 from typing import Iterator, List, Optional
 
 import psycopg
@@ -184,7 +185,7 @@ class Registration:
     kind: str
     key: str
     columns: List[dict]
-    source: str
+    source: str  # the file's path: its name alone is stored (/read shows it, never a folder of the machine)
     rows: int
     bad_lines: int = 0
 
@@ -197,5 +198,6 @@ def register(cursor, entry: Registration) -> None:
         " ON CONFLICT (name) DO UPDATE SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,"
         " kind = EXCLUDED.kind, key = EXCLUDED.key, columns = EXCLUDED.columns, source = EXCLUDED.source,"
         " rows = EXCLUDED.rows, bad_lines = EXCLUDED.bad_lines, replaced_at = now()",
-        (entry.name, entry.schema, entry.table, entry.kind, entry.key, json.dumps(entry.columns), entry.source,
+        (entry.name, entry.schema, entry.table, entry.kind, entry.key, json.dumps(entry.columns),
+         PurePath(entry.source).name,
          entry.rows, entry.bad_lines))

@@ -119,6 +119,49 @@ def test_long_table_names_load_again_and_again(tmp_path, conf, pg_url, length):
     FIGURES["hostile inputs tried: datasets"] += 1
 
 
+# -- transform: one query that reads ----------------------------------------------------------------------------
+
+REFUSED_SQL = [
+    ("SELECT 1 AS a; DROP TABLE public.projection_hashes", "one query"),
+    ("SELECT 1 AS a;\nDROP TABLE public.projection_hashes;", "one query"),
+    ("DROP TABLE public.projection_hashes", "SELECT"),
+    ("WITH gone AS (DELETE FROM public.projection_hashes RETURNING *) SELECT * FROM gone", "reads"),
+    ("INSERT INTO public.projection_hashes SELECT * FROM public.projection_hashes RETURNING *", "SELECT"),
+    ("SELECT nextval('public.projection_runs_id_seq') AS id", "reads"),
+    ("SELECT 1 AS a) AS q; DROP TABLE public.projection_hashes; SELECT * FROM (SELECT 1", "one query"),
+    ("SELECT", "no column"),
+    ("SELECT FROM public.projection_hashes", "no column"),
+    ("/* a comment */ -- and another\n", "empty"),
+]
+
+
+@pytest.mark.parametrize("query, fragment", REFUSED_SQL, ids=[f"sql{i}" for i in range(len(REFUSED_SQL))])
+def test_a_transform_is_one_query_that_reads(tmp_path, conf, pg_url, query, fragment):
+    before = rows(pg_url, "SELECT last_value FROM public.projection_runs_id_seq")
+    with pytest.raises((ConfigError, SourceError)) as err:
+        transform(conf, write(tmp_path, "hostile.sql", query), "hostile")
+    one_line(err.value, fragment)
+    assert table_exists(pg_url, "public.projection_hashes")
+    assert rows(pg_url, "SELECT last_value FROM public.projection_runs_id_seq") == before
+    assert rows(pg_url, "SELECT count(*) FROM datasets WHERE name = 'hostile'") == [(0,)]
+
+
+def test_queries_that_read_still_transform(tmp_path, conf, pg_url):
+    for text in ("SELECT '50%' AS p -- a trailing comment", "VALUES (1, 'a'), (2, 'b')",
+                 "WITH x AS (SELECT 2 AS n) SELECT n FROM x;;", "(SELECT 3 AS n)", "  /* why */ SELECT 4 AS n\n",
+                 "TABLE datasets.one"):
+        made = transform(conf, write(tmp_path, "ok.sql", text), "one")
+        assert made.rows >= 1, text
+    assert rows(pg_url, "SELECT n FROM datasets.one") == [(4,)]
+
+
+def test_the_cli_refuses_a_bare_select_in_one_line(tmp_path, pg_url, capsys):
+    cli_fails(capsys, "transform", str(write(tmp_path, "bare.sql", "SELECT")), "--into", "x", "--pg-url", pg_url,
+              fragments=("no column", "name"))
+    cli_fails(capsys, "transform", str(write(tmp_path, "two.sql", "SELECT 1 AS a; SELECT 2 AS b")), "--into", "x",
+              "--pg-url", pg_url, fragments=("one query",))
+
+
 # -- the read API -------------------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -87,16 +87,22 @@ def migrate(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def transaction(settings: Settings) -> Iterator[psycopg.Connection]:
-    """A psycopg connection in one transaction (committed at the end of the block); errors translated."""
+def connected(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A psycopg connection of the datasets' writers (no transaction begun), closed at the end of the block."""
     url = settings.require_pg()
     with pg_errors(url):
         connection = psycopg.connect(url, application_name="gigsterpg-datasets", connect_timeout=10)
     try:
-        with pg_errors(url), connection.transaction():
-            yield connection
+        yield connection
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def transaction(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A psycopg connection in one transaction (committed at the end of the block); errors translated."""
+    with connected(settings) as connection, pg_errors(settings.require_pg()), connection.transaction():
+        yield connection
 
 
 def prepare(cursor, schema: str, name: str) -> None:

@@ -162,6 +162,45 @@ def test_the_cli_refuses_a_bare_select_in_one_line(tmp_path, pg_url, capsys):
               "--pg-url", pg_url, fragments=("one query",))
 
 
+# -- column names a user chose ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("column", ["ctid", "xmin", "cmin", "xmax", "cmax", "tableoid", "CTID"])
+def test_a_system_column_name_is_refused_in_one_line(tmp_path, conf, column):
+    path = write(tmp_path, "sys.csv", f"id,{column}\n1,2\n")
+    if column == "CTID":  # quoted, upper case is another name: loads
+        load_csv(conf, [path])
+        return
+    with pytest.raises(ConfigError) as err:
+        load_csv(conf, [path])
+    one_line(err.value, repr(column), "rename")
+
+
+def test_a_row_column_needs_a_key(tmp_path, conf, pg_url, capsys):
+    path = write(tmp_path, "rows.csv", "_row,v\n10,a\n20,b\n")
+    cli_fails(capsys, "load-csv", str(path), "--pg-url", pg_url, fragments=("'_row'", "--key"), code=2)
+    load_csv(conf, [path], key="_row")
+    assert rows(pg_url, "SELECT _row, v FROM datasets.rows ORDER BY _row") == [(10, "a"), (20, "b")]
+    load_csv(conf, [write(tmp_path, "ord.csv", "k,_ord\n1,a\n")], key="k")
+    load_csv(conf, [write(tmp_path, "ord.csv", "k,_ord\n1,b\n2,c\n")], key="k", merge=True)
+    assert rows(pg_url, "SELECT k, _ord FROM datasets.ord ORDER BY k") == [(1, "b"), (2, "c")]
+
+
+def test_long_column_names_the_same_in_their_first_63_bytes_are_refused(tmp_path, conf):
+    same = "é" * 31 + "x"  # 63 bytes
+    path = write(tmp_path, "long.csv", f"{same}a,{same}b\n1,2\n")
+    with pytest.raises(ConfigError) as err:
+        load_csv(conf, [path])
+    one_line(err.value, "63 bytes", "shorten")
+    load_csv(conf, [write(tmp_path, "fine.csv", f"{same}a,{same[:-1]}b\n1,2\n")])  # cut differently: loads
+
+
+@pytest.mark.parametrize("option, value", [("--delimiter", ""), ("--delimiter", ",,"), ("--quote", ""),
+                                           ("--delimiter", "\n"), ("--quote", ",")])
+def test_bad_dialect_options_fail_in_one_line(tmp_path, pg_url, capsys, option, value):
+    path = write(tmp_path, "d.csv", "a,b\n1,2\n")
+    cli_fails(capsys, "load-csv", str(path), option, value, "--pg-url", pg_url, fragments=(option,), code=2)
+
+
 # -- the read API -------------------------------------------------------------------------------------------------
 
 @pytest.fixture

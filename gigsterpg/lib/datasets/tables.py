@@ -29,6 +29,8 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 WORK_MARK = "__gpw_"
 WORKING = re.compile(re.escape(WORK_MARK) + r"[0-9a-f]{12}\Z")
 KEY_SUFFIX = "_pkey"
+SYSTEM_COLUMNS = ("tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")  # in every table: no column may be named so
+NAME_BYTES = 63  # PostgreSQL cuts a longer name to this many bytes
 ROW_KEY = "_row"  # the key of a CSV dataset loaded without one: the rows' order in the file
 # pg type (format_type) -> the kind a CSV column of it holds; anything else reads as text.
 KINDS_OF_TYPES = {"bigint": "integer", "integer": "integer", "smallint": "integer", "numeric": "numeric",
@@ -51,6 +53,45 @@ def check_table(value: str, what: str) -> str:
         raise ConfigError(f"bad {what} {value!r}", f"names ending {WORK_MARK} and 12 hex digits are gigsterpg's"
                           " working tables", f"give another {what}", value=value)
     return value
+
+
+def check_columns(names: List[str], key: Optional[str], what: str) -> None:
+    """A ConfigError when the columns ``names`` cannot make a dataset table as they are (``what``: its source).
+
+    A system column's name, ``_row`` without a key (the key added then), or two names PostgreSQL would cut
+    to the same 63 bytes: the user renames, or declares the key.
+    """
+    for name in names:
+        if name in SYSTEM_COLUMNS:
+            raise ConfigError(f"cannot load {what}: it has a column {name!r}", f"{', '.join(SYSTEM_COLUMNS)} are"
+                              " the names of PostgreSQL's system columns, in every table",
+                              "rename that column in the header", value=name)
+    if ROW_KEY in names and not key:
+        raise ConfigError(f"cannot load {what}: it has a column {ROW_KEY!r}", f"{ROW_KEY} is the key added when"
+                          " none is declared (the lines' order)", f"give --key {ROW_KEY} if its values are a key,"
+                          " --key another column, or rename it in the header", value=ROW_KEY)
+    seen: dict = {}
+    for name in names:
+        cut = name.encode()[:NAME_BYTES].decode("utf-8", "ignore")
+        if cut in seen:
+            raise ConfigError(f"cannot load {what}: the columns {seen[cut]!r} and {name!r} are the same in their"
+                              f" first {NAME_BYTES} bytes", f"PostgreSQL cuts a name to {NAME_BYTES} bytes",
+                              "shorten them in the header so that they differ sooner", value=name)
+        seen[cut] = name
+
+
+def check_dialect(delimiter: Optional[str], quotechar: Optional[str]) -> None:
+    """A ConfigError when ``--delimiter`` or ``--quote`` is not one character that can be one."""
+    for flag, value in (("--delimiter", delimiter), ("--quote", quotechar)):
+        if value is not None and (len(value) != 1 or value in "\r\n" or (flag == "--quote" and value.isalnum())):
+            raise ConfigError(f"bad {flag} {value!r}", "it must be one character, not a line end"
+                              + (" nor a letter or digit" if flag == "--quote" else ""),
+                              f"give {flag} one character (e.g. {flag} ';')" if flag == "--delimiter"
+                              else "give --quote one character (e.g. --quote \"'\"), or leave it out", value=value)
+    if delimiter is not None and delimiter == (quotechar or '"'):
+        raise ConfigError(f"the delimiter {delimiter!r} is also the quote character", "a field could not be told"
+                          " from a quoted one", "give --quote another character, or another --delimiter",
+                          value=delimiter)
 
 
 def _digest(*parts: str) -> str:

@@ -5,6 +5,10 @@ drop what it did not make, run what is not one query that reads, or answer other
 """
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -18,7 +22,7 @@ from gigsterpg.lib.datasets import tables
 from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.datasets.transform import transform
 from tests.figures import FIGURES
-from tests.helpers import API_AUTH, API_TOKEN, execute
+from tests.helpers import API_AUTH, API_TOKEN, execute, wait_until
 
 
 def write(tmp_path, name: str, text: str):
@@ -249,3 +253,29 @@ def test_the_list_shows_no_local_path_and_a_bad_cursor_is_not_echoed(tmp_path, a
 def test_json_of_read_rows_is_unchanged_for_ordinary_names(client, api_settings, tmp_path):
     load_csv(api_settings, [write(tmp_path, "plain.csv", "id,name\n1,a\n")], key="id")
     assert json.loads(client.get("/read/plain/first-chunk").text) == [{"id": 1, "name": "a"}]
+
+
+# -- SIGTERM names the command to run again ---------------------------------------------------------------------
+
+def test_load_csv_stopped_by_sigterm_says_to_run_load_csv_again(tmp_path, pg_url):
+    load_csv(Settings(pg_url=pg_url), [write(tmp_path, "held.csv", "a\n1\n")])
+    holder = psycopg.connect(pg_url)
+    holder.execute("SELECT pg_advisory_xact_lock(hashtext('gigsterpg dataset held'))")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}
+    process = subprocess.Popen([sys.executable, "-m", "gigsterpg.cli", "load-csv", str(tmp_path / "held.csv"),
+                                "--pg-url", pg_url], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: rows(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                        " AND application_name = 'gigsterpg-datasets'")[0][0], "the load to wait")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        holder.close()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    failures = [line for line in err.splitlines() if line.startswith("FAILED: ")]
+    assert len(failures) == 1 and "load-csv" in failures[0] and "sync" not in failures[0], err
+    assert rows(pg_url, "SELECT a FROM datasets.held") == [(1,)]
+    FIGURES["hostile inputs tried: datasets"] += 1

@@ -255,6 +255,16 @@ def test_json_of_read_rows_is_unchanged_for_ordinary_names(client, api_settings,
     assert json.loads(client.get("/read/plain/first-chunk").text) == [{"id": 1, "name": "a"}]
 
 
+def test_a_dataset_whose_table_was_dropped_by_hand_is_a_404(tmp_path, api_settings, client, pg_url):
+    load_csv(api_settings, [write(tmp_path, "gone.csv", "a\n1\n")])
+    execute(pg_url, "DROP TABLE datasets.gone")
+    answer = client.get("/read/gone")
+    assert answer.status_code == 404 and "load or transform it again" in answer.json()["todo"], answer.text
+    execute(pg_url, "CREATE TABLE datasets.gone (b int)")  # the key column _row missing
+    assert client.get("/read/gone/first-chunk").status_code == 404
+    FIGURES["hostile inputs tried: datasets"] += 2
+
+
 # -- SIGTERM names the command to run again ---------------------------------------------------------------------
 
 def test_load_csv_stopped_by_sigterm_says_to_run_load_csv_again(tmp_path, pg_url):

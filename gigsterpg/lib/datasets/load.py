@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 from psycopg import sql
 
+from gigsterpg import faults
 from gigsterpg.config import Settings
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.datasets import fastcopy, tables
@@ -90,6 +91,7 @@ def load_csv(settings: Settings, paths: Sequence, table: Optional[str] = None, s
             the lines' order in the file.
         merge: upsert the file's rows into the existing table by ``key`` instead of replacing it.
     """
+    faults.check()
     files = csv_files(paths)
     if table and len(files) > 1:
         raise ConfigError("--table names one table", f"{len(files)} files were given",
@@ -117,6 +119,7 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
     name = tables.dataset_name(settings, schema, table)
     with tables.transaction(settings) as connection, connection.cursor() as cursor:
         tables.prepare(cursor, schema, name)
+        faults.point("csv-locked")
         tables.refuse_foreign(cursor, schema, table)
         current = tables.registered(cursor, schema, table)
         merging = merge and current is not None and tables.exists(cursor, schema, table)
@@ -147,6 +150,7 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
             fast = (path, dialect, counts["records"]) if fastcopy.eligible(path, dialect, columns, declared,
                                                                            counts) else None
             count, parser = _replace(cursor, schema, table, columns, key, records, keep, fast)
+        faults.point("csv-swapped")
         cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
         table_rows = cursor.fetchone()[0]
         described = tables.catalog_columns(cursor, schema, table)
@@ -161,6 +165,8 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
             cursor.executemany("INSERT INTO csv_rejects (dataset, file, line, column_name, reason, text)"
                                " VALUES (%s, %s, %s, %s, %s, %s)",
                                [(name, bad.file, bad.line, bad.column, bad.reason, bad.text) for bad in rejects])
+        faults.point("csv-registered")
+    faults.point("csv-committed")
     seconds = time.perf_counter() - started
     logger.info("loaded %s into %s.%s: %d rows, %d bad lines, %.1f s", path, schema, table, count.rows, count.bad,
                 seconds)

@@ -18,9 +18,9 @@ from typing import Iterator, List, Optional
 import psycopg
 from psycopg import sql
 
-from gigsterpg.config import Settings
-from gigsterpg.connections import open_pg, pg_errors
-from gigsterpg.exc import ConfigError, SourceError
+from gigsterpg.config import Settings, mask_url
+from gigsterpg.connections import open_pg, pg_errors, short_reason
+from gigsterpg.exc import ConfigError, ConnectError, SourceError
 
 # A name of ours for a PostgreSQL table: no quoting surprises in URLs, logs or SQL written by hand.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
@@ -140,9 +140,26 @@ def connected(settings: Settings) -> Iterator[psycopg.Connection]:
 
 
 @contextlib.contextmanager
+def kept(connection: psycopg.Connection, url: str) -> Iterator[None]:
+    """The connection lost inside the block (server stopped, backend terminated): one line naming the rerun.
+
+    Inside ``pg_errors``, which would call it "cannot connect".
+    """
+    try:
+        yield
+    except psycopg.OperationalError as err:
+        if not connection.broken:
+            raise
+        raise ConnectError(f"lost the connection to PostgreSQL at {mask_url(url)}", short_reason(err),
+                           "nothing of the file or query in hand was committed: run the same command again once"
+                           " PostgreSQL answers", url=mask_url(url)) from err
+
+
+@contextlib.contextmanager
 def transaction(settings: Settings) -> Iterator[psycopg.Connection]:
     """A psycopg connection in one transaction (committed at the end of the block); errors translated."""
-    with connected(settings) as connection, pg_errors(settings.require_pg()), connection.transaction():
+    url = settings.require_pg()
+    with connected(settings) as connection, pg_errors(url), kept(connection, url), connection.transaction():
         yield connection
 
 

@@ -22,6 +22,7 @@ from typing import List, Optional
 import psycopg
 from psycopg import pq, sql
 
+from gigsterpg import faults
 from gigsterpg.config import Settings
 from gigsterpg.connections import pg_errors
 from gigsterpg.exc import ConfigError, SourceError
@@ -80,6 +81,7 @@ def transform(settings: Settings, sqlfile, into: str, schema: Optional[str] = No
               key: Optional[str] = None) -> TransformReport:
     """Run the SELECT of ``sqlfile`` and make its rows the dataset ``into`` (replacing the old rows at once)."""
     started = time.perf_counter()
+    faults.check()
     query = read_query(sqlfile)
     schema = tables.check_name(schema or settings.datasets_schema, "schema")
     table = tables.check_table(into, "dataset name (--into)")
@@ -88,7 +90,8 @@ def transform(settings: Settings, sqlfile, into: str, schema: Optional[str] = No
     url = settings.require_pg()
     with tables.connected(settings) as connection:
         _query_rows(connection, url, schema, query, sqlfile)  # in transactions of their own, the last READ ONLY
-        with pg_errors(url), connection.transaction(), connection.cursor() as cursor:
+        faults.point("transform-queried")
+        with pg_errors(url), tables.kept(connection, url), connection.transaction(), connection.cursor() as cursor:
             tables.prepare(cursor, schema, name)
             tables.refuse_foreign(cursor, schema, table)
             work = tables.work_table(cursor, schema, table)
@@ -101,9 +104,12 @@ def transform(settings: Settings, sqlfile, into: str, schema: Optional[str] = No
             cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, work)))
             rows = cursor.fetchone()[0]
             tables.swap(cursor, schema, work, table)
+            faults.point("transform-swapped")
             cursor.execute("DELETE FROM datasets WHERE name = %s AND kind <> 'transform'", (name,))
             tables.register(cursor, tables.Registration(name, schema, table, "transform", key, columns, str(sqlfile),
                                                         rows))
+            faults.point("transform-registered")
+        faults.point("transform-committed")
     seconds = time.perf_counter() - started
     logger.info("transform %s into %s.%s: %d rows, %.1f s", sqlfile, schema, table, rows, seconds)
     return TransformReport(name, f"{schema}.{table}", key, columns, rows, seconds)
@@ -114,13 +120,15 @@ def _query_rows(connection: psycopg.Connection, url: str, schema: str, query: st
     search_path = sql.SQL("SET LOCAL search_path TO {}, public, pg_temp").format(sql.Identifier(schema))
     failed = f"the query of {sqlfile} failed"
     fix = "fix it: a transform is one query that reads, run with the datasets schema first on the search path"
-    with pg_errors(url), connection.cursor() as cursor:
+    with pg_errors(url), tables.kept(connection, url), connection.cursor() as cursor:
         # Parse and describe only (nothing runs), by the extended protocol: one statement, or an error.
         with connection.transaction():
             cursor.execute(search_path)
             parsed = connection.pgconn.prepare(b"", query.encode(connection.info.encoding))
             if parsed.status != pq.ExecStatus.COMMAND_OK:
                 reason = _first_line(parsed.error_message, connection)
+                if connection.broken:
+                    raise psycopg.OperationalError(reason)  # told as the connection lost, by ``tables.kept``
                 if "multiple commands" in reason:
                     raise ConfigError(f"the SQL file {sqlfile} holds more than one statement",
                                       "a transform is one query that reads", "keep the SELECT alone in the file")
@@ -142,6 +150,8 @@ def _query_rows(connection: psycopg.Connection, url: str, schema: str, query: st
                         sql.Identifier(ROWS), sql.SQL(", ").join(
                             sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in zip(names, types))))
             except psycopg.DatabaseError as err:
+                if connection.broken:
+                    raise
                 raise SourceError(failed, str(err).strip().splitlines()[0], fix) from err
         with connection.transaction():
             cursor.execute("SET TRANSACTION READ ONLY")
@@ -154,6 +164,8 @@ def _query_rows(connection: psycopg.Connection, url: str, schema: str, query: st
                 raise SourceError(f"the query of {sqlfile} writes", str(err).strip().splitlines()[0],
                                   "a transform is one query that reads: remove what writes") from err
             except psycopg.DatabaseError as err:
+                if connection.broken:
+                    raise
                 raise SourceError(failed, str(err).strip().splitlines()[0], fix) from err
 
 

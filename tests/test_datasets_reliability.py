@@ -15,14 +15,17 @@ import threading
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
+from gigsterpg.api.app import create_app
 from gigsterpg.config import Settings
 from gigsterpg.examples import FOLDER
 from gigsterpg.lib.datasets import tables
 from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.datasets.transform import transform
 from tests.figures import FIGURES
-from tests.helpers import TEMPLATE, copy_database, drop_database, run_cli, wait_until, with_database
+from tests.helpers import (API_AUTH, API_TOKEN, TEMPLATE, copy_database, drop_database, run_cli, wait_until,
+                           with_database)
 
 V1 = {"a.csv": "id,name,score\n" + "".join(f"{i},name {i},{i * 1.5}\n" for i in range(40)),
       "b.csv": "code;day;flag\n" + "".join(f"{i:05};{i % 28 + 1}.02.2022;{'yes' if i % 2 else 'no'}\n"
@@ -305,4 +308,42 @@ def test_two_transforms_into_one_dataset_at_once_leave_one_of_them_whole(transfo
         thread.join(timeout=120)
     assert not failures, failures
     assert dataset_state(pg_url)["summary"] in (transforms["after_v1"]["summary"], transforms["after_v2"]["summary"])
+    FIGURES["concurrent runs checked: datasets"] += 1
+
+
+def test_a_transform_beside_readers_never_gives_them_half_a_dataset(api_settings, tmp_path):
+    load_csv(api_settings, [FOLDER])
+    few, all_ = tmp_path / "few.sql", tmp_path / "all.sql"
+    few.write_text("SELECT person_id, name FROM people WHERE person_id <= 3")
+    all_.write_text(TRANSFORM_V2)
+    transform(api_settings, few, "summary")
+    stop, done, failures = threading.Event(), [], []
+
+    def replace_again_and_again():
+        try:
+            while not stop.is_set():
+                transform(api_settings, all_ if len(done) % 2 == 0 else few, "summary")
+                done.append(1)
+        except Exception as err:  # pragma: no cover - reported below
+            failures.append(err)
+
+    writer = threading.Thread(target=replace_again_and_again)
+    seen = {2: 0, 3: 0}
+    with TestClient(create_app(api_settings, API_TOKEN)) as client:
+        client.headers.update(API_AUTH)
+        writer.start()
+        try:
+            while len(done) < 16 and not failures:
+                answer = client.get("/read/summary/first-chunk?limit=1000")
+                assert answer.status_code == 200, answer.text
+                shapes = {len(row) for row in answer.json()}
+                assert len(shapes) == 1, f"rows of both versions in one answer: {shapes}"
+                shape = shapes.pop()
+                assert len(answer.json()) == {2: 3, 3: 5}[shape], f"a half answer: {answer.text}"
+                seen[shape] += 1
+        finally:
+            stop.set()
+            writer.join()
+    assert not failures, failures
+    assert seen[2] and seen[3], seen  # both versions were read while the transforms went on
     FIGURES["concurrent runs checked: datasets"] += 1

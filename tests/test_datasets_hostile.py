@@ -123,6 +123,16 @@ def test_long_table_names_load_again_and_again(tmp_path, conf, pg_url, length):
     FIGURES["hostile inputs tried: datasets"] += 1
 
 
+@pytest.mark.parametrize("schema", ["pg_catalog", "pg_temp", "pg_toast", "information_schema", "PG_x"])
+def test_postgresql_own_schemas_are_refused(tmp_path, conf, schema):
+    with pytest.raises(ConfigError) as err:
+        load_csv(conf, [write(tmp_path, "h.csv", "a,b\nx,2\n")], schema=schema)
+    one_line(err.value, repr(schema), "--schema")
+    with pytest.raises(ConfigError) as err:
+        transform(conf, write(tmp_path, "q.sql", "SELECT 1 AS id"), "q", schema=schema)
+    one_line(err.value, repr(schema))
+
+
 # -- transform: one query that reads ----------------------------------------------------------------------------
 
 REFUSED_SQL = [

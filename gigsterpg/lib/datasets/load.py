@@ -98,7 +98,7 @@ def load_csv(settings: Settings, paths: Sequence, table: Optional[str] = None, s
                           "load one file with --table, or leave it out (each file names its table)")
     if merge and not key:
         raise ConfigError("a merge needs a key", "--merge upserts rows by a declared key", "give --key COLUMN")
-    schema = tables.check_name(schema or settings.datasets_schema, "schema")
+    schema = tables.check_schema(schema or settings.datasets_schema)
     tables.check_dialect(delimiter, quotechar)
     tables.migrate(settings)
     options = dict(delimiter=delimiter, quotechar=quotechar, encoding=encoding, day_first=day_first)

@@ -46,6 +46,15 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def check_schema(value: str) -> str:
+    """``value`` when it is a plain SQL name and not one of PostgreSQL's own schemas, else a ConfigError."""
+    check_name(value, "schema")
+    if value.lower().startswith("pg_") or value.lower() == "information_schema":
+        raise ConfigError(f"bad schema {value!r}", "PostgreSQL's own schemas (pg_*, information_schema) hold no"
+                          " datasets", "give another --schema", value=value)
+    return value
+
+
 def check_table(value: str, what: str) -> str:
     """``value`` when it is a plain SQL name that is not a working table's (``WORKING``), else a ConfigError."""
     check_name(value, what)

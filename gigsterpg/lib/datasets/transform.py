@@ -83,7 +83,7 @@ def transform(settings: Settings, sqlfile, into: str, schema: Optional[str] = No
     started = time.perf_counter()
     faults.check()
     query = read_query(sqlfile)
-    schema = tables.check_name(schema or settings.datasets_schema, "schema")
+    schema = tables.check_schema(schema or settings.datasets_schema)
     table = tables.check_table(into, "dataset name (--into)")
     name = tables.dataset_name(settings, schema, table)
     tables.migrate(settings)

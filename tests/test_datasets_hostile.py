@@ -299,3 +299,24 @@ def test_load_csv_stopped_by_sigterm_says_to_run_load_csv_again(tmp_path, pg_url
     assert len(failures) == 1 and "load-csv" in failures[0] and "sync" not in failures[0], err
     assert rows(pg_url, "SELECT a FROM datasets.held") == [(1,)]
     FIGURES["hostile inputs tried: datasets"] += 1
+
+
+READS = [("/read/%2e%2e%2fetc", 404), ("/read/" + "x" * 5000, 404), ("/read/é✓", 404),
+         ("/read/a'b", 404), ("/read/keyed?after=" + "é" * 1000, 200), ("/read/keyed?after=%00", 400),
+         ("/read/keyed?after=" + "z" * 1001, 400), ("/read/numbered?after=1e999999", 400),
+         ("/read/numbered?after=99999999999999999999999", 400), ("/read/numbered?after=-1", 200),
+         ("/read/numbered?after=%20", 400), ("/read/numbered?limit=1e3", 400), ("/read/numbered?limit=-1", 400),
+         ("/read/numbered?limit=99999999999999999999", 400), ("/read/numbered/first-chunk?after=1", 400),
+         ("/read?limit=1", 400), ("/read/keyed?after=x&after=y", 400)]
+
+
+def test_read_parameters_a_user_typed_are_answered_never_a_500(tmp_path, api_settings, client):
+    load_csv(api_settings, [write(tmp_path, "keyed.csv", "code,v\nA,1\nB,2\n")], key="code")
+    load_csv(api_settings, [write(tmp_path, "numbered.csv", "id,v\n1,a\n2,b\n")], key="id")
+    for url, status in READS:
+        answer = client.get(url)
+        assert answer.status_code == status, (url, answer.status_code, answer.text[:300])
+        sent = url.split("after=")[1].split("&")[0] if "after=" in url else ""
+        if status == 400 and len(sent) > 2 and "%" not in sent:
+            assert sent[:30] not in answer.text, answer.text  # a cursor is never echoed back
+    FIGURES["hostile inputs tried: datasets"] += len(READS)

@@ -27,8 +27,8 @@ from gigsterpg.lib.datasets import tables
 from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.datasets.transform import transform
 from tests.figures import FIGURES
-from tests.helpers import (API_AUTH, API_TOKEN, TEMPLATE, copy_database, drop_database, run_cli, wait_until,
-                           with_database)
+from tests.helpers import (API_AUTH, API_TOKEN, TEMPLATE, assert_one_line_failure, copy_database, drop_database,
+                           run_cli, wait_until, with_database)
 
 V1 = {"a.csv": "id,name,score\n" + "".join(f"{i},name {i},{i * 1.5}\n" for i in range(40)),
       "b.csv": "code;day;flag\n" + "".join(f"{i:05};{i % 28 + 1}.02.2022;{'yes' if i % 2 else 'no'}\n"
@@ -404,3 +404,13 @@ def test_loads_killed_at_random_moments_converge(versions, pg_server_url, templa
             drop_database(pg_server_url, name)
         FIGURES["kill points tried"] += 1
         FIGURES["kill points tried: random moments of a load-csv"] += 1
+
+
+def test_a_malformed_kill_point_fails_before_any_work(versions, pg_url, tmp_path):
+    sql_file = str(FOLDER / "earliest_trade.sql")
+    for command in (("load-csv", str(versions["v2"])), ("transform", sql_file, "--into", "x")):
+        env = {"DB_URL_PSQL": pg_url, "GIGSTERPG_KILL_AT": "csv-locked:0"}
+        result = run_cli(*command, cwd=tmp_path, env_extra=env)
+        assert_one_line_failure(result, "bad GIGSTERPG_KILL_AT", code=2)
+    assert rows_of(pg_url, "SELECT count(*) FROM datasets") == [(0,)]
+    FIGURES["hostile inputs tried: datasets"] += 2

@@ -414,3 +414,55 @@ def test_a_malformed_kill_point_fails_before_any_work(versions, pg_url, tmp_path
         assert_one_line_failure(result, "bad GIGSTERPG_KILL_AT", code=2)
     assert rows_of(pg_url, "SELECT count(*) FROM datasets") == [(0,)]
     FIGURES["hostile inputs tried: datasets"] += 2
+
+
+def test_postgresql_crashing_mid_load_loses_nothing_committed(versions, tmp_path):
+    """The postmaster killed (SIGQUIT, as an immediate stop) while a load COPYs its fourth file: one line; after
+    crash recovery the three files committed before are there, the fourth not at all, no working table is left,
+    and the rerun finishes the load."""
+    if os.environ.get("TEST_DB_URL_PSQL"):
+        pytest.skip("crashes a server of its own (embedded)")
+    import psutil
+
+    from gigsterpg.embedded import EmbeddedPostgres
+    folder = tmp_path / "v2-big"
+    shutil.copytree(versions["v2"], folder)
+    with open(folder / "d.csv", "w") as handle:
+        handle.write("id,day,note\n" + "".join(f"{i},{i % 28 + 1:02}.01.2022,n{i}\n" for i in range(300_000)))
+    server = EmbeddedPostgres(tmp_path / "pg")
+    try:
+        url = server.create_database("crash")
+        load_csv(Settings(pg_url=url), [versions["v1"]], declared={"id": "integer"})
+        process = _cli("load-csv", str(folder), *DECLARED, url=url, cwd=tmp_path)
+        try:
+            wait_until(lambda: rows_of(url, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                                            " AND query ILIKE 'COPY%%' AND strpos(query, %s) > 0",
+                                            (tables.work_name("datasets", "d"),))[0][0],
+                       "the COPY of d.csv", timeout_s=120, every_s=0.01)
+            pid = server.server.get_pid()
+            os.kill(pid, signal.SIGQUIT)
+            _, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        assert process.returncode == 1, err
+        failures = [line for line in err.splitlines() if line.startswith("FAILED: ")]
+        assert len(failures) == 1 and "Traceback" not in err, err
+        wait_until(lambda: not psutil.pid_exists(pid), "the crashed postmaster to exit", every_s=0.1)
+        server.stop()  # forgets the crashed server
+        server = EmbeddedPostgres(tmp_path / "pg")  # starts with crash recovery
+        url = server.url("crash")
+        reference = server.create_database("reference")
+        load_csv(Settings(pg_url=reference), [versions["v1"]], declared={"id": "integer"})
+        load_csv(Settings(pg_url=reference), [folder], declared={"id": "integer"})
+        expected = dataset_state(reference)
+        after = dataset_state(url)  # a, b, c committed before d began; d not at all
+        assert after == {name: expected[name] for name in ("a", "b", "c")}
+        again = run_cli("load-csv", str(folder), *DECLARED, cwd=tmp_path, env_extra={"DB_URL_PSQL": url})
+        assert again.returncode == 0, again.stderr
+        assert dataset_state(url) == expected
+    finally:
+        server.stop()
+    FIGURES["faults injected"] += 1
+    FIGURES["faults injected: load-csv"] += 1

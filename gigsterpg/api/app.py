@@ -24,6 +24,7 @@ from gigsterpg import __version__, commands
 from gigsterpg.api import models, routers
 from gigsterpg.api.deps import problems
 from gigsterpg.api.jobs import Jobs
+from gigsterpg.api.pipeline_runs import PipelineRuns
 from gigsterpg.api.work import ApiError
 from gigsterpg.config import Settings
 from gigsterpg.connections import MONGO_TIMEOUT_MS, open_pg
@@ -54,6 +55,7 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
     # What the routes take (gigsterpg/api/deps.py); nothing else holds a database.
     app.state.settings, app.state.pg, app.state.mongo = settings, pg, mongo
     app.state.jobs = Jobs(pg.engine, settings.pg_url, max_jobs, keep=settings.api_jobs_keep)
+    app.state.runs = PipelineRuns(settings, max_jobs)  # POST /runs: every pipeline, recorded in pipeline_runs
     app.state.token, app.state.source_timeout_s = token, source_timeout_s
 
     app.add_exception_handler(ApiError, refused)
@@ -75,6 +77,7 @@ async def lifespan(app: FastAPI):
     app.state.jobs.prune()
     yield
     app.state.jobs.stop()
+    app.state.runs.stop()
     app.state.mongo.close()
     app.state.pg.dispose()
 

@@ -107,7 +107,9 @@ class Run:
         self._end(SUCCEEDED if report.ok else FAILED, report.error, report)
 
     def failed(self, error: BaseException) -> None:
-        self._end(FAILED if isinstance(error, Exception) else INTERRUPTED, one_line(error), None)
+        # Ctrl-C, SIGTERM, a server stopping (JobInterrupted is a KeyboardInterrupt too): interrupted.
+        stopped = isinstance(error, KeyboardInterrupt) or not isinstance(error, Exception)
+        self._end(INTERRUPTED if stopped else FAILED, one_line(error), None)
 
     def interrupted(self, why: str) -> None:
         self._end(INTERRUPTED, why, None)

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from gigsterpg import cli, pipelines
 from gigsterpg.api.app import create_app
-from gigsterpg.config import Settings
+from gigsterpg.config import Settings, mask_url
 from gigsterpg.generate import write_dataset
 from gigsterpg.generate_shop import write_shop
 from gigsterpg.lib.pg.db.states import INTERRUPTED
@@ -41,8 +41,8 @@ def last_record(capsys, pg_url: str, pipeline: str) -> dict:
     return json.loads(lines[0])
 
 
-def test_every_pipeline_run_from_the_cli_leaves_a_record_that_balances(pg_url, mongo_url, mongo_db, empty_pg_url,
-                                                                     tmp_path, capsys):
+def test_every_pipeline_run_from_the_cli_leaves_a_record_that_balances(
+        pg_url, mongo_url, mongo_db, empty_pg_url, tmp_path, capsys):
     urls = ["--pg-url", pg_url, "--mongo-url", mongo_url]
     write_dataset(mongo_db, 40, 80, 0.1, 3, True)
     assert cli.main(["sync", *urls, "--no-progress"]) == 0
@@ -67,7 +67,12 @@ def test_every_pipeline_run_from_the_cli_leaves_a_record_that_balances(pg_url, m
         assert_run_balances(record)
         assert record["read"] == read and record["source"] == "cli", record
     assert set(expected) == set(pipelines.names())  # every pipeline of the registry is run above
-    assert last_record(capsys, pg_url, "export-orders")["params"]["source_url"] == shop  # no password in it
+    assert last_record(capsys, pg_url, "export-orders")["params"]["source_url"] == mask_url(shop)
+    capsys.readouterr()
+    assert cli.main(["status", "--pg-url", pg_url]) == 0
+    shown = capsys.readouterr().out
+    for name in expected:  # a section each, from the registry
+        assert f"\n{name} (" in shown
 
 
 def test_the_record_keeps_no_password():

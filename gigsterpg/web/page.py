@@ -27,7 +27,7 @@ _ENVIRONMENT.globals.update(
     when=status_text.when, number=status_text.number, accounting=status_text.accounting,
     run_notes=status_text.run_notes, progress=status_text.progress, cell_text=status_text.cell_text, counts=COUNTS,
     interrupted_step=status_text.INTERRUPTED_STEP, reject_count=status_text.reject_count,
-    projected=status_text.PROJECTED)
+    projected=status_text.PROJECTED, outcome_text=status_text.outcome_text)
 
 
 def reject_url(collection: str, reason: str, after: Optional[str] = None) -> str:

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reconnect and go on this many times after a lost connection (default: %(default)s)")
     sync.add_argument("--wait", type=_seconds, nargs="?", const=3600.0, metavar="SECONDS",
                       help="if another sync is running, wait for it (up to SECONDS, default 3600) instead of refusing")
-    cli_distributed.add_arguments(sync)
+    cli_distributed.add_arguments(sync, _positive)
 
     demo = sub.add_parser("demo", parents=[local], help="embedded servers + generated data + sync, in one go")
     demo.add_argument("--folder", type=Path, default=Path(".gigsterpg-demo"), help="where the servers keep data")

@@ -17,10 +17,10 @@ from gigsterpg.pipelines.progress import Bar
 from gigsterpg.report import format_run
 
 
-def add_arguments(sync) -> None:
-    """Add ``--workers`` and ``--scheduler`` to the sync's parser."""
-    from gigsterpg.cli import _positive  # the CLI's own argument type: one rule for "a whole number of 1 or more"
-    sync.add_argument("--workers", type=_positive, metavar="N",
+def add_arguments(sync, positive) -> None:
+    """Add ``--workers`` and ``--scheduler`` to the sync's parser; ``positive`` is the CLI's argument type (one
+    rule for "a whole number of 1 or more"), passed in: this module does not import the CLI that imports it."""
+    sync.add_argument("--workers", type=positive, metavar="N",
                       help="full sync: read and map the collections on a local Dask cluster of N worker processes"
                            " (pip install 'gigsterpg[dask]')")
     sync.add_argument("--scheduler", metavar="ADDRESS",

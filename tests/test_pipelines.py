@@ -243,7 +243,16 @@ def test_a_seventh_pipeline_is_one_module_and_one_registry_line(toy: Pipeline, a
         record = run_over_http(client, "jsonl-load", {"path": "e.jsonl", "table": "events"})
         assert_run_balances(record)
         page = client.get("/").text
-        assert "jsonl-load" in page
+        assert 'id="pipeline-jsonl-load"' in page and 'action="/page/runs/jsonl-load"' in page
+        assert 'name="path"' in page and 'name="table"' in page  # the form, from the declared parameters
+        started = client.post("/page/runs/jsonl-load", data={"path": "e.jsonl", "table": "events"},
+                              follow_redirects=False)
+        assert started.status_code == 303, started.text
+        run_id = int(started.headers["location"].split("started=")[1].split("#")[0])
+        assert_run_balances(wait_until(lambda: (lambda run: run["state"] == "succeeded" and run)(
+            client.get(f"/runs/{run_id}").json()), "the page's run to end"))
+        refused = client.post("/page/runs/jsonl-load", data={"path": "../events.jsonl", "table": "t"})
+        assert refused.status_code == 400 and "GIGSTERPG_FILES_ROOT" in refused.text
     capsys.readouterr()
     assert cli.main(["runs", "--pg-url", api_settings.pg_url]) == 0
     assert "jsonl-load" in capsys.readouterr().out
@@ -254,3 +263,17 @@ def test_the_registry_knows_where_each_pipeline_is(project_root: Path):
         folder = project_root / "gigsterpg" / "pipelines" / name.replace("-", "_")
         assert (folder / "__init__.py").is_file(), name
     assert isinstance(Settings().files_root, type(None))
+
+
+def test_each_declared_parameter_is_the_cli_argument_of_the_same_name():
+    """The six older commands keep hand-written parsers (until they move into their folders): every parameter
+    a pipeline declares must still be an argument of its command, under the dest the record reads."""
+    parser = cli.build_parser()
+    commands = next(action for action in parser._actions if action.dest == "command").choices
+    for pipeline in pipelines.PIPELINES.values():
+        dests = {action.dest: action for action in commands[pipeline.cli_command]._actions}
+        for param in pipeline.params:
+            assert (param.dest or param.name) in dests, (pipeline.name, param.name)
+            action = dests[param.dest or param.name]
+            if not param.positional and "/" not in param.option:  # sync's mode: --incremental/--reconcile
+                assert param.option in action.option_strings, (pipeline.name, param.name, action.option_strings)

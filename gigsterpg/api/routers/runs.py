@@ -84,7 +84,8 @@ def _shown(request: Request, run: dict) -> dict:
     return {**run, "url": _url(request, run["id"])}
 
 
-def _start(request: Request, name: str, given: Dict[str, Any], restart_of: Optional[int] = None) -> dict:
+def start(request: Request, name: str, given: Dict[str, Any], restart_of: Optional[int] = None) -> dict:
+    """Start a run of pipeline ``name`` (POST /runs, a restart, the page's form): its id, state and URL."""
     pipeline = pipelines.get(name)
     if pipeline is None:
         raise ApiError(404, "pipeline_not_found", f"no pipeline {name[:200]!r}",
@@ -108,7 +109,7 @@ def post_run(request: Request, body: RunRequest = Body()):
     """Records the run (queued) and answers at once while it runs in the background; its record at `url`.
     Files named in the parameters are read only inside the folder GIGSTERPG_FILES_ROOT names (any other
     path is a 400 naming the setting); the databases are the server's own."""
-    return _start(request, body.pipeline, body.params)
+    return start(request, body.pipeline, body.params)
 
 
 @router.get("/runs", response_model=RunList, summary="The runs of every pipeline, newest first (CLI and API)")
@@ -146,4 +147,4 @@ def restart_run(request: Request, run_id: int = RunId):
     pipeline = pipelines.get(run["pipeline"])
     taken = {param.name for param in pipeline.params if param.http} if pipeline else set()
     given = {key: value for key, value in (run["params"] or {}).items() if key in taken and value is not None}
-    return _start(request, run["pipeline"], given, restart_of=run_id)
+    return start(request, run["pipeline"], given, restart_of=run_id)

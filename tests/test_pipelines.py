@@ -182,6 +182,12 @@ def test_every_pipeline_runs_over_http_and_leaves_the_same_record(client, api_se
         record = run_over_http(client, name, params)
         assert_run_balances(record)
         assert record["source"] == "api" and record["pipeline"] == name
+    job = client.post("/syncs", json={})  # an old route's job leaves the same record
+    assert job.status_code == 200, job.text
+    wait_until(lambda: client.get(job.json()["status_url"]).json()["state"] == "succeeded", "the sync job")
+    synced = client.get("/runs", params={"pipeline": "sync"}).json()["items"]
+    assert len(synced) == 2 and synced[0]["params"]["collections"] == "users,gigs"
+    assert_run_balances(synced[0])
     listing = client.get("/runs", params={"pipeline": "load-csv", "state": "succeeded"}).json()
     assert [run["pipeline"] for run in listing["items"]] == ["load-csv"]
     again = client.post(f"/runs/{listing['items'][0]['id']}/restart")

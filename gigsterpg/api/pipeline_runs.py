@@ -63,8 +63,7 @@ class PipelineRuns:
         values = params.validate(pipeline, given)
         values = params.inside_root(pipeline, values, self.settings.files_root)
         settings = execute.settings_for(pipeline, self.settings, values)
-        run = Run.open(execute.ensure_record(settings), pipeline, values, API, keep=settings.api_jobs_keep,
-                       restart_of=restart_of)
+        run = execute.open_run(pipeline, settings, values, API, restart_of)
         thread = threading.Thread(target=self._work, args=(run, pipeline, settings, values),
                                   name=f"run-{pipeline.name}-{run.id}", daemon=True)
         with self._guard:

@@ -11,8 +11,10 @@ import dataclasses
 import logging
 from typing import Any, Callable, Dict, Optional
 
+import psycopg
+
 from gigsterpg.config import Settings
-from gigsterpg.connections import pg_errors
+from gigsterpg.connections import pg_error, pg_errors
 from gigsterpg.pipelines.contract import Context, Pipeline, Report
 from gigsterpg.pipelines.runs import Run
 
@@ -37,20 +39,38 @@ def settings_for(pipeline: Pipeline, settings: Settings, params: Dict[str, Any])
 def ensure_record(settings: Settings) -> str:
     """gigsterpg's PostgreSQL URL, migrated when it has no ``pipeline_runs`` yet (a run's first)."""
     url = settings.require_pg()
-    import psycopg
-
     with pg_errors(url), psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1),
                                          autocommit=True) as connection:
         present = connection.execute("SELECT to_regclass('pipeline_runs') IS NOT NULL").fetchone()[0]
     if not present:
-        from gigsterpg.commands import migrate
-        from gigsterpg.connections import open_pg
-        pg = open_pg(settings)
-        try:
-            migrate(pg)
-        finally:
-            pg.dispose()
+        _migrate(settings)
     return url
+
+
+def _migrate(settings: Settings) -> None:
+    from gigsterpg.commands import migrate
+    from gigsterpg.connections import open_pg
+    pg = open_pg(settings)
+    try:
+        migrate(pg)
+    finally:
+        pg.dispose()
+
+
+def open_run(pipeline: Pipeline, settings: Settings, params: Dict[str, Any], source: str,
+             restart_of: Optional[int] = None) -> Run:
+    """Record a queued run in gigsterpg's PostgreSQL, migrating it first when it has no ``pipeline_runs``."""
+    url = settings.require_pg()
+    for attempt in range(2):
+        try:
+            return Run.open(url, pipeline, params, source, keep=settings.api_jobs_keep, restart_of=restart_of)
+        except psycopg.errors.UndefinedTable as err:
+            if attempt:
+                raise pg_error(err, url) from err
+            _migrate(settings)
+        except psycopg.Error as err:
+            raise pg_error(err, url) from err
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @contextlib.contextmanager
@@ -59,8 +79,7 @@ def recorded(pipeline: Pipeline, settings: Settings, params: Dict[str, Any], sou
     """Record the block's run: yields a holder whose ``native`` (set by the block, or by ``note``) becomes the
     record's Report; an error or an interrupt ends the record failed or interrupted and goes on."""
     if run is None:
-        run = Run.open(ensure_record(settings), pipeline, params, source, keep=settings.api_jobs_keep,
-                       restart_of=restart_of)
+        run = open_run(pipeline, settings, params, source, restart_of)
     holder: Dict[str, Any] = {"native": None, "id": run.id, "ok": True}
     token = _NATIVE.set(holder)
     try:

@@ -6,6 +6,7 @@ and prints their reports; ``gigsterpg.cli`` adds these subcommands.
 import argparse
 import dataclasses
 import datetime
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -92,6 +93,9 @@ def run_pipeline(settings: Settings, args) -> int:
         from gigsterpg.lib.files.demo import demo
         report = demo(args.folder)
         print(format_demo(report))
+        if report.run.failures:  # one line on stderr, as every command's failure
+            more = len(report.run.failures) - 1
+            print(f"FAILED: {report.run.failures[0]}" + (f" (and {more} more)" if more else ""), file=sys.stderr)
         return 0 if report.run.ok else 1
     pipeline = snapshot.Pipeline.from_settings(settings)
     if getattr(args, "csv_types", None):
@@ -189,7 +193,6 @@ def format_status(rows: List[StatusRow]) -> str:
 def format_demo(report) -> str:
     """The demo's steps, status and the first lines of a result."""
     lines = [format_step(step) for step in report.run.steps]
-    lines += [f"FAILED: {failure}" for failure in report.run.failures]
     lines += ["", format_status(report.status), "", f"The first lines of {report.result_path}:"]
     lines += report.result_head
     return "\n".join(lines)

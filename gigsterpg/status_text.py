@@ -165,11 +165,9 @@ def format_pipelines(sections: List[dict]) -> List[str]:
 
 
 def format_status(status: dict) -> str:
-    """Every section: each pipeline's runs, then the sync's runs, follow, open rejects, jobs, daily snapshots,
-    projections."""
-    lines = ["Pipelines (newest runs first, from the command line and the API):"]
-    lines += format_pipelines(status.get("pipelines") or [])
-    lines += ["", "Runs (newest first):"] + format_runs(status["runs"])
+    """Every section: the sync's runs, follow, open rejects, jobs, daily snapshots, projections, then each
+    pipeline's runs (the one record)."""
+    lines = ["Runs (newest first):"] + format_runs(status["runs"])
     lines += [""] + ([format_follower(follower) for follower in status["followers"]] or ["No follower has run."])
     lines += ["", "Open rejects:" if status["rejects"] else "Open rejects: none."]
     lines += table(("collection", "reason", "count"), [(c, r, reject_count(n)) for c, r, n in status["rejects"]],
@@ -178,6 +176,8 @@ def format_status(status: dict) -> str:
     if status.get("snapshots") is not None:
         lines += ["", "Daily snapshots:"] + format_snapshots(status["snapshots"])
     lines += ["", "Projections (export-orders, newest first):"] + format_projections(status.get("projections") or [])
+    lines += ["", "Pipelines (newest runs first, from the command line and the API):"]
+    lines += format_pipelines(status.get("pipelines") or [])
     return "\n".join(lines)
 
 

@@ -188,6 +188,11 @@ def test_every_pipeline_runs_over_http_and_leaves_the_same_record(client, api_se
     synced = client.get("/runs", params={"pipeline": "sync"}).json()["items"]
     assert len(synced) == 2 and synced[0]["params"]["collections"] == "users,gigs"
     assert_run_balances(synced[0])
+    first = client.get("/runs", params={"limit": 2}).json()  # paged, newest first, by the next link
+    second = client.get(first["next"]).json()
+    newest = max(run["id"] for run in first["items"])
+    assert [run["id"] for run in first["items"] + second["items"][:1]] == [newest, newest - 1, newest - 2]
+    assert client.get("/runs", params={"state": "bogus"}).status_code == 400
     listing = client.get("/runs", params={"pipeline": "load-csv", "state": "succeeded"}).json()
     assert [run["pipeline"] for run in listing["items"]] == ["load-csv"]
     again = client.post(f"/runs/{listing['items'][0]['id']}/restart")

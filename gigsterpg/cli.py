@@ -20,6 +20,9 @@ from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
+from gigsterpg.pipelines import command_line as pipelines_cli
+from gigsterpg.pipelines.execute import note
+from gigsterpg.pipelines.progress import Bar
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.report import format_run
 from gigsterpg.status_text import format_status, status_json
@@ -31,24 +34,12 @@ COMMANDS = (("sync", "demo", "generate", "status", "export-table", "serve")
             + cli_orders.COMMANDS + cli_datasets.COMMANDS + cli_snapshots.COMMANDS)
 
 
-class BarProgress(Progress):
-    """A tqdm bar per collection: documents done of total, and the rate."""
+BarProgress = Bar  # the one progress bar (gigsterpg/pipelines/progress.py), under its older name
 
-    needs_total = True
 
-    def __init__(self, stream):
-        self.stream = stream
-        self.bar = None
-
-    def start(self, collection: str, total: int) -> None:
-        from tqdm import tqdm
-        self.bar = tqdm(total=total, desc=f"{collection:<6}", unit=" docs", file=self.stream, dynamic_ncols=True)
-
-    def advance(self, count: int) -> None:
-        self.bar.update(count)
-
-    def close(self) -> None:
-        self.bar.close()
+def commands_known() -> tuple:
+    """Every command: the core's, each pipeline CLI module's, then the registry's others and ``runs``."""
+    return COMMANDS + pipelines_cli.extra_commands(COMMANDS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m gigsterpg.cli",
         description=f"Replicate the Gigster MongoDB ({', '.join(COLLECTIONS)}) into PostgreSQL."
                     " Without a command: sync.")
-    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(commands_known()) + "}")
 
     sync = sub.add_parser("sync", parents=[common], help="migrate, then sync MongoDB into PostgreSQL (default)")
     sync.add_argument("--collections", help=f"comma-separated subset of {','.join(COLLECTIONS)} (default: all)")
@@ -123,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reconnect and go on this many times after a lost connection (default: %(default)s)")
     sync.add_argument("--wait", type=_seconds, nargs="?", const=3600.0, metavar="SECONDS",
                       help="if another sync is running, wait for it (up to SECONDS, default 3600) instead of refusing")
-    cli_distributed.add_arguments(sync)
+    cli_distributed.add_arguments(sync, _positive)
 
     demo = sub.add_parser("demo", parents=[local], help="embedded servers + generated data + sync, in one go")
     demo.add_argument("--folder", type=Path, default=Path(".gigsterpg-demo"), help="where the servers keep data")
@@ -171,17 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--jobs", type=_positive, default=20, help="how many API jobs to show (default: 20)")
     status.add_argument("--format", dest="output", default="text", choices=("text", "json"),
                         help="aligned tables, or JSON for scripts")
+    pipelines_cli.add_parsers(sub, common)  # the registry's: --format on each pipeline, its own parsers, runs
     return parser
 
 
 def _progress(args) -> Optional[Progress]:
     if args.no_progress or not sys.stderr.isatty():
         return None
-    return BarProgress(sys.stderr)
+    return Bar(sys.stderr)
 
 
 def run(args) -> int:
-    """Run the parsed command; returns the exit code."""
+    """Run the parsed command, a pipeline's with its run record (``gigsterpg.pipelines``); the exit code."""
+    if args.command == "runs":
+        return pipelines_cli.history(args)
+    pipeline = pipelines_cli.pipeline_of(args)
+    if pipeline is None:
+        return _run(args)
+    own = pipeline.cli_command in COMMANDS
+    return pipelines_cli.run(pipeline, args, (lambda: _run(args)) if own else None,
+                             sys.stderr if _progress(args) else None)
+
+
+def _run(args) -> int:
+    """The command's own code (a pipeline's hands its report to the record with ``note``)."""
     if args.command == "demo":
         shop = []  # the orders demo's summaries, printed after the sync's
 
@@ -214,6 +218,7 @@ def run(args) -> int:
         return 0
     if args.command == "export-table":
         done = commands.export_table(settings, args.table, args.schema, args.collection, args.batch_size)
+        note(done)
         print(f"Exported {done.table} into {settings.mongo_database}.{done.collection}: {done.rows} rows read,"
               f" {done.written} documents written, {done.deleted} deleted (rows gone), {done.seconds:.1f} s"
               f" ({done.rate:,.0f} rows/s).")
@@ -232,12 +237,14 @@ def run(args) -> int:
         return cli_distributed.run(args, settings, _progress(args))
     if args.follow:
         followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries))
+        note(followed)
         print(f"Stopped following: {followed.events} events applied in {followed.batches} batches"
               f" ({followed.resyncs} full re-syncs, {followed.retries} reconnections); the position is saved.")
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
                            full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),
                            wait_s=args.wait, mode=args.mode or AUTO, rebuild=args.rebuild)
+    note(report)
     print(format_run(report))
     return 0 if report.balanced else 1
 
@@ -276,7 +283,7 @@ def _serve(settings, host: str, port: int, log_level: str) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point: parse, configure logging, run, turn errors into one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0] not in commands_known() and argv[0] not in ("-h", "--help")):
         argv.insert(0, "sync")
     args = build_parser().parse_args(argv)
     restore_logging = logs.configure(args.log_level, args.log_format)

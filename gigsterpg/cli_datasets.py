@@ -11,6 +11,7 @@ from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.datasets.summary import format_load, format_transform
 from gigsterpg.lib.datasets.transform import transform
 from gigsterpg.lib.files.csvsource import KINDS
+from gigsterpg.pipelines.execute import note
 
 COMMANDS = ("load-csv", "transform")
 SCHEMA_HELP = "the schema (default: GIGSTERPG_DATASETS_SCHEMA, else datasets)"
@@ -61,7 +62,10 @@ def run(args, settings: Settings) -> int:
     if args.command == "load-csv":
         report = load_csv(settings, args.paths, args.table, args.schema, dict(args.types), args.key, args.merge,
                           args.delimiter, args.quote, args.encoding, args.day_first)
+        note(report)
         print(format_load(report))
         return 0
-    print(format_transform(transform(settings, args.sqlfile, args.into, args.schema, args.key)))
+    report = transform(settings, args.sqlfile, args.into, args.schema, args.key)
+    note(report)
+    print(format_transform(report))
     return 0

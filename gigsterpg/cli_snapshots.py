@@ -6,6 +6,7 @@ and prints their reports; ``gigsterpg.cli`` adds these subcommands.
 import argparse
 import dataclasses
 import datetime
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -14,6 +15,7 @@ from gigsterpg.exc import ConfigError
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.ledger import StatusRow, snapshot_status
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
+from gigsterpg.pipelines.execute import note
 
 ACTIONS = SNAPSHOT_STEPS + ("run", "status", "demo")
 COMMANDS = ("pipeline", "generate-northwind")
@@ -91,6 +93,9 @@ def run_pipeline(settings: Settings, args) -> int:
         from gigsterpg.lib.files.demo import demo
         report = demo(args.folder)
         print(format_demo(report))
+        if report.run.failures:  # one line on stderr, as every command's failure
+            more = len(report.run.failures) - 1
+            print(f"FAILED: {report.run.failures[0]}" + (f" (and {more} more)" if more else ""), file=sys.stderr)
         return 0 if report.run.ok else 1
     pipeline = snapshot.Pipeline.from_settings(settings)
     if getattr(args, "csv_types", None):
@@ -99,10 +104,11 @@ def run_pipeline(settings: Settings, args) -> int:
         print(format_status(snapshot_status(pipeline.target_url, days=args.days)))
         return 0
     if args.action == "run":
-        report = snapshot.run_days(pipeline, _days(args), force=args.force,
+        days = _days(args)
+        report = snapshot.run_days(pipeline, days, force=args.force,
                                    on_step=lambda step: print(format_step(step), flush=True))
-        for failure in report.failures:
-            print(f"FAILED: {failure}")
+        report.planned = len(days) * len(SNAPSHOT_STEPS)
+        note(report)  # a failure: one FAILED line on stderr, by the run's record (gigsterpg/pipelines)
         return 0 if report.ok else 1
     if args.day is None:
         raise ConfigError(f"pipeline {args.action} needs a day", "--day is missing", "pass --day YYYY-MM-DD")
@@ -187,7 +193,6 @@ def format_status(rows: List[StatusRow]) -> str:
 def format_demo(report) -> str:
     """The demo's steps, status and the first lines of a result."""
     lines = [format_step(step) for step in report.run.steps]
-    lines += [f"FAILED: {failure}" for failure in report.run.failures]
     lines += ["", format_status(report.status), "", f"The first lines of {report.result_path}:"]
     lines += report.result_head
     return "\n".join(lines)

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from gigsterpg import cli_datasets, cli_distributed, cli_orders, cli_snapshots, commands, logs
+from gigsterpg import cli_datasets, cli_dev, cli_distributed, cli_orders, cli_snapshots, commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 # The core's commands, then each pipeline's (its CLI module beside this one: COMMANDS, add_parsers, run).
 COMMANDS = (("sync", "demo", "generate", "status", "export-table", "serve")
-            + cli_orders.COMMANDS + cli_datasets.COMMANDS + cli_snapshots.COMMANDS)
+            + cli_orders.COMMANDS + cli_datasets.COMMANDS + cli_snapshots.COMMANDS + cli_dev.COMMANDS)
 
 
 class BarProgress(Progress):
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_datasets.add_parsers(sub, common)
 
     cli_snapshots.add_parsers(sub, common)
+    cli_dev.add_parsers(sub, local)
 
     serve = sub.add_parser("serve", parents=[common],
                            help="the HTTP API: exports and syncs as jobs, the replicated data, /health, /docs")
@@ -204,6 +205,8 @@ def run(args) -> int:
         if not args.serve:
             print(format_run(report), *shop, sep="\n")
         return 0 if report.balanced else 1
+    if args.command in cli_dev.COMMANDS:
+        return cli_dev.run(args)
     if args.command in cli_orders.COMMANDS:
         return cli_orders.run(args, sys.stderr if _progress(args) else None)
     settings = load_settings({"pg_url": args.pg_url, "mongo_url": args.mongo_url,

@@ -67,7 +67,7 @@ def pg_error(err: Exception, url: str) -> GigsterPgError:
     if isinstance(orig, psycopg.errors.InsufficientPrivilege):
         return PrivilegeError(f"the PostgreSQL role lacks a right on {where}", message,
                               "grant it CREATE and USAGE on the schema and ownership of gigsterpg's tables"
-                              " (README, 'Least privileges')")
+                              " (docs/configuration.md, 'Least privileges')")
     if isinstance(orig, psycopg.OperationalError):
         sqlstate = getattr(orig, "sqlstate", None)
         if sqlstate in LOGIN_REFUSED or any(text in message for text in ("authentication failed",

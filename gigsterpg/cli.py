@@ -6,11 +6,13 @@ non-zero exit; ``--debug`` shows the traceback instead.
 """
 import argparse
 import dataclasses
+import datetime
 import logging
 import re
 import secrets
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import List, Optional
@@ -23,6 +25,7 @@ from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.report import format_run
 from gigsterpg.status_text import format_status, status_json
+from gigsterpg.text import number, plural
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,33 @@ class BarProgress(Progress):
 
     def close(self) -> None:
         self.bar.close()
+
+
+class FollowHeartbeat:
+    """``sync --follow``'s signs of life on stderr: a line once caught up, then one a minute while it runs."""
+
+    def __init__(self, stream, every_s: float = 60.0, clock=time.monotonic):
+        self.stream, self.every_s, self.clock = stream, every_s, clock
+        self.next_at: Optional[float] = None
+        self.events_then = 0
+
+    def __call__(self, report) -> None:
+        now = self.clock()
+        if self.next_at is not None and now < self.next_at:
+            return
+        last = ""
+        if report.last_event_at is not None:
+            ago = max(0.0, (datetime.datetime.now(datetime.timezone.utc) - report.last_event_at).total_seconds())
+            last = f", the last written in MongoDB {report.last_event_at:%Y-%m-%d %H:%M:%S} UTC ({ago:,.0f} s ago)"
+        applied = plural(report.events, "change applied", "changes applied")
+        if self.next_at is None:
+            line = (f"Caught up: following MongoDB's changes ({applied} so far); Ctrl-C or SIGTERM stops, the"
+                    " position is saved.")
+        else:
+            line = (f"Following, caught up (lag under 1 s): {applied}, {number(report.events - self.events_then)} in"
+                    f" the last {self.every_s:,.0f} s{last}.")
+        print(line, file=self.stream, flush=True)
+        self.next_at, self.events_then = now + self.every_s, report.events
 
 
 class _Parser(argparse.ArgumentParser):
@@ -213,7 +243,8 @@ def run(args) -> int:
                               "batch_size": getattr(args, "batch_size", None)})
     if args.command == "generate":
         written = commands.generate(settings, args.users, args.gigs, args.messy_rate, args.seed, args.replace)
-        print(f"Generated {written['users']} users and {written['gigs']} gigs in {settings.mongo_database!r}.")
+        print(f"Generated {plural(written['users'], 'user')} and {plural(written['gigs'], 'gig')} in"
+              f" {settings.mongo_database!r}.")
         return 0
     if args.command == "export-table":
         done = commands.export_table(settings, args.table, args.schema, args.collection, args.batch_size)
@@ -234,9 +265,12 @@ def run(args) -> int:
     if cli_distributed.wanted(args, settings) and not args.rebuild:  # a rebuild is one transaction, here
         return cli_distributed.run(args, settings, _progress(args))
     if args.follow:
-        followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries))
-        print(f"Stopped following: {followed.events} events applied in {followed.batches} batches"
-              f" ({followed.resyncs} full re-syncs, {followed.retries} reconnections); the position is saved.")
+        followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries),
+                                   on_idle=FollowHeartbeat(sys.stderr))
+        batches = plural(followed.batches, "batch", "batches")
+        print(f"Stopped following: {plural(followed.events, 'event')} applied in {batches}"
+              f" ({plural(followed.resyncs, 'full re-sync')}, {plural(followed.retries, 'reconnection')});"
+              " the position is saved.")
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
                            full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),

@@ -18,8 +18,8 @@ def add_parsers(sub, local) -> None:
     parser.add_argument("action", choices=("start", "status", "stop"),
                         help="start (or reuse) the servers and write .env; status: what runs where; stop: stop"
                              " them and remove their lines from .env")
-    parser.add_argument("--folder", type=Path, default=dev.FOLDER, help="where the servers keep their data"
-                                                                         " (default: %(default)s)")
+    parser.add_argument("--folder", type=Path, default=dev.FOLDER,
+                        help="where the servers keep their data (default: %(default)s)")
     parser.add_argument("--env-file", type=Path, default=Path(".env"), help="the .env to write (default: %(default)s)")
 
 

@@ -128,7 +128,7 @@ def sync_distributed(settings: Settings, client, collections: Iterable[str] = CO
 
 
 def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), batch_size: int = 1000,
-           max_wait_ms: int = 200) -> FollowReport:
+           max_wait_ms: int = 200, on_idle: Optional[Callable[[FollowReport], None]] = None) -> FollowReport:
     """Migrate, catch up if there is no saved position, then apply MongoDB's changes until stopped.
 
     The catch-up is a full sync if none has succeeded yet, else an incremental one; it waits for a
@@ -144,7 +144,7 @@ def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), ba
             return run_sync(pg.engine, database, COLLECTIONS, settings.batch_size, retry=retry,
                             incremental=full_done and not full, overlap_s=settings.overlap_s, wait_s=float("inf"))
 
-        return Follower(pg.engine, database, catch_up, batch_size, max_wait_ms, retry, stop).run()
+        return Follower(pg.engine, database, catch_up, batch_size, max_wait_ms, retry, stop, on_idle).run()
 
 
 @contextlib.contextmanager

@@ -315,7 +315,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "sync")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.flags_passed = _flags_passed(parser, args.command, argv)
     restore_logging = logs.configure(args.log_level, args.log_format)
     # A service manager's SIGTERM ends the run like Ctrl-C: batch in hand rolled back, run recorded as interrupted.
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
@@ -332,6 +334,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         restore_logging()
 
 
+# The setting behind each flag's value (its argparse dest): a hint names the flag when the user passed it.
+SETTING_OF = {"pg_url": "DB_URL_PSQL", "mongo_url": "DB_URL_MONGO", "source_url": "GIGSTERPG_ORDERS_SOURCE_PG",
+              "source_pg": "GIGSTERPG_SNAPSHOT_SOURCE_PG", "csv": "GIGSTERPG_SNAPSHOT_CSV",
+              "scheduler": "GIGSTERPG_DASK_SCHEDULER"}
+
+
+def _flags_passed(parser: argparse.ArgumentParser, command: str, argv: List[str]) -> dict:
+    """{setting: the flag the user typed for it} for this command's URL flags (``--pg`` means a different
+    database to export-table, export-orders and generate-northwind)."""
+    sub = next((action.choices[command] for action in parser._actions  # the subparsers action
+                if isinstance(action, argparse._SubParsersAction) and command in action.choices), None)
+    passed = {}
+    for word in argv:
+        flag = word.split("=", 1)[0]
+        action = sub._option_string_actions.get(flag) if sub is not None and flag.startswith("--") else None
+        if action is not None and action.dest in SETTING_OF:
+            passed[SETTING_OF[action.dest]] = flag
+    return passed
+
+
+def _name_flags(message: str, passed: dict) -> str:
+    """``... DB_URL_PSQL points at it`` -> ``... --pg points at it`` when the URL came from ``--pg``."""
+    for setting, flag in passed.items():
+        if flag not in message:
+            message = re.sub(rf"(?<![\w(]){setting}\b", flag, message)
+    return message
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -339,7 +369,7 @@ def _interrupt(signum, frame):
 def _fail(args, message: str, code: int) -> int:
     if args.debug:
         traceback.print_exc()
-    print(f"FAILED: {mask_url(message)}", file=sys.stderr)
+    print(f"FAILED: {mask_url(_name_flags(message, getattr(args, 'flags_passed', {})))}", file=sys.stderr)
     return code
 
 

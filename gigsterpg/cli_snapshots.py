@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from gigsterpg.config import Settings
+from gigsterpg.connections import pg_errors
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.ledger import StatusRow, snapshot_status
@@ -70,7 +71,8 @@ def generate_northwind(settings: Settings, args) -> int:
     if not settings.snapshot_source_pg or not settings.snapshot_csv:
         raise ConfigError("generate-northwind needs a database and a CSV path", "--pg or --csv is missing",
                           "pass --pg URL --csv PATH (or set GIGSTERPG_SNAPSHOT_SOURCE_PG and _CSV)")
-    report = generate(settings.snapshot_source_pg, Path(settings.snapshot_csv), args.orders, args.seed)
+    with pg_errors(settings.snapshot_source_pg, "GIGSTERPG_SNAPSHOT_SOURCE_PG"):
+        report = generate(settings.snapshot_source_pg, Path(settings.snapshot_csv), args.orders, args.seed)
     print(f"Generated {len(report.tables)} tables ({sum(report.tables.values()):,} rows, {report.tables['orders']:,}"
           f" orders) and {report.details:,} order details in {report.csv_path}"
           f" ({report.orphan_details:,} of them name orders that do not exist).")

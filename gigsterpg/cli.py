@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--mongo-url", help="MongoDB URL whose path names the database (default: DB_URL_MONGO)")
 
     parser = _Parser(
-        prog="python -m gigsterpg.cli",
+        prog="gigsterpg" if Path(sys.argv[0]).name == "gigsterpg" else "python -m gigsterpg.cli",
         description=f"Replicate the Gigster MongoDB ({', '.join(COLLECTIONS)}) into PostgreSQL."
                     " Without a command: sync.")
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
@@ -211,6 +211,13 @@ def _progress(args) -> Optional[Progress]:
     return BarProgress(sys.stderr)
 
 
+def _say(args):
+    """What a long command is doing, a line at each stage, on a terminal only (like the progress bar)."""
+    if args.no_progress or not sys.stderr.isatty():
+        return lambda line: None
+    return lambda line: print(line, file=sys.stderr, flush=True)
+
+
 def run(args) -> int:
     """Run the parsed command; returns the exit code."""
     if args.command == "demo":
@@ -227,11 +234,14 @@ def run(args) -> int:
 
         def then(settings, report) -> None:
             if args.orders:
+                _say(args)(f"Generating a shop of {args.orders:,} orders in PostgreSQL and exporting it into MongoDB"
+                           " twice...")
                 shop.append(cli_orders.demo(settings, args.orders, args.seed))
             if args.serve:
                 serve_demo(settings, report)
 
-        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args), then=then)
+        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args), then=then,
+                               say=_say(args))
         if not args.serve:
             print(format_run(report), *shop, sep="\n")
         return 0 if report.balanced else 1

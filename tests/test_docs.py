@@ -168,6 +168,8 @@ def test_every_documented_command_runs_on_the_dev_servers(workdir):
         assert result.returncode == 0, f"{where} failed (exit {result.returncode}):\n" + "\n".join(
             found) + "\n--- output (last 40 lines) ---\n" + "\n".join(result.stdout.splitlines()[-40:])
         assert "Traceback" not in result.stdout, f"{where}:\n{result.stdout}"
+        # At the default level nothing but gigsterpg speaks: no library's INFO lines (Dask printed 33).
+        assert not re.search(r"^\d\d:\d\d:\d\d INFO ", result.stdout, re.M), f"{where}:\n{result.stdout}"
         done.append(where)
     assert len(done) >= 15
 

@@ -171,7 +171,7 @@ def test_every_documented_command_runs_on_the_dev_servers(workdir):
         # At the default level nothing but gigsterpg speaks: no library's INFO lines (Dask printed 33).
         assert not re.search(r"^\d\d:\d\d:\d\d INFO ", result.stdout, re.M), f"{where}:\n{result.stdout}"
         done.append(where)
-    assert len(done) >= 15
+    assert len(done) >= 12
 
 
 def test_dev_servers_start_reuse_recover_and_stop(workdir):

@@ -244,6 +244,8 @@ def run(args) -> int:
                                say=_say(args))
         if not args.serve:
             print(format_run(report), *shop, sep="\n")
+            print("\nNext: gigsterpg dev start runs the same servers in the background with their URLs in .env, so"
+                  " that each pipeline's commands (docs/pipelines/) run as written.")
         return 0 if report.balanced else 1
     if args.command in cli_dev.COMMANDS:
         return cli_dev.run(args)

@@ -6,16 +6,18 @@ non-zero exit; ``--debug`` shows the traceback instead.
 """
 import argparse
 import dataclasses
+import datetime
 import logging
 import re
 import secrets
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from gigsterpg import cli_datasets, cli_distributed, cli_orders, cli_snapshots, commands, logs
+from gigsterpg import cli_datasets, cli_dev, cli_distributed, cli_orders, cli_snapshots, commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL
@@ -26,12 +28,13 @@ from gigsterpg.pipelines.progress import Bar
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.report import format_run
 from gigsterpg.status_text import format_status, status_json
+from gigsterpg.text import number, plural
 
 logger = logging.getLogger(__name__)
 
 # The core's commands, then each pipeline's (its CLI module beside this one: COMMANDS, add_parsers, run).
 COMMANDS = (("sync", "demo", "generate", "status", "export-table", "serve")
-            + cli_orders.COMMANDS + cli_datasets.COMMANDS + cli_snapshots.COMMANDS)
+            + cli_orders.COMMANDS + cli_datasets.COMMANDS + cli_snapshots.COMMANDS + cli_dev.COMMANDS)
 
 
 BarProgress = Bar  # the one progress bar (gigsterpg/pipelines/progress.py), under its older name
@@ -40,6 +43,33 @@ BarProgress = Bar  # the one progress bar (gigsterpg/pipelines/progress.py), und
 def commands_known() -> tuple:
     """Every command: the core's, each pipeline CLI module's, then the registry's others and ``runs``."""
     return COMMANDS + pipelines_cli.extra_commands(COMMANDS)
+
+
+class FollowHeartbeat:
+    """``sync --follow``'s signs of life on stderr: a line once caught up, then one a minute while it runs."""
+
+    def __init__(self, stream, every_s: float = 60.0, clock=time.monotonic):
+        self.stream, self.every_s, self.clock = stream, every_s, clock
+        self.next_at: Optional[float] = None
+        self.events_then = 0
+
+    def __call__(self, report) -> None:
+        now = self.clock()
+        if self.next_at is not None and now < self.next_at:
+            return
+        last = ""
+        if report.last_event_at is not None:
+            ago = max(0.0, (datetime.datetime.now(datetime.timezone.utc) - report.last_event_at).total_seconds())
+            last = f", the last written in MongoDB {report.last_event_at:%Y-%m-%d %H:%M:%S} UTC ({ago:,.0f} s ago)"
+        applied = plural(report.events, "change applied", "changes applied")
+        if self.next_at is None:
+            line = (f"Caught up: following MongoDB's changes ({applied} so far); Ctrl-C or SIGTERM stops, the"
+                    " position is saved.")
+        else:
+            line = (f"Following, caught up (lag under 1 s): {applied}, {number(report.events - self.events_then)} in"
+                    f" the last {self.every_s:,.0f} s{last}.")
+        print(line, file=self.stream, flush=True)
+        self.next_at, self.events_then = now + self.every_s, report.events
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--mongo-url", help="MongoDB URL whose path names the database (default: DB_URL_MONGO)")
 
     parser = _Parser(
-        prog="python -m gigsterpg.cli",
+        prog="gigsterpg" if Path(sys.argv[0]).name == "gigsterpg" else "python -m gigsterpg.cli",
         description=f"Replicate the Gigster MongoDB ({', '.join(COLLECTIONS)}) into PostgreSQL."
                     " Without a command: sync.")
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(commands_known()) + "}")
@@ -148,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_datasets.add_parsers(sub, common)
 
     cli_snapshots.add_parsers(sub, common)
+    cli_dev.add_parsers(sub, local)
 
     serve = sub.add_parser("serve", parents=[common],
                            help="the HTTP API: exports and syncs as jobs, the replicated data, /health, /docs")
@@ -170,6 +201,13 @@ def _progress(args) -> Optional[Progress]:
     if args.no_progress or not sys.stderr.isatty():
         return None
     return Bar(sys.stderr)
+
+
+def _say(args):
+    """What a long command is doing, a line at each stage, on a terminal only (like the progress bar)."""
+    if args.no_progress or not sys.stderr.isatty():
+        return lambda line: None
+    return lambda line: print(line, file=sys.stderr, flush=True)
 
 
 def run(args) -> int:
@@ -200,21 +238,29 @@ def _run(args) -> int:
 
         def then(settings, report) -> None:
             if args.orders:
+                _say(args)(f"Generating a shop of {args.orders:,} orders in PostgreSQL and exporting it into MongoDB"
+                           " twice...")
                 shop.append(cli_orders.demo(settings, args.orders, args.seed))
             if args.serve:
                 serve_demo(settings, report)
 
-        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args), then=then)
+        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args), then=then,
+                               say=_say(args))
         if not args.serve:
             print(format_run(report), *shop, sep="\n")
+            print("\nNext: gigsterpg dev start runs the same servers in the background with their URLs in .env, so"
+                  " that each pipeline's commands (docs/pipelines/) run as written.")
         return 0 if report.balanced else 1
+    if args.command in cli_dev.COMMANDS:
+        return cli_dev.run(args)
     if args.command in cli_orders.COMMANDS:
         return cli_orders.run(args, sys.stderr if _progress(args) else None)
     settings = load_settings({"pg_url": args.pg_url, "mongo_url": args.mongo_url,
                               "batch_size": getattr(args, "batch_size", None)})
     if args.command == "generate":
         written = commands.generate(settings, args.users, args.gigs, args.messy_rate, args.seed, args.replace)
-        print(f"Generated {written['users']} users and {written['gigs']} gigs in {settings.mongo_database!r}.")
+        print(f"Generated {plural(written['users'], 'user')} and {plural(written['gigs'], 'gig')} in"
+              f" {settings.mongo_database!r}.")
         return 0
     if args.command == "export-table":
         done = commands.export_table(settings, args.table, args.schema, args.collection, args.batch_size)
@@ -236,10 +282,13 @@ def _run(args) -> int:
     if cli_distributed.wanted(args, settings) and not args.rebuild:  # a rebuild is one transaction, here
         return cli_distributed.run(args, settings, _progress(args))
     if args.follow:
-        followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries))
+        followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries),
+                                   on_idle=FollowHeartbeat(sys.stderr))
         note(followed)
-        print(f"Stopped following: {followed.events} events applied in {followed.batches} batches"
-              f" ({followed.resyncs} full re-syncs, {followed.retries} reconnections); the position is saved.")
+        batches = plural(followed.batches, "batch", "batches")
+        print(f"Stopped following: {plural(followed.events, 'event')} applied in {batches}"
+              f" ({plural(followed.resyncs, 'full re-sync')}, {plural(followed.retries, 'reconnection')});"
+              " the position is saved.")
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
                            full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),
@@ -285,7 +334,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in commands_known() and argv[0] not in ("-h", "--help")):
         argv.insert(0, "sync")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.flags_passed = _flags_passed(parser, args.command, argv)
     restore_logging = logs.configure(args.log_level, args.log_format)
     # A service manager's SIGTERM ends the run like Ctrl-C: batch in hand rolled back, run recorded as interrupted.
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
@@ -304,6 +355,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         restore_logging()
 
 
+# The setting behind each flag's value (its argparse dest): a hint names the flag when the user passed it.
+SETTING_OF = {"pg_url": "DB_URL_PSQL", "mongo_url": "DB_URL_MONGO", "source_url": "GIGSTERPG_ORDERS_SOURCE_PG",
+              "source_pg": "GIGSTERPG_SNAPSHOT_SOURCE_PG", "csv": "GIGSTERPG_SNAPSHOT_CSV",
+              "scheduler": "GIGSTERPG_DASK_SCHEDULER"}
+
+
+def _flags_passed(parser: argparse.ArgumentParser, command: str, argv: List[str]) -> dict:
+    """{setting: the flag the user typed for it} for this command's URL flags (``--pg`` means a different
+    database to export-table, export-orders and generate-northwind)."""
+    sub = next((action.choices[command] for action in parser._actions  # the subparsers action
+                if isinstance(action, argparse._SubParsersAction) and command in action.choices), None)
+    passed = {}
+    for word in argv:
+        flag = word.split("=", 1)[0]
+        action = sub._option_string_actions.get(flag) if sub is not None and flag.startswith("--") else None
+        if action is not None and action.dest in SETTING_OF:
+            passed[SETTING_OF[action.dest]] = flag
+    return passed
+
+
+def _name_flags(message: str, passed: dict) -> str:
+    """``... DB_URL_PSQL points at it`` -> ``... --pg points at it`` when the URL came from ``--pg``."""
+    for setting, flag in passed.items():
+        if flag not in message:
+            message = re.sub(rf"(?<![\w(]){setting}\b", flag, message)
+    return message
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -311,7 +390,7 @@ def _interrupt(signum, frame):
 def _fail(args, message: str, code: int) -> int:
     if args.debug:
         traceback.print_exc()
-    print(f"FAILED: {mask_url(message)}", file=sys.stderr)
+    print(f"FAILED: {mask_url(_name_flags(message, getattr(args, 'flags_passed', {})))}", file=sys.stderr)
     return code
 
 

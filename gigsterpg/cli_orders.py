@@ -55,7 +55,7 @@ def run(args, progress_stream=None) -> int:
     if args.command == "generate-shop":
         from gigsterpg.lib.mongo.orders import require_source
         url = require_source(settings)
-        with pg_errors(url):
+        with pg_errors(url, "GIGSTERPG_ORDERS_SOURCE_PG"):
             written = write_shop(url, args.orders, args.seed, args.replace)
         print(f"Generated a shop in {mask_url(url)}: " + ", ".join(f"{n:,} {t}" for t, n in written.items()) + ".")
         return 0

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Dict, List
 
 from gigsterpg.config import Settings
+from gigsterpg.connections import pg_errors
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.ledger import StatusRow, snapshot_status
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.pipelines.execute import note
+from gigsterpg.text import plural
 
 ACTIONS = SNAPSHOT_STEPS + ("run", "status", "demo")
 COMMANDS = ("pipeline", "generate-northwind")
@@ -71,10 +73,11 @@ def generate_northwind(settings: Settings, args) -> int:
     if not settings.snapshot_source_pg or not settings.snapshot_csv:
         raise ConfigError("generate-northwind needs a database and a CSV path", "--pg or --csv is missing",
                           "pass --pg URL --csv PATH (or set GIGSTERPG_SNAPSHOT_SOURCE_PG and _CSV)")
-    report = generate(settings.snapshot_source_pg, Path(settings.snapshot_csv), args.orders, args.seed)
+    with pg_errors(settings.snapshot_source_pg, "GIGSTERPG_SNAPSHOT_SOURCE_PG"):
+        report = generate(settings.snapshot_source_pg, Path(settings.snapshot_csv), args.orders, args.seed)
     print(f"Generated {len(report.tables)} tables ({sum(report.tables.values()):,} rows, {report.tables['orders']:,}"
           f" orders) and {report.details:,} order details in {report.csv_path}"
-          f" ({report.orphan_details} of them name orders that do not exist).")
+          f" ({report.orphan_details:,} of them name orders that do not exist).")
     return 0
 
 
@@ -148,10 +151,11 @@ def _size(count: int) -> str:
 
 def format_step(report: snapshot.StepReport) -> str:
     """One line per step: what it did, where, how long."""
-    what = {"extract-postgres": f"{report.tables} tables, {report.rows:,} rows, {_size(report.bytes)}",
-            "extract-csv": f"{report.rows:,} rows, {report.bad_lines:,} bad lines, {_size(report.bytes)}",
-            "load": f"{report.tables} tables, {report.rows:,} rows, {report.bad_lines:,} bad lines set aside",
-            "query": f"{report.rows:,} rows"}[report.step]
+    tables, rows, bad = plural(report.tables, "table"), plural(report.rows, "row"), plural(report.bad_lines, "bad line")
+    what = {"extract-postgres": f"{tables}, {rows}, {_size(report.bytes)}",
+            "extract-csv": f"{rows}, {bad}, {_size(report.bytes)}",
+            "load": f"{tables}, {rows}, {bad} set aside",
+            "query": rows}[report.step]
     where = f" -> {report.path}" if report.path else ""
     if report.columns:
         where += f" [{', '.join(report.columns)}]"
@@ -163,8 +167,8 @@ def format_step(report: snapshot.StepReport) -> str:
 def _cell(row: StatusRow) -> str:
     when = f" {row.finished_at:%m-%d %H:%M}" if row.finished_at else ""
     if row.state == "succeeded":
-        bad = f" ({row.bad_lines} bad)" if row.bad_lines else ""
-        return f"ok {row.rows or 0:,} rows{bad}{when}"
+        bad = f" ({row.bad_lines:,} bad)" if row.bad_lines else ""
+        return f"ok {plural(row.rows or 0, 'row')}{bad}{when}"
     return {"failed": "FAILED", "interrupted": "INTERRUPTED", "running": "running"}[row.state] + when
 
 
@@ -175,11 +179,12 @@ def format_status(rows: List[StatusRow]) -> str:
     days: Dict[datetime.date, Dict[str, StatusRow]] = {}
     for row in rows:
         days.setdefault(row.day, {})[row.step] = row
-    width = 28
-    lines = ["day         " + "".join(f"{step:<{width}}" for step in SNAPSHOT_STEPS).rstrip()]
-    for day, steps in days.items():
-        lines.append(f"{day}  " + "".join(f"{_cell(steps[s]) if s in steps else '-':<{width}}"
-                                          for s in SNAPSHOT_STEPS).rstrip())
+    cells = {day: [_cell(steps[s]) if s in steps else "-" for s in SNAPSHOT_STEPS] for day, steps in days.items()}
+    # Each column as wide as its widest cell (a "(N bad)" cell included), two spaces between.
+    widths = [max([len(step)] + [len(row[i]) for row in cells.values()]) + 2 for i, step in enumerate(SNAPSHOT_STEPS)]
+    lines = ["day         " + "".join(f"{step:<{width}}" for step, width in zip(SNAPSHOT_STEPS, widths)).rstrip()]
+    for day, row in cells.items():
+        lines.append(f"{day}  " + "".join(f"{cell:<{width}}" for cell, width in zip(row, widths)).rstrip())
     problems = [row for row in rows if row.state in ("failed", "interrupted")]
     if problems:
         lines.append("")

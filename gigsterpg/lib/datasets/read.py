@@ -98,7 +98,8 @@ def _page(connection, name: str, limit: int, after: Optional[str]) -> Page:
             with connection.transaction():
                 cursor.execute(statement, params)
         except psycopg.errors.DataError as err:
-            raise BadAfter("bad after", f"it is not a value of the key {key!r} ({key_type})",
+            raise BadAfter("bad after (the value sent is not shown)",
+                           f"it is not a value of the key {key!r} ({key_type})",
                            "give the `after` of the previous page's next link") from err
         rows = cursor.fetchall()
     more = len(rows) > limit

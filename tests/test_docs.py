@@ -77,13 +77,21 @@ def test_every_shell_block_runs_or_says_why_not():
             elif lang in SHELL - {"console"} and not reason:
                 problems.append(f"{where}: a ```{lang} block: make it a runnable ```console block, or put"
                                 " '<!-- not run: why -->' right before it")
-            elif lang in SHELL:
+            elif lang in SHELL - {"console"}:  # marked not run (checked just above)
                 not_run.append(where)
             elif lang == "" and any(line.startswith(("$ ", "gigsterpg ")) for line in body.splitlines()):
                 problems.append(f"{where}: commands in a block without a language: ```console or ```sh")
     assert problems == []
     assert 0 < len(not_run) <= 2 * MAX_NOT_RUN, not_run  # README and index.md share one
-    assert sum(len(found) for _, found in runnable()) >= 40
+    assert sum(len(found) for _, found in runnable()) >= 75
+
+
+def test_the_run_record_and_runs_over_http_are_run():
+    """What the pipelines' registry added is among the commands run: runs, its JSON, POST /runs, GET /runs/{id}."""
+    run = "\n".join(command for _, found in runnable() for command in found)
+    for needed in ("gigsterpg runs\n", "gigsterpg runs --format json", " --format json\n", "GIGSTERPG_FILES_ROOT=",
+                   "-X POST http://127.0.0.1:8734/runs ", "http://127.0.0.1:8734/runs/$id", '"error":"bad_params"'):
+        assert needed in run + "\n", needed
 
 
 def test_the_site_index_is_the_readme():
@@ -171,7 +179,7 @@ def test_every_documented_command_runs_on_the_dev_servers(workdir):
         # At the default level nothing but gigsterpg speaks: no library's INFO lines (Dask printed 33).
         assert not re.search(r"^\d\d:\d\d:\d\d INFO ", result.stdout, re.M), f"{where}:\n{result.stdout}"
         done.append(where)
-    assert len(done) >= 12
+    assert len(done) >= 16
 
 
 def test_dev_servers_start_reuse_recover_and_stop(workdir):

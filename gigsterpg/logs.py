@@ -9,7 +9,7 @@ from gigsterpg.config import mask_url
 
 
 class MaskingFilter(logging.Filter):
-    """Masks the password of any URL in a record, whatever logged it."""
+    """Masks the password of any connection string in a record (``mask_secrets``), whatever logged it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = mask_url(record.getMessage())
@@ -50,6 +50,7 @@ def configure(level: str = "warning", fmt: str = "text", stream=None) -> Callabl
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a driver's warning (an unknown URL option) goes through the masking handler
     # Alembic logs each migration at INFO; that is worth seeing only when asked for.
     alembic.setLevel(max(root.level, logging.WARNING))
 
@@ -61,4 +62,5 @@ def configure(level: str = "warning", fmt: str = "text", stream=None) -> Callabl
                 root.addHandler(old)
         root.setLevel(before[1])
         alembic.setLevel(before[2])
+        logging.captureWarnings(False)
     return restore

@@ -18,6 +18,7 @@ from gigsterpg.lib.pg.db.base import Base
 from gigsterpg.lib.pg.db.dataset import CsvReject, Dataset
 from gigsterpg.lib.pg.db.gig import Gig
 from gigsterpg.lib.pg.db.job import ApiJob
+from gigsterpg.lib.pg.db.page_session import PageSession
 from gigsterpg.lib.pg.db.projection import ProjectionHash, ProjectionRun
 from gigsterpg.lib.pg.db.skill import Skill
 from gigsterpg.lib.pg.db.snapshot import SnapshotStep
@@ -30,12 +31,13 @@ ALL_TABLES = (Skill.__table__, User.__table__, UserSkill.__table__, Gig.__table_
 # The sync's own bookkeeping, beside the data.
 BOOKKEEPING_TABLES = (SyncRun.__table__, SyncReject.__table__, SyncHash.__table__, SyncWatermark.__table__,
                       SyncFollower.__table__, ApiJob.__table__, ProjectionHash.__table__, Dataset.__table__,
-                      CsvReject.__table__, ProjectionRun.__table__)
+                      CsvReject.__table__, ProjectionRun.__table__, PageSession.__table__)
 
 # The migrations ship inside the package, so that a plain (non-editable) install finds them.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
-__all__ = ["ALL_TABLES", "ApiJob", "BOOKKEEPING_TABLES", "Base", "Gig", "Skill", "SqlAlchemy", "SyncHash",
+__all__ = ["ALL_TABLES", "ApiJob", "BOOKKEEPING_TABLES", "Base", "Gig", "PageSession", "Skill", "SqlAlchemy",
+           "SyncHash",
            "SnapshotStep",
            "SyncReject", "SyncFollower", "SyncRun", "SyncWatermark", "User", "UserSkill", "alembic_config",
            "ProjectionHash", "ProjectionRun", "Dataset", "CsvReject"]

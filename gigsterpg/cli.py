@@ -301,8 +301,8 @@ def _interrupt(signum, frame):
 
 
 def _fail(args, message: str, code: int) -> int:
-    if args.debug:
-        traceback.print_exc()
+    if args.debug:  # the traceback quotes the drivers' messages: masked like everything else
+        print(mask_url(traceback.format_exc()), end="", file=sys.stderr)
     print(f"FAILED: {mask_url(message)}", file=sys.stderr)
     return code
 

@@ -17,6 +17,13 @@ class MaskingFilter(logging.Filter):
         return True
 
 
+class MaskingFormatter(logging.Formatter):
+    """Text lines, masked whole: the filter masks the message, this the traceback after it too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_url(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message (and the traceback, if any)."""
 
@@ -45,7 +52,7 @@ def configure(level: str = "warning", fmt: str = "text", stream=None) -> Callabl
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)

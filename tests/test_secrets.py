@@ -236,3 +236,23 @@ def test_the_settings_check_keeps_good_urls(pg_url):
         assert config.check_mongo_url(url) == url
     for url in ("host=h port=5432,5433 dbname=x", "postgresql://u:p@h1:1,h2:2/db", with_database(pg_url, "x")):
         assert config.check_pg_conninfo(url, "--pg") == url
+
+
+def test_the_daily_pipeline_never_shows_the_sources_password(sources, pg_url, tmp_path):
+    (tmp_path / "orders.csv").write_text("order_id,product_id\n1,2\n")
+    outputs = []
+    for name in ("refused key=value", "refused URL query", "malformed key=value"):
+        run = run_cli("pipeline", "run", "--day", "2021-01-01", "--source-pg", sources[name], "--csv",
+                      str(tmp_path / "orders.csv"), "--root", str(tmp_path / "data"), "--pg-url", pg_url,
+                      "--log-level", "debug", "--debug", cwd=tmp_path)
+        assert run.returncode != 0 and "FAILED: " in run.stdout + run.stderr, run.stdout + run.stderr
+        outputs.append(run.stdout + run.stderr)
+    status = run_cli("pipeline", "status", "--pg-url", pg_url, cwd=tmp_path)
+    with psycopg.connect(pg_url) as connection:
+        records = [json.dumps(row, default=str) for row in connection.execute("SELECT * FROM snapshot_ledger")]
+    assert records and "extract-postgres" in status.stdout, status.stdout + status.stderr
+    for text in outputs + records + [status.stdout + status.stderr]:
+        assert SECRET not in text
+    manifests = list((tmp_path / "data").rglob("*.json")) if (tmp_path / "data").exists() else []
+    for manifest in manifests:
+        assert SECRET not in manifest.read_text()

@@ -164,3 +164,33 @@ def assert_one_line_failure(result, *fragments, code: int = 1) -> None:
     for fragment in fragments:
         assert fragment in failures[0], failures[0]
     assert CLI_SECRET not in result.stdout + result.stderr
+
+
+@contextlib.contextmanager
+def served(env_extra: dict, cwd, port: Optional[int] = None):
+    """A real ``serve`` process (token API_TOKEN) on 127.0.0.1 with ``env_extra`` added to a clean environment;
+    yields (process, base URL) once /health answers; killed on leaving if it still runs."""
+    import httpx
+    from gigsterpg.embedded import free_port
+    port = port or free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}
+    env.update({"GIGSTERPG_API_TOKEN": API_TOKEN, **env_extra})
+    process = subprocess.Popen([sys.executable, "-m", "gigsterpg.cli", "serve", "--host", "127.0.0.1", "--port",
+                                str(port)], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        try:
+            return httpx.get(f"{base}/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            assert process.poll() is None, process.stdout.read()
+            return False
+    try:
+        wait_until(healthy, "the server to answer /health", every_s=0.1)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if not process.stdout.closed:  # the test may have read it
+            process.communicate(timeout=30)

@@ -31,9 +31,10 @@ _SECRET_KEY = re.compile(r"pass(?:word|wd|phrase|file)?$|pwd$|secret|token|authm
 # it, and its message quotes the string).
 _URL_OR_PAIR = re.compile(
     r"(?P<url>\b[a-zA-Z][a-zA-Z0-9+.\-]*://\S*)"
-    r"|(?P<key>\b[a-zA-Z_][\w.\-]*)(?P<equals>\s*=\s*)"
-    r"(?P<value>'(?:[^'\\]|\\+.)*(?:'|\\*$)|(?:[^\s'\\]|\\+.)(?:[^\s\\]|\\+.)*"
-    r"(?:[ \t]+(?![\w.\-]+\s*=)(?:[^\s\\'\",]|\\+.)+)*)",
+    r"|(?P<key>\b[a-zA-Z_][\w.\-]*)(?P<equals>\s*=\s*)")
+_VALUE = re.compile(
+    r"'(?:[^'\\]|\\+.)*(?:'|\\*$)|(?:[^\s'\\]|\\+.)(?:[^\s\\]|\\+.)*"
+    r"(?:[ \t]+(?![\w.\-]+\s*=)(?:[^\s\\'\",]|\\+.)+)*",
     re.DOTALL)
 # libpq's complaints about a connection string quote a piece of it, which may be a piece of the password.
 _QUOTED_PIECE = re.compile(r'(?P<head>(?:missing "=" after|invalid percent-encoded token:|forbidden value %00 in'
@@ -99,15 +100,20 @@ def _apply_rules(text: str, hidden: Optional[list] = None) -> str:
             rest = head + "?" + "".join(pairs)
         return scheme + "://" + rest
 
-    def one_match(match: "re.Match") -> str:
+    # A secret's value is hidden; any other pair's value is scanned on (a URL may be inside, or another pair:
+    # a=b=password=x), one match after another: no recursion, no value read twice.
+    parts, at = [], 0
+    for match in iter(lambda: _URL_OR_PAIR.search(text, at), None):
+        parts.append(text[at:match.end()] if match.group("url") is None else text[at:match.start()])
+        at = match.end()
         if match.group("url") is not None:
-            return one_url(match.group("url"))
-        key, equals, value = match.group("key", "equals", "value")
-        if _SECRET_KEY.search(key):
-            return key + equals + hide(value)
-        return key + equals + _apply_rules(value, hidden)  # not a secret, but a URL may be inside
-
-    text = _URL_OR_PAIR.sub(one_match, text)
+            parts.append(one_url(match.group("url")))
+        elif _SECRET_KEY.search(match.group("key")):
+            value = _VALUE.match(text, at)
+            if value:
+                parts.append(hide(value.group()))
+                at = value.end()
+    text = "".join(parts) + text[at:]
     return _QUOTED_PIECE.sub(lambda m: m.group("head") + hide(m.group("piece")) + m.group("tail"), text)
 
 

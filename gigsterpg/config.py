@@ -117,13 +117,18 @@ def _apply_rules(text: str, hidden: Optional[list] = None) -> str:
     return _QUOTED_PIECE.sub(lambda m: m.group("head") + hide(m.group("piece")) + m.group("tail"), text)
 
 
+def _distinct(secret: str) -> bool:
+    """Whether ``secret`` may be replaced wherever it appears without garbling the text around it."""
+    return len(secret) >= _MIN_KNOWN and not secret.isalpha() and not secret.isdigit()
+
+
 def remember_secrets(*connection_strings: Optional[str]) -> None:
     """Note the passwords of these connection strings: ``mask_secrets`` then hides them anywhere.
 
     For what the drivers may print of them that no rule finds by its place (decoded, unescaped, quoted
     in a message of their own). A password that also appears in its string's other parts (a user or host
-    of the same name) or of fewer than 6 characters is left to the rules: replacing it everywhere would
-    garble the messages.
+    of the same name), of fewer than 6 characters, or only letters or only digits (a word, a number: the
+    compose file's "password") is left to the rules: replacing it everywhere would garble the messages.
     """
     for value in connection_strings:
         if not value:
@@ -137,7 +142,7 @@ def remember_secrets(*connection_strings: Optional[str]) -> None:
             pass
         found += [unquote(piece) for piece in found] + [piece.strip("'") for piece in found]
         for secret in found:
-            if len(secret) >= _MIN_KNOWN and secret not in masked and len(_KNOWN_SECRETS) < 256:
+            if _distinct(secret) and secret not in masked and len(_KNOWN_SECRETS) < 256:
                 _KNOWN_SECRETS.add(secret)
 
 
@@ -342,7 +347,7 @@ def load_settings(overrides: Optional[Mapping[str, object]] = None,
         if value is not None:
             settings[key] = value
     remember_secrets(*(settings.get(key) for key in ("pg_url", "mongo_url", "snapshot_source_pg", "orders_source_pg")))
-    if len(settings.get("api_token") or "") >= _MIN_KNOWN:
+    if _distinct(settings.get("api_token") or ""):
         _KNOWN_SECRETS.add(settings["api_token"])
     if "batch_size" in settings:
         settings["batch_size"] = _positive_int("batch size", settings["batch_size"])

@@ -83,10 +83,12 @@ def test_records_and_answers_are_masked_through_and_through():
 def test_a_password_met_in_the_settings_is_hidden_in_any_form():
     # A driver may print a piece the rules cannot place: decoded, unescaped, in a message of its own.
     remember_secrets("host=db user=u password='odd pass\\'word' dbname=x", "postgresql://u:p%40ss-w0rd!@h/db",
-                     "host=db user=postgres password=postgres")  # in its own string's other parts: not replaced
+                     "host=db user=postgres password=postgres",  # in its own string's other parts: not replaced
+                     "postgresql://gigster:password@pg/db")  # a word (the compose file's): not replaced
     assert mask_secrets("the server said: odd pass'word is wrong") == "the server said: *** is wrong"
     assert mask_secrets("no route for p@ss-w0rd!") == "no route for ***"
     assert mask_secrets("connection to postgres failed") == "connection to postgres failed"
+    assert mask_secrets("check the user and password") == "check the user and password"
 
 
 PASSWORDS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,

@@ -236,8 +236,9 @@ def mongo_database_name(url: str) -> str:
 class Settings:
     """Everything a command needs to know, resolved from flags, environment and ``.env``."""
 
-    pg_url: Optional[str] = None
-    mongo_url: Optional[str] = None
+    # Not in the repr (nor the other connection strings and the token below): a logged Settings shows no password.
+    pg_url: Optional[str] = dataclasses.field(default=None, repr=False)
+    mongo_url: Optional[str] = dataclasses.field(default=None, repr=False)
     mongo_db: Optional[str] = None
     batch_size: int = DEFAULT_BATCH_SIZE
     # Incremental runs: the default once a full run has succeeded (GIGSTERPG_INCREMENTAL); every

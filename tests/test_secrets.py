@@ -74,6 +74,13 @@ def test_pairs_nested_without_end_are_masked_in_one_pass():
     assert mask_secrets(f"x=y=postgresql://u:{RULES_SECRET}@h") == "x=y=postgresql://u:***@h"
 
 
+def test_settings_show_no_connection_string_in_their_repr():
+    settings = Settings(pg_url=f"postgresql://u:{RULES_SECRET}@h/db", mongo_url=f"mongodb://u:{RULES_SECRET}@h/db",
+                        orders_source_pg=f"host=h password={RULES_SECRET}", api_token=RULES_SECRET,
+                        snapshot_source_pg=f"postgresql://u:{RULES_SECRET}@h/db")
+    assert RULES_SECRET not in repr(settings) and "batch_size=5000" in repr(settings)
+
+
 def test_records_and_answers_are_masked_through_and_through():
     record = {"host": f"postgresql://u:{RULES_SECRET}@h", "errors": [f"at host=h password={RULES_SECRET}"], "n": 3}
     assert RULES_SECRET not in json.dumps(mask_secrets_in(record))

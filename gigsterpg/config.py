@@ -28,13 +28,13 @@ _SECRET_KEY = re.compile(r"pass(?:word|wd|phrase|file)?$|pwd$|secret|token|authm
 # escapes inside; an unclosed quote runs to the end) or runs to the next unescaped white space (libpq's rules).
 # A run of backslashes escapes the next character whatever its length: a repr() doubles them. An unquoted
 # value goes on over words not followed by '=' up to a quote or comma (a password with a space: libpq refuses
-# it, and its message quotes the string).
+# it, and its message quotes the string), unless its first word ends with a comma (gigsterpg's "at ..., why").
 _URL_OR_PAIR = re.compile(
     r"(?P<url>\b[a-zA-Z][a-zA-Z0-9+.\-]*://\S*)"
     r"|(?P<key>\b[a-zA-Z_][\w.\-]*)(?P<equals>\s*=\s*)")
 _VALUE = re.compile(
-    r"'(?:[^'\\]|\\+.)*(?:'|\\*$)|(?:[^\s'\\]|\\+.)(?:[^\s\\]|\\+.)*"
-    r"(?:[ \t]+(?![\w.\-]+\s*=)(?:[^\s\\'\",]|\\+.)+)*",
+    r"'(?:[^'\\]|\\+.)*(?:'|\\*$)|(?>(?:[^\s'\\]|\\+.)(?:[^\s\\]|\\+.)*)"
+    r"(?:(?<!,)(?:[ \t]+(?![\w.\-]+\s*=)(?:[^\s\\'\",]|\\+.)+)+)?",
     re.DOTALL)
 # libpq's complaints about a connection string quote a piece of it, which may be a piece of the password.
 _QUOTED_PIECE = re.compile(r'(?P<head>(?:missing "=" after|invalid percent-encoded token:|forbidden value %00 in'
@@ -108,6 +108,9 @@ def _apply_rules(text: str, hidden: Optional[list] = None) -> str:
         at = match.end()
         if match.group("url") is not None:
             parts.append(one_url(match.group("url")))
+        elif _SECRET_KEY.search(match.group("key")) and text.startswith(MASK, at):
+            parts.append(MASK)  # masked already (a message built from masked parts): as it is
+            at += len(MASK)
         elif _SECRET_KEY.search(match.group("key")):
             value = _VALUE.match(text, at)
             if value:
@@ -210,7 +213,7 @@ def check_mongo_url(url: str, setting: str = MONGO_SETTING) -> str:
                 parse_uri(url, warn=True)
         else:  # mongodb+srv:// (one host, no port) asks the DNS: pymongo's own check comes when connecting
             urlsplit(url).port
-    except (PyMongoError, ValueError) as err:
+    except (PyMongoError, ValueError, OSError) as err:  # OSError: a TLS file named in the options
         reason = (str(err).strip().splitlines() or ["unreadable"])[0]
         raise ConfigError(f"bad MongoDB URL {shown} in {setting}", mask_secrets(reason),
                           f"fix {setting}, e.g. mongodb://user:password@mongo:27017/data-practical"

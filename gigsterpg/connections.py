@@ -135,7 +135,7 @@ def open_mongo(settings: Settings):
         try:
             client = pymongo.MongoClient(url, serverSelectionTimeoutMS=MONGO_TIMEOUT_MS, appname="gigsterpg",
                                          tz_aware=True)
-        except ValueError as err:  # pymongo's own word on a URL check_mongo_url let through
+        except (ValueError, OSError) as err:  # pymongo's word on a URL check_mongo_url let through, a TLS file
             raise ConfigError(f"bad MongoDB URL {mask_url(url)!r}", short_reason(err), "fix DB_URL_MONGO (or"
                               " --mongo-url)", value=mask_url(url)) from None
         try:

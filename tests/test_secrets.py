@@ -68,6 +68,14 @@ def test_every_form_is_masked(text, masked):
     assert RULES_SECRET not in mask_secrets(repr(text)) and RULES_SECRET[4:] not in mask_secrets(repr(text))
 
 
+def test_a_masked_message_stays_readable_when_masked_again():
+    # An error is built from masked parts and masked again as a whole: what follows the password stays.
+    once = mask_secrets(f"cannot connect at host=h password={RULES_SECRET}, failed to resolve host 'h'")
+    assert once == "cannot connect at host=h password=*** failed to resolve host 'h'"
+    built = f"bad string {mask_secrets(repr(f'host=h password={RULES_SECRET} x'))} in --pg, fix --pg"
+    assert mask_secrets(built) == built == "bad string 'host=h password=***' in --pg, fix --pg"
+
+
 def test_pairs_nested_without_end_are_masked_in_one_pass():
     # a=a=a=...: each value holds the next pair (a recursion per pair ran out of stack at a few thousand).
     assert mask_secrets("a=" * 50_000 + f"password={RULES_SECRET}").endswith("a=password=***")
@@ -123,13 +131,20 @@ def test_key_value_strings_are_masked_whatever_the_password(password, key, quote
     value = kv_quoted(password) if quoted else kv_escaped(password)
     conninfo = f"host=db port=5432 user=u {key}={value} dbname=x"
     assert conninfo_to_dict(conninfo)[key] == password  # the string is one libpq reads as meant
-    expected = f"host=db port=5432 user=u {key}=*** dbname=x"
     masked = mask_secrets(wrap.format(conninfo))
     if wrap == "{!r}":
+        expected = f"host=db port=5432 user=u {key}=*** dbname=x"
         assume(len(password) >= 3 and password not in repr(expected) and repr(password)[1:-1] not in repr(expected))
         assert password not in masked and repr(password)[1:-1] not in masked
     else:
-        assert masked == wrap.format(expected)
+        # Exactly the value is hidden, or more of what follows it (a run of backslashes is taken as escaping
+        # the next character, as a repr() writes them): nothing before it, nothing of it.
+        head = wrap.format(conninfo)[:wrap.format(conninfo).index(f"{key}={value}")] + f"{key}=***"
+        after = wrap.format(conninfo)[len(head) - 3 + len(value):]
+        assert masked.startswith(head) and after.endswith(masked[len(head):]), (masked, after)
+        if "\\" not in value:
+            assert masked == wrap.format(f"host=db port=5432 user=u {key}=*** dbname=x")
+    assert mask_secrets(masked) == masked
 
 
 # Real runs: export-orders, generate-shop, status, the page, the API, with the source in every form.
@@ -224,6 +239,7 @@ def test_an_api_jobs_record_and_answers_hold_no_password(pg_url, mongo_url):
     ("--mongo-url", f"mongodb://u:{SECRET}@host:99999/db", "DB_URL_MONGO"),
     ("--mongo-url", f"mongodb+srv://u:{SECRET}@[::1/db", "DB_URL_MONGO"),
     ("--mongo-url", f"mongodb://u:{SECRET}@h@x/db", "DB_URL_MONGO"),
+    ("--mongo-url", f"mongodb://u:{SECRET}@127.0.0.1:1/db?tls=true&tlsCAFile=/nonexistent/ca.pem", "DB_URL_MONGO"),
 ])
 def test_a_malformed_url_is_one_line_naming_the_setting(flag, url, setting, pg_url, mongo_url, tmp_path):
     urls = {"--pg-url": pg_url, "--mongo-url": mongo_url, flag: url}

@@ -108,7 +108,7 @@ def _apply_rules(text: str, hidden: Optional[list] = None) -> str:
         at = match.end()
         if match.group("url") is not None:
             parts.append(one_url(match.group("url")))
-        elif _SECRET_KEY.search(match.group("key")) and text.startswith(MASK, at):
+        elif _SECRET_KEY.search(match.group("key")) and re.match(r"\*\*\*['\",]?(?=\s|$)", text[at:at + 5]):
             parts.append(MASK)  # masked already (a message built from masked parts): as it is
             at += len(MASK)
         elif _SECRET_KEY.search(match.group("key")):

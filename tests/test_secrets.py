@@ -43,6 +43,8 @@ def kv_escaped(password: str) -> str:
      "host=db password = *** sslpassword=*** dbname=x"),
     (f"host=db password={RULES_SECRET[:4]}\\ {RULES_SECRET[4:]} dbname=x", "host=db password=*** dbname=x"),
     (f"host=db password={RULES_SECRET[:4]} {RULES_SECRET[4:]}", "host=db password=***"),  # libpq refuses it
+    (f"host=db password=***{RULES_SECRET} dbname=x", "host=db password=*** dbname=x"),  # not masked already
+    (f"host=db password={RULES_SECRET}, x=1", "host=db password=*** x=1"),
     (f"postgresql://u:{RULES_SECRET}@h1:5432,h2:5433/db?sslmode=require",
      "postgresql://u:***@h1:5432,h2:5433/db?sslmode=require"),
     (f"postgres://u:{RULES_SECRET}@h/db", "postgres://u:***@h/db"),

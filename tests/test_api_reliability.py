@@ -17,6 +17,7 @@ import psycopg
 import pymongo
 import pytest
 from fastapi.testclient import TestClient
+from psycopg.conninfo import conninfo_to_dict
 
 from gigsterpg import commands
 from gigsterpg.api.app import create_app
@@ -140,6 +141,53 @@ def test_a_served_sync_job_killed_by_the_test_mid_run_is_finished_by_its_restart
         FIGURES["kill points tried: API job (serve killed by the test)"] += 1
     finally:
         drop_database(scenario["server"], name)
+
+
+@pytest.mark.parametrize("rows_before_kill", [1, 700])
+def test_a_served_export_killed_mid_job_ends_equal_to_an_undisturbed_one(scenario, tmp_path, rows_before_kill):
+    source_name = copy_database(scenario["server"], TEMPLATE)
+    source_url = with_database(scenario["server"], source_name)
+    own_name = copy_database(scenario["server"], TEMPLATE)
+    own_url = with_database(scenario["server"], own_name)
+    target = scenario["db"].client["apiexp_" + uuid.uuid4().hex[:8]]
+    try:
+        with psycopg.connect(source_url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(12, 2),"
+                               " tags text[], seen timestamptz)")
+            connection.execute("INSERT INTO items SELECT g, 'item ' || g, g * 1.25, ARRAY['t' || g % 7],"
+                               " '2026-01-01'::timestamptz + g * interval '1 minute' FROM generate_series(1, 3000) g")
+        parts = conninfo_to_dict(source_url)
+        body = {"host": parts.get("host", "localhost"), "port": int(parts.get("port", 5432)),
+                "user": parts.get("user", "postgres"), "database": parts["dbname"], "table": "items",
+                "batch_size": 10}
+        mongo_url = with_database(scenario["mongo_url"], target.name)
+        settings = Settings(pg_url=own_url, mongo_url=mongo_url)
+        with TestClient(create_app(settings, API_TOKEN)) as client:  # the undisturbed run
+            calm = client.post("/exports", headers=API_AUTH, json={**body, "collection": "calm"})
+            assert ended(client, calm.json()["status_url"])["state"] == "succeeded"
+        env = {"DB_URL_PSQL": own_url, "DB_URL_MONGO": mongo_url}
+        with served(env, tmp_path) as (server, base):
+            started = httpx.post(f"{base}/exports", headers=API_AUTH, json={**body, "collection": "items"}, timeout=30)
+            assert started.status_code == 200, started.text
+            job_id = started.json()["id"]
+            wait_until(lambda: target.items.estimated_document_count() >= rows_before_kill, "the export's rows")
+            server.send_signal(signal.SIGKILL)
+            assert server.wait(timeout=60) == -signal.SIGKILL
+        assert 0 < target.items.count_documents({}) < 3000, "killed mid-job"
+        with TestClient(create_app(settings, API_TOKEN)) as client:
+            job = client.get(f"/exports/{job_id}", headers=API_AUTH).json()
+            assert job["state"] == "interrupted", job
+            again = client.post(f"/exports/{job_id}/restart", headers=API_AUTH, json={"password": ""})
+            done = ended(client, again.json()["status_url"])
+            assert (done["state"], done["restart_of"]) == ("succeeded", job_id), done
+        assert list(target.items.find({}).sort("_id")) == list(target.calm.find({}).sort("_id"))
+        FIGURES["kill points tried"] += 1
+        FIGURES["kill points tried: API export job (serve killed by the test)"] += 1
+        FIGURES["rows checked after an API export killed"] += 3000
+    finally:
+        target.client.drop_database(target.name)
+        drop_database(scenario["server"], source_name)
+        drop_database(scenario["server"], own_name)
 
 
 def test_readers_keep_getting_whole_answers_while_jobs_run(scenario, tmp_path):

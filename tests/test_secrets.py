@@ -89,6 +89,9 @@ def test_settings_show_no_connection_string_in_their_repr():
                         orders_source_pg=f"host=h password={RULES_SECRET}", api_token=RULES_SECRET,
                         snapshot_source_pg=f"postgresql://u:{RULES_SECRET}@h/db")
     assert RULES_SECRET not in repr(settings) and "batch_size=5000" in repr(settings)
+    from gigsterpg.lib.pg.sync.engine.task import RangeTask  # Dask logs a failed task's arguments
+    task = RangeTask(1, "users", None, settings.pg_url, settings.mongo_url, "db", 10)
+    assert RULES_SECRET not in repr(task) and "users" in repr(task)
 
 
 def test_records_and_answers_are_masked_through_and_through():

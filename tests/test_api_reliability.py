@@ -83,8 +83,17 @@ def finish_after_the_kill(scenario, url: str, job_id: str, start: str) -> None:
         job = client.get(f"/syncs/{job_id}", headers=API_AUTH).json()
         assert job["state"] == "interrupted", job
         assert job["errors"] and job["errors"][-1].startswith("the server running it stopped"), job
-        again = client.post(f"/syncs/{job_id}/restart", headers=API_AUTH, json={})
-        assert again.status_code == 200, again.text
+        # Two restarts at once (a double click, two scripts): one job starts, the other is refused.
+        answers = []
+        racers = [threading.Thread(target=lambda: answers.append(
+            client.post(f"/syncs/{job_id}/restart", headers=API_AUTH, json={}))) for _ in range(2)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=60)
+        assert sorted(answer.status_code for answer in answers) == [200, 409], [a.text for a in answers]
+        again = next(answer for answer in answers if answer.status_code == 200)
+        assert next(a for a in answers if a.status_code == 409).json()["error"] == "sync_running"
         done = ended(client, again.json()["status_url"])
         assert (done["state"], done["restart_of"]) == ("succeeded", job_id), done
         listed = client.get("/syncs", headers=API_AUTH).json()["items"]

@@ -166,6 +166,15 @@ def assert_one_line_failure(result, *fragments, code: int = 1) -> None:
     assert CLI_SECRET not in result.stdout + result.stderr
 
 
+def assert_run_balances(record: dict) -> None:
+    """A pipeline run's record (``pipeline_runs``, as ``runs --format json`` and ``GET /runs/{id}`` show it):
+    ended well, and what it read equals the sum of what became of it (``outcomes``)."""
+    assert record["state"] == "succeeded", record
+    assert record["read"] is not None and record["outcomes"], record
+    assert all(isinstance(count, int) and count >= 0 for count in record["outcomes"].values()), record
+    assert record["read"] == sum(record["outcomes"].values()), record
+
+
 @contextlib.contextmanager
 def served(env_extra: dict, cwd, port: Optional[int] = None):
     """A real ``serve`` process (token API_TOKEN) on 127.0.0.1 with ``env_extra`` added to a clean environment;

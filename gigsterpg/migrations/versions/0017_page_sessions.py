@@ -1,7 +1,7 @@
 """Page sessions: the status page's signed-in sessions, so that signing out ends one on every server
 
 Revision ID: 0017
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-04 22:40:00.000000
 """
 from typing import Sequence, Union
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017"
-down_revision: Union[str, None] = "0012"
+down_revision: Union[str, None] = "0013"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

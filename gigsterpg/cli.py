@@ -326,7 +326,8 @@ def _serve(settings, host: str, port: int, log_level: str) -> None:
     print(f"Serving the gigsterpg API on http://{host}:{port} (documentation at /docs, the status page at /);"
           " Ctrl-C stops.",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True)
+    # log_config=None: uvicorn's records (the access log's request lines too) go through the root handler, which masks.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True, log_config=None)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -388,8 +389,8 @@ def _interrupt(signum, frame):
 
 
 def _fail(args, message: str, code: int) -> int:
-    if args.debug:
-        traceback.print_exc()
+    if args.debug:  # the traceback quotes the drivers' messages: masked like everything else
+        print(mask_url(traceback.format_exc()), end="", file=sys.stderr)
     print(f"FAILED: {mask_url(_name_flags(message, getattr(args, 'flags_passed', {})))}", file=sys.stderr)
     return code
 

@@ -2,9 +2,10 @@
 import dataclasses
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Mapping, Optional
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
@@ -18,12 +19,160 @@ DEFAULT_API_JOBS_KEEP = 1000
 DEFAULT_DATASETS_SCHEMA = "datasets"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?P<tail>@)")
+MASK = "***"
+# Names of settings whose value is a secret, in a URL's query or a libpq key=value string: password,
+# sslpassword, tlsCertificateKeyFilePassword, passfile (harmless to hide), any *secret* or *token*, and
+# MongoDB's authMechanismProperties (it may carry AWS_SESSION_TOKEN:...).
+_SECRET_KEY = re.compile(r"pass(?:word|wd|phrase|file)?$|pwd$|secret|token|authmechanismproperties", re.IGNORECASE)
+# A URL runs from its scheme to the next white space; a key=value pair's value is single-quoted (backslash
+# escapes inside; an unclosed quote runs to the end) or runs to the next unescaped white space (libpq's rules).
+# A run of backslashes escapes the next character whatever its length: a repr() doubles them. An unquoted
+# value goes on over words not followed by '=' up to a quote or comma (a password with a space: libpq refuses
+# it, and its message quotes the string), unless its first word ends with a comma (gigsterpg's "at ..., why").
+_URL_OR_PAIR = re.compile(
+    r"(?P<url>\b[a-zA-Z][a-zA-Z0-9+.\-]*://\S*)"
+    r"|(?P<key>\b[a-zA-Z_][\w.\-]*)(?P<equals>\s*=\s*)")
+_VALUE = re.compile(
+    r"'(?:[^'\\]|\\+.)*(?:'|\\*$)|(?>(?:[^\s'\\]|\\+.)(?:[^\s\\]|\\+.)*)"
+    r"(?:(?<!,)(?:[ \t]+(?![\w.\-]+\s*=)(?:[^\s\\'\",]|\\+.)+)+)?",
+    re.DOTALL)
+# libpq's complaints about a connection string quote a piece of it, which may be a piece of the password.
+_QUOTED_PIECE = re.compile(r'(?P<head>(?:missing "=" after|invalid percent-encoded token:|forbidden value %00 in'
+                           r' percent-encoded value:|invalid integer value) ")(?P<piece>[^"]*)(?P<tail>")')
+_KNOWN_SECRETS: set = set()
+_MIN_KNOWN = 6  # a shorter password is found by its place only: replacing it everywhere would garble text
 
 
-def mask_url(text: str) -> str:
-    """Replace the password of every URL in ``text`` by ``***``."""
-    return _PASSWORD_IN_URL.sub(lambda m: m.group("head") + "***" + m.group("tail"), text or "")
+def mask_secrets(text: str) -> str:
+    """``text`` with every password of every connection string in it replaced by ``***``.
+
+    The one masker of gigsterpg: every message, record, log line, page and answer that may hold a
+    connection string goes through it. It knows every form libpq and pymongo accept, alone or quoted
+    inside a longer message (a driver's error): URLs (``postgresql://``, ``postgres://``, ``mongodb://``,
+    ``mongodb+srv://``, any scheme) with ``user:password@`` before one host or several, and secret query
+    options (``?password=``, ``sslpassword``, ``tlsCertificateKeyFilePassword``, ``authMechanismProperties``);
+    libpq's ``key=value`` strings (``password=…``, ``sslpassword=…``, quoted with backslash escapes or not);
+    and the pieces libpq's parse errors quote. When in doubt it hides more, never less. Passwords met in the
+    settings (``remember_secrets``) are also replaced wherever they appear, whatever the form.
+    """
+    text = _apply_rules(text or "")
+    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+mask_url = mask_secrets  # the older name, kept for the call sites that use it
+
+
+def mask_secrets_in(value):
+    """``value`` with ``mask_secrets`` applied to every string in it (a record's dicts and lists, keys too)."""
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {mask_secrets_in(key): mask_secrets_in(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask_secrets_in(item) for item in value)
+    return value
+
+
+def _apply_rules(text: str, hidden: Optional[list] = None) -> str:
+    """The rules of ``mask_secrets``; what they hide is appended to ``hidden``."""
+    def hide(piece: str) -> str:
+        if hidden is not None:
+            hidden.append(piece)
+        return MASK
+
+    def one_url(url: str) -> str:
+        scheme, rest = url.split("://", 1)
+        at = rest.rfind("@")  # the last: a careless password may hold a raw @, / or ? (an @ in a query hides more)
+        if at >= 0:
+            user, colon, password = rest[:at].partition(":")
+            if colon:
+                rest = user + ":" + hide(password) + rest[at:]
+        head, question, query = rest.partition("?")
+        if question:
+            pairs = re.split(r"([&;])", query)
+            for i in range(0, len(pairs), 2):
+                key, equals, value = pairs[i].partition("=")
+                if equals and _SECRET_KEY.search(unquote(key)):
+                    pairs[i] = key + "=" + hide(value)
+            rest = head + "?" + "".join(pairs)
+        return scheme + "://" + rest
+
+    # A secret's value is hidden; any other pair's value is scanned on (a URL may be inside, or another pair:
+    # a=b=password=x), one match after another: no recursion, no value read twice.
+    parts, at = [], 0
+    for match in iter(lambda: _URL_OR_PAIR.search(text, at), None):
+        parts.append(text[at:match.end()] if match.group("url") is None else text[at:match.start()])
+        at = match.end()
+        if match.group("url") is not None:
+            parts.append(one_url(match.group("url")))
+        elif _SECRET_KEY.search(match.group("key")) and re.match(r"\*\*\*['\",]?(?=\s|$)", text[at:at + 5]):
+            parts.append(MASK)  # masked already (a message built from masked parts): as it is
+            at += len(MASK)
+        elif _SECRET_KEY.search(match.group("key")):
+            value = _VALUE.match(text, at)
+            if value:
+                parts.append(hide(value.group()))
+                at = value.end()
+    text = "".join(parts) + text[at:]
+    return _QUOTED_PIECE.sub(lambda m: m.group("head") + hide(m.group("piece")) + m.group("tail"), text)
+
+
+def _distinct(secret: str) -> bool:
+    """Whether ``secret`` may be replaced wherever it appears without garbling the text around it."""
+    return len(secret) >= _MIN_KNOWN and not secret.isalpha() and not secret.isdigit()
+
+
+def remember_secrets(*connection_strings: Optional[str]) -> None:
+    """Note the passwords of these connection strings: ``mask_secrets`` then hides them anywhere.
+
+    For what the drivers may print of them that no rule finds by its place (decoded, unescaped, quoted
+    in a message of their own). A password that also appears in its string's other parts (a user or host
+    of the same name), of fewer than 6 characters, or only letters or only digits (a word, a number: the
+    compose file's "password") is left to the rules: replacing it everywhere would garble the messages.
+    """
+    for value in connection_strings:
+        if not value:
+            continue
+        found: list = []
+        masked = _apply_rules(value, found)
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+            found += [str(v) for k, v in conninfo_to_dict(value).items() if _SECRET_KEY.search(k) and v]
+        except Exception:  # not libpq's (a MongoDB URL), or malformed: the rules' pieces do
+            pass
+        found += [unquote(piece) for piece in found] + [piece.strip("'") for piece in found]
+        for secret in found:
+            if _distinct(secret) and secret not in masked and len(_KNOWN_SECRETS) < 256:
+                _KNOWN_SECRETS.add(secret)
+
+
+PG_SETTING = "DB_URL_PSQL (or --pg-url)"
+MONGO_SETTING = "DB_URL_MONGO (or --mongo-url)"
+_PG_EXAMPLE = "e.g. postgresql://user:password@host:5432/db"
+
+
+def check_pg_conninfo(value: str, setting: str) -> str:
+    """``value`` if libpq can read it (a URL or key=value pairs, ports from 1 to 65535), else a ConfigError
+    naming ``setting`` (the flag or variable it came from) and the fix, the password masked."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+    shown = repr(mask_secrets(value))
+    try:
+        params = conninfo_to_dict(value)
+    except ProgrammingError as err:
+        reason = (str(err).strip().splitlines() or ["unreadable"])[0]
+        raise ConfigError(f"bad PostgreSQL connection string {shown} in {setting}", mask_secrets(reason),
+                          f"fix {setting}: a URL, {_PG_EXAMPLE}, or key=value pairs, e.g. host=db port=5432"
+                          " dbname=x user=u password=...", value=shown) from None
+    for port in str(params.get("port") or "").split(","):
+        if port.strip() and not (port.strip().isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"bad port in the PostgreSQL connection string {shown} in {setting}",
+                              "a port is a number from 1 to 65535 (several hosts: host1:port1,host2:port2)",
+                              f"fix the port in {setting}", value=shown)
+    return value
 
 
 def sqlalchemy_pg_url(url: str) -> str:
@@ -31,30 +180,57 @@ def sqlalchemy_pg_url(url: str) -> str:
     scheme, sep, rest = (url or "").partition("://")
     if not sep or scheme not in ("postgres", "postgresql", "postgresql+psycopg"):
         raise ConfigError(
-            f"bad PostgreSQL URL {mask_url(url)!r}",
+            f"bad PostgreSQL URL {repr(mask_secrets(url))}",
             "it must start with postgres:// or postgresql://",
-            "set DB_URL_PSQL or --pg-url, e.g. postgresql://user:password@host:5432/db",
-            value=mask_url(url),
+            f"set {PG_SETTING}, {_PG_EXAMPLE}",
+            value=repr(mask_secrets(url)),
         )
+    check_pg_conninfo(url.replace("postgresql+psycopg://", "postgresql://", 1), PG_SETTING)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+    try:
+        make_url("postgresql+psycopg://" + rest).port
+    except (ValueError, ArgumentError):
+        raise ConfigError(f"bad PostgreSQL URL {repr(mask_secrets(url))} in {PG_SETTING}",
+                          "gigsterpg's own database takes one host:port in the URL",
+                          f"fix {PG_SETTING}: {_PG_EXAMPLE} (several hosts: ?host=h1:5432&host=h2:5432)",
+                          value=repr(mask_secrets(url))) from None
     return "postgresql+psycopg://" + rest
+
+
+def check_mongo_url(url: str, setting: str = MONGO_SETTING) -> str:
+    """``url`` if pymongo can read it (checked without a DNS look-up), else a ConfigError naming ``setting``."""
+    from pymongo.errors import PyMongoError
+    from pymongo.uri_parser import parse_uri
+    shown = repr(mask_secrets(url))
+    if not url or not url.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError(f"bad MongoDB URL {shown} in {setting}", "it must start with mongodb:// or mongodb+srv://",
+                          f"fix {setting}, e.g. mongodb://mongo:27017/data-practical", value=shown)
+    try:
+        if url.startswith("mongodb://"):
+            with warnings.catch_warnings():  # an unknown option: pymongo warns again when connecting
+                warnings.simplefilter("ignore")
+                parse_uri(url, warn=True)
+        else:  # mongodb+srv:// (one host, no port) asks the DNS: pymongo's own check comes when connecting
+            urlsplit(url).port
+    except (PyMongoError, ValueError, OSError) as err:  # OSError: a TLS file named in the options
+        reason = (str(err).strip().splitlines() or ["unreadable"])[0]
+        raise ConfigError(f"bad MongoDB URL {shown} in {setting}", mask_secrets(reason),
+                          f"fix {setting}, e.g. mongodb://user:password@mongo:27017/data-practical"
+                          " (a password's special characters %-encoded)", value=shown) from None
+    return url
 
 
 def mongo_database_name(url: str) -> str:
     """The database named by the path of a MongoDB URI (``mongodb://h/db`` -> ``db``)."""
-    if not url or not url.startswith(("mongodb://", "mongodb+srv://")):
-        raise ConfigError(
-            f"bad MongoDB URL {mask_url(url)!r}",
-            "it must start with mongodb:// or mongodb+srv://",
-            "set DB_URL_MONGO or --mongo-url, e.g. mongodb://mongo:27017/data-practical",
-            value=mask_url(url),
-        )
+    check_mongo_url(url)
     name = urlsplit(url).path.lstrip("/")
     if not name:
         raise ConfigError(
-            f"MongoDB URL {mask_url(url)!r} names no database",
+            f"MongoDB URL {repr(mask_secrets(url))} names no database",
             "the database is the last path segment of the URL",
             "append it, e.g. mongodb://mongo:27017/data-practical",
-            value=mask_url(url),
+            value=repr(mask_secrets(url)),
         )
     return name
 
@@ -63,8 +239,9 @@ def mongo_database_name(url: str) -> str:
 class Settings:
     """Everything a command needs to know, resolved from flags, environment and ``.env``."""
 
-    pg_url: Optional[str] = None
-    mongo_url: Optional[str] = None
+    # Not in the repr (nor the other connection strings and the token below): a logged Settings shows no password.
+    pg_url: Optional[str] = dataclasses.field(default=None, repr=False)
+    mongo_url: Optional[str] = dataclasses.field(default=None, repr=False)
     mongo_db: Optional[str] = None
     batch_size: int = DEFAULT_BATCH_SIZE
     # Incremental runs: the default once a full run has succeeded (GIGSTERPG_INCREMENTAL); every
@@ -114,6 +291,7 @@ class Settings:
         if not self.mongo_url:
             raise ConfigError("no MongoDB URL", "DB_URL_MONGO is not set",
                               "set DB_URL_MONGO (environment or .env) or pass --mongo-url")
+        check_mongo_url(self.mongo_url)
         if not self.mongo_db:
             mongo_database_name(self.mongo_url)
         return self.mongo_url
@@ -177,6 +355,9 @@ def load_settings(overrides: Optional[Mapping[str, object]] = None,
     for key, value in (overrides or {}).items():
         if value is not None:
             settings[key] = value
+    remember_secrets(*(settings.get(key) for key in ("pg_url", "mongo_url", "snapshot_source_pg", "orders_source_pg")))
+    if _distinct(settings.get("api_token") or ""):
+        _KNOWN_SECRETS.add(settings["api_token"])
     if "batch_size" in settings:
         settings["batch_size"] = _positive_int("batch size", settings["batch_size"])
     return Settings(**settings)

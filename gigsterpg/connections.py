@@ -135,8 +135,12 @@ def open_mongo(settings: Settings):
     url = settings.require_mongo()
     name = settings.mongo_database
     with mongo_errors_translated(url):
-        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=MONGO_TIMEOUT_MS, appname="gigsterpg",
-                                     tz_aware=True)
+        try:
+            client = pymongo.MongoClient(url, serverSelectionTimeoutMS=MONGO_TIMEOUT_MS, appname="gigsterpg",
+                                         tz_aware=True)
+        except (ValueError, OSError) as err:  # pymongo's word on a URL check_mongo_url let through, a TLS file
+            raise ConfigError(f"bad MongoDB URL {mask_url(url)!r}", short_reason(err), "fix DB_URL_MONGO (or"
+                              " --mongo-url)", value=mask_url(url)) from None
         try:
             client.admin.command("ping")
         except BaseException:

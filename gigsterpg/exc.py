@@ -17,10 +17,11 @@ class GigsterPgError(Exception):
     """
 
     def __init__(self, what: str, why: str = "", todo: str = ""):
-        self.what = what
-        self.why = why
-        self.todo = todo
-        super().__init__(", ".join(part for part in (what, why, todo) if part))
+        # Masked here, once for every place an error goes (a message, a run record, a log, an answer): a
+        # connection string in it shows no password (``config.mask_secrets``, which imports this module).
+        from gigsterpg.config import mask_secrets
+        self.what, self.why, self.todo = (mask_secrets(part) if part else part for part in (what, why, todo))
+        super().__init__(", ".join(part for part in (self.what, self.why, self.todo) if part))
 
 
 class TransientError(GigsterPgError):
@@ -102,7 +103,9 @@ class RejectedDocument(TerminalError):
         self.field = field
         self.value = value
         self.detail = detail or _describe(reason, field, value)
-        super().__init__(self.detail)
+        # Not masked: the document's own data, recorded as it is (and a reject per document stays cheap).
+        self.what, self.why, self.todo = self.detail, "", ""
+        Exception.__init__(self, self.detail)
 
 
 def _describe(reason: str, field: str, value) -> str:

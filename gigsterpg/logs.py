@@ -17,12 +17,19 @@ DASK_LEVEL = "DASK_LOGGING__DISTRIBUTED"
 
 
 class MaskingFilter(logging.Filter):
-    """Masks the password of any URL in a record, whatever logged it."""
+    """Masks the password of any connection string in a record (``mask_secrets``), whatever logged it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = mask_url(record.getMessage())
         record.args = ()
         return True
+
+
+class MaskingFormatter(logging.Formatter):
+    """Text lines, masked whole: the filter masks the message, this the traceback after it too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_url(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,11 +60,12 @@ def configure(level: str = "warning", fmt: str = "text", stream=None) -> Callabl
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a driver's warning (an unknown URL option) goes through the masking handler
     # Alembic logs each migration at INFO, Dask its cluster's life: worth seeing only when asked for.
     theirs = root.level if root.level <= logging.DEBUG else max(root.level, logging.WARNING)
     for logger in quiet:
@@ -78,4 +86,5 @@ def configure(level: str = "warning", fmt: str = "text", stream=None) -> Callabl
             os.environ.pop(DASK_LEVEL, None)
         else:
             os.environ[DASK_LEVEL] = before[3]
+        logging.captureWarnings(False)
     return restore

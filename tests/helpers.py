@@ -173,3 +173,33 @@ def assert_run_balances(record: dict) -> None:
     assert record["read"] is not None and record["outcomes"], record
     assert all(isinstance(count, int) and count >= 0 for count in record["outcomes"].values()), record
     assert record["read"] == sum(record["outcomes"].values()), record
+
+
+@contextlib.contextmanager
+def served(env_extra: dict, cwd, port: Optional[int] = None):
+    """A real ``serve`` process (token API_TOKEN) on 127.0.0.1 with ``env_extra`` added to a clean environment;
+    yields (process, base URL) once /health answers; killed on leaving if it still runs."""
+    import httpx
+    from gigsterpg.embedded import free_port
+    port = port or free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}
+    env.update({"GIGSTERPG_API_TOKEN": API_TOKEN, **env_extra})
+    process = subprocess.Popen([sys.executable, "-m", "gigsterpg.cli", "serve", "--host", "127.0.0.1", "--port",
+                                str(port)], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        try:
+            return httpx.get(f"{base}/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            assert process.poll() is None, process.stdout.read()
+            return False
+    try:
+        wait_until(healthy, "the server to answer /health", every_s=0.1)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if not process.stdout.closed:  # the test may have read it
+            process.communicate(timeout=30)

@@ -424,3 +424,38 @@ def test_the_chart_marks_failed_and_running_runs():
     assert 'fill="#d62728"' in svg and "still running" in svg and "1,500 documents/s" in svg
     assert "run 4" not in svg and ">5 s<" in svg, "a follower's stretch is not a bar, nor the scale's top"
     assert runs_chart([]) == ""
+
+
+def test_a_cookie_replayed_after_sign_out_is_refused_on_every_server(app_client, secret_pg_url, mongo_url):
+    kept = signed_in(app_client)
+    page = app_client.get("/", follow_redirects=False)
+    assert page.status_code == 200
+    other = signed_in(TestClient(app_client.app))  # a second session of the same server stays signed in
+    assert app_client.post("/logout", data={"csrf": csrf_of(page.text)}, follow_redirects=False).status_code == 303
+    settings = Settings(pg_url=secret_pg_url, mongo_url=mongo_url)
+    # The same server, and another one (or this one restarted) sharing the database: both refuse the cookie.
+    with TestClient(create_app(settings, API_TOKEN)) as second:
+        for client in (app_client, second):
+            client.cookies.clear()
+            client.cookies.set(COOKIE, kept)
+            assert client.get("/", follow_redirects=False).status_code == 303
+            restart = client.post(f"/page/jobs/sync/{uuid.uuid4()}/restart", data={"csrf": csrf_of(page.text)},
+                                  follow_redirects=False)
+            assert restart.status_code == 401 and "Sign in to restart" in restart.text
+            client.cookies.clear()
+            client.cookies.set(COOKIE, other)
+            assert client.get("/", follow_redirects=False).status_code == 200, "another session is not ended"
+    with psycopg.connect(secret_pg_url) as connection:
+        ids = [row[0] for row in connection.execute("SELECT id FROM page_sessions")]
+    assert len(ids) == 1 and all(kept.split(".")[1] not in value for value in ids), "only a hash of the nonce"
+
+
+def test_a_restart_from_an_origin_of_another_scheme_is_refused(app_client):
+    signed_in(app_client)
+    token = csrf_of(app_client.get("/").text)
+    url = f"/page/jobs/sync/{uuid.uuid4()}/restart"
+    for origin in ("https://testserver", "ftp://testserver", "http://testserver:8080", "http://[::1", "null"):
+        refused = app_client.post(url, data={"csrf": token}, headers={"Origin": origin}, follow_redirects=False)
+        assert refused.status_code == 403 and "The restart was refused" in refused.text, origin
+    same = app_client.post(url, data={"csrf": token}, headers={"Origin": "http://testserver"}, follow_redirects=False)
+    assert same.status_code == 404 and "Not restarted: no sync job" in same.text

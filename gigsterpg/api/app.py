@@ -25,7 +25,7 @@ from gigsterpg.api.guards import authorized, bearer, known_query  # noqa: F401 (
 from gigsterpg.api.jobs import Jobs
 from gigsterpg.api.pipeline_runs import PipelineRuns
 from gigsterpg.api.work import ApiError
-from gigsterpg.config import Settings
+from gigsterpg.config import Settings, mask_secrets_in
 from gigsterpg.connections import MONGO_TIMEOUT_MS, open_pg
 from gigsterpg.exc import GigsterPgError, TransientError
 
@@ -94,13 +94,13 @@ async def bad_request(request: Request, err: RequestValidationError):
 async def http_error(request: Request, err: StarletteHTTPException):
     # FastAPI's own refusals (a body that is not JSON, an unknown path, a wrong method) in the same shape.
     codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
-    return JSONResponse(models.Problem(error=codes.get(err.status_code, "http_error"), message=str(err.detail),
-                                       todo="see /docs").model_dump(),
+    return JSONResponse(mask_secrets_in(models.Problem(error=codes.get(err.status_code, "http_error"),
+                                                       message=str(err.detail), todo="see /docs").model_dump()),
                         status_code=err.status_code, headers=getattr(err, "headers", None))
 
 
 async def database_error(request: Request, err: GigsterPgError):
     transient = isinstance(err, TransientError)
-    return JSONResponse(models.Problem(error="database_unavailable" if transient else "database_error",
-                                       message=err.what, why=err.why, todo=err.todo).model_dump(),
+    return JSONResponse(mask_secrets_in(models.Problem(error="database_unavailable" if transient else "database_error",
+                                                       message=err.what, why=err.why, todo=err.todo).model_dump()),
                         status_code=503 if transient else 500)

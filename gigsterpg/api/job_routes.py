@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from gigsterpg.api import deps, models
 from gigsterpg.api.work import ApiError
+from gigsterpg.config import mask_secrets_in
 from gigsterpg.lib.pg.db import read
 from gigsterpg.lib.pg.db import states
 
@@ -34,7 +35,8 @@ def job_view(request: Request, job: dict) -> dict:
     started_at, ended = job["started_at"], job["finished_at"] or datetime.now(timezone.utc)
     seconds = (ended - started_at).total_seconds() if started_at else 0
     rate = round(job["rows_done"] / seconds, 1) if seconds > 0 else None
-    return {**job, "rate": rate, "status_url": status_url(request, job["kind"], job["id"])}
+    shown = {key: mask_secrets_in(job[key]) for key in ("params", "errors", "result") if key in job}
+    return {**job, **shown, "rate": rate, "status_url": status_url(request, job["kind"], job["id"])}
 
 
 def find_job(request: Request, kind: str, job_id: uuid.UUID) -> dict:

@@ -23,6 +23,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import text
 
+from gigsterpg.config import mask_secrets_in
 from gigsterpg.connections import PG_CONNECT_TIMEOUT_S, short_reason
 from gigsterpg.exc import GigsterPgError, Interrupted, TransientError
 from gigsterpg.lib.pg.db.states import (ACTIVE_JOB_STATES, ENDED_JOB_STATES, FAILED, INTERRUPTED, JOB_KINDS, RUNNING,
@@ -97,7 +98,8 @@ class Job:
 
     def finish(self, state: str, result: Optional[dict] = None, errors: List[str] = ()) -> None:
         self._update("state = %s, finished_at = now(), rows_done = %s, result = %s, errors = errors || %s",
-                     (state, self.rows_done, Jsonb(result) if result is not None else None, Jsonb(list(errors))))
+                     (state, self.rows_done, Jsonb(mask_secrets_in(result)) if result is not None else None,
+                      Jsonb(mask_secrets_in(list(errors)))))
 
 
 Work = Callable[[Job], dict]
@@ -142,7 +144,7 @@ class Jobs:
         try:
             connection.execute("SELECT pg_advisory_lock(%s)", (lock_key(job_id),))
             connection.execute("INSERT INTO api_jobs (id, kind, params, owner, restart_of) VALUES (%s, %s, %s, %s, %s)",
-                               (job_id, kind, Jsonb(params), self.owner, restart_of))
+                               (job_id, kind, Jsonb(mask_secrets_in(params)), self.owner, restart_of))
         except psycopg.errors.UniqueViolation as err:
             connection.close()
             raise JobRefused(f"an active {kind} job is in the way", busy=True) from err

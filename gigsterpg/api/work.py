@@ -9,7 +9,7 @@ from pymongo import errors as mongo_errors
 from sqlalchemy import text
 
 from gigsterpg import commands, pipelines
-from gigsterpg.config import Settings
+from gigsterpg.config import Settings, mask_secrets_in
 from gigsterpg.connections import mongo_errors_translated, pg_error, short_reason
 from gigsterpg.exc import (AuthError, ConfigError, GigsterPgError, NoPrimaryKeyError, PrivilegeError,
                            TableNotFoundError)
@@ -32,7 +32,7 @@ class ApiError(GigsterPgError):
         self.headers = headers
 
     def body(self) -> dict:
-        return {"error": self.error, "message": self.message, "why": self.why, "todo": self.todo}
+        return mask_secrets_in({"error": self.error, "message": self.message, "why": self.why, "todo": self.todo})
 
 
 def where(params: dict) -> str:

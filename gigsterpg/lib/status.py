@@ -213,7 +213,7 @@ def jobs(connection, limit: int = JOBS_SHOWN) -> List[dict]:
 
 def _job(job: dict) -> dict:
     params = job.pop("params") or {}
-    job["what"] = job_subject(job["kind"], params)
+    job["what"] = mask_url(job_subject(job["kind"], params))
     job["errors"] = [mask_url(str(error)) for error in job["errors"] or []]
     done, total = job["rows_done"], job["rows_total"]
     job["percent"] = min(100.0, 100.0 * done / total) if total else (100.0 if job["state"] == "succeeded" else None)

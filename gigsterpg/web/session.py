@@ -4,12 +4,19 @@ A cookie is ``<issued>.<nonce>.<signature>``: HMAC-SHA256 over issued time
 and nonce, so only a holder of the token can make one, and changing the token
 signs everyone out. A form's CSRF token is an HMAC of the session's nonce: a
 page of another site can neither read it nor guess it.
+
+A signed cookie is valid only while its session is open in ``page_sessions``
+(``open_session`` at sign-in, ``close_session`` at sign-out): signing out ends
+the session at once, on every server sharing the database and across restarts,
+however long the cookie had left. The table holds a hash of the nonce only.
 """
 import hashlib
 import hmac
 import secrets
 import time
 from typing import Optional
+
+from sqlalchemy import text
 
 COOKIE = "gigsterpg_session"
 MAX_AGE_S = 12 * 3600
@@ -53,3 +60,26 @@ class Signer:
 
     def csrf_ok(self, nonce: Optional[str], sent: Optional[str]) -> bool:
         return bool(nonce and sent) and hmac.compare_digest(self.csrf(nonce).encode(), sent.encode())
+
+
+def session_id(nonce: str) -> str:
+    """The key of a session in ``page_sessions``: a hash of its nonce (the table cannot make a cookie)."""
+    return hashlib.sha256(nonce.encode()).hexdigest()
+
+
+def open_session(connection, nonce: str, max_age_s: int = MAX_AGE_S) -> None:
+    """Record a new session (in the caller's transaction); the expired ones go."""
+    connection.execute(text("DELETE FROM page_sessions WHERE expires_at < now()"))
+    connection.execute(text("INSERT INTO page_sessions (id, expires_at) VALUES (:id, now() + make_interval(secs =>"
+                            " :age))"), {"id": session_id(nonce), "age": max_age_s})
+
+
+def session_is_open(connection, nonce: str) -> bool:
+    """Whether the session with ``nonce`` is signed in: opened, not closed, not expired."""
+    return connection.execute(text("SELECT 1 FROM page_sessions WHERE id = :id AND expires_at > now()"),
+                              {"id": session_id(nonce)}).first() is not None
+
+
+def close_session(connection, nonce: str) -> None:
+    """End the session with ``nonce``: its cookie signs in nowhere from now on."""
+    connection.execute(text("DELETE FROM page_sessions WHERE id = :id"), {"id": session_id(nonce)})

@@ -5,9 +5,11 @@ Open router (a browser cannot send the bearer header), so each route checks
 its viewer itself: the bearer token (scripts, tests) or the session cookie
 that ``POST /login`` sets for the same token. Without either, the login form
 and nothing else. The one action, restart, wants the session's CSRF token
-(and a same-origin ``Origin`` when the browser sends one). The data is
+(and a same-origin ``Origin``, scheme, host and port, when the browser sends one). A cookie counts only
+while its session is open in ``page_sessions`` (``gigsterpg.web.session``): sign-out ends it. The data is
 ``gigsterpg.lib.status``'s, the same that ``python -m gigsterpg.cli status`` prints.
 """
+import contextlib
 import uuid
 from typing import Optional
 from urllib.parse import urlsplit
@@ -19,11 +21,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from gigsterpg.api import deps, models
 from gigsterpg.api.routers import exports, runs, syncs
 from gigsterpg.api.work import ApiError
-from gigsterpg.connections import mongo_errors_translated
+from gigsterpg.connections import mongo_errors_translated, pg_errors
 from gigsterpg.lib import status as status_report
 from gigsterpg.lib.pg.db.states import EXPORT, SYNC
 from gigsterpg.web import page
-from gigsterpg.web.session import COOKIE, MAX_AGE_S, Signer
+from gigsterpg.web.session import COOKIE, MAX_AGE_S, Signer, close_session, open_session, session_is_open
 
 # PostgreSQL text holds no NUL: a parameter with one is a 400, not an error from the server.
 NO_NUL = r"^[^\x00]*$"
@@ -39,8 +41,22 @@ def signer(request: Request) -> Signer:
 
 
 def viewer_of(request: Request) -> Optional[page.Viewer]:
-    return page.viewer(signer(request), request.app.state.token, request.headers.get("authorization"),
+    """The viewer, or None; a signed cookie counts only while its session is open (queries the database)."""
+    view = page.viewer(signer(request), request.app.state.token, request.headers.get("authorization"),
                        request.cookies.get(COOKIE))
+    if view is not None and view.by == "cookie":
+        with deps.reading(request) as connection:
+            if not session_is_open(connection, view.nonce):
+                return None
+    return view
+
+
+@contextlib.contextmanager
+def writing(request: Request):
+    """A transaction on gigsterpg's PostgreSQL, for the sessions; a failure raises a GigsterPgError."""
+    state = request.app.state
+    with pg_errors(state.settings.pg_url), state.pg.engine.begin() as connection:
+        yield connection
 
 
 def html(name: str, status_code: int = 200, **context) -> HTMLResponse:
@@ -100,18 +116,32 @@ async def login(request: Request):
     sent = page.form_fields(await request.body()).get("token", "")
     if not page.viewer(signer(request), token, f"Bearer {sent}", None):
         return login_form("That is not this server's token.", 401)
+    cookie = signer(request).new_session()
+    await run_in_threadpool(start_session, request, signer(request).session_nonce(cookie))
     answer = RedirectResponse("/", status_code=303)
-    answer.set_cookie(COOKIE, signer(request).new_session(), max_age=MAX_AGE_S, path="/", httponly=True,
+    answer.set_cookie(COOKIE, cookie, max_age=MAX_AGE_S, path="/", httponly=True,
                       samesite="strict", secure=request.url.scheme == "https")
     return answer
 
 
+def start_session(request: Request, nonce: str) -> None:
+    with writing(request) as connection:
+        open_session(connection, nonce, signer(request).max_age_s)
+
+
+def end_session(request: Request, nonce: str) -> None:
+    with writing(request) as connection:
+        close_session(connection, nonce)
+
+
 @router.post("/logout")
 async def logout(request: Request):
-    view = viewer_of(request)
+    view = await run_in_threadpool(viewer_of, request)
     fields = page.form_fields(await request.body())
-    if view is not None and view.by == "cookie" and not signer(request).csrf_ok(view.nonce, fields.get("csrf")):
-        return html("login.html", 403, problem="The form was stale: sign out again.")
+    if view is not None and view.by == "cookie":
+        if not signer(request).csrf_ok(view.nonce, fields.get("csrf")):
+            return html("login.html", 403, problem="The form was stale: sign out again.")
+        await run_in_threadpool(end_session, request, view.nonce)  # the cookie, even if kept, is refused now
     answer = RedirectResponse("/login", status_code=303)
     answer.delete_cookie(COOKIE, path="/")
     return answer
@@ -130,16 +160,20 @@ def rejects(request: Request, collection: str = Query(..., max_length=200, patte
 
 
 def same_origin(request: Request) -> bool:
-    """False when the browser says the form came from another site."""
+    """False when the browser says the form came from another origin: scheme, host or port differ."""
     origin = request.headers.get("origin")
     if not origin or origin == "null":
         return origin is None
-    return urlsplit(origin).netloc == request.headers.get("host")
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # "http://[::1": not an origin a browser sends
+        return False
+    return parts.scheme == request.url.scheme and parts.netloc == request.headers.get("host")
 
 
 @router.post("/page/jobs/{kind}/{job_id}/restart")
 async def restart(request: Request, kind: str, job_id: uuid.UUID):
-    view = viewer_of(request)
+    view = await run_in_threadpool(viewer_of, request)
     if view is None:
         return login_form("Sign in to restart a job.", 401)
     fields = page.form_fields(await request.body())

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 import psycopg
 
-from gigsterpg.config import Settings, mask_url
+from gigsterpg.config import Settings, check_pg_conninfo, mask_url
 from gigsterpg.connections import pg_errors
 from gigsterpg.exc import ConfigError, GigsterPgError, TerminalError
 from gigsterpg.lib.files import extract, load, result
@@ -50,7 +50,8 @@ class Pipeline:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Pipeline":
-        source = settings.snapshot_source_pg
+        source = settings.snapshot_source_pg and check_pg_conninfo(
+            settings.snapshot_source_pg, "--source-pg (GIGSTERPG_SNAPSHOT_SOURCE_PG)")
         return cls(libpq_url(settings.require_pg()), Path(settings.snapshot_root or "data"),
                    libpq_url(source) if source else None,
                    Path(settings.snapshot_csv) if settings.snapshot_csv else None, settings.snapshot_tables)

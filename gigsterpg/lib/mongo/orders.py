@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from gigsterpg.config import Settings, mask_url
+from gigsterpg.config import Settings, check_pg_conninfo, mask_url
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_error, pg_errors
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.mongo import bulk
@@ -210,7 +210,7 @@ def require_source(settings: Settings) -> str:
     if not settings.orders_source_pg:
         raise ConfigError("no source database", "export-orders reads the shop from a PostgreSQL database of its own",
                           "pass --pg URL or set GIGSTERPG_ORDERS_SOURCE_PG")
-    return settings.orders_source_pg
+    return check_pg_conninfo(settings.orders_source_pg, "--pg (GIGSTERPG_ORDERS_SOURCE_PG)")
 
 
 def _same_database(one: str, other: str) -> bool:

@@ -18,6 +18,7 @@ from gigsterpg.lib.pg.db.base import Base
 from gigsterpg.lib.pg.db.dataset import CsvReject, Dataset
 from gigsterpg.lib.pg.db.gig import Gig
 from gigsterpg.lib.pg.db.job import ApiJob
+from gigsterpg.lib.pg.db.page_session import PageSession
 from gigsterpg.lib.pg.db.pipeline_run import PipelineRun
 from gigsterpg.lib.pg.db.projection import ProjectionHash, ProjectionRun
 from gigsterpg.lib.pg.db.skill import Skill
@@ -34,7 +35,8 @@ BOOKKEEPING_TABLES = tuple(table for table in Base.metadata.sorted_tables if tab
 # The migrations ship inside the package, so that a plain (non-editable) install finds them.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
-__all__ = ["ALL_TABLES", "ApiJob", "BOOKKEEPING_TABLES", "Base", "Gig", "Skill", "SqlAlchemy", "SyncHash",
+__all__ = ["ALL_TABLES", "ApiJob", "BOOKKEEPING_TABLES", "Base", "Gig", "PageSession", "Skill", "SqlAlchemy",
+           "SyncHash",
            "SnapshotStep",
            "SyncReject", "SyncFollower", "SyncRun", "SyncWatermark", "User", "UserSkill", "alembic_config",
            "ProjectionHash", "ProjectionRun", "Dataset", "CsvReject", "PipelineRun"]

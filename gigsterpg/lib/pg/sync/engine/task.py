@@ -18,7 +18,7 @@ worker died, or the first attempt's answer was lost) leaves exactly one copy.
 import os
 import pickle
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import bson
@@ -66,8 +66,9 @@ class RangeTask:
     run_id: int
     collection: str
     part: IdRange
-    pg_url: str  # a libpq URL (postgresql://...)
-    mongo_url: str
+    # Not in the repr: Dask logs a failed task's arguments.
+    pg_url: str = field(repr=False)  # a libpq URL (postgresql://...)
+    mongo_url: str = field(repr=False)
     mongo_database: str
     batch_size: int
     skip_unchanged: bool = True

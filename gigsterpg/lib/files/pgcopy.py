@@ -1,4 +1,4 @@
-"""COPY in and out of PostgreSQL: typed Python rows, and files in PostgreSQL's binary COPY format.
+"""COPY in and out of PostgreSQL: Arrow batches of a CSV file, and files in PostgreSQL's binary COPY format.
 
 Shared by the daily snapshots and ``load-csv``. Every function takes an open
 psycopg cursor and leaves the transaction to the caller, so that a load and
@@ -6,11 +6,12 @@ the bookkeeping beside it commit together or not at all.
 """
 import dataclasses
 import hashlib
-from typing import BinaryIO, Callable, Iterable, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Iterable, Optional, Sequence, Tuple
 
 from psycopg import sql
 
-from gigsterpg.lib.files.csvsource import BadLine, Column
+from gigsterpg.lib.files import csvsource
+from gigsterpg.lib.files.csvsource import Column
 
 CHUNK = 1024 * 1024
 
@@ -37,32 +38,29 @@ def pg_columns(columns: Sequence[Column]) -> list:
 
 @dataclasses.dataclass
 class LoadCount:
-    """What ``copy_records`` wrote and what it set aside."""
+    """What a COPY of a CSV file wrote and what it set aside."""
 
     rows: int = 0
     bad: int = 0
 
 
-def copy_records(cursor, table: str, columns: Sequence[Tuple[str, str]], records: Iterable[Union[tuple, BadLine]],
-                 on_bad: Callable[[BadLine], None], schema: Optional[str] = None) -> LoadCount:
-    """Binary COPY of the tuples of ``records`` into ``table``; each BadLine goes to ``on_bad`` instead.
+def copy_batches(cursor, table: str, columns: Sequence[Tuple[str, str]], batches: Iterable,
+                 schema: Optional[str] = None) -> LoadCount:
+    """``COPY table (columns) FROM STDIN (FORMAT csv)`` of Arrow batches; returns the rows written.
 
-    ``columns`` are (name, PostgreSQL type) pairs in the tuples' order; the
-    values must be the Python types psycopg dumps to them (``read_rows``
-    gives exactly those).
+    The batches are ``csvsource.read_batches``'s: strings in the form
+    PostgreSQL reads as the columns' types (dates ISO), bad lines already set
+    aside. Arrow's C++ writer turns each batch into CSV (every value quoted,
+    NULL an empty field); no Python code touches a value.
     """
     count = LoadCount()
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
         qualified(table, schema), sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns))
     with cursor.copy(statement) as copy:
-        copy.set_types([kind for _, kind in columns])
-        for record in records:
-            if isinstance(record, BadLine):
-                count.bad += 1
-                on_bad(record)
-                continue
-            copy.write_row(record)
-            count.rows += 1
+        for batch in batches:
+            if batch.num_rows:
+                copy.write(csvsource.write_batch(batch))
+                count.rows += batch.num_rows
     return count
 
 

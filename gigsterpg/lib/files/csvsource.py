@@ -46,7 +46,9 @@ SAMPLE_BYTES = 64 * 1024
 SAMPLE_LINES = 50
 MAX_COLUMNS = 1600  # PostgreSQL's limit of columns in a table
 BLOCK = 4 << 20  # bytes Arrow parses at a time: a batch
-NUMERIC_CHARS = 1000  # longer numbers are text (or bad lines of a declared numeric): PostgreSQL keeps them exactly
+MAX_BLOCK = 256 << 20  # the longest record read (blocks grow to it)
+NUMERIC_CHARS = 6000  # longer numbers are text (or bad lines of a declared numeric); with exponents of
+# 4 digits at most, whatever is shorter fits PostgreSQL's numeric (131,072 digits before the point, 16,383 after)
 
 _INTEGER = r"^[+-]?(?:0|[1-9][0-9]{0,18})$"  # no leading zero: 00123 is a code
 _INTEGER_DECLARED = r"^[+-]?[0-9]+$"
@@ -379,43 +381,70 @@ def convert(column: Column, values: pa.Array, day_first: bool) -> Tuple[pa.Array
 
 
 class _Reader:
-    """One streamed pass of Arrow's CSV reader over the file, every column a string, misfit rows set aside."""
+    """One streamed pass of Arrow's CSV reader over the file, every column a string, misfit rows set aside.
+
+    Arrow parses the file a block at a time, and a record must fit in one: a
+    longer one (a text of many MB) makes the pass start again with blocks
+    eight times as large, the rows already given skipped, up to MAX_BLOCK.
+    """
 
     def __init__(self, path: Path, dialect: Dialect, names: Sequence[str]):
         self.path, self.dialect, self.names = path, dialect, list(names)
         self.misfits: List[Tuple[int, int, str]] = []  # (Arrow's row number, fields, text)
+        self.seen: set = set()
         self.rows = 0
 
     def _invalid(self, row) -> str:
-        self.misfits.append((row.number, row.actual_columns, row.text))
+        if row.number not in self.seen:
+            self.seen.add(row.number)
+            self.misfits.append((row.number, row.actual_columns, row.text))
         return "skip"
 
     def batches(self) -> Iterator[pa.RecordBatch]:
+        block = BLOCK
+        while True:
+            try:
+                yield from self._pass(block)
+                return
+            except pa.ArrowInvalid as err:
+                if "straddl" not in str(err) or block >= MAX_BLOCK:
+                    raise self._error(err) from err
+                block *= 8
+            except UnicodeDecodeError as err:
+                raise self._error(err) from err
+
+    def _pass(self, block: int) -> Iterator[pa.RecordBatch]:
         encoding = "utf8" if self.dialect.encoding.replace("-", "").lower() in ("utf8", "utf8sig") \
             else self.dialect.encoding
-        read = pacsv.ReadOptions(use_threads=False, block_size=BLOCK, encoding=encoding, skip_rows=1,
-                                 column_names=[f"c{i}" for i in range(len(self.names))])
+        names = [f"c{i}" for i in range(len(self.names))]
+        read = pacsv.ReadOptions(use_threads=False, block_size=block, encoding=encoding, skip_rows=1,
+                                 column_names=names)
         parse = pacsv.ParseOptions(delimiter=self.dialect.delimiter, quote_char=self.dialect.quotechar,
                                    double_quote=True, newlines_in_values=True, invalid_row_handler=self._invalid)
-        convert_options = pacsv.ConvertOptions(
-            column_types={f"c{i}": pa.string() for i in range(len(self.names))}, strings_can_be_null=True,
-            quoted_strings_can_be_null=True, null_values=[""])
-        try:
-            reader = pacsv.open_csv(self.path, read_options=read, parse_options=parse,
-                                    convert_options=convert_options)
-            for batch in reader:
-                self.rows += batch.num_rows
-                yield batch
-        except pa.ArrowInvalid as err:
-            if "UTF8" in str(err) or "utf8" in str(err).lower() or "decode" in str(err).lower():
-                raise SourceError(f"the CSV file {self.path} is not {self.dialect.encoding} after line"
-                                  f" {self.rows + 1}", str(err).splitlines()[0],
-                                  "convert it to UTF-8 or give its encoding") from err
-            raise SourceError(f"cannot read the CSV file {self.path}", str(err).splitlines()[0],
-                              "check that it is a CSV file") from err
-        except UnicodeDecodeError as err:
-            raise SourceError(f"the CSV file {self.path} is not {self.dialect.encoding} after line {self.rows + 1}",
-                              str(err), "convert it to UTF-8 or give its encoding") from err
+        convert_options = pacsv.ConvertOptions(column_types={name: pa.string() for name in names},
+                                               strings_can_be_null=True, quoted_strings_can_be_null=True,
+                                               null_values=[""])
+        skip = self.rows  # given by an earlier pass with smaller blocks
+        for batch in pacsv.open_csv(self.path, read_options=read, parse_options=parse,
+                                    convert_options=convert_options):
+            if skip:
+                cut = min(skip, batch.num_rows)
+                batch, skip = batch.slice(cut), skip - cut
+                if not batch.num_rows:
+                    continue
+            self.rows += batch.num_rows
+            yield batch
+
+    def _error(self, err: Exception) -> SourceError:
+        text = str(err).splitlines()[0]
+        if isinstance(err, UnicodeDecodeError) or "utf8" in text.lower() or "decode" in text.lower():
+            return SourceError(f"the CSV file {self.path} is not {self.dialect.encoding} after line {self.rows + 1}",
+                               text, "convert it to UTF-8 or give its encoding")
+        if "straddl" in text:
+            return SourceError(f"cannot read the CSV file {self.path}",
+                               f"a record after line {self.rows + 1} is longer than {MAX_BLOCK >> 20} MB"
+                               " (an unclosed quote?)", "close the quote, or split the value")
+        return SourceError(f"cannot read the CSV file {self.path}", text, "check that it is a CSV file")
 
 
 def infer_columns(path: Union[str, Path], dialect: Dialect,

@@ -266,3 +266,57 @@ def test_several_files_take_the_declarations_that_name_their_columns(tmp_path, c
     assert column_types(pg_url, "datasets", "one") == {"_row": "bigint", "code": "text", "n": "numeric"}
     assert column_types(pg_url, "datasets", "two") == {"_row": "bigint", "other": "bigint", "n": "numeric"}
     assert rows(pg_url, "SELECT code FROM datasets.one") == [("007",)]
+
+
+def test_hostile_values_are_bad_lines_or_kept_never_an_unexpected_error(tmp_path, conf, pg_url):
+    """Issue 21, items 6 and 9: a NUL byte, 1e999999, 5,000 digits, a zero-padded code."""
+    huge = "9" * 5000
+    path = write(tmp_path, "hostile.csv", "id,code,amount,far,note\n"
+                 f"1,00123,{huge},1e999999,plain\n"
+                 "2,00045,1.5,2,with a \x00 byte\n"
+                 "3,7,-2,3,fine\n")
+    load, = load_csv(conf, [path]).files
+    assert (load.rows, load.bad_lines) == (2, 1)
+    assert column_types(pg_url, "datasets", "hostile") == {
+        "_row": "bigint", "id": "bigint", "code": "text", "amount": "numeric", "far": "text", "note": "text"}
+    assert rows(pg_url, "SELECT code, amount::text, far FROM datasets.hostile ORDER BY _row") == [
+        ("00123", huge, "1e999999"), ("7", "-2", "3")]
+    assert rows(pg_url, "SELECT line, column_name, reason FROM csv_rejects WHERE dataset = 'hostile'") == [
+        (3, "note", "'with a \\x00 byte' holds a NUL byte, which PostgreSQL's text cannot hold (text)")]
+    # Declared, a value past numeric's range is a bad line too.
+    load, = load_csv(conf, [path], declared={"far": "numeric", "note": "text"}).files
+    assert (load.rows, load.bad_lines) == (1, 2)
+    assert rows(pg_url, "SELECT line, column_name FROM csv_rejects WHERE dataset = 'hostile' ORDER BY line") == [
+        (2, "far"), (3, "note")]
+    # Declared integer, a zero-padded value is the number the user asked for.
+    load_csv(conf, [path], declared={"code": "integer"})
+    assert rows(pg_url, "SELECT code FROM datasets.hostile ORDER BY _row") == [(123,), (7,)]
+
+
+def test_a_header_of_many_columns_is_checked_in_linear_time_against_postgresqls_limit(tmp_path, conf, capsys,
+                                                                                      pg_url):
+    """Issue 21, item 5: 40,000 names took 18 s, 1,000,000 never finished (quadratic duplicate check)."""
+    import time
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(1_000_000)) + "\n" + ",".join("1" * 1_000_000) + "\n")
+    started = time.perf_counter()
+    assert cli.main(["load-csv", str(wide), "--pg-url", pg_url]) == 1
+    assert time.perf_counter() - started < 30
+    err = capsys.readouterr().err
+    assert err.startswith(f"FAILED: the CSV file {wide} has 1,000,000 columns, a PostgreSQL table holds at most"
+                          " 1,600 and gigsterpg adds one") and err.count("\n") == 1
+    many = write(tmp_path, "many.csv", ",".join(f"c{i}" for i in range(1599)) + "\n" + ",".join(["x"] * 1599) + "\n")
+    load, = load_csv(conf, [many]).files
+    assert (load.rows, len(load.columns)) == (1, 1600)  # and _row
+    write(tmp_path, "many.csv", ",".join(f"c{i}" for i in range(1599)) + "\n" + ",".join(["1"] * 1599) + "\n")
+    with pytest.raises(SourceError, match="PostgreSQL refused a row .* row is too big"):
+        load_csv(conf, [many])  # 1,599 bigints: 12.8 kB, past PostgreSQL's 8 kB page
+    write(tmp_path, "many.csv", ",".join(f"c{i}" for i in range(1600)) + "\n" + ",".join(["1"] * 1600) + "\n")
+    with pytest.raises(SourceError, match="has 1,600 columns"):
+        load_csv(conf, [many])
+    names = ["a" * 63 + "x", "a" * 63 + "y"]
+    cut = write(tmp_path, "cut.csv", ",".join(names) + "\n1,2\n")
+    with pytest.raises(SourceError, match="cuts to the same 63 bytes"):
+        load_csv(conf, [cut])
+    with pytest.raises(ConfigError, match="one character each"):
+        load_csv(conf, [cut], delimiter="")

@@ -18,8 +18,8 @@ def read_rows(path, dialect, columns, url, bad=None):
     with psycopg.connect(url) as connection, connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS rows_read")
         pgcopy.create_table(cursor, "rows_read", pgcopy.pg_columns(columns) + [("_ord", "bigserial")])
-        pgcopy.copy_batches(cursor, "rows_read", pgcopy.pg_columns(columns), read_batches(path, dialect, columns,
-                                                                                            bad.append))
+        batches = read_batches(path, dialect, columns, bad.append)
+        pgcopy.copy_batches(cursor, "rows_read", pgcopy.pg_columns(columns), batches)
         cursor.execute("SELECT * FROM rows_read ORDER BY _ord")
         return [row[:-1] for row in cursor.fetchall()]
 

@@ -44,7 +44,7 @@ PG_TYPES = {"integer": "bigint", "numeric": "numeric", "boolean": "boolean", "da
 DELIMITERS = (",", ";", "\t", "|")
 SAMPLE_BYTES = 64 * 1024
 SAMPLE_LINES = 50
-MAX_COLUMNS = 1600  # PostgreSQL's limit of columns in a table
+MAX_COLUMNS = 1599  # PostgreSQL's limit of columns in a table (1,600), less the one gigsterpg adds (_row, snapshot_day)
 BLOCK = 4 << 20  # bytes Arrow parses at a time: a batch
 MAX_BLOCK = 256 << 20  # the longest record read (blocks grow to it)
 NUMERIC_CHARS = 6000  # longer numbers are text (or bad lines of a declared numeric); with exponents of
@@ -201,7 +201,8 @@ def _check_header(names: Sequence[str], path: Path) -> None:
     """A SourceError unless ``names`` can name a table's columns; linear in the number of names."""
     if len(names) > MAX_COLUMNS:
         raise SourceError(f"the CSV file {path} has {len(names):,} columns",
-                          f"a PostgreSQL table holds at most {MAX_COLUMNS:,}",
+                          f"a PostgreSQL table holds at most {MAX_COLUMNS + 1:,} and gigsterpg adds one (the"
+                          f" _row key or the snapshot day): {MAX_COLUMNS:,} at most",
                           "split the file into files of fewer columns")
     if not names or any(not name for name in names):
         raise SourceError(f"the CSV file {path} has no usable header", "a column name is empty",

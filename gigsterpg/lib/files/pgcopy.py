@@ -8,7 +8,10 @@ import dataclasses
 import hashlib
 from typing import BinaryIO, Iterable, Optional, Sequence, Tuple
 
+import psycopg
 from psycopg import sql
+
+from gigsterpg.exc import SourceError
 
 from gigsterpg.lib.files import csvsource
 from gigsterpg.lib.files.csvsource import Column
@@ -56,11 +59,15 @@ def copy_batches(cursor, table: str, columns: Sequence[Tuple[str, str]], batches
     count = LoadCount()
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
         qualified(table, schema), sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns))
-    with cursor.copy(statement) as copy:
-        for batch in batches:
-            if batch.num_rows:
-                copy.write(csvsource.write_batch(batch))
-                count.rows += batch.num_rows
+    try:
+        with cursor.copy(statement) as copy:
+            for batch in batches:
+                if batch.num_rows:
+                    copy.write(csvsource.write_batch(batch))
+                    count.rows += batch.num_rows
+    except (psycopg.errors.ProgramLimitExceeded, psycopg.errors.DataError) as err:
+        raise SourceError(f"PostgreSQL refused a row of the CSV file for {table}", str(err).splitlines()[0],
+                          "load fewer or narrower columns (a row must fit in 8 kB less its long texts)") from err
     return count
 
 

@@ -141,14 +141,17 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
             if len(rejects) < REJECTS_KEPT:
                 rejects.append(line)
 
-        batches = csvsource.read_batches(path, dialect, columns, keep)
+        trusted = [column.name for column in columns if column.name not in (declared or {})]
+        batches = csvsource.read_batches(path, dialect, columns, keep, trusted)
         if merging:
             count = _merge(cursor, schema, table, columns, key, batches)
         else:
             count = _replace(cursor, schema, table, columns, key, batches)
         count.bad, parser = bad, "arrow"
-        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
-        table_rows = cursor.fetchone()[0]
+        table_rows = count.rows
+        if merging:
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
+            table_rows = cursor.fetchone()[0]
         described = tables.catalog_columns(cursor, schema, table)
         kinds = {column.name: column.kind for column in columns}
         for column in described:
@@ -195,6 +198,8 @@ def _replace(cursor, schema, table, columns, key, batches) -> pgcopy.LoadCount:
         cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
             sql.Identifier(schema, work), sql.Identifier(tables.ROW_KEY)))
     count = pgcopy.copy_batches(cursor, work, pairs, batches, schema=schema)
+    # The key's index is sorted in memory (the default 64 MB spills a few million keys to disk).
+    cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
     tables.add_key(cursor, schema, work, key or tables.ROW_KEY, f"loading {schema}.{table}")
     tables.swap(cursor, schema, work, table)
     return count

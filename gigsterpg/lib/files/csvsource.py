@@ -26,12 +26,14 @@ physical line number, column and reason; reading goes on.
 """
 import codecs
 import collections
+import concurrent.futures
 import csv
 import dataclasses
 import io
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -46,6 +48,7 @@ SAMPLE_BYTES = 64 * 1024
 SAMPLE_LINES = 50
 MAX_COLUMNS = 1599  # PostgreSQL's limit of columns in a table (1,600), less the one gigsterpg adds (_row, snapshot_day)
 BLOCK = 4 << 20  # bytes Arrow parses at a time: a batch
+SAMPLE = 256  # values a kind is tried on before a whole batch
 MAX_BLOCK = 256 << 20  # the longest record read (blocks grow to it)
 NUMERIC_CHARS = 6000  # longer numbers are text (or bad lines of a declared numeric); with exponents of
 # 4 digits at most, whatever is shorter fits PostgreSQL's numeric (131,072 digits before the point, 16,383 after)
@@ -63,6 +66,7 @@ _DOT_DATE = r"^(?P<d>[0-9]{1,2})\.(?P<m>[0-9]{1,2})\.(?P<y>[0-9]{4})$"
 _CLOCK = r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
 _ISO_STAMP = (r"^(?P<day>[0-9]{4}-[0-9]{2}-[0-9]{2})[T ](?P<clock>" + _CLOCK + r")"
               r"(?P<zone>Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?$")
+_ZONE = r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)$"  # the end of a value matching _ISO_STAMP: its offset
 _OTHER_STAMP = (r"^(?P<day>[0-9]{1,2}/[0-9]{1,2}/[0-9]{4}|[0-9]{1,2}\.[0-9]{1,2}\.[0-9]{4}) (?P<clock>"
                 r"(?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?)$")
 
@@ -248,9 +252,9 @@ def _integers(values: pa.Array, declared: bool = False) -> Tuple[pa.Array, pa.Ar
     Inferred, a leading zero makes a code (text); a column declared integer takes it.
     """
     ok = _match(values, _INTEGER_DECLARED if declared else _INTEGER)
-    digits = pc.utf8_ltrim(values, "+-0")
-    long = pc.greater_equal(pc.utf8_length(digits), 19)
-    if pc.any(long).as_py():
+    if (pc.max(pc.utf8_length(values)).as_py() or 0) >= 19:
+        digits = pc.utf8_ltrim(values, "+-0")
+        long = pc.greater_equal(pc.utf8_length(digits), 19)
         bound = pc.if_else(pc.starts_with(values, "-"), pa.scalar("9223372036854775808"), pa.scalar(_INT8_MAX))
         fits = pc.and_(pc.equal(pc.utf8_length(digits), 19), pc.less_equal(digits, bound))
         ok = pc.and_(ok, pc.or_(pc.invert(long), fits))
@@ -266,8 +270,20 @@ def _booleans(values: pa.Array) -> Tuple[pa.Array, pa.Array]:
     return values, _match(values, _BOOLEAN)
 
 
+def _distinct(check: Callable, values: pa.Array, *args) -> tuple:
+    """``check(values, *args)`` worked out once per distinct value (dates repeat), then spread over the values."""
+    encoded = pc.dictionary_encode(values)
+    if len(encoded.dictionary) * 2 > len(values):
+        return check(values, *args)
+    return tuple(pc.take(result, encoded.indices) for result in check(encoded.dictionary, *args))
+
+
 def _dates(values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array]:
     """ISO ``yyyy-mm-dd`` strings of the values (null where none), and whether each is a day that exists."""
+    return _distinct(_each_date, values, day_first)
+
+
+def _each_date(values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array]:
     iso = pc.extract_regex(values, _ISO_DATE)
     slash = pc.extract_regex(values, _SLASH_DATE)
     dot = pc.extract_regex(values, _DOT_DATE)
@@ -286,7 +302,18 @@ def _dates(values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array]:
 
 
 def _stamps(values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array, pa.Array]:
-    """ISO timestamps of the values (a date is midnight), whether each is one, and whether it carries an offset."""
+    """ISO timestamps of the values (a date is midnight), whether each is one, and whether it carries an offset.
+
+    Values all written as ISO timestamps (the common case) go as they are, their days checked once each.
+    """
+    iso = _match(values, _ISO_STAMP)
+    if _all(pc.or_(iso, pc.is_null(values))):
+        _, day_ok = _dates(pc.utf8_slice_codeunits(values, 0, 10), day_first)
+        return values, day_ok, _match(values, _ZONE)
+    return _distinct(_each_stamp, values, day_first)
+
+
+def _each_stamp(values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array, pa.Array]:
     iso = pc.extract_regex(values, _ISO_STAMP)
     other = pc.extract_regex(values, _OTHER_STAMP)
     day_part = pc.coalesce(pc.struct_field(iso, "day"), pc.struct_field(other, "day"), values)
@@ -307,24 +334,23 @@ def _texts(values: pa.Array) -> Tuple[pa.Array, pa.Array]:
 
 
 def _batch_kind(values: pa.Array, day_first: bool) -> Tuple[str, set]:
-    """The narrowest kind holding every non-null value of ``values`` (and, for timestamps, their offsets)."""
+    """The narrowest kind holding every non-null value of ``values`` (and, for timestamps, their offsets).
+
+    Each kind is tried on the first SAMPLE values before the whole batch: most kinds fail there, cheaply.
+    """
     values = values.drop_null()
-    found: set = set()
     if not len(values):
-        return "", found
-    if _all(_integers(values)[1]):
-        return "integer", found
-    if _all(_numerics(values)[1]):
-        return "numeric", found
-    if _all(_booleans(values)[1]):
-        return "boolean", found
-    if _all(_dates(values, day_first)[1]):
-        return "date", found
-    _, ok, zoned = _stamps(values, day_first)
-    if _all(ok):
-        found = {bool(flag) for flag in pc.unique(zoned).to_pylist()}
-        return "timestamp", found
-    return "text", found
+        return "", set()
+    sample = values.slice(0, SAMPLE)
+    checks = (("integer", lambda v: _integers(v)[1]), ("numeric", lambda v: _numerics(v)[1]),
+              ("boolean", lambda v: _booleans(v)[1]), ("date", lambda v: _dates(v, day_first)[1]),
+              ("timestamp", lambda v: _stamps(v, day_first)[1]))
+    for kind, check in checks:
+        if _all(check(sample)) and (len(values) <= SAMPLE or _all(check(values))):
+            if kind == "timestamp":
+                return kind, {bool(flag) for flag in pc.unique(_stamps(values, day_first)[2]).to_pylist()}
+            return kind, set()
+    return "text", set()
 
 
 def _keeps(kind: str, values: pa.Array, day_first: bool, zones: set) -> bool:
@@ -359,9 +385,17 @@ def _widen(current: str, kind: str) -> str:
     return "text"
 
 
-def convert(column: Column, values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array]:
-    """The column's values as PostgreSQL reads them, and whether each fits the column (True for null)."""
+def convert(column: Column, values: pa.Array, day_first: bool, trusted: bool = False) -> Tuple[pa.Array, pa.Array]:
+    """The column's values as PostgreSQL reads them, and whether each fits the column (True for null).
+
+    ``trusted``: ``infer_columns`` found every value of the column of its kind, so only the forms PostgreSQL
+    reads otherwise (dates with slashes or dots) are rewritten, and text is checked for NUL bytes.
+    """
     kind = column.kind
+    if trusted and kind in ("integer", "numeric", "boolean"):
+        return values, pa.array(np.ones(len(values), dtype=bool))
+    if trusted and kind == "timestamp" and not pc.any(_match(values, "^[0-9]{1,2}[/.]")).as_py():
+        return values, pa.array(np.ones(len(values), dtype=bool))  # ISO already (a date alone is midnight)
     if kind == "integer":
         out, ok = _integers(values, declared=True)
     elif kind == "numeric":
@@ -389,8 +423,9 @@ class _Reader:
     eight times as large, the rows already given skipped, up to MAX_BLOCK.
     """
 
-    def __init__(self, path: Path, dialect: Dialect, names: Sequence[str]):
-        self.path, self.dialect, self.names = path, dialect, list(names)
+    def __init__(self, path: Path, dialect: Dialect, names: Sequence[str], threads: bool = False):
+        """``threads``: Arrow parses on several threads, and cannot then say the misfits' row numbers."""
+        self.path, self.dialect, self.names, self.threads = path, dialect, list(names), threads
         self.misfits: List[Tuple[int, int, str]] = []  # (Arrow's row number, fields, text)
         self.seen: set = set()
         self.rows = 0
@@ -418,7 +453,7 @@ class _Reader:
         encoding = "utf8" if self.dialect.encoding.replace("-", "").lower() in ("utf8", "utf8sig") \
             else self.dialect.encoding
         names = [f"c{i}" for i in range(len(self.names))]
-        read = pacsv.ReadOptions(use_threads=False, block_size=block, encoding=encoding, skip_rows=1,
+        read = pacsv.ReadOptions(use_threads=self.threads, block_size=block, encoding=encoding, skip_rows=1,
                                  column_names=names)
         parse = pacsv.ParseOptions(delimiter=self.dialect.delimiter, quote_char=self.dialect.quotechar,
                                    double_quote=True, newlines_in_values=True, invalid_row_handler=self._invalid)
@@ -471,20 +506,23 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
     open_columns = [index for index, name in enumerate(names) if name not in declared]
     kinds = [""] * len(names)
     zones: List[set] = [set() for _ in names]
-    reader = _Reader(path, dialect, names)
-    for batch in reader.batches():
-        for index in list(open_columns):
-            values = batch.column(index)
-            if kinds[index] and _keeps(kinds[index], values, dialect.day_first, zones[index]):
-                continue
-            previous = kinds[index]
-            kind, found = _batch_kind(values, dialect.day_first)
-            kinds[index] = _widen(previous, kind)
-            if kinds[index] == "timestamp":
-                # a date in a timestamp column is midnight, with no offset
-                zones[index] |= found | ({False} if "date" in (kind, previous) else set())
-            if kinds[index] == "text":
-                open_columns.remove(index)  # nothing widens text
+    reader = _Reader(path, dialect, names, threads=True)
+
+    def check(index: int, values: pa.Array) -> None:
+        if kinds[index] and _keeps(kinds[index], values, dialect.day_first, zones[index]):
+            return
+        previous = kinds[index]
+        kind, found = _batch_kind(values, dialect.day_first)
+        kinds[index] = _widen(previous, kind)
+        if kinds[index] == "timestamp":
+            # a date in a timestamp column is midnight, with no offset
+            zones[index] |= found | ({False} if "date" in (kind, previous) else set())
+
+    # Arrow's kernels let go of the GIL: the columns of a batch are checked on two threads
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gigsterpg-csv") as pool:
+        for batch in reader.batches():
+            list(pool.map(lambda index: check(index, batch.column(index)), open_columns))
+            open_columns = [index for index in open_columns if kinds[index] != "text"]  # nothing widens text
     if counts is not None:
         counts.update(records=reader.rows, misfits=len(reader.misfits))
     columns = []
@@ -500,12 +538,13 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
 
 
 def read_batches(path: Union[str, Path], dialect: Dialect, columns: Sequence[Column],
-                 on_bad: Callable[[BadLine], None]) -> Iterator[pa.RecordBatch]:
+                 on_bad: Callable[[BadLine], None], trusted: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
     """The file's records as Arrow batches of strings PostgreSQL reads as the columns' types; bad lines to ``on_bad``.
 
     Each batch has the columns' names. A record of the wrong width, or with a
     value that does not fit its column, is left out and handed to ``on_bad``
-    with its physical line number.
+    with its physical line number. ``trusted`` names the columns whose kinds
+    ``infer_columns`` just found over this file: their values are not checked again.
     """
     path = Path(path)
     names = header(path, dialect)
@@ -519,7 +558,7 @@ def read_batches(path: Union[str, Path], dialect: Dialect, columns: Sequence[Col
     for batch in reader.batches():
         outs, oks = [], []
         for column, values in zip(columns, batch.columns):
-            out, ok = convert(column, values, dialect.day_first)
+            out, ok = convert(column, values, dialect.day_first, column.name in trusted)
             outs.append(out)
             oks.append(ok)
         every = oks[0]

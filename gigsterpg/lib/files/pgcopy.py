@@ -6,6 +6,8 @@ the bookkeeping beside it commit together or not at all.
 """
 import dataclasses
 import hashlib
+import itertools
+import logging
 from typing import BinaryIO, Iterable, Optional, Sequence, Tuple
 
 import psycopg
@@ -13,10 +15,11 @@ from psycopg import sql
 
 from gigsterpg.exc import SourceError
 
-from gigsterpg.lib.files import csvsource
+from gigsterpg.lib.files import csvsource, pgbinary
 from gigsterpg.lib.files.csvsource import Column
 
 CHUNK = 1024 * 1024
+logger = logging.getLogger(__name__)
 
 
 def qualified(table: str, schema: Optional[str] = None) -> sql.Composable:
@@ -49,22 +52,43 @@ class LoadCount:
 
 def copy_batches(cursor, table: str, columns: Sequence[Tuple[str, str]], batches: Iterable,
                  schema: Optional[str] = None) -> LoadCount:
-    """``COPY table (columns) FROM STDIN (FORMAT csv)`` of Arrow batches; returns the rows written.
+    """Binary ``COPY table (columns) FROM STDIN`` of Arrow batches; returns the rows written.
 
     The batches are ``csvsource.read_batches``'s: strings in the form
     PostgreSQL reads as the columns' types (dates ISO), bad lines already set
-    aside. Arrow's C++ writer turns each batch into CSV (every value quoted,
-    NULL an empty field); no Python code touches a value.
+    aside. ``pgbinary`` encodes each batch in compiled code; should Arrow fail
+    to cast a batch, it and the rest go by ``COPY ... (FORMAT csv)`` instead
+    (Arrow's CSV writer; PostgreSQL parses the text). No Python code touches
+    a value but a numeric of more than 15 digits or with an exponent.
     """
     count = LoadCount()
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
-        qualified(table, schema), sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns))
+    names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
+    types = [kind for _, kind in columns]
+    batches = iter(batches)
+    left = None
     try:
-        with cursor.copy(statement) as copy:
+        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                qualified(table, schema), names)) as copy:
+            copy.write(pgbinary.HEADER)
             for batch in batches:
-                if batch.num_rows:
-                    copy.write(csvsource.write_batch(batch))
-                    count.rows += batch.num_rows
+                if not batch.num_rows:
+                    continue
+                try:
+                    data = pgbinary.encode(batch, types)
+                except ValueError as err:
+                    logger.info("binary COPY into %s stops, the rest goes as CSV: %s", table, err)
+                    left = batch
+                    break
+                copy.write(data)
+                count.rows += batch.num_rows
+            copy.write(pgbinary.TRAILER)
+        if left is not None:
+            with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
+                    qualified(table, schema), names)) as copy:
+                for batch in itertools.chain([left], batches):
+                    if batch.num_rows:
+                        copy.write(csvsource.write_batch(batch))
+                        count.rows += batch.num_rows
     except (psycopg.errors.ProgramLimitExceeded, psycopg.errors.DataError) as err:
         raise SourceError(f"PostgreSQL refused a row of the CSV file for {table}", str(err).splitlines()[0],
                           "load fewer or narrower columns (a row must fit in 8 kB less its long texts)") from err

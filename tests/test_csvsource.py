@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from gigsterpg.exc import ConfigError, SourceError
-from gigsterpg.lib.files import pgcopy
+from gigsterpg.lib.files import csvsource, pgcopy
 from gigsterpg.lib.files.csvsource import Column, Dialect, detect_dialect, infer_columns, read_batches
 
 
@@ -178,3 +178,49 @@ def test_copy_out_and_in_round_trip_a_binary_file(empty_pg_url):
         cursor.execute("SELECT * FROM s2 ORDER BY a")
         assert cursor.fetchall() == [(1, "x", b"\x00\xff"), (2, None, b"")]
     assert out == back and out.bytes == len(buffer.getvalue())
+
+
+def test_binary_copy_stores_what_postgresql_reads_from_the_text(tmp_path, empty_pg_url):
+    """Each kind's binary encoding (pgbinary) against PostgreSQL's own reading of the same strings."""
+    import random
+
+    import pyarrow as pa
+
+    from gigsterpg.lib.files import pgbinary
+    rng = random.Random(21)
+    numbers = ["0", "-0", "1", "-3", "2.50", "-3395.63", ".5", "-.5", "+7", "1.", "0.0001", "123456789012.3456",
+               "9999999999999999", "-9999999999999999", "99999999999999999", "1e3", "-2.5E-7", "1" * 300,
+               "0." + "0" * 40 + "1", "12345678901234567890.123456789", None]
+    numbers += [f"{rng.choice('-+') if rng.random() < 0.3 else ''}{rng.randint(0, 10 ** rng.randint(0, 16))}"
+                f"{'.' + str(rng.randint(0, 10 ** rng.randint(0, 8))) if rng.random() < 0.7 else ''}"
+                for _ in range(500)]
+    size = len(numbers)
+    cycle = (lambda values: (values * (size // len(values) + 1))[:size])
+    columns = [("n", "numeric"), ("i", "bigint"), ("b", "boolean"), ("d", "date"), ("t", "timestamp"),
+               ("z", "timestamptz"), ("s", "text")]
+    data = {
+        "n": numbers,
+        "i": cycle(["0", "-9223372036854775808", "9223372036854775807", "+42", "007", None]),
+        "b": cycle(["t", "TRUE", "y", "Yes", "f", "no", "N", "false", None]),
+        "d": cycle(["2022-09-26", "0001-01-01", "1999-12-31", "2000-01-01", "9999-12-31", None]),
+        "t": cycle(["2022-09-26T14:05:06.25", "2022-09-26 14:05", "1999-12-31T23:59:59.999999", "2022-03-01",
+                    None]),
+        "z": cycle(["2022-09-26T14:05:06+02:00", "2022-01-02 03:04:00Z", "2022-01-02T03:04:05-05:30", None]),
+        "s": cycle(["", "é", "line\nbreak", 'quo"te', "x" * 5000, None]),
+    }
+    batch = pa.RecordBatch.from_pydict({name: pa.array(values, pa.string()) for name, values in data.items()})
+    with psycopg.connect(empty_pg_url) as connection, connection.cursor() as cursor:
+        for table in ("by_binary", "by_text"):
+            pgcopy.create_table(cursor, table, columns + [("_ord", "bigserial")])
+        names = ", ".join(name for name, _ in columns)
+        with cursor.copy(f"COPY by_binary ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(pgbinary.HEADER + pgbinary.encode(batch, [kind for _, kind in columns]) + pgbinary.TRAILER)
+        with cursor.copy(f"COPY by_text ({names}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(csvsource.write_batch(batch))
+        cursor.execute(f"SELECT {names}, n::text FROM by_binary ORDER BY _ord")
+        by_binary = cursor.fetchall()
+        cursor.execute(f"SELECT {names}, n::text FROM by_text ORDER BY _ord")
+        by_text = cursor.fetchall()
+    assert len(by_binary) == size and by_binary == by_text
+    assert by_binary[1][7] == "-0" or by_binary[1][7] == "0"
+    assert by_binary[4][7] == "2.50" and by_binary[5][7] == "-3395.63" and by_binary[17][7] == "1" * 300

@@ -287,6 +287,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except GigsterPgError as err:
         return _fail(args, str(err), 2 if isinstance(err, ConfigError) else 1)
     except KeyboardInterrupt:
+        if args.command in cli_datasets.COMMANDS:
+            return _fail(args, cli_datasets.interrupted(args), 130)
         return _fail(args, "interrupted, the batch in hand was rolled back, run the sync again to finish", 130)
     except Exception as err:  # an error we did not foresee: still one line, unless --debug
         return _fail(args, f"unexpected error {type(err).__name__}: {err}, rerun with --debug and report it", 1)

@@ -48,6 +48,14 @@ def declaration(text: str):
     return name, kind
 
 
+def interrupted(args) -> str:
+    """The line a ``load-csv`` or ``transform`` stopped by Ctrl-C or SIGTERM ends with: what stays, what to run."""
+    if args.command == "load-csv":
+        return ("interrupted, the file in hand was rolled back (each file is one transaction: those before it are"
+                " loaded), run the same load-csv command again to finish")
+    return "interrupted, the dataset was left as it was, run the same transform command again"
+
+
 def run(args, settings: Settings) -> int:
     """Run ``load-csv`` or ``transform``; prints the summary, returns the exit code."""
     if args.command == "load-csv":

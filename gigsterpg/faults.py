@@ -24,7 +24,12 @@ POINTS = ("fetched", "merged", "committed", "deleting", "finished",
           "snapshot-data", "snapshot-manifest", "snapshot-published", "snapshot-loaded",
           # a first load (sync/engine/firstload.py): every collection loaded, keys not yet put back; keys
           # back and hashes filled, not committed
-          "first-load-loaded", "first-load-keyed")
+          "first-load-loaded", "first-load-keyed",
+          # load-csv (gigsterpg.lib.datasets.load), per file: its dataset's lock taken; its new table swapped in
+          # (not committed); its registry row and rejects written (not committed); its transaction committed
+          "csv-locked", "csv-swapped", "csv-registered", "csv-committed",
+          # transform: the query's rows in the temporary table; the new table swapped in; registered; committed
+          "transform-queried", "transform-swapped", "transform-registered", "transform-committed")
 
 _hits = {}
 _lock = threading.Lock()

@@ -5,6 +5,10 @@ drop what it did not make, run what is not one query that reads, or answer other
 """
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -18,7 +22,7 @@ from gigsterpg.lib.datasets import tables
 from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.datasets.transform import transform
 from tests.figures import FIGURES
-from tests.helpers import API_AUTH, API_TOKEN, execute
+from tests.helpers import API_AUTH, API_TOKEN, execute, wait_until
 
 
 def write(tmp_path, name: str, text: str):
@@ -119,6 +123,98 @@ def test_long_table_names_load_again_and_again(tmp_path, conf, pg_url, length):
     FIGURES["hostile inputs tried: datasets"] += 1
 
 
+@pytest.mark.parametrize("schema", ["pg_catalog", "pg_temp", "pg_toast", "information_schema", "PG_x"])
+def test_postgresql_own_schemas_are_refused(tmp_path, conf, schema):
+    with pytest.raises(ConfigError) as err:
+        load_csv(conf, [write(tmp_path, "h.csv", "a,b\nx,2\n")], schema=schema)
+    one_line(err.value, repr(schema), "--schema")
+    with pytest.raises(ConfigError) as err:
+        transform(conf, write(tmp_path, "q.sql", "SELECT 1 AS id"), "q", schema=schema)
+    one_line(err.value, repr(schema))
+
+
+# -- transform: one query that reads ----------------------------------------------------------------------------
+
+REFUSED_SQL = [
+    ("SELECT 1 AS a; DROP TABLE public.projection_hashes", "one query"),
+    ("SELECT 1 AS a;\nDROP TABLE public.projection_hashes;", "one query"),
+    ("DROP TABLE public.projection_hashes", "SELECT"),
+    ("WITH gone AS (DELETE FROM public.projection_hashes RETURNING *) SELECT * FROM gone", "reads"),
+    ("INSERT INTO public.projection_hashes SELECT * FROM public.projection_hashes RETURNING *", "SELECT"),
+    ("SELECT nextval('public.projection_runs_id_seq') AS id", "reads"),
+    ("SELECT 1 AS a) AS q; DROP TABLE public.projection_hashes; SELECT * FROM (SELECT 1", "one query"),
+    ("SELECT", "no column"),
+    ("SELECT FROM public.projection_hashes", "no column"),
+    ("/* a comment */ -- and another\n", "empty"),
+]
+
+
+@pytest.mark.parametrize("query, fragment", REFUSED_SQL, ids=[f"sql{i}" for i in range(len(REFUSED_SQL))])
+def test_a_transform_is_one_query_that_reads(tmp_path, conf, pg_url, query, fragment):
+    before = rows(pg_url, "SELECT last_value FROM public.projection_runs_id_seq")
+    with pytest.raises((ConfigError, SourceError)) as err:
+        transform(conf, write(tmp_path, "hostile.sql", query), "hostile")
+    one_line(err.value, fragment)
+    assert table_exists(pg_url, "public.projection_hashes")
+    assert rows(pg_url, "SELECT last_value FROM public.projection_runs_id_seq") == before
+    assert rows(pg_url, "SELECT count(*) FROM datasets WHERE name = 'hostile'") == [(0,)]
+
+
+def test_queries_that_read_still_transform(tmp_path, conf, pg_url):
+    for text in ("SELECT '50%' AS p -- a trailing comment", "VALUES (1, 'a'), (2, 'b')",
+                 "WITH x AS (SELECT 2 AS n) SELECT n FROM x;;", "(SELECT 3 AS n)", "  /* why */ SELECT 4 AS n\n",
+                 "TABLE datasets.one"):
+        made = transform(conf, write(tmp_path, "ok.sql", text), "one")
+        assert made.rows >= 1, text
+    assert rows(pg_url, "SELECT n FROM datasets.one") == [(4,)]
+
+
+def test_the_cli_refuses_a_bare_select_in_one_line(tmp_path, pg_url, capsys):
+    cli_fails(capsys, "transform", str(write(tmp_path, "bare.sql", "SELECT")), "--into", "x", "--pg-url", pg_url,
+              fragments=("no column", "name"))
+    cli_fails(capsys, "transform", str(write(tmp_path, "two.sql", "SELECT 1 AS a; SELECT 2 AS b")), "--into", "x",
+              "--pg-url", pg_url, fragments=("one query",))
+
+
+# -- column names a user chose ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("column", ["ctid", "xmin", "cmin", "xmax", "cmax", "tableoid", "CTID"])
+def test_a_system_column_name_is_refused_in_one_line(tmp_path, conf, column):
+    path = write(tmp_path, "sys.csv", f"id,{column}\n1,2\n")
+    if column == "CTID":  # quoted, upper case is another name: loads
+        load_csv(conf, [path])
+        return
+    with pytest.raises(ConfigError) as err:
+        load_csv(conf, [path])
+    one_line(err.value, repr(column), "rename")
+
+
+def test_a_row_column_needs_a_key(tmp_path, conf, pg_url, capsys):
+    path = write(tmp_path, "rows.csv", "_row,v\n10,a\n20,b\n")
+    cli_fails(capsys, "load-csv", str(path), "--pg-url", pg_url, fragments=("'_row'", "--key"), code=2)
+    load_csv(conf, [path], key="_row")
+    assert rows(pg_url, "SELECT _row, v FROM datasets.rows ORDER BY _row") == [(10, "a"), (20, "b")]
+    load_csv(conf, [write(tmp_path, "ord.csv", "k,_ord\n1,a\n")], key="k")
+    load_csv(conf, [write(tmp_path, "ord.csv", "k,_ord\n1,b\n2,c\n")], key="k", merge=True)
+    assert rows(pg_url, "SELECT k, _ord FROM datasets.ord ORDER BY k") == [(1, "b"), (2, "c")]
+
+
+def test_long_column_names_the_same_in_their_first_63_bytes_are_refused(tmp_path, conf):
+    same = "é" * 31 + "x"  # 63 bytes
+    path = write(tmp_path, "long.csv", f"{same}a,{same}b\n1,2\n")
+    with pytest.raises(ConfigError) as err:
+        load_csv(conf, [path])
+    one_line(err.value, "63 bytes", "shorten")
+    load_csv(conf, [write(tmp_path, "fine.csv", f"{same}a,{same[:-1]}b\n1,2\n")])  # cut differently: loads
+
+
+@pytest.mark.parametrize("option, value", [("--delimiter", ""), ("--delimiter", ",,"), ("--quote", ""),
+                                           ("--delimiter", "\n"), ("--quote", ",")])
+def test_bad_dialect_options_fail_in_one_line(tmp_path, pg_url, capsys, option, value):
+    path = write(tmp_path, "d.csv", "a,b\n1,2\n")
+    cli_fails(capsys, "load-csv", str(path), option, value, "--pg-url", pg_url, fragments=(option,), code=2)
+
+
 # -- the read API -------------------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -167,3 +263,60 @@ def test_the_list_shows_no_local_path_and_a_bad_cursor_is_not_echoed(tmp_path, a
 def test_json_of_read_rows_is_unchanged_for_ordinary_names(client, api_settings, tmp_path):
     load_csv(api_settings, [write(tmp_path, "plain.csv", "id,name\n1,a\n")], key="id")
     assert json.loads(client.get("/read/plain/first-chunk").text) == [{"id": 1, "name": "a"}]
+
+
+def test_a_dataset_whose_table_was_dropped_by_hand_is_a_404(tmp_path, api_settings, client, pg_url):
+    load_csv(api_settings, [write(tmp_path, "gone.csv", "a\n1\n")])
+    execute(pg_url, "DROP TABLE datasets.gone")
+    answer = client.get("/read/gone")
+    assert answer.status_code == 404 and "load or transform it again" in answer.json()["todo"], answer.text
+    execute(pg_url, "CREATE TABLE datasets.gone (b int)")  # the key column _row missing
+    assert client.get("/read/gone/first-chunk").status_code == 404
+    FIGURES["hostile inputs tried: datasets"] += 2
+
+
+# -- SIGTERM names the command to run again ---------------------------------------------------------------------
+
+def test_load_csv_stopped_by_sigterm_says_to_run_load_csv_again(tmp_path, pg_url):
+    load_csv(Settings(pg_url=pg_url), [write(tmp_path, "held.csv", "a\n1\n")])
+    holder = psycopg.connect(pg_url)
+    holder.execute("SELECT pg_advisory_xact_lock(hashtext('gigsterpg dataset held'))")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}
+    process = subprocess.Popen([sys.executable, "-m", "gigsterpg.cli", "load-csv", str(tmp_path / "held.csv"),
+                                "--pg-url", pg_url], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: rows(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                        " AND application_name = 'gigsterpg-datasets'")[0][0], "the load to wait")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        holder.close()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    failures = [line for line in err.splitlines() if line.startswith("FAILED: ")]
+    assert len(failures) == 1 and "load-csv" in failures[0] and "sync" not in failures[0], err
+    assert rows(pg_url, "SELECT a FROM datasets.held") == [(1,)]
+    FIGURES["hostile inputs tried: datasets"] += 1
+
+
+READS = [("/read/%2e%2e%2fetc", 404), ("/read/" + "x" * 5000, 404), ("/read/é✓", 404),
+         ("/read/a'b", 404), ("/read/keyed?after=" + "é" * 1000, 200), ("/read/keyed?after=%00", 400),
+         ("/read/keyed?after=" + "z" * 1001, 400), ("/read/numbered?after=1e999999", 400),
+         ("/read/numbered?after=99999999999999999999999", 400), ("/read/numbered?after=-1", 200),
+         ("/read/numbered?after=%20", 400), ("/read/numbered?limit=1e3", 400), ("/read/numbered?limit=-1", 400),
+         ("/read/numbered?limit=99999999999999999999", 400), ("/read/numbered/first-chunk?after=1", 400),
+         ("/read?limit=1", 400), ("/read/keyed?after=x&after=y", 400)]
+
+
+def test_read_parameters_a_user_typed_are_answered_never_a_500(tmp_path, api_settings, client):
+    load_csv(api_settings, [write(tmp_path, "keyed.csv", "code,v\nA,1\nB,2\n")], key="code")
+    load_csv(api_settings, [write(tmp_path, "numbered.csv", "id,v\n1,a\n2,b\n")], key="id")
+    for url, status in READS:
+        answer = client.get(url)
+        assert answer.status_code == status, (url, answer.status_code, answer.text[:300])
+        sent = url.split("after=")[1].split("&")[0] if "after=" in url else ""
+        if status == 400 and len(sent) > 2 and "%" not in sent:
+            assert sent[:30] not in answer.text, answer.text  # a cursor is never echoed back
+    FIGURES["hostile inputs tried: datasets"] += len(READS)

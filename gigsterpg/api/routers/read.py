@@ -82,7 +82,7 @@ def _page(request: Request, name: str, limit: int, after: Optional[str]) -> read
     try:
         with deps.reading(request) as connection:
             return read.page(connection.connection.driver_connection, name, limit, after)
-    except read.UnknownDataset as err:
+    except (read.UnknownDataset, read.MissingTable) as err:
         raise ApiError(404, "dataset_not_found", err.what, err.why, err.todo) from err
     except read.BadAfter as err:
         raise ApiError(400, "bad_request", err.what, err.why, err.todo) from err

@@ -24,6 +24,10 @@ class UnknownDataset(SourceError):
     """No dataset of that name (answered 404)."""
 
 
+class MissingTable(SourceError):
+    """A dataset whose table is gone or changed by hand (answered 404)."""
+
+
 class BadAfter(ConfigError):
     """An ``after`` that is not a value of the dataset's key type (answered 400)."""
 
@@ -64,9 +68,10 @@ def page(connection: psycopg.Connection, name: str, limit: int, after: Optional[
         try:
             with connection.transaction():
                 return _page(connection, name, limit, after)
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
-            if attempt == ATTEMPTS - 1:
-                raise
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as err:
+            if attempt == ATTEMPTS - 1:  # not a swap met halfway: the table went another way
+                raise MissingTable(f"dataset {name!r} has no table", "its table or key column was dropped or"
+                                   " altered outside gigsterpg", "load or transform it again") from err
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -18,9 +18,9 @@ from typing import Iterator, List, Optional
 import psycopg
 from psycopg import sql
 
-from gigsterpg.config import Settings
-from gigsterpg.connections import open_pg, pg_errors
-from gigsterpg.exc import ConfigError, SourceError
+from gigsterpg.config import Settings, mask_url
+from gigsterpg.connections import open_pg, pg_errors, short_reason
+from gigsterpg.exc import ConfigError, ConnectError, SourceError
 
 # A name of ours for a PostgreSQL table: no quoting surprises in URLs, logs or SQL written by hand.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
@@ -29,6 +29,8 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 WORK_MARK = "__gpw_"
 WORKING = re.compile(re.escape(WORK_MARK) + r"[0-9a-f]{12}\Z")
 KEY_SUFFIX = "_pkey"
+SYSTEM_COLUMNS = ("tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")  # in every table: no column may be named so
+NAME_BYTES = 63  # PostgreSQL cuts a longer name to this many bytes
 ROW_KEY = "_row"  # the key of a CSV dataset loaded without one: the rows' order in the file
 # pg type (format_type) -> the kind a CSV column of it holds; anything else reads as text.
 KINDS_OF_TYPES = {"bigint": "integer", "integer": "integer", "smallint": "integer", "numeric": "numeric",
@@ -44,6 +46,15 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def check_schema(value: str) -> str:
+    """``value`` when it is a plain SQL name and not one of PostgreSQL's own schemas, else a ConfigError."""
+    check_name(value, "schema")
+    if value.lower().startswith("pg_") or value.lower() == "information_schema":
+        raise ConfigError(f"bad schema {value!r}", "PostgreSQL's own schemas (pg_*, information_schema) hold no"
+                          " datasets", "give another --schema", value=value)
+    return value
+
+
 def check_table(value: str, what: str) -> str:
     """``value`` when it is a plain SQL name that is not a working table's (``WORKING``), else a ConfigError."""
     check_name(value, what)
@@ -51,6 +62,45 @@ def check_table(value: str, what: str) -> str:
         raise ConfigError(f"bad {what} {value!r}", f"names ending {WORK_MARK} and 12 hex digits are gigsterpg's"
                           " working tables", f"give another {what}", value=value)
     return value
+
+
+def check_columns(names: List[str], key: Optional[str], what: str) -> None:
+    """A ConfigError when the columns ``names`` cannot make a dataset table as they are (``what``: its source).
+
+    A system column's name, ``_row`` without a key (the key added then), or two names PostgreSQL would cut
+    to the same 63 bytes: the user renames, or declares the key.
+    """
+    for name in names:
+        if name in SYSTEM_COLUMNS:
+            raise ConfigError(f"cannot load {what}: it has a column {name!r}", f"{', '.join(SYSTEM_COLUMNS)} are"
+                              " the names of PostgreSQL's system columns, in every table",
+                              "rename that column in the header", value=name)
+    if ROW_KEY in names and not key:
+        raise ConfigError(f"cannot load {what}: it has a column {ROW_KEY!r}", f"{ROW_KEY} is the key added when"
+                          " none is declared (the lines' order)", f"give --key {ROW_KEY} if its values are a key,"
+                          " --key another column, or rename it in the header", value=ROW_KEY)
+    seen: dict = {}
+    for name in names:
+        cut = name.encode()[:NAME_BYTES].decode("utf-8", "ignore")
+        if cut in seen:
+            raise ConfigError(f"cannot load {what}: the columns {seen[cut]!r} and {name!r} are the same in their"
+                              f" first {NAME_BYTES} bytes", f"PostgreSQL cuts a name to {NAME_BYTES} bytes",
+                              "shorten them in the header so that they differ sooner", value=name)
+        seen[cut] = name
+
+
+def check_dialect(delimiter: Optional[str], quotechar: Optional[str]) -> None:
+    """A ConfigError when ``--delimiter`` or ``--quote`` is not one character that can be one."""
+    for flag, value in (("--delimiter", delimiter), ("--quote", quotechar)):
+        if value is not None and (len(value) != 1 or value in "\r\n" or (flag == "--quote" and value.isalnum())):
+            raise ConfigError(f"bad {flag} {value!r}", "it must be one character, not a line end"
+                              + (" nor a letter or digit" if flag == "--quote" else ""),
+                              f"give {flag} one character (e.g. {flag} ';')" if flag == "--delimiter"
+                              else "give --quote one character (e.g. --quote \"'\"), or leave it out", value=value)
+    if delimiter is not None and delimiter == (quotechar or '"'):
+        raise ConfigError(f"the delimiter {delimiter!r} is also the quote character", "a field could not be told"
+                          " from a quoted one", "give --quote another character, or another --delimiter",
+                          value=delimiter)
 
 
 def _digest(*parts: str) -> str:
@@ -87,16 +137,39 @@ def migrate(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def transaction(settings: Settings) -> Iterator[psycopg.Connection]:
-    """A psycopg connection in one transaction (committed at the end of the block); errors translated."""
+def connected(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A psycopg connection of the datasets' writers (no transaction begun), closed at the end of the block."""
     url = settings.require_pg()
     with pg_errors(url):
         connection = psycopg.connect(url, application_name="gigsterpg-datasets", connect_timeout=10)
     try:
-        with pg_errors(url), connection.transaction():
-            yield connection
+        yield connection
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def kept(connection: psycopg.Connection, url: str) -> Iterator[None]:
+    """The connection lost inside the block (server stopped, backend terminated): one line naming the rerun.
+
+    Inside ``pg_errors``, which would call it "cannot connect".
+    """
+    try:
+        yield
+    except psycopg.OperationalError as err:
+        if not connection.broken:
+            raise
+        raise ConnectError(f"lost the connection to PostgreSQL at {mask_url(url)}", short_reason(err),
+                           "nothing of the file or query in hand was committed: run the same command again once"
+                           " PostgreSQL answers", url=mask_url(url)) from err
+
+
+@contextlib.contextmanager
+def transaction(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A psycopg connection in one transaction (committed at the end of the block); errors translated."""
+    url = settings.require_pg()
+    with connected(settings) as connection, pg_errors(url), kept(connection, url), connection.transaction():
+        yield connection
 
 
 def prepare(cursor, schema: str, name: str) -> None:

@@ -215,12 +215,6 @@ def _check_header(names: Sequence[str], path: Path) -> None:
     if duplicates:
         raise SourceError(f"the CSV file {path} has no usable header", f"duplicate column names {duplicates[:10]}",
                           "give every column its own name")
-    cut = collections.Counter(name.encode()[:63].decode(errors="ignore") for name in names)
-    if len(cut) < len(names):
-        same = sorted(name for name, count in cut.items() if count > 1)
-        raise SourceError(f"the CSV file {path} has no usable header",
-                          f"column names that PostgreSQL cuts to the same 63 bytes {same[:5]}",
-                          "give the columns names that differ in their first 63 bytes")
     if _all(_data_like(pa.array(list(names), pa.string()))):
         raise SourceError(f"the CSV file {path} has no header", f"its first line {list(names[:5])} looks like data",
                           "add a first line that names the columns")

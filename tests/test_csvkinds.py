@@ -134,3 +134,18 @@ def test_a_file_that_stops_being_utf8_after_the_sample_fails_inference(tmp_path)
     dialect = detect_dialect(path)
     with pytest.raises(csvsource.SourceError, match="is not utf-8 after line"):
         infer_columns(path, dialect)
+
+
+def test_a_record_longer_than_a_block_restarts_the_pass_and_loses_or_repeats_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(csvsource, "BLOCK", 64)
+    path = tmp_path / "long.csv"
+    lines = ["a,b", "1,x", "2", "3,y", "4,y,z"] + [f"{i},{'w' * 300 if i == 9 else 'v'}" for i in range(5, 12)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    counts: dict = {}
+    dialect = detect_dialect(path)
+    columns = infer_columns(path, dialect, counts=counts)
+    assert counts == {"records": 9, "misfits": 2}
+    bad = []
+    rows = csvsource.records(csvsource.read_batches(path, dialect, columns, bad.append))
+    assert [row[0] for row in rows] == ["1", "3"] + [str(i) for i in range(5, 12)]
+    assert [(b.line, b.column) for b in bad] == [(3, None), (5, None)]

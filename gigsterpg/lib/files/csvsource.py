@@ -421,13 +421,10 @@ class _Reader:
         """``threads``: Arrow parses on several threads, and cannot then say the misfits' row numbers."""
         self.path, self.dialect, self.names, self.threads = path, dialect, list(names), threads
         self.misfits: List[Tuple[int, int, str]] = []  # (Arrow's row number, fields, text)
-        self.seen: set = set()
         self.rows = 0
 
     def _invalid(self, row) -> str:
-        if row.number not in self.seen:
-            self.seen.add(row.number)
-            self.misfits.append((row.number, row.actual_columns, row.text))
+        self.misfits.append((row.number, row.actual_columns, row.text))
         return "skip"
 
     def batches(self) -> Iterator[pa.RecordBatch]:
@@ -440,6 +437,7 @@ class _Reader:
                 if "straddl" not in str(err) or block >= MAX_BLOCK:
                     raise self._error(err) from err
                 block *= 8
+                del self.misfits[:]  # the new pass starts from the top: it finds them again, in the same order
             except UnicodeDecodeError as err:
                 raise self._error(err) from err
 

@@ -453,8 +453,12 @@ class _Reader:
                                                strings_can_be_null=True, quoted_strings_can_be_null=True,
                                                null_values=[""])
         skip = self.rows  # given by an earlier pass with smaller blocks
-        for batch in pacsv.open_csv(self.path, read_options=read, parse_options=parse,
-                                    convert_options=convert_options):
+        # read(), not a memory map: the file's pages would count in the process's RSS as it is read
+        with pa.OSFile(str(self.path), "rb") as source:
+            yield from self._parsed(source, read, parse, convert_options, skip)
+
+    def _parsed(self, source, read, parse, convert_options, skip: int) -> Iterator[pa.RecordBatch]:
+        for batch in pacsv.open_csv(source, read_options=read, parse_options=parse, convert_options=convert_options):
             if skip:
                 cut = min(skip, batch.num_rows)
                 batch, skip = batch.slice(cut), skip - cut

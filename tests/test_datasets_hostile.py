@@ -103,6 +103,26 @@ def test_a_table_squatting_on_a_working_name_is_refused_not_dropped(tmp_path, co
     one_line(err.value, "working tables")
 
 
+def test_a_table_made_by_someone_else_during_a_load_is_not_dropped(tmp_path, conf, pg_url, monkeypatch):
+    add_key = tables.add_key
+    execute(pg_url, "CREATE SCHEMA datasets")
+
+    def someone_creates_it_first(cursor, schema, table, key, what):  # just before the swap
+        execute(pg_url, f"CREATE TABLE {schema}.meanwhile (v text)", f"INSERT INTO {schema}.meanwhile VALUES ('x')")
+        add_key(cursor, schema, table, key, what)
+
+    monkeypatch.setattr(tables, "add_key", someone_creates_it_first)
+    with pytest.raises(SourceError) as err:
+        load_csv(conf, [write(tmp_path, "meanwhile.csv", "a\n1\n")])
+    one_line(err.value, "datasets.meanwhile exists and is not a dataset")
+    assert rows(pg_url, "SELECT v FROM datasets.meanwhile") == [("x",)]
+    execute(pg_url, "DROP TABLE datasets.meanwhile")
+    with pytest.raises(SourceError) as err:
+        transform(conf, write(tmp_path, "q.sql", "SELECT 1 AS id"), "meanwhile")
+    one_line(err.value, "is not a dataset")
+    assert rows(pg_url, "SELECT v FROM datasets.meanwhile") == [("x",)]
+
+
 @pytest.mark.parametrize("length", [57, 58, 60, 63])
 def test_long_table_names_load_again_and_again(tmp_path, conf, pg_url, length):
     long, twin = "t" * (length - 1) + "a", "t" * (length - 1) + "b"  # the same but for the last character

@@ -8,10 +8,13 @@ its recorded bad lines) with an undisturbed run on the same files.
 import hashlib
 import json
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 import psycopg
 import pytest
@@ -24,8 +27,8 @@ from gigsterpg.lib.datasets import tables
 from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.datasets.transform import transform
 from tests.figures import FIGURES
-from tests.helpers import (API_AUTH, API_TOKEN, TEMPLATE, copy_database, drop_database, run_cli, wait_until,
-                           with_database)
+from tests.helpers import (API_AUTH, API_TOKEN, TEMPLATE, assert_one_line_failure, copy_database, drop_database,
+                           run_cli, wait_until, with_database)
 
 V1 = {"a.csv": "id,name,score\n" + "".join(f"{i},name {i},{i * 1.5}\n" for i in range(40)),
       "b.csv": "code;day;flag\n" + "".join(f"{i:05};{i % 28 + 1}.02.2022;{'yes' if i % 2 else 'no'}\n"
@@ -65,7 +68,7 @@ def dataset_state(url: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def versions(pg_server_url, tmp_path_factory):
+def versions(pg_server_url, template_url, tmp_path_factory):
     """The two folders, and the datasets after v1 alone and after v1 then v2 (undisturbed)."""
     root = tmp_path_factory.mktemp("csv-versions")
     v1, v2 = write_folder(root / "v1", V1), write_folder(root / "v2", V2)
@@ -138,7 +141,7 @@ TRANSFORM_V2 = ("SELECT p.person_id, p.name, count(t.trade_id) AS trades FROM pe
 
 
 @pytest.fixture(scope="module")
-def transforms(pg_server_url, tmp_path_factory):
+def transforms(pg_server_url, template_url, tmp_path_factory):
     root = tmp_path_factory.mktemp("transforms")
     (root / "v1.sql").write_text(TRANSFORM_V1)
     (root / "v2.sql").write_text(TRANSFORM_V2)
@@ -347,3 +350,119 @@ def test_a_transform_beside_readers_never_gives_them_half_a_dataset(api_settings
     assert not failures, failures
     assert seen[2] and seen[3], seen  # both versions were read while the transforms went on
     FIGURES["concurrent runs checked: datasets"] += 1
+
+
+def test_loads_killed_at_random_moments_converge(versions, pg_server_url, template_url, tmp_path):
+    """SIGKILL at a random moment of a whole CLI load of four files (start-up, inference, COPY, swap, commit).
+
+    A moment past the end of the run is drawn again, earlier, on a fresh database; each trial ends with
+    exactly one kill that landed, every dataset then its old or its new version whole, and a rerun that
+    equals the undisturbed run.
+    """
+    folder = tmp_path / "v2-big"
+    shutil.copytree(versions["v2"], folder)
+    with open(folder / "d.csv", "w") as handle:  # dotted dates: read by Python, about a second
+        handle.write("id,day,note\n" + "".join(f"{i},{i % 28 + 1:02}.01.2022,n{i}\n" for i in range(60_000)))
+    rng = random.Random(5)
+    expected = None
+    for trial in range(-1, 4):
+        for attempt in range(8):
+            name, process = copy_database(pg_server_url, TEMPLATE), None
+            url = with_database(pg_server_url, name)
+            try:
+                load_csv(Settings(pg_url=url), [versions["v1"]], declared={"id": "integer"})
+                before = dataset_state(url)
+                began = time.monotonic()
+                process = _cli("load-csv", str(folder), *DECLARED, url=url, cwd=tmp_path)
+                if trial == -1:  # the undisturbed run: what every rerun must equal, and how long a run takes
+                    assert process.wait(timeout=300) == 0, process.stderr.read()
+                    span, expected = time.monotonic() - began, dataset_state(url)
+                    break
+                time.sleep(rng.uniform(0.0, span) / 2 ** attempt)
+                process.kill()
+                if process.wait(timeout=60) == -signal.SIGKILL:
+                    break
+                assert process.returncode == 0, process.stderr.read()
+            finally:
+                if process is not None:
+                    process.kill()  # a no-op once it ended
+                    process.communicate()
+                if process is None or trial == -1 or process.returncode != -signal.SIGKILL:
+                    drop_database(pg_server_url, name)
+        else:
+            raise AssertionError(f"trial {trial}: 8 moments in a row came after the load had ended")
+        if trial == -1:
+            continue
+        try:
+            left = dataset_state(url)
+            for dataset in ("a", "b", "c", "d"):
+                assert left.get(dataset) in (before.get(dataset), expected[dataset]), dataset
+            again = run_cli("load-csv", str(folder), *DECLARED, cwd=tmp_path, env_extra={"DB_URL_PSQL": url})
+            assert again.returncode == 0, again.stderr
+            assert dataset_state(url) == expected
+        finally:
+            drop_database(pg_server_url, name)
+        FIGURES["kill points tried"] += 1
+        FIGURES["kill points tried: random moments of a load-csv"] += 1
+
+
+def test_a_malformed_kill_point_fails_before_any_work(versions, pg_url, tmp_path):
+    sql_file = str(FOLDER / "earliest_trade.sql")
+    for command in (("load-csv", str(versions["v2"])), ("transform", sql_file, "--into", "x")):
+        env = {"DB_URL_PSQL": pg_url, "GIGSTERPG_KILL_AT": "csv-locked:0"}
+        result = run_cli(*command, cwd=tmp_path, env_extra=env)
+        assert_one_line_failure(result, "bad GIGSTERPG_KILL_AT", code=2)
+    assert rows_of(pg_url, "SELECT count(*) FROM datasets") == [(0,)]
+    FIGURES["hostile inputs tried: datasets"] += 2
+
+
+def test_postgresql_crashing_mid_load_loses_nothing_committed(versions, tmp_path):
+    """The postmaster killed (SIGQUIT, as an immediate stop) while a load COPYs its fourth file: one line; after
+    crash recovery the three files committed before are there, the fourth not at all, no working table is left,
+    and the rerun finishes the load."""
+    if os.environ.get("TEST_DB_URL_PSQL"):
+        pytest.skip("crashes a server of its own (embedded)")
+    import psutil
+
+    from gigsterpg.embedded import EmbeddedPostgres
+    folder = tmp_path / "v2-big"
+    shutil.copytree(versions["v2"], folder)
+    with open(folder / "d.csv", "w") as handle:
+        handle.write("id,day,note\n" + "".join(f"{i},{i % 28 + 1:02}.01.2022,n{i}\n" for i in range(300_000)))
+    server = EmbeddedPostgres(tmp_path / "pg")
+    try:
+        url = server.create_database("crash")
+        load_csv(Settings(pg_url=url), [versions["v1"]], declared={"id": "integer"})
+        process = _cli("load-csv", str(folder), *DECLARED, url=url, cwd=tmp_path)
+        try:
+            wait_until(lambda: rows_of(url, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                                            " AND query ILIKE 'COPY%%' AND strpos(query, %s) > 0",
+                                            (tables.work_name("datasets", "d"),))[0][0],
+                       "the COPY of d.csv", timeout_s=120, every_s=0.01)
+            pid = server.server.get_pid()
+            os.kill(pid, signal.SIGQUIT)
+            _, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        assert process.returncode == 1, err
+        failures = [line for line in err.splitlines() if line.startswith("FAILED: ")]
+        assert len(failures) == 1 and "Traceback" not in err, err
+        wait_until(lambda: not psutil.pid_exists(pid), "the crashed postmaster to exit", every_s=0.1)
+        server.stop()  # forgets the crashed server
+        server = EmbeddedPostgres(tmp_path / "pg")  # starts with crash recovery
+        url = server.url("crash")
+        reference = server.create_database("reference")
+        load_csv(Settings(pg_url=reference), [versions["v1"]], declared={"id": "integer"})
+        load_csv(Settings(pg_url=reference), [folder], declared={"id": "integer"})
+        expected = dataset_state(reference)
+        after = dataset_state(url)  # a, b, c committed before d began; d not at all
+        assert after == {name: expected[name] for name in ("a", "b", "c")}
+        again = run_cli("load-csv", str(folder), *DECLARED, cwd=tmp_path, env_extra={"DB_URL_PSQL": url})
+        assert again.returncode == 0, again.stderr
+        assert dataset_state(url) == expected
+    finally:
+        server.stop()
+    FIGURES["faults injected"] += 1
+    FIGURES["faults injected: load-csv"] += 1

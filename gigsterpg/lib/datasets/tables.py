@@ -227,6 +227,7 @@ def add_key(cursor, schema: str, table: str, key: str, what: str) -> None:
 
 def swap(cursor, schema: str, work: str, table: str) -> None:
     """Put the new table in the old one's place (its primary key renamed to match), at the end of the transaction."""
+    refuse_foreign(cursor, schema, table)  # again: a table made meanwhile by someone else is not dropped either
     cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, table)))
     cursor.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(schema, work), sql.Identifier(table)))
     cursor.execute("SELECT conname FROM pg_constraint WHERE conrelid = format('%%I.%%I', %s::text, %s::text)::regclass"

@@ -115,6 +115,21 @@ def test_a_bad_line_in_a_file_of_one_line_records_has_its_own_number(tmp_path, e
     assert [(b.line, b.column) for b in bad] == [(5002, "qty"), (10002, None)]
 
 
+def test_a_quote_never_closed_is_a_bad_line_not_the_rest_of_the_file(tmp_path, empty_pg_url):
+    path = write(tmp_path, 'a,b\n1,ok\n2,"open\n3,x\n4,y\n')
+    dialect = detect_dialect(path)
+    columns = [Column("a", "integer"), Column("b", "text")]
+    bad = []
+    assert read_rows(path, dialect, columns, empty_pg_url, bad) == [(1, "ok")]
+    assert [(b.line, b.column) for b in bad] == [(3, None)] and "never closed" in bad[0].reason
+    # a closed quoted value over two lines at the end of a file is no such thing
+    path = write(tmp_path, 'a,b\n1,ok\n2,"two\nlines"\n')
+    assert read_rows(path, dialect, columns, empty_pg_url, bad) == [(1, "ok"), (2, "two\nlines")]
+    path = write(tmp_path, 'a,b,c\n1,ok,x\n2,"two\nlines",y\n')
+    assert read_rows(path, dialect, [*columns, Column("c", "text")], empty_pg_url, bad)[-1] == (2, "two\nlines", "y")
+    assert len(bad) == 1
+
+
 def test_a_stray_quote_is_read_as_arrow_reads_it(tmp_path, empty_pg_url):
     path = write(tmp_path, 'a,b\n1,"x"y\n2,ok\n')
     dialect = detect_dialect(path)

@@ -550,7 +550,7 @@ def read_batches(path: Union[str, Path], dialect: Dialect, columns: Sequence[Col
     reader = _Reader(path, dialect, names)
     lines = _Lines(path, dialect)
     shown, width, good = str(path), len(columns), 0
-    reported = 0
+    reported, pending = 0, None
     for batch in reader.batches():
         outs, oks = [], []
         for column, values in zip(columns, batch.columns):
@@ -577,9 +577,35 @@ def read_batches(path: Union[str, Path], dialect: Dialect, columns: Sequence[Col
             found.append((number, None, f"{fields} fields, the header has {width}", _cut([text], "")))
         for number, column_name, reason, text in sorted(found, key=lambda item: item[0]):
             on_bad(BadLine(shown, lines.line(number), column_name, reason, text))
-        good += batch.num_rows
         table = pa.RecordBatch.from_arrays(outs, names=[column.name for column in columns])
-        yield table if not bad_values else table.filter(every)
+        if pending is not None:
+            yield pending[0]
+        pending = (table if not bad_values else table.filter(every), batch, good + batch.num_rows - 1,
+                   bool(every[batch.num_rows - 1].as_py()) if batch.num_rows else False)
+        good += batch.num_rows
+    if pending is None:
+        return
+    table, batch, ordinal, kept = pending
+    if kept and _unclosed(path, dialect, batch):
+        # Arrow reads a quote never closed as a value running to the end of the file: the record is set aside
+        row = lines.row_of_good(ordinal, reader.misfits)
+        on_bad(BadLine(shown, lines.line(row), None, "a quote opened on this record is never closed: the rest of"
+                       " the file would be one value", _cut([v[-1].as_py() or "" for v in batch.columns],
+                                                            dialect.delimiter)))
+        table = table.slice(0, table.num_rows - 1)
+    yield table
+
+
+def _unclosed(path: Path, dialect: Dialect, batch: pa.RecordBatch) -> bool:
+    """Whether the file's last record holds a line end and the file an odd number of quotes (one left open)."""
+    last = [values[-1].as_py() or "" for values in batch.columns]
+    if not any("\n" in value or "\r" in value for value in last):
+        return False
+    quote, count = dialect.quotechar.encode(dialect.encoding.replace("-sig", "")), 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            count += chunk.count(quote)
+    return count % 2 == 1
 
 
 def _reason(column: Column, value: Optional[str]) -> str:

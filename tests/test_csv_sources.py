@@ -320,3 +320,15 @@ def test_a_header_of_many_columns_is_checked_in_linear_time_against_postgresqls_
         load_csv(conf, [cut])
     with pytest.raises(ConfigError, match="one character"):
         load_csv(conf, [cut], delimiter="")
+
+
+def test_timestamps_with_slashes_dots_and_one_digit_hours(tmp_path, conf, pg_url):
+    path = write(tmp_path, "stamps.csv", "id,at\n1,9/26/2022 9:05\n2,26.09.2022 23:59:59.5\n3,2022-09-26\n")
+    load_csv(conf, [path])
+    assert rows(pg_url, "SELECT at FROM datasets.stamps ORDER BY id") == [
+        (datetime.datetime(2022, 9, 26, 9, 5),), (datetime.datetime(2022, 9, 26, 23, 59, 59, 500000),),
+        (datetime.datetime(2022, 9, 26),)]
+    write(tmp_path, "stamps.csv", "id,at\n1,26/9/2022 9:05\n2,1/2/2022 00:00\n")
+    load_csv(conf, [path], day_first=True)
+    assert rows(pg_url, "SELECT at FROM datasets.stamps ORDER BY id") == [
+        (datetime.datetime(2022, 9, 26, 9, 5),), (datetime.datetime(2022, 2, 1),)]

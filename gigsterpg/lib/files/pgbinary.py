@@ -106,32 +106,48 @@ def numeric_field(value: str) -> bytes:
     return struct.pack("!i", len(body)) + body
 
 
+def _unscaled(values: pa.Array) -> np.ndarray:
+    """The digits of plain numbers (no exponent) as integers, the point left out; ArrowInvalid if one is not."""
+    digits = pc.replace_substring(values, ".", "")
+    if pc.any(pc.match_substring(digits, "+")).as_py():
+        digits = pc.utf8_ltrim(digits, "+")
+    return np.asarray(pc.cast(digits.fill_null("0"), pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
 def _numeric(values: pa.Array) -> pa.Array:
-    """Values of up to 16 characters without an exponent in numpy; the others one by one."""
+    """Values of up to 15 characters without an exponent in numpy; the others one by one."""
     n = len(values)
     valid = _valid(values)
     length = np.asarray(pc.utf8_length(values).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    plain = (length <= 16) & (np.asarray(pc.find_substring(values, "e", ignore_case=True).fill_null(-1)
-                                         .to_numpy(zero_copy_only=False)) < 0)
-    fast_values = values if plain.all() else pc.if_else(pa.array(plain), values, pa.scalar("0"))
-    point = np.asarray(pc.find_substring(fast_values, ".").fill_null(-1).to_numpy(zero_copy_only=False),
+    plain = length <= 15
+    unscaled = None
+    if plain.all():
+        try:
+            unscaled = _unscaled(values)  # the common case: no exponent anywhere
+        except pa.ArrowInvalid:
+            pass
+    if unscaled is None:
+        plain &= np.asarray(pc.find_substring(values, "e", ignore_case=True).fill_null(-1)
+                            .to_numpy(zero_copy_only=False)) < 0
+        values_used = pc.if_else(pa.array(plain), values, pa.scalar("0"))
+        unscaled = _unscaled(values_used)
+    else:
+        values_used = values
+    point = np.asarray(pc.find_substring(values_used, ".").fill_null(-1).to_numpy(zero_copy_only=False),
                        dtype=np.int64)
     length = np.where(plain, length, 1)
     scale = np.where(point >= 0, length - point - 1, 0)
-    digits = pc.replace_substring(fast_values, ".", "")
-    if pc.any(pc.match_substring(digits, "+")).as_py():
-        digits = pc.utf8_ltrim(digits, "+")
-    unscaled = np.asarray(pc.cast(digits.fill_null("0"), pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
     pad = (4 - scale % 4) % 4
-    rest = np.abs(unscaled).astype(np.uint64) * _POW10[pad]  # 16 digits * 1000: below 2**64
-    out = np.empty((n, 9), dtype=">i2")
-    out[:, 0] = 5
-    out[:, 1] = 4 - (scale + pad) // 4
+    rest = np.abs(unscaled) * _POW10[pad].astype(np.int64)  # 15 digits * 1000: below 2**63
+    groups = max(1, (len(str(int(rest.max()))) + 3) // 4) if n else 1  # base-10000 digits the largest needs
+    out = np.empty((n, 4 + groups), dtype=">i2")
+    out[:, 0] = groups
+    out[:, 1] = groups - 1 - (scale + pad) // 4
     out[:, 2] = np.where(unscaled < 0, 0x4000, 0)
     out[:, 3] = scale
-    for index in range(8, 3, -1):
-        rest, out[:, index] = np.divmod(rest, np.uint64(10000))
-    fields = _fields(out.view(np.uint8).reshape(n, 18), valid)
+    for index in range(3 + groups, 3, -1):
+        rest, out[:, index] = np.divmod(rest, 10000)
+    fields = _fields(out.view(np.uint8).reshape(n, 2 * (4 + groups)), valid)
     slow = np.flatnonzero(valid & ~plain)
     if len(slow):
         texts = values.take(pa.array(slow)).to_pylist()
@@ -142,7 +158,7 @@ def _numeric(values: pa.Array) -> pa.Array:
     return fields
 
 
-def encode(batch: pa.RecordBatch, pg_types: Sequence[str]) -> bytes:
+def encode(batch: pa.RecordBatch, pg_types: Sequence[str]) -> memoryview:
     """The batch's rows in binary COPY format (no header, no trailer); ValueError when a column will not cast."""
     columns = []
     for values, kind in zip(batch.columns, pg_types):
@@ -166,4 +182,4 @@ def encode(batch: pa.RecordBatch, pg_types: Sequence[str]) -> bytes:
     rows = pc.binary_join_element_wise(count.cast(pa.binary()), *columns, pa.scalar(b"", pa.binary()))
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)
     start, end = int(offsets[rows.offset]), int(offsets[rows.offset + len(rows)])
-    return rows.buffers()[2].slice(start, end - start).to_pybytes()
+    return memoryview(rows.buffers()[2].slice(start, end - start))

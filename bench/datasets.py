@@ -2,15 +2,19 @@
 ``python -m bench`` (``measure`` and ``render`` below).
 
 - ``load-csv`` of one generated file (integer, text, numeric, month-first date, timestamp, boolean columns)
-  against a plain ``COPY ... FROM STDIN (FORMAT csv)`` of the same file into a table of the right types, in
-  the same run; load-csv reads the file twice (inference, then the rows).
+  against a plain ``COPY ... FROM STDIN (FORMAT csv)`` of the same file into a table of the right types, and
+  against what a user of the briefs writes (pandas ``read_csv`` + ``to_sql``), in the same run; load-csv
+  reads the file twice (inference, then the rows). load-csv and pandas each run in a process of their own
+  (``python -m bench.datasets --child load-csv|pandas FILE PG_URL``), so that their peak RSS is their own.
 - ``GET /read/{dataset}/first-chunk`` under a concurrent load: ``serve`` in its own process, CLIENTS threads
   with a keep-alive connection each on loopback, for a bounded number of requests; requests/s, p50 and p99.
 """
 import argparse
 import http.client
+import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -67,20 +71,63 @@ def plain_copy(pg_url: str, path: Path) -> float:
         return time.perf_counter() - started
 
 
-def measure_load(pg_url: str, rows: int, repeat: int, folder: Path) -> list:
-    """load-csv and plain COPY of the same file, alternately, ``repeat`` times each."""
+def child(what: str, path: str, pg_url: str) -> dict:
+    """One load in this process: its seconds and peak RSS (``--child``)."""
+    started = time.perf_counter()
+    if what == "load-csv":
+        report = load_csv(Settings(pg_url=pg_url), [path])
+        assert report.bad_lines == 0, report.bad_lines
+        rows = report.rows
+    else:
+        import pandas
+        import sqlalchemy
+        engine = sqlalchemy.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        frame = pandas.read_csv(path)
+        rows = frame.to_sql("pandas_rows", engine, if_exists="replace", index=False, chunksize=10_000)
+        rows = len(frame)
+        engine.dispose()
+    return {"rows": rows, "seconds": time.perf_counter() - started, "maxrss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: ``VmHWM`` (``ru_maxrss`` survives ``exec``: a child would report its parent's)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _in_child(what: str, path: Path, pg_url: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "bench.datasets", "--child", what, str(path), pg_url],
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"FAILED: benchmark step {what!r}: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_load(pg_url: str, rows: int, repeat: int, folder: Path, pandas: bool = True) -> list:
+    """load-csv and plain COPY of the same file, alternately, ``repeat`` times each; pandas once."""
     path = folder / "bench_rows.csv"
     size = write_csv(path, rows)
     runs = []
-    for _ in range(repeat):
+    for round_no in range(repeat):
         copy_s = plain_copy(pg_url, path)
-        started = time.perf_counter()
-        report = load_csv(Settings(pg_url=pg_url), [path])
-        load_s = time.perf_counter() - started
-        assert report.rows == rows and report.bad_lines == 0, (report.rows, report.bad_lines)
-        runs.append({"rows": rows, "bytes": size, "load_seconds": load_s, "copy_seconds": copy_s})
-        print(f"load-csv {rows:,} rows: {rows / load_s:,.0f} rows/s; COPY FROM: {rows / copy_s:,.0f} rows/s",
-              file=sys.stderr)
+        load = _in_child("load-csv", path, pg_url)
+        assert load["rows"] == rows, load
+        run = {"rows": rows, "bytes": size, "load_seconds": load["seconds"], "copy_seconds": copy_s,
+               "load_maxrss_mb": load["maxrss_mb"]}
+        if pandas and round_no == 0:
+            by_pandas = _in_child("pandas", path, pg_url)
+            run.update(pandas_seconds=by_pandas["seconds"], pandas_maxrss_mb=by_pandas["maxrss_mb"])
+        runs.append(run)
+        print(f"load-csv {rows:,} rows: {rows / load['seconds']:,.0f} rows/s (peak RSS {load['maxrss_mb']:,.0f} MB);"
+              f" COPY FROM: {rows / copy_s:,.0f} rows/s"
+              + (f"; pandas: {rows / run['pandas_seconds']:,.0f} rows/s (peak RSS {run['pandas_maxrss_mb']:,.0f}"
+                 " MB)" if "pandas_seconds" in run else ""), file=sys.stderr)
     path.unlink()
     return runs
 
@@ -141,7 +188,7 @@ def measure_first_chunk(pg_url: str, mongo_url: str, requests: int = REQUESTS, c
     return result
 
 
-def measure(results: dict, pg_url: str, mongo_url: str, scale: float, repeat: int) -> None:
+def measure(results: dict, pg_url: str, mongo_url: str, scale: float, repeat: int, read_api: bool = True) -> None:
     """Both measurements into ``results["datasets"]`` (``pg_url``: a fresh database)."""
     from gigsterpg.lib.pg.db import SqlAlchemy
     handle = SqlAlchemy(pg_url)
@@ -150,7 +197,9 @@ def measure(results: dict, pg_url: str, mongo_url: str, scale: float, repeat: in
     rows = max(1000, int(ROWS * scale))
     with tempfile.TemporaryDirectory(prefix="gigsterpg-bench-csv-") as folder:
         load = measure_load(pg_url, rows, repeat, Path(folder))
-    chunk = measure_first_chunk(pg_url, mongo_url, requests=max(CLIENTS * 10, int(REQUESTS * min(scale, 1))))
+    chunk = None
+    if read_api:
+        chunk = measure_first_chunk(pg_url, mongo_url, requests=max(CLIENTS * 10, int(REQUESTS * min(scale, 1))))
     results["datasets"] = {"load": load, "first_chunk": chunk}
 
 
@@ -164,25 +213,37 @@ def render(results: dict) -> list:
     load_rate = statistics.median(r["rows"] / r["load_seconds"] for r in load)
     copy_rate = statistics.median(r["rows"] / r["copy_seconds"] for r in load)
     chunk = found["first_chunk"]
+    pandas = [r for r in load if "pandas_seconds" in r]
+    pandas_rate = rows / pandas[0]["pandas_seconds"] if pandas else 0.0
+    rss = max(r["load_maxrss_mb"] for r in load)
     return [f"- load-csv of a {rows:,}-row CSV file ({load[0]['bytes'] / 1e6:,.0f} MB; types inferred, one"
             f" transaction): {load_rate:,.0f} rows/s = {load_rate / copy_rate:.2f}x a plain COPY FROM of the same"
-            f" file ({copy_rate:,.0f} rows/s; target 0.7x {'met' if load_rate / copy_rate >= 0.7 else 'NOT met'})",
-            f"- GET /read/{{dataset}}/first-chunk (10 rows) with {chunk['clients']} concurrent keep-alive clients on"
-            f" loopback, {chunk['requests']:,} requests: {chunk['per_s']:,.0f} requests/s, p50"
-            f" {chunk['p50_ms']:.1f} ms, p99 {chunk['p99_ms']:.1f} ms"]
+            f" file ({copy_rate:,.0f} rows/s; target 0.7x {'met' if load_rate / copy_rate >= 0.7 else 'NOT met'})"
+            + (f", {load_rate / pandas_rate:.1f}x pandas read_csv + to_sql ({pandas_rate:,.0f} rows/s, peak RSS"
+               f" {pandas[0]['pandas_maxrss_mb']:,.0f} MB; target 5x)" if pandas else "")
+            + f"; load-csv's peak RSS {rss:,.0f} MB"] + ([
+                f"- GET /read/{{dataset}}/first-chunk (10 rows) with {chunk['clients']} concurrent keep-alive clients"
+                f" on loopback, {chunk['requests']:,} requests: {chunk['per_s']:,.0f} requests/s, p50"
+                f" {chunk['p50_ms']:.1f} ms, p99 {chunk['p99_ms']:.1f} ms"] if chunk else [])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.datasets", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help=f"1.0 = a CSV file of {ROWS:,} rows")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only-load", action="store_true", help="the CSV loads alone, not the read API")
+    parser.add_argument("--child", nargs=3, metavar=("WHAT", "FILE", "PG_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return 0
     from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
     folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
     postgres, mongo = EmbeddedPostgres(folder / "postgres"), EmbeddedMongo(folder / "mongo")
     try:
         results: dict = {}
-        measure(results, postgres.create_database("bench_datasets"), mongo.url("bench"), args.scale, args.repeat)
+        measure(results, postgres.create_database("bench_datasets"), mongo.url("bench"), args.scale, args.repeat,
+                read_api=not args.only_load)
         print("\n".join(render(results)))
     finally:
         mongo.stop()

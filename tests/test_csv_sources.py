@@ -68,17 +68,20 @@ def test_bad_lines_are_recorded_with_line_column_and_reason(tmp_path, conf, pg_u
         "2,Alan,1912-06-23,extra",          # line 3: too many fields
         "3,Grace",                          # line 4: too few
         "x,Edsger,1930-05-11",              # line 5: not an integer (declared)
-        "5,\"Bro\"ken\",1900-01-01",        # line 6: a broken quote
+        "5,\"Multi",                        # line 6: a quoted value over two lines, then a date that is none
+        "line\",1900-02-30",
         "6,Barbara,1939-11-07",
+        "7,\"Bro\"ken\",1900-01-01",        # a stray quote: read as Arrow reads it, kept
     ]) + "\n")
     load, = load_csv(conf, [path], declared={"id": "integer", "born": "date"}).files
-    assert (load.rows, load.bad_lines) == (2, 4)
-    assert rows(pg_url, "SELECT id, name FROM datasets.people ORDER BY _row") == [(1, "Ada"), (6, "Barbara")]
+    assert (load.rows, load.bad_lines) == (3, 4)
+    assert rows(pg_url, "SELECT id, name FROM datasets.people ORDER BY _row") == [
+        (1, "Ada"), (6, "Barbara"), (7, 'Broken"')]
     recorded = rows(pg_url, "SELECT line, column_name, reason, file FROM csv_rejects WHERE dataset = 'people'"
                             " ORDER BY line")
-    assert [(line, column) for line, column, _, _ in recorded] == [(3, None), (4, None), (5, "id"), (6, None)]
+    assert [(line, column) for line, column, _, _ in recorded] == [(3, None), (4, None), (5, "id"), (6, "born")]
     assert "4 fields" in recorded[0][2] and "2 fields" in recorded[1][2] and "integer" in recorded[2][2]
-    assert "quot" in recorded[3][2]
+    assert "'1900-02-30' is not a date" in recorded[3][2]
     assert {file for *_, file in recorded} == {str(path)}
     # A clean reload replaces the rejects with its own (none).
     write(tmp_path, "people.csv", "id,name,born\n7,Kathleen,1922-02-22\n")
@@ -192,38 +195,41 @@ TRICKY = "\n".join([
 ]) + "\n"
 
 
-def test_a_clean_file_read_by_postgresql_gives_what_the_python_reader_gives(tmp_path, conf, pg_url, monkeypatch):
+def test_quotes_newlines_offsets_and_exponents_of_a_clean_file(tmp_path, conf, pg_url):
     path = write(tmp_path, "tricky.csv", TRICKY, bom=True)
-    fast, = load_csv(conf, [path]).files
-    assert fast.parser == "postgresql" and fast.rows == 4
-    by_postgresql = rows(pg_url, "SELECT * FROM datasets.tricky ORDER BY _row")
-    from gigsterpg.lib.datasets import fastcopy
-    monkeypatch.setattr(fastcopy, "eligible", lambda *args: False)
-    slow, = load_csv(conf, [path]).files
-    assert slow.parser == "python"
-    assert rows(pg_url, "SELECT * FROM datasets.tricky ORDER BY _row") == by_postgresql
-    assert by_postgresql[1][1] == 'two\nlines "and" quotes' and by_postgresql[2][1] is None  # "" is NULL
-    assert by_postgresql[0][2] == Decimal("1E+3") and by_postgresql[1][3] is False
+    load, = load_csv(conf, [path]).files
+    assert load.parser == "arrow" and (load.rows, load.bad_lines) == (4, 0)
+    loaded = rows(pg_url, "SELECT * FROM datasets.tricky ORDER BY _row")
+    assert column_types(pg_url, "datasets", "tricky") == {
+        "_row": "bigint", "id": "bigint", "note": "text", "amount": "numeric", "flag": "boolean",
+        "at": "timestamp without time zone", "zoned": "timestamp with time zone", "day": "date"}
+    assert loaded[1][1] == 'two\nlines "and" quotes' and loaded[2][1] is None  # "" is NULL
+    assert loaded[0][2] == Decimal("1E+3") and loaded[1][2] == Decimal("-0.5") and loaded[2][2] == 7
+    assert [row[3] for row in loaded] == [True, False, True, False]
+    assert loaded[0][4] == datetime.datetime(2022, 9, 26, 14, 5, 6, 250000) and loaded[2][4] is None
     utc = datetime.timezone.utc
-    assert by_postgresql[2][5] == datetime.datetime(2022, 1, 2, 8, 34, 5, tzinfo=utc)
+    assert loaded[2][5] == datetime.datetime(2022, 1, 2, 8, 34, 5, tzinfo=utc)
+    assert loaded[1][5] == datetime.datetime(2022, 1, 2, 3, 4, tzinfo=utc)
+    assert [row[6] for row in loaded] == [datetime.date(2022, 9, 26), datetime.date(2022, 1, 2), None,
+                                          datetime.date(2022, 12, 31)]
 
 
-def test_what_postgresql_would_read_otherwise_goes_through_the_python_reader(tmp_path, conf, pg_url):
-    # Dots are day first, slashes month first: no one DateStyle reads both, so no COPY of this file.
+def test_dotted_and_slashed_dates_quotes_in_fields_and_mixed_line_ends(tmp_path, conf, pg_url):
+    # Dots are day first, slashes month first, in one column.
     dotted = write(tmp_path, "dotted.csv", "id,day\n1,01.02.2022\n2,1/2/2022\n")
     load, = load_csv(conf, [dotted]).files
-    assert load.parser == "python"
+    assert load.parser == "arrow"
     assert rows(pg_url, "SELECT day FROM datasets.dotted ORDER BY id") == [
         (datetime.date(2022, 2, 1),), (datetime.date(2022, 1, 2),)]
-    # A quote inside an unquoted field: PostgreSQL would join lines 2 and 3 into one record.
+    # A quote inside an unquoted field is part of the value.
     quotes = write(tmp_path, "quotes.csv", 'id,note\n1,ab"c\n2,d"e\n3,x\n')
     load, = load_csv(conf, [quotes]).files
-    assert (load.parser, load.rows) == ("python", 3)
+    assert (load.parser, load.rows) == ("arrow", 3)
     assert rows(pg_url, "SELECT note FROM datasets.quotes ORDER BY id") == [('ab"c',), ('d"e',), ("x",)]
-    # Line ends that change on the way (PostgreSQL's COPY refuses them, Python's csv module takes them).
+    # Line ends that change on the way.
     mixed = write(tmp_path, "mixed.csv", "id,note\r\n1,a\r\n2,b\n3,c\n")
     load, = load_csv(conf, [mixed]).files
-    assert (load.parser, load.rows) == ("python", 3)
+    assert (load.parser, load.rows) == ("arrow", 3)
     assert rows(pg_url, "SELECT note FROM datasets.mixed ORDER BY id") == [("a",), ("b",), ("c",)]
 
 
@@ -260,3 +266,69 @@ def test_several_files_take_the_declarations_that_name_their_columns(tmp_path, c
     assert column_types(pg_url, "datasets", "one") == {"_row": "bigint", "code": "text", "n": "numeric"}
     assert column_types(pg_url, "datasets", "two") == {"_row": "bigint", "other": "bigint", "n": "numeric"}
     assert rows(pg_url, "SELECT code FROM datasets.one") == [("007",)]
+
+
+def test_hostile_values_are_bad_lines_or_kept_never_an_unexpected_error(tmp_path, conf, pg_url):
+    """Issue 21, items 6 and 9: a NUL byte, 1e999999, 5,000 digits, a zero-padded code."""
+    huge = "9" * 5000
+    path = write(tmp_path, "hostile.csv", "id,code,amount,far,note\n"
+                 f"1,00123,{huge},1e999999,plain\n"
+                 "2,00045,1.5,2,with a \x00 byte\n"
+                 "3,7,-2,3,fine\n")
+    load, = load_csv(conf, [path]).files
+    assert (load.rows, load.bad_lines) == (2, 1)
+    assert column_types(pg_url, "datasets", "hostile") == {
+        "_row": "bigint", "id": "bigint", "code": "text", "amount": "numeric", "far": "text", "note": "text"}
+    assert rows(pg_url, "SELECT code, amount::text, far FROM datasets.hostile ORDER BY _row") == [
+        ("00123", huge, "1e999999"), ("7", "-2", "3")]
+    assert rows(pg_url, "SELECT line, column_name, reason FROM csv_rejects WHERE dataset = 'hostile'") == [
+        (3, "note", "'with a \\x00 byte' holds a NUL byte, which PostgreSQL's text cannot hold (text)")]
+    # Declared, a value past numeric's range is a bad line too.
+    load, = load_csv(conf, [path], declared={"far": "numeric", "note": "text"}).files
+    assert (load.rows, load.bad_lines) == (1, 2)
+    assert rows(pg_url, "SELECT line, column_name FROM csv_rejects WHERE dataset = 'hostile' ORDER BY line") == [
+        (2, "far"), (3, "note")]
+    # Declared integer, a zero-padded value is the number the user asked for.
+    load_csv(conf, [path], declared={"code": "integer"})
+    assert rows(pg_url, "SELECT code FROM datasets.hostile ORDER BY _row") == [(123,), (7,)]
+
+
+def test_a_header_of_many_columns_is_checked_in_linear_time_against_postgresqls_limit(tmp_path, conf, capsys,
+                                                                                      pg_url):
+    """Issue 21, item 5: 40,000 names took 18 s, 1,000,000 never finished (quadratic duplicate check)."""
+    import time
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(1_000_000)) + "\n" + ",".join("1" * 1_000_000) + "\n")
+    started = time.perf_counter()
+    assert cli.main(["load-csv", str(wide), "--pg-url", pg_url]) == 1
+    assert time.perf_counter() - started < 30
+    err = capsys.readouterr().err
+    assert err.startswith(f"FAILED: the CSV file {wide} has 1,000,000 columns, a PostgreSQL table holds at most"
+                          " 1,600 and gigsterpg adds one") and err.count("\n") == 1
+    many = write(tmp_path, "many.csv", ",".join(f"c{i}" for i in range(1599)) + "\n" + ",".join(["x"] * 1599) + "\n")
+    load, = load_csv(conf, [many]).files
+    assert (load.rows, len(load.columns)) == (1, 1600)  # and _row
+    write(tmp_path, "many.csv", ",".join(f"c{i}" for i in range(1599)) + "\n" + ",".join(["1"] * 1599) + "\n")
+    with pytest.raises(SourceError, match="PostgreSQL refused a row .* row is too big"):
+        load_csv(conf, [many])  # 1,599 bigints: 12.8 kB, past PostgreSQL's 8 kB page
+    write(tmp_path, "many.csv", ",".join(f"c{i}" for i in range(1600)) + "\n" + ",".join(["1"] * 1600) + "\n")
+    with pytest.raises(SourceError, match="has 1,600 columns"):
+        load_csv(conf, [many])
+    names = ["a" * 63 + "x", "a" * 63 + "y"]
+    cut = write(tmp_path, "cut.csv", ",".join(names) + "\n1,2\n")
+    with pytest.raises(ConfigError, match="same in their first 63 bytes"):
+        load_csv(conf, [cut])
+    with pytest.raises(ConfigError, match="one character"):
+        load_csv(conf, [cut], delimiter="")
+
+
+def test_timestamps_with_slashes_dots_and_one_digit_hours(tmp_path, conf, pg_url):
+    path = write(tmp_path, "stamps.csv", "id,at\n1,9/26/2022 9:05\n2,26.09.2022 23:59:59.5\n3,2022-09-26\n")
+    load_csv(conf, [path])
+    assert rows(pg_url, "SELECT at FROM datasets.stamps ORDER BY id") == [
+        (datetime.datetime(2022, 9, 26, 9, 5),), (datetime.datetime(2022, 9, 26, 23, 59, 59, 500000),),
+        (datetime.datetime(2022, 9, 26),)]
+    write(tmp_path, "stamps.csv", "id,at\n1,26/9/2022 9:05\n2,1/2/2022 00:00\n")
+    load_csv(conf, [path], day_first=True)
+    assert rows(pg_url, "SELECT at FROM datasets.stamps ORDER BY id") == [
+        (datetime.datetime(2022, 9, 26, 9, 5),), (datetime.datetime(2022, 2, 1),)]

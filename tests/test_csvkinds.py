@@ -1,14 +1,14 @@
-"""Batch inference (lib.files.csvkinds inside csvsource.infer_columns): the kind a column gets when the value
-that decides it comes after many batches that all kept the column's kind, each case worked out by hand."""
+"""Batch inference (csvsource.infer_columns on Arrow batches): the kind a column gets when the value that
+decides it comes after many batches that all kept the column's kind, each case worked out by hand."""
 import pytest
 
-from gigsterpg.lib.files import csvkinds, csvsource
+from gigsterpg.lib.files import csvsource
 from gigsterpg.lib.files.csvsource import detect_dialect, infer_columns
 
 
 @pytest.fixture(autouse=True)
 def small_batches(monkeypatch):
-    monkeypatch.setattr(csvsource, "BATCH", 3)  # many batches from a short file
+    monkeypatch.setattr(csvsource, "BLOCK", 48)  # Arrow parses 48 bytes at a time: many batches from a short file
 
 
 def infer(tmp_path, values, day_first=False, filler="x"):
@@ -34,7 +34,14 @@ stamps = [f"2022-{i % 12 + 1:02}-{i % 28 + 1:02} {i % 24:02}:{i % 60:02}:{i % 60
     (ints + ["abc"], "text"),
     (ints + ['"1\n2"'], "text"),  # a quoted value across two lines is no integer
     (["", ""] * 5 + ints, "integer"),  # batches of empty values first
-    (["\u0661\u0662", "\u0663"] * 4, "integer"),  # Arabic-Indic digits are digits to int()
+    (["\u0661\u0662", "\u0663"] * 4, "text"),  # Arabic-Indic digits: PostgreSQL reads no such integer
+    (ints + ["00123"], "text"),  # a zero-padded code
+    (ints + ["0", "-0", "+0"], "integer"),
+    (["0.5", "1.25"] * 3 + ["007.5"], "text"),
+    (ints + ["1" * 5000], "numeric"),  # 5,000 digits: exact in PostgreSQL's numeric
+    (ints + ["1" * 6001], "text"),
+    (["1.5", "2"] * 3 + ["1e999999"], "text"),  # past numeric's range: kept as written
+    (["1.5", "2"] * 3 + ["1e9999"], "numeric"),
     (["1.5", "2"] * 5 + [".5", "-3.25e-2"], "numeric"),
     (["1.5", "2"] * 5 + ["1.2.3"], "text"),
     (["true", "No", "Y", "f", "TRUE", "yes"] * 3, "boolean"),
@@ -72,8 +79,7 @@ def test_offsets_everywhere_make_timestamptz(tmp_path):
     assert (column.kind, column.timezone, column.pg_type) == ("timestamp", False, "timestamp")
 
 
-def test_past_the_cache_limit_dates_are_still_checked(tmp_path, monkeypatch):
-    monkeypatch.setattr(csvkinds, "CACHE_LIMIT", 2)
+def test_dates_are_checked_for_existence_in_every_batch(tmp_path):
     days = [f"2022-{m:02}-{d:02}" for m in range(1, 13) for d in (1, 15, 28)]
     assert infer(tmp_path, days).kind == "date"
     assert infer(tmp_path, days + ["2022-04-31"]).kind == "text"
@@ -85,9 +91,10 @@ def test_misfit_lines_are_counted_across_batches(tmp_path):
     path.write_text("a,b\n1,2\n3\n\n4,5,6\n7,8\n9,\"broken\"x\n10,11\n12,13\n14,15\n", encoding="utf-8")
     counts: dict = {}
     columns = infer_columns(path, detect_dialect(path), counts=counts)
-    # records of width 2: 1,2 / 7,8 / 10,11 / 12,13 / 14,15; misfits: "3", "4,5,6", the broken quote
-    assert counts == {"records": 5, "misfits": 3}
-    assert [column.kind for column in columns] == ["integer", "integer"]
+    # records of width 2: 1,2 / 7,8 / 9,"broken"x (Arrow reads brokenx) / 10,11 / 12,13 / 14,15;
+    # misfits: "3", "4,5,6"
+    assert counts == {"records": 6, "misfits": 2}
+    assert [column.kind for column in columns] == ["integer", "text"]
 
 
 def test_a_header_only_file_has_text_columns(tmp_path):
@@ -98,18 +105,8 @@ def test_a_header_only_file_has_text_columns(tmp_path):
     assert counts == {"records": 0, "misfits": 0}
 
 
-def test_keeps_answers_not_known_for_no_kind_and_for_text():
-    def never(value):
-        raise AssertionError("no per-value check expected")
-
-    assert csvkinds.keeps(None, set(), ["1"], never, {}) is False
-    assert csvkinds.keeps("text", set(), ["1"], never, {}) is False
-    assert csvkinds.keeps("timestamp", {True}, ["2022-01-01 10:00"], never, {}) is False
-    assert csvkinds.keeps("integer", set(), ["1", "", "-2"], never, {}) is True
-
-
-def test_batches_infer_what_value_by_value_infers(tmp_path, monkeypatch):
-    """Random columns from a pool of near misses: the batch checks on, then off (every value checked alone)."""
+def test_small_batches_infer_what_one_batch_infers(tmp_path, monkeypatch):
+    """Random columns from a pool of near misses: many small Arrow batches, then the file as one batch."""
     import random
     pool = ["1", "-22", "+3", "007", "9223372036854775807", "9223372036854775808", "1.5", ".5", "1e3", "1e", "",
             "true", "T", "no", "N", "yes", "2022-09-26", "9/26/2022", "26/9/2022", "26.09.2022", "2/29/2024",
@@ -126,7 +123,7 @@ def test_batches_infer_what_value_by_value_infers(tmp_path, monkeypatch):
             dialect = detect_dialect(path, day_first=day_first)
             with_batches = infer_columns(path, dialect)
             with monkeypatch.context() as patch:
-                patch.setattr(csvkinds, "keeps", lambda *args: False)
+                patch.setattr(csvsource, "BLOCK", 1 << 20)
                 alone = infer_columns(path, dialect)
             assert with_batches == alone, (round_, lines)
 
@@ -137,3 +134,18 @@ def test_a_file_that_stops_being_utf8_after_the_sample_fails_inference(tmp_path)
     dialect = detect_dialect(path)
     with pytest.raises(csvsource.SourceError, match="is not utf-8 after line"):
         infer_columns(path, dialect)
+
+
+def test_a_record_longer_than_a_block_restarts_the_pass_and_loses_or_repeats_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(csvsource, "BLOCK", 64)
+    path = tmp_path / "long.csv"
+    lines = ["a,b", "1,x", "2", "3,y", "4,y,z"] + [f"{i},{'w' * 300 if i == 9 else 'v'}" for i in range(5, 12)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    counts: dict = {}
+    dialect = detect_dialect(path)
+    columns = infer_columns(path, dialect, counts=counts)
+    assert counts == {"records": 9, "misfits": 2}
+    bad = []
+    rows = csvsource.records(csvsource.read_batches(path, dialect, columns, bad.append))
+    assert [row[0] for row in rows] == ["1", "3"] + [str(i) for i in range(5, 12)]
+    assert [(b.line, b.column) for b in bad] == [(3, None), (5, None)]

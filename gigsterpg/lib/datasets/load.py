@@ -2,9 +2,11 @@
 
 Each file goes into a table named after it (or ``--table``) in the datasets
 schema (or ``--schema``). Its dialect and column types come from the shared
-CSV reader (``gigsterpg.lib.files.csvsource``), the COPY from
-``gigsterpg.lib.files.pgcopy``. By default the file replaces the table's
-content (a new table swapped in, see ``tables``); with ``merge`` and a
+CSV reader (``gigsterpg.lib.files.csvsource``, on Arrow's CSV reader: the
+file read twice, types over every value, then the rows as Arrow batches),
+the COPY from ``gigsterpg.lib.files.pgcopy`` (Arrow's CSV writer into
+``COPY ... FORMAT csv``, in the file's transaction). By default the file
+replaces the table's content (a new table swapped in, see ``tables``); with ``merge`` and a
 ``key`` its rows are upserted by that key instead (the last line of a key
 wins). Lines that do not fit are counted, and the first ``REJECTS_KEPT`` of
 them recorded in ``csv_rejects`` with file, line, column and reason.
@@ -20,7 +22,7 @@ from psycopg import sql
 from gigsterpg import faults
 from gigsterpg.config import Settings
 from gigsterpg.exc import ConfigError
-from gigsterpg.lib.datasets import fastcopy, tables
+from gigsterpg.lib.datasets import tables
 from gigsterpg.lib.files import csvsource, pgcopy
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ class FileLoad:
     bad_lines: int
     table_rows: int  # rows in the table afterwards
     seconds: float
-    parser: str  # "postgresql" (COPY FORMAT csv: a clean file, see fastcopy) or "python" (csvsource.read_rows)
+    parser: str  # "arrow": the engine that read the file (pyarrow.csv)
     rejects: List[csvsource.BadLine] = dataclasses.field(default_factory=list)  # the first few, for the summary
 
     @property
@@ -131,28 +133,32 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
             declared = {column["name"]: column["kind"] for column in current["columns"]}
         if several or merging:
             declared = _for_file(declared, path, dialect)
-        counts: dict = {}
-        columns = csvsource.infer_columns(path, dialect, declared, counts)
+        columns = csvsource.infer_columns(path, dialect, declared)
         tables.check_columns([column.name for column in columns], key, str(path))
         if key and key not in [column.name for column in columns]:
             raise ConfigError(f"no key column {key!r} in {path}", f"its columns are {[c.name for c in columns]}",
                               "give --key one of them", value=key)
         rejects: List[csvsource.BadLine] = []
+        bad = 0
 
-        def keep(bad: csvsource.BadLine) -> None:
+        def keep(line: csvsource.BadLine) -> None:
+            nonlocal bad
+            bad += 1
             if len(rejects) < REJECTS_KEPT:
-                rejects.append(bad)
+                rejects.append(line)
 
-        records = csvsource.read_rows(path, dialect, columns)
+        trusted = [column.name for column in columns if column.name not in (declared or {})]
+        batches = csvsource.read_batches(path, dialect, columns, keep, trusted)
         if merging:
-            count, parser = _merge(cursor, schema, table, columns, key, records, keep), "python"
+            count = _merge(cursor, schema, table, columns, key, batches)
         else:
-            fast = (path, dialect, counts["records"]) if fastcopy.eligible(path, dialect, columns, declared,
-                                                                           counts) else None
-            count, parser = _replace(cursor, schema, table, columns, key, records, keep, fast)
+            count = _replace(cursor, schema, table, columns, key, batches)
+        count.bad, parser = bad, "arrow"
         faults.point("csv-swapped")
-        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
-        table_rows = cursor.fetchone()[0]
+        table_rows = count.rows
+        if merging:
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
+            table_rows = cursor.fetchone()[0]
         described = tables.catalog_columns(cursor, schema, table)
         kinds = {column.name: column.kind for column in columns}
         for column in described:
@@ -193,23 +199,22 @@ def _for_file(declared, path: Path, dialect) -> Optional[Dict[str, str]]:
     return {name: kind for name, kind in declared.items() if name in names}
 
 
-def _replace(cursor, schema, table, columns, key, records, keep, fast):
+def _replace(cursor, schema, table, columns, key, batches) -> pgcopy.LoadCount:
     work = tables.work_table(cursor, schema, table)
     pairs = pgcopy.pg_columns(columns)
     pgcopy.create_table(cursor, work, pairs, schema=schema)
     if not key:
         cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
             sql.Identifier(schema, work), sql.Identifier(tables.ROW_KEY)))
-    if fast and fastcopy.copy_file(cursor, schema, work, columns, *fast):
-        count, parser = pgcopy.LoadCount(rows=fast[2]), "postgresql"
-    else:
-        count, parser = pgcopy.copy_records(cursor, work, pairs, records, keep, schema=schema), "python"
+    count = pgcopy.copy_batches(cursor, work, pairs, batches, schema=schema)
+    # The key's index is sorted in memory (the default 64 MB spills a few million keys to disk).
+    cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
     tables.add_key(cursor, schema, work, key or tables.ROW_KEY, f"loading {schema}.{table}")
     tables.swap(cursor, schema, work, table)
-    return count, parser
+    return count
 
 
-def _merge(cursor, schema, table, columns, key, records, keep) -> pgcopy.LoadCount:
+def _merge(cursor, schema, table, columns, key, batches) -> pgcopy.LoadCount:
     pairs = pgcopy.pg_columns(columns)
     staging, order = "gigsterpg_merge", "_ord"
     while order in [n for n, _ in pairs]:  # a column of the file's own name
@@ -219,7 +224,7 @@ def _merge(cursor, schema, table, columns, key, records, keep) -> pgcopy.LoadCou
         sql.Identifier(staging),
         sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in pairs),
         sql.Identifier(order)))
-    count = pgcopy.copy_records(cursor, staging, pairs, records, keep)
+    count = pgcopy.copy_batches(cursor, staging, pairs, batches)
     names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in pairs)
     updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n, _ in pairs if n != key)
     cursor.execute(sql.SQL("INSERT INTO {table} ({names}) SELECT DISTINCT ON ({key}) {names} FROM {staging}"

@@ -1,34 +1,44 @@
-"""Reading a CSV file as typed rows: encoding, dialect, a required header, column types, bad lines kept.
+"""Reading a CSV file as typed columns on Apache Arrow's CSV reader: dialect, a required header, kinds, bad lines.
 
-The one CSV reader of gigsterpg, shared by the daily snapshots (``extract-csv``)
-and ``load-csv``. Three calls, each usable alone::
+The one CSV reader of gigsterpg, shared by the daily snapshots (``extract-csv``,
+their load step) and ``load-csv``. Three calls, each usable alone::
 
-    dialect = detect_dialect(path)                       # encoding/BOM, delimiter, quote
-    columns = infer_columns(path, dialect)               # whole file read once; or declared={...}
-    for record in read_rows(path, dialect, columns):     # a tuple of typed values, or a BadLine
+    dialect = detect_dialect(path)                       # encoding/BOM, delimiter, quote, header checked
+    columns = infer_columns(path, dialect)               # every value of the file, read once; or declared={...}
+    for batch in read_batches(path, dialect, columns, on_bad):   # Arrow record batches, bad lines to on_bad
         ...
 
-Types (``Column.kind``): integer (bigint), numeric, boolean, date, timestamp
-(timestamptz when the values carry an offset), text. Dates come as ISO
-(``2022-09-26``), with slashes month first (``9/26/2022``; ``day_first=True``
-reads ``26/9/2022``) or with dots day first (``26.09.2022``). An empty field
-is NULL (Python's csv module cannot tell ``""`` from nothing). A line that
-does not fit (too many or too few fields, a broken quote, a value not of its
-column's type) comes out as a ``BadLine`` with file, line number, column and
-reason; reading goes on. Memory stays flat: rows are streamed.
+The file is parsed by ``pyarrow.csv`` (C++, streamed in blocks: memory stays
+flat) with every column read as a string; the kinds are decided here, not by
+the library, with vectorised checks (Arrow compute, RE2 expressions) over each
+batch. Kinds (``Column.kind``): integer (bigint), numeric (always exact,
+never floating point), boolean, date, timestamp (timestamptz when every
+value carries an offset), text. Dates come as ISO (``2022-09-26``), with
+slashes month first (``9/26/2022``; ``day_first=True`` reads ``26/9/2022``)
+or with dots day first (``26.09.2022``). A zero-padded number (``00123``) is
+a code, so text. An empty field is NULL.
+
+``read_batches`` gives each batch's values as strings in the form PostgreSQL
+reads whatever its settings (dates ISO), ready for ``pgcopy.copy_batches``.
+A line that does not fit (too many or too few fields, a value not of its
+column's kind, a NUL byte) goes to ``on_bad`` as a ``BadLine`` with file,
+physical line number, column and reason; reading goes on.
 """
 import codecs
+import collections
+import concurrent.futures
 import csv
 import dataclasses
-import datetime
-import itertools
-import re
-from decimal import Decimal
+import io
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from gigsterpg.exc import ConfigError, SourceError
-from gigsterpg.lib.files import csvkinds
 
 KINDS = ("integer", "numeric", "boolean", "date", "timestamp", "text")
 PG_TYPES = {"integer": "bigint", "numeric": "numeric", "boolean": "boolean", "date": "date",
@@ -36,19 +46,29 @@ PG_TYPES = {"integer": "bigint", "numeric": "numeric", "boolean": "boolean", "da
 DELIMITERS = (",", ";", "\t", "|")
 SAMPLE_BYTES = 64 * 1024
 SAMPLE_LINES = 50
-# A field may be long (a text column of a few MB), but an unclosed quote must not eat the file unbounded.
-FIELD_LIMIT = 16 * 1024 * 1024
-_INT8 = (-2 ** 63, 2 ** 63 - 1)
-BATCH = 4096  # records a batch of the inference pass
+MAX_COLUMNS = 1599  # PostgreSQL's limit of columns in a table (1,600), less the one gigsterpg adds (_row, snapshot_day)
+BLOCK = 4 << 20  # bytes Arrow parses at a time: a batch
+SAMPLE = 256  # values a kind is tried on before a whole batch
+MAX_BLOCK = 256 << 20  # the longest record read (blocks grow to it)
+NUMERIC_CHARS = 6000  # longer numbers are text (or bad lines of a declared numeric); with exponents of
+# 4 digits at most, whatever is shorter fits PostgreSQL's numeric (131,072 digits before the point, 16,383 after)
 
-_INTEGER = re.compile(r"[+-]?\d+\Z")
-_NUMERIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
-_TRUE = frozenset({"true", "t", "yes", "y"})
-_FALSE = frozenset({"false", "f", "no", "n"})
-_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})\Z")
-_SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})\Z")
-_DOT_DATE = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})\Z")
-_TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?\Z")
+_INTEGER = r"^[+-]?(?:0|[1-9][0-9]{0,18})$"  # no leading zero: 00123 is a code
+_INTEGER_DECLARED = r"^[+-]?[0-9]+$"
+_INT8_MAX = "9223372036854775807"
+_NUMERIC = r"^[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?$"
+_NUMERIC_DECLARED = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?$"
+_BOOLEAN = "^(?:" + "|".join("".join(f"[{c.upper()}{c}]" for c in word) for word in (
+    "true", "t", "yes", "y", "false", "f", "no", "n")) + ")$"  # ASCII only: the long s is no s
+_ISO_DATE = r"^(?P<y>[0-9]{4})-(?P<m>[0-9]{2})-(?P<d>[0-9]{2})$"
+_SLASH_DATE = r"^(?P<a>[0-9]{1,2})/(?P<b>[0-9]{1,2})/(?P<y>[0-9]{4})$"
+_DOT_DATE = r"^(?P<d>[0-9]{1,2})\.(?P<m>[0-9]{1,2})\.(?P<y>[0-9]{4})$"
+_CLOCK = r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+_ISO_STAMP = (r"^(?P<day>[0-9]{4}-[0-9]{2}-[0-9]{2})[T ](?P<clock>" + _CLOCK + r")"
+              r"(?P<zone>Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?$")
+_ZONE = r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)$"  # the end of a value matching _ISO_STAMP: its offset
+_OTHER_STAMP = (r"^(?P<day>[0-9]{1,2}/[0-9]{1,2}/[0-9]{4}|[0-9]{1,2}\.[0-9]{1,2}\.[0-9]{4}) (?P<clock>"
+                r"(?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +80,10 @@ class Dialect:
     quotechar: str = '"'
     day_first: bool = False  # 1/2/2022 is 1 February, not January 2
 
-    def reader(self, handle):
-        """A ``csv.reader`` over an open text ``handle`` in this dialect (strict: a broken quote is an error)."""
+    def reader(self, handle, strict: bool = True):
+        """A ``csv.reader`` over an open text ``handle`` in this dialect (the header and the sample)."""
         return csv.reader(handle, delimiter=self.delimiter, quotechar=self.quotechar, doublequote=True,
-                          strict=True, skipinitialspace=False)
+                          strict=strict, skipinitialspace=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +114,9 @@ class BadLine:
         return dataclasses.asdict(self)
 
 
+# ---------------------------------------------------------------------------------------------- the dialect
+
+
 def detect_dialect(path: Union[str, Path], delimiter: Optional[str] = None, quotechar: Optional[str] = None,
                    encoding: Optional[str] = None, day_first: bool = False) -> Dialect:
     """Encoding (BOM or not), delimiter and quote of ``path``, from its first 64 KiB; given values win.
@@ -101,6 +124,10 @@ def detect_dialect(path: Union[str, Path], delimiter: Optional[str] = None, quot
     Raises SourceError when the file is empty or its first line is not a header.
     """
     path = Path(path)
+    if delimiter is not None and len(delimiter) != 1 or quotechar is not None and len(quotechar) != 1:
+        raise ConfigError("bad CSV dialect", "the delimiter and the quote must be one character each",
+                          "give --delimiter and --quote one character (or leave them out: detected)",
+                          value=delimiter if delimiter is not None and len(delimiter) != 1 else quotechar)
     try:
         with open(path, "rb") as handle:
             raw = handle.read(SAMPLE_BYTES)
@@ -108,6 +135,11 @@ def detect_dialect(path: Union[str, Path], delimiter: Optional[str] = None, quot
         raise SourceError(f"cannot read the CSV file {path}", err.strerror or str(err),
                           "check the path and its permissions") from err
     encoding = encoding or _detect_encoding(raw)
+    try:
+        codecs.lookup(encoding)
+    except LookupError as err:
+        raise ConfigError(f"unknown encoding {encoding!r}", str(err), "give an encoding Python knows, e.g. latin-1",
+                          value=encoding) from err
     text = _decode_sample(raw, encoding, path)
     if not text.strip():
         raise SourceError(f"the CSV file {path} is empty", "a header line is required",
@@ -119,8 +151,7 @@ def detect_dialect(path: Union[str, Path], delimiter: Optional[str] = None, quot
     if delimiter is None:
         delimiter = _detect_delimiter(lines[:SAMPLE_LINES], quotechar)
     dialect = Dialect(encoding=encoding, delimiter=delimiter, quotechar=quotechar, day_first=day_first)
-    header = next(dialect.reader(iter(lines)), [])
-    _check_header(header, path)
+    _check_header(header(path, dialect), path)
     return dialect
 
 
@@ -135,7 +166,7 @@ def _detect_encoding(raw: bytes) -> str:
 def _decode_sample(raw: bytes, encoding: str, path: Path) -> str:
     try:
         return codecs.getincrementaldecoder(encoding)().decode(raw, final=len(raw) < SAMPLE_BYTES)
-    except (UnicodeDecodeError, LookupError) as err:
+    except UnicodeDecodeError as err:
         raise SourceError(f"the CSV file {path} is not {encoding}", str(err),
                           "convert it to UTF-8 or give its encoding") from err
 
@@ -156,83 +187,191 @@ def _detect_delimiter(lines: List[str], quotechar: str) -> str:
     return best
 
 
-def _check_header(header: Sequence[str], path: Path) -> None:
-    names = [name.strip() for name in header]
+def header(path: Union[str, Path], dialect: Dialect) -> List[str]:
+    """The column names of the file's first record, stripped (read in one linear pass, however wide)."""
+    csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
+    try:
+        with open(Path(path), "r", encoding=dialect.encoding, newline="") as handle:
+            return [name.strip() for name in next(dialect.reader(handle), [])]
+    except csv.Error as err:
+        raise SourceError(f"the CSV file {path} has no usable header", f"its first line: {err}",
+                          "give a first line that names every column") from err
+    except UnicodeDecodeError as err:
+        raise SourceError(f"the CSV file {path} is not {dialect.encoding}", str(err),
+                          "convert it to UTF-8 or give its encoding") from err
+
+
+def _check_header(names: Sequence[str], path: Path) -> None:
+    """A SourceError unless ``names`` can name a table's columns; linear in the number of names."""
+    if len(names) > MAX_COLUMNS:
+        raise SourceError(f"the CSV file {path} has {len(names):,} columns",
+                          f"a PostgreSQL table holds at most {MAX_COLUMNS + 1:,} and gigsterpg adds one (the"
+                          f" _row key or the snapshot day): {MAX_COLUMNS:,} at most",
+                          "split the file into files of fewer columns")
     if not names or any(not name for name in names):
         raise SourceError(f"the CSV file {path} has no usable header", "a column name is empty",
                           "give a first line that names every column")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    duplicates = sorted(name for name, count in collections.Counter(names).items() if count > 1)
     if duplicates:
-        raise SourceError(f"the CSV file {path} has no usable header", f"duplicate column names {duplicates}",
+        raise SourceError(f"the CSV file {path} has no usable header", f"duplicate column names {duplicates[:10]}",
                           "give every column its own name")
-    if all(_kind_of(name, False)[0] != "text" for name in names):
-        raise SourceError(f"the CSV file {path} has no header", f"its first line {names[:5]} looks like data",
+    if _all(_data_like(pa.array(list(names), pa.string()))):
+        raise SourceError(f"the CSV file {path} has no header", f"its first line {list(names[:5])} looks like data",
                           "add a first line that names the columns")
 
 
-def _parse_date(value: str, day_first: bool) -> Optional[datetime.date]:
-    try:
-        match = _ISO_DATE.match(value)
-        if match:
-            return datetime.date(int(match[1]), int(match[2]), int(match[3]))
-        match = _SLASH_DATE.match(value)
-        if match:
-            first, second = int(match[1]), int(match[2])
-            month, day = (second, first) if day_first else (first, second)
-            return datetime.date(int(match[3]), month, day)
-        match = _DOT_DATE.match(value)
-        if match:
-            return datetime.date(int(match[3]), int(match[2]), int(match[1]))
-    except ValueError:
-        return None
-    return None
+# ---------------------------------------------------------------------------------------------- the kinds
 
 
-def _parse_timestamp(value: str, day_first: bool) -> Optional[datetime.datetime]:
-    if len(value) < 12:
-        return None
-    if value[4:5] == "-" and value[10:11] in ("T", " "):
-        try:
-            return datetime.datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    day, _, clock = value.partition(" ")
-    date = _parse_date(day, day_first)
-    match = _TIME.match(clock.strip()) if date else None
-    if not match:
-        return None
-    try:
-        return datetime.datetime.combine(date, datetime.time(int(match[1]), int(match[2]), int(match[3] or 0),
-                                                             int((match[4] or "0").ljust(6, "0"))))
-    except ValueError:
-        return None
+def _match(values: pa.Array, pattern: str) -> pa.Array:
+    return pc.match_substring_regex(values, pattern)
 
 
-def _parse_boolean(value: str) -> Optional[bool]:
-    lowered = value.lower()
-    return True if lowered in _TRUE else False if lowered in _FALSE else None
+def _all(mask: pa.Array) -> bool:
+    """Whether every element is True (a null is not)."""
+    return bool(pc.all(pc.fill_null(mask, False)).as_py()) if len(mask) else True
 
 
-def _kind_of(value: str, day_first: bool):
-    """The narrowest kind ``value`` is, and for a timestamp whether it carries an offset."""
-    if _INTEGER.match(value):
-        return ("integer", False) if _INT8[0] <= int(value) <= _INT8[1] else ("numeric", False)
-    if _NUMERIC.match(value):
-        return "numeric", False
-    if _parse_boolean(value) is not None:
-        return "boolean", False
-    if _parse_date(value, day_first) is not None:
-        return "date", False
-    stamp = _parse_timestamp(value, day_first)
-    if stamp is not None:
-        return "timestamp", stamp.tzinfo is not None
-    return "text", False
+def _data_like(values: pa.Array) -> pa.Array:
+    """Whether each value is of a kind other than text (a header of such names is data, not names)."""
+    like = _integers(values)[1]
+    for ok in (_numerics(values)[1], _booleans(values)[1], _stamps(values, False)[1]):
+        like = pc.or_(like, ok)
+    return like
 
 
-def _widen(current: Optional[str], kind: str) -> str:
+def _integers(values: pa.Array, declared: bool = False) -> Tuple[pa.Array, pa.Array]:
+    """The values as PostgreSQL reads them, and whether each is a bigint (19 digits: compared with its bounds).
+
+    Inferred, a leading zero makes a code (text); a column declared integer takes it.
+    """
+    ok = _match(values, _INTEGER_DECLARED if declared else _INTEGER)
+    if (pc.max(pc.utf8_length(values)).as_py() or 0) >= 19:
+        digits = pc.utf8_ltrim(values, "+-0")
+        long = pc.greater_equal(pc.utf8_length(digits), 19)
+        bound = pc.if_else(pc.starts_with(values, "-"), pa.scalar("9223372036854775808"), pa.scalar(_INT8_MAX))
+        fits = pc.and_(pc.equal(pc.utf8_length(digits), 19), pc.less_equal(digits, bound))
+        ok = pc.and_(ok, pc.or_(pc.invert(long), fits))
+    return values, ok
+
+
+def _numerics(values: pa.Array, declared: bool = False) -> Tuple[pa.Array, pa.Array]:
+    return values, pc.and_(_match(values, _NUMERIC_DECLARED if declared else _NUMERIC),
+                           pc.less_equal(pc.utf8_length(values), NUMERIC_CHARS))
+
+
+def _booleans(values: pa.Array) -> Tuple[pa.Array, pa.Array]:
+    return values, _match(values, _BOOLEAN)
+
+
+def _distinct(check: Callable, values: pa.Array, *args) -> tuple:
+    """``check(values, *args)`` worked out once per distinct value (dates repeat), then spread over the values."""
+    encoded = pc.dictionary_encode(values)
+    if len(encoded.dictionary) * 2 > len(values):
+        return check(values, *args)
+    return tuple(pc.take(result, encoded.indices) for result in check(encoded.dictionary, *args))
+
+
+def _dates(values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array]:
+    """ISO ``yyyy-mm-dd`` strings of the values (null where none), and whether each is a day that exists."""
+    return _distinct(_each_date, values, day_first)
+
+
+def _each_date(values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array]:
+    iso = pc.extract_regex(values, _ISO_DATE)
+    slash = pc.extract_regex(values, _SLASH_DATE)
+    dot = pc.extract_regex(values, _DOT_DATE)
+    first, second = pc.struct_field(slash, "a"), pc.struct_field(slash, "b")
+    month = pc.coalesce(pc.struct_field(iso, "m"), second if day_first else first, pc.struct_field(dot, "m"))
+    day = pc.coalesce(pc.struct_field(iso, "d"), first if day_first else second, pc.struct_field(dot, "d"))
+    year = pc.coalesce(pc.struct_field(iso, "y"), pc.struct_field(slash, "y"), pc.struct_field(dot, "y"))
+    text = pc.binary_join_element_wise(year, pc.utf8_lpad(month, 2, "0"), pc.utf8_lpad(day, 2, "0"), "-")
+    parsed = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True)
+    # strptime rolls 2/30 over to 3/2: the day must come back as it was written, and year 0 does not exist
+    ok = pc.and_(pc.and_(pc.equal(pc.day(parsed), pc.cast(day, pa.int64())),
+                         pc.equal(pc.month(parsed), pc.cast(month, pa.int64()))),
+                 pc.greater_equal(pc.year(parsed), 1))
+    ok = pc.fill_null(ok, False)
+    return text, ok
+
+
+def _stamps(values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array, pa.Array]:
+    """ISO timestamps of the values (a date is midnight), whether each is one, and whether it carries an offset.
+
+    Values all written as ISO timestamps (the common case) go as they are, their days checked once each.
+    """
+    iso = _match(values, _ISO_STAMP)
+    if _all(pc.or_(iso, pc.is_null(values))):
+        _, day_ok = _dates(pc.utf8_slice_codeunits(values, 0, 10), day_first)
+        return values, day_ok, _match(values, _ZONE)
+    return _distinct(_each_stamp, values, day_first)
+
+
+def _each_stamp(values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array, pa.Array]:
+    iso = pc.extract_regex(values, _ISO_STAMP)
+    other = pc.extract_regex(values, _OTHER_STAMP)
+    day_part = pc.coalesce(pc.struct_field(iso, "day"), pc.struct_field(other, "day"), values)
+    day, day_ok = _dates(day_part, day_first)
+    clock = pc.coalesce(pc.struct_field(iso, "clock"), pc.struct_field(other, "clock"))
+    clock = pc.if_else(_match(clock, "^[0-9]:"), pc.binary_join_element_wise("0", clock, ""), clock)
+    zone = pc.fill_null(pc.struct_field(iso, "zone"), "")
+    stamp = pc.binary_join_element_wise(day, pc.fill_null(clock, "00:00"), "T")
+    stamp = pc.binary_join_element_wise(stamp, zone, "")
+    # a value that is neither stamp form is a date or nothing: day_part is then the whole value
+    ok = pc.and_(day_ok, pc.or_(pc.is_valid(clock), pc.equal(day_part, values)))
+    return stamp, pc.fill_null(ok, False), pc.greater(pc.utf8_length(zone), 0)
+
+
+def _texts(values: pa.Array) -> Tuple[pa.Array, pa.Array]:
+    """Text as it is; a NUL byte PostgreSQL's text cannot hold makes the line a bad one."""
+    return values, pc.invert(pc.match_substring(values, "\x00"))
+
+
+def _batch_kind(values: pa.Array, day_first: bool) -> Tuple[str, set]:
+    """The narrowest kind holding every non-null value of ``values`` (and, for timestamps, their offsets).
+
+    Each kind is tried on the first SAMPLE values before the whole batch: most kinds fail there, cheaply.
+    """
+    values = values.drop_null()
+    if not len(values):
+        return "", set()
+    sample = values.slice(0, SAMPLE)
+    checks = (("integer", lambda v: _integers(v)[1]), ("numeric", lambda v: _numerics(v)[1]),
+              ("boolean", lambda v: _booleans(v)[1]), ("date", lambda v: _dates(v, day_first)[1]),
+              ("timestamp", lambda v: _stamps(v, day_first)[1]))
+    for kind, check in checks:
+        if _all(check(sample)) and (len(values) <= SAMPLE or _all(check(values))):
+            if kind == "timestamp":
+                return kind, {bool(flag) for flag in pc.unique(_stamps(values, day_first)[2]).to_pylist()}
+            return kind, set()
+    return "text", set()
+
+
+def _keeps(kind: str, values: pa.Array, day_first: bool, zones: set) -> bool:
+    """Whether every value of the batch leaves the column's kind (and offsets) as they are: one check, mostly."""
+    values = values.drop_null()
+    if not len(values):
+        return True
+    if kind == "integer":
+        return _all(_integers(values)[1])
+    if kind == "numeric":
+        return _all(_numerics(values)[1])
+    if kind == "boolean":
+        return _all(_booleans(values)[1])
+    if kind == "date":
+        return _all(_dates(values, day_first)[1])
+    if kind == "timestamp":
+        _, ok, zoned = _stamps(values, day_first)
+        return _all(ok) and {bool(flag) for flag in pc.unique(zoned).to_pylist()} <= zones
+    return True  # text holds anything
+
+
+def _widen(current: str, kind: str) -> str:
     """The kind that holds values of both kinds: integer widens to numeric, date to timestamp, else text."""
-    if current is None or current == kind:
-        return kind
+    if not current or current == kind:
+        return kind or current
+    if not kind:
+        return current
     if {current, kind} == {"integer", "numeric"}:
         return "numeric"
     if {current, kind} == {"date", "timestamp"}:
@@ -240,64 +379,104 @@ def _widen(current: Optional[str], kind: str) -> str:
     return "text"
 
 
-def _open(path: Path, dialect: Dialect):
-    return open(path, "r", encoding=dialect.encoding, newline="")
+def convert(column: Column, values: pa.Array, day_first: bool, trusted: bool = False) -> Tuple[pa.Array, pa.Array]:
+    """The column's values as PostgreSQL reads them, and whether each fits the column (True for null).
 
-
-def _records(path: Path, dialect: Dialect) -> Iterator:
-    """(start line, fields or None, error) for each record after the header; a csv.Error becomes a record."""
-    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
-    with _open(path, dialect) as handle:
-        reader = dialect.reader(handle)
-        try:
-            next(reader)
-        except StopIteration:
-            return
-        previous = reader.line_num
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as err:
-                yield previous + 1, None, f"broken quoting: {err}"
-            except UnicodeDecodeError as err:
-                raise SourceError(f"the CSV file {path} is not {dialect.encoding} after line {previous}", str(err),
-                                  "convert it to UTF-8 or give its encoding") from err
-            else:
-                if fields:  # a blank line is no record
-                    yield previous + 1, fields, None
-            previous = reader.line_num
-
-
-def _batches(path: Path, dialect: Dialect, size: int) -> Iterator:
-    """(records, broken) for each run of up to ``size`` records after the header, blank lines left out.
-
-    ``broken`` counts the records with broken quoting; the same reading as ``_records``, without line numbers.
+    ``trusted``: ``infer_columns`` found every value of the column of its kind, so only the forms PostgreSQL
+    reads otherwise (dates with slashes or dots) are rewritten, and text is checked for NUL bytes.
     """
-    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
-    with _open(path, dialect) as handle:
-        reader = dialect.reader(handle)
-        next(reader, None)  # the header
+    kind = column.kind
+    if trusted and kind in ("integer", "numeric", "boolean"):
+        return values, pa.array(np.ones(len(values), dtype=bool))
+    if trusted and kind == "timestamp" and not pc.any(_match(values, "^[0-9]{1,2}[/.]")).as_py():
+        return values, pa.array(np.ones(len(values), dtype=bool))  # ISO already (a date alone is midnight)
+    if kind == "integer":
+        out, ok = _integers(values, declared=True)
+    elif kind == "numeric":
+        out, ok = _numerics(values, declared=True)
+    elif kind == "boolean":
+        out, ok = _booleans(values)
+    elif kind == "date":
+        out, ok = _dates(values, day_first)
+    elif kind == "timestamp":
+        out, ok, zoned = _stamps(values, day_first)
+        ok = pc.and_(ok, pc.equal(zoned, column.timezone))
+    else:
+        out, ok = _texts(values)
+    return out, pc.or_(pc.is_null(values), pc.fill_null(ok, False))
+
+
+# ---------------------------------------------------------------------------------------------- the file
+
+
+class _Reader:
+    """One streamed pass of Arrow's CSV reader over the file, every column a string, misfit rows set aside.
+
+    Arrow parses the file a block at a time, and a record must fit in one: a
+    longer one (a text of many MB) makes the pass start again with blocks
+    eight times as large, the rows already given skipped, up to MAX_BLOCK.
+    """
+
+    def __init__(self, path: Path, dialect: Dialect, names: Sequence[str], threads: bool = False):
+        """``threads``: Arrow parses on several threads, and cannot then say the misfits' row numbers."""
+        self.path, self.dialect, self.names, self.threads = path, dialect, list(names), threads
+        self.misfits: List[Tuple[int, int, str]] = []  # (Arrow's row number, fields, text)
+        self.rows = 0
+
+    def _invalid(self, row) -> str:
+        self.misfits.append((row.number, row.actual_columns, row.text))
+        return "skip"
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        block = BLOCK
         while True:
-            rows: list = []
-            broken = 0
             try:
-                rows.extend(itertools.islice(reader, size))  # what was read before an error stays in rows
-            except csv.Error:
-                broken = 1
-            except UnicodeDecodeError as err:
-                raise SourceError(f"the CSV file {path} is not {dialect.encoding} after line {reader.line_num}",
-                                  str(err), "convert it to UTF-8 or give its encoding") from err
-            if not rows and not broken:
+                yield from self._pass(block)
                 return
-            yield [fields for fields in rows if fields], broken
+            except pa.ArrowInvalid as err:
+                if "straddl" not in str(err) or block >= MAX_BLOCK:
+                    raise self._error(err) from err
+                block *= 8
+                del self.misfits[:]  # the new pass starts from the top: it finds them again, in the same order
+            except UnicodeDecodeError as err:
+                raise self._error(err) from err
 
+    def _pass(self, block: int) -> Iterator[pa.RecordBatch]:
+        encoding = "utf8" if self.dialect.encoding.replace("-", "").lower() in ("utf8", "utf8sig") \
+            else self.dialect.encoding
+        names = [f"c{i}" for i in range(len(self.names))]
+        read = pacsv.ReadOptions(use_threads=self.threads, block_size=block, encoding=encoding, skip_rows=1,
+                                 column_names=names)
+        parse = pacsv.ParseOptions(delimiter=self.dialect.delimiter, quote_char=self.dialect.quotechar,
+                                   double_quote=True, newlines_in_values=True, invalid_row_handler=self._invalid)
+        convert_options = pacsv.ConvertOptions(column_types={name: pa.string() for name in names},
+                                               strings_can_be_null=True, quoted_strings_can_be_null=True,
+                                               null_values=[""])
+        skip = self.rows  # given by an earlier pass with smaller blocks
+        # read(), not a memory map: the file's pages would count in the process's RSS as it is read
+        with pa.OSFile(str(self.path), "rb") as source:
+            yield from self._parsed(source, read, parse, convert_options, skip)
 
-def header(path: Union[str, Path], dialect: Dialect) -> List[str]:
-    """The column names of the file's first line, stripped."""
-    with _open(Path(path), dialect) as handle:
-        return [name.strip() for name in next(dialect.reader(handle), [])]
+    def _parsed(self, source, read, parse, convert_options, skip: int) -> Iterator[pa.RecordBatch]:
+        for batch in pacsv.open_csv(source, read_options=read, parse_options=parse, convert_options=convert_options):
+            if skip:
+                cut = min(skip, batch.num_rows)
+                batch, skip = batch.slice(cut), skip - cut
+                if not batch.num_rows:
+                    continue
+            self.rows += batch.num_rows
+            yield batch
+
+    def _error(self, err: Exception) -> SourceError:
+        text = str(err).splitlines()[0]
+        if isinstance(err, UnicodeDecodeError) or "utf8" in text.lower() or "decode" in text.lower():
+            return SourceError(f"the CSV file {self.path} is not {self.dialect.encoding} after line {self.rows + 1}",
+                               text, "convert it to UTF-8 or give its encoding")
+        if "straddl" in text:
+            return SourceError(f"cannot read the CSV file {self.path}",
+                               f"a record after line {self.rows + 1} is longer than {MAX_BLOCK >> 20} MB"
+                               " (an unclosed quote?)", "close the quote, or split the value")
+        return SourceError(f"cannot read the CSV file {self.path}", text, "check that it is a CSV file")
 
 
 def infer_columns(path: Union[str, Path], dialect: Dialect,
@@ -306,10 +485,9 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
 
     ``declared`` maps column names to kinds (one of ``KINDS``) that are taken as
     given; a column with no value at all is text. Lines with the wrong number
-    of fields or broken quoting take no part (``read_rows`` reports them).
-    ``counts``, when given, receives ``records`` (the records of the header's
-    width) and ``misfits`` (the others): ``load-csv`` hands a clean file to
-    PostgreSQL's own COPY parser and checks that it found the same records.
+    of fields take no part (``read_batches`` reports them). ``counts``, when
+    given, receives ``records`` (the records of the header's width) and
+    ``misfits`` (the others).
     """
     path = Path(path)
     names = header(path, dialect)
@@ -322,39 +500,27 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
                           f"unknown columns {unknown}" if unknown else f"unknown kinds {bad_kinds}",
                           f"declare columns of {names} as one of {', '.join(KINDS)}", value=declared)
     open_columns = [index for index, name in enumerate(names) if name not in declared]
-    kinds: List[Optional[str]] = [None] * len(names)
+    kinds = [""] * len(names)
     zones: List[set] = [set() for _ in names]
-    known: List[dict] = [{} for _ in names]  # per column, the distinct dates already checked
-    settled = set()  # columns already text: nothing can widen them further
+    reader = _Reader(path, dialect, names, threads=True)
 
-    def kind_of(value: str):
-        return _kind_of(value, dialect.day_first)
+    def check(index: int, values: pa.Array) -> None:
+        if kinds[index] and _keeps(kinds[index], values, dialect.day_first, zones[index]):
+            return
+        previous = kinds[index]
+        kind, found = _batch_kind(values, dialect.day_first)
+        kinds[index] = _widen(previous, kind)
+        if kinds[index] == "timestamp":
+            # a date in a timestamp column is midnight, with no offset
+            zones[index] |= found | ({False} if "date" in (kind, previous) else set())
 
-    records = misfits = 0
-    for rows, broken in _batches(path, dialect, BATCH):
-        widths = set(map(len, rows))
-        good = rows if widths <= {len(names)} else [fields for fields in rows if len(fields) == len(names)]
-        records += len(good)
-        misfits += broken + len(rows) - len(good)
-        batch = list(zip(*good))
-        for index in open_columns:
-            if index in settled or not batch:
-                continue
-            values = batch[index]
-            if csvkinds.keeps(kinds[index], zones[index], values, kind_of, known[index]):
-                continue  # the whole batch leaves the column's kind as it is
-            for value in values:
-                if not value:
-                    continue
-                kind, zone = kind_of(value)
-                kinds[index] = _widen(kinds[index], kind)
-                if kind == "timestamp":
-                    zones[index].add(zone)
-                if kinds[index] == "text":
-                    settled.add(index)
-                    break
+    # Arrow's kernels let go of the GIL: the columns of a batch are checked on two threads
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gigsterpg-csv") as pool:
+        for batch in reader.batches():
+            list(pool.map(lambda index: check(index, batch.column(index)), open_columns))
+            open_columns = [index for index in open_columns if kinds[index] != "text"]  # nothing widens text
     if counts is not None:
-        counts.update(records=records, misfits=misfits)
+        counts.update(records=reader.rows, misfits=len(reader.misfits))
     columns = []
     for index, name in enumerate(names):
         if name in declared:
@@ -367,82 +533,161 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
     return columns
 
 
-def converter(column: Column, day_first: bool = False) -> Callable[[str], object]:
-    """A function from a non-empty field to the column's Python value; raises ValueError when it does not fit."""
-    kind = column.kind
+def read_batches(path: Union[str, Path], dialect: Dialect, columns: Sequence[Column],
+                 on_bad: Callable[[BadLine], None], trusted: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+    """The file's records as Arrow batches of strings PostgreSQL reads as the columns' types; bad lines to ``on_bad``.
 
-    def integer(value: str) -> int:
-        if not _INTEGER.match(value) or not _INT8[0] <= int(value) <= _INT8[1]:
-            raise ValueError(f"{value!r} is not an integer")
-        return int(value)
-
-    def numeric(value: str) -> Decimal:
-        if not _NUMERIC.match(value):
-            raise ValueError(f"{value!r} is not a number")
-        return Decimal(value)
-
-    def boolean(value: str) -> bool:
-        parsed = _parse_boolean(value)
-        if parsed is None:
-            raise ValueError(f"{value!r} is not a boolean")
-        return parsed
-
-    def date(value: str) -> datetime.date:
-        parsed = _parse_date(value, day_first)
-        if parsed is None:
-            raise ValueError(f"{value!r} is not a date")
-        return parsed
-
-    def timestamp(value: str) -> datetime.datetime:
-        parsed = _parse_timestamp(value, day_first) or _as_midnight(_parse_date(value, day_first))
-        if parsed is None or (parsed.tzinfo is not None) != column.timezone:
-            offset = " with an offset" if column.timezone else " without an offset"
-            raise ValueError(f"{value!r} is not a timestamp{offset}")
-        return parsed
-
-    return {"integer": integer, "numeric": numeric, "boolean": boolean, "date": date, "timestamp": timestamp,
-            "text": str}[kind]
-
-
-def _as_midnight(day: Optional[datetime.date]) -> Optional[datetime.datetime]:
-    return datetime.datetime.combine(day, datetime.time()) if day is not None else None
-
-
-def read_rows(path: Union[str, Path], dialect: Dialect, columns: Sequence[Column]) -> Iterator[Union[tuple, BadLine]]:
-    """Each record of ``path`` after the header: a tuple of typed values (None for empty), or a BadLine."""
+    Each batch has the columns' names. A record of the wrong width, or with a
+    value that does not fit its column, is left out and handed to ``on_bad``
+    with its physical line number. ``trusted`` names the columns whose kinds
+    ``infer_columns`` just found over this file: their values are not checked again.
+    """
     path = Path(path)
     names = header(path, dialect)
     if names != [column.name for column in columns]:
         raise SourceError(f"the header of {path} changed", f"it is {names}, not {[c.name for c in columns]}",
                           "infer the columns again")
-    converters = [converter(column, dialect.day_first) for column in columns]
-    width = len(columns)
-    shown = str(path)
-    for line, fields, error in _records(path, dialect):
-        if fields is None:
-            yield BadLine(shown, line, None, error)
-            continue
-        if len(fields) != width:
-            yield BadLine(shown, line, None, f"{len(fields)} fields, the header has {width}", _cut(fields))
-            continue
-        try:
-            row = tuple(convert(value) if value else None for convert, value in zip(converters, fields))
-        except ValueError:
-            yield _first_misfit(shown, line, columns, converters, fields)
-            continue
-        yield row
+    reader = _Reader(path, dialect, names)
+    lines = _Lines(path, dialect)
+    shown, width, good = str(path), len(columns), 0
+    reported, pending = 0, None
+    for batch in reader.batches():
+        outs, oks = [], []
+        for column, values in zip(columns, batch.columns):
+            out, ok = convert(column, values, dialect.day_first, column.name in trusted)
+            outs.append(out)
+            oks.append(ok)
+        every = oks[0]
+        for ok in oks[1:]:
+            every = pc.and_(every, ok)
+        # misfit rows Arrow found up to this batch, reported in line order with the bad values
+        bad_values = [] if _all(every) else pc.indices_nonzero(pc.invert(every)).to_pylist()
+        found = []
+        for index in bad_values:
+            row = lines.row_of_good(good + index, reader.misfits)
+            for column, ok, values in zip(columns, oks, batch.columns):
+                if not ok[index].as_py():
+                    value = values[index].as_py()
+                    found.append((row, column.name, _reason(column, value),
+                                  _cut([v[index].as_py() or "" for v in batch.columns], dialect.delimiter)))
+                    break
+        misfits = reader.misfits[reported:]
+        reported = len(reader.misfits)
+        for number, fields, text in misfits:
+            found.append((number, None, f"{fields} fields, the header has {width}", _cut([text], "")))
+        for number, column_name, reason, text in sorted(found, key=lambda item: item[0]):
+            on_bad(BadLine(shown, lines.line(number), column_name, reason, text))
+        table = pa.RecordBatch.from_arrays(outs, names=[column.name for column in columns])
+        if pending is not None:
+            yield pending[0]
+        pending = (table if not bad_values else table.filter(every), batch, good + batch.num_rows - 1,
+                   bool(every[batch.num_rows - 1].as_py()) if batch.num_rows else False)
+        good += batch.num_rows
+    if pending is None:
+        return
+    table, batch, ordinal, kept = pending
+    if kept and _unclosed(path, dialect, batch):
+        # Arrow reads a quote never closed as a value running to the end of the file: the record is set aside
+        row = lines.row_of_good(ordinal, reader.misfits)
+        on_bad(BadLine(shown, lines.line(row), None, "a quote opened on this record is never closed: the rest of"
+                       " the file would be one value", _cut([v[-1].as_py() or "" for v in batch.columns],
+                                                            dialect.delimiter)))
+        table = table.slice(0, table.num_rows - 1)
+    yield table
 
 
-def _first_misfit(shown: str, line: int, columns, converters, fields) -> BadLine:
-    for column, convert, value in zip(columns, converters, fields):
-        try:
-            if value:
-                convert(value)
-        except ValueError as err:
-            return BadLine(shown, line, column.name, f"{err} ({column.kind})", _cut(fields))
-    raise AssertionError("no field failed twice")  # pragma: no cover
+def _unclosed(path: Path, dialect: Dialect, batch: pa.RecordBatch) -> bool:
+    """Whether the file's last record holds a line end and the file an odd number of quotes (one left open)."""
+    last = [values[-1].as_py() or "" for values in batch.columns]
+    if not any("\n" in value or "\r" in value for value in last):
+        return False
+    quote, count = dialect.quotechar.encode(dialect.encoding.replace("-sig", "")), 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            count += chunk.count(quote)
+    return count % 2 == 1
 
 
-def _cut(fields: Sequence[str], limit: int = 200) -> str:
-    text = ",".join(fields)
+def _reason(column: Column, value: Optional[str]) -> str:
+    if value is not None and "\x00" in value:
+        return f"{_show(value)} holds a NUL byte, which PostgreSQL's text cannot hold ({column.kind})"
+    article = "an" if column.kind == "integer" else "a"
+    what = {"timestamp": "timestamp" + (" with an offset" if column.timezone else " without an offset")}.get(
+        column.kind, column.kind)
+    if column.kind == "numeric" and value is not None and len(value) > NUMERIC_CHARS:
+        return f"{_show(value)} is a number of more than {NUMERIC_CHARS} characters ({column.kind})"
+    return f"{_show(value)} is not {article} {what} ({column.kind})"
+
+
+def _show(value: Optional[str], limit: int = 60) -> str:
+    value = value or ""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def _cut(fields: Sequence[str], delimiter: str, limit: int = 200) -> str:
+    text = delimiter.join(fields).replace("\x00", "\\0")
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+class _Lines:
+    """Arrow's row numbers (records, blank lines left out) as physical line numbers, worked out only when needed.
+
+    A file whose records are one line each and has no blank line numbers its
+    lines as Arrow numbers its rows; otherwise the file is scanned once (by
+    Python's csv module, the first time a bad line is reported) for where each
+    record starts.
+    """
+
+    def __init__(self, path: Path, dialect: Dialect):
+        self.path, self.dialect = path, dialect
+        self.starts: Optional[List[int]] = None
+
+    def row_of_good(self, ordinal: int, misfits: Sequence[Tuple[int, int, str]]) -> int:
+        """Arrow's row number of the ``ordinal``-th (0-based) record of the header's width."""
+        row = ordinal + 2  # the header is row 1
+        for number in sorted(number for number, _, _ in misfits):
+            if number <= row:
+                row += 1
+            else:
+                break
+        return row
+
+    def line(self, row: int) -> int:
+        if self.starts is None:
+            self.starts = self._scan()
+        return self.starts[row - 1] if row - 1 < len(self.starts) else row
+
+    def _scan(self) -> List[int]:
+        starts = []
+        with open(self.path, "rb") as handle:
+            simple = True
+            newlines = 0
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                newlines += chunk.count(b"\n")
+                simple = simple and self.dialect.quotechar.encode() not in chunk and b"\n\n" not in chunk \
+                    and b"\r" not in chunk
+        if simple:
+            return list(range(1, newlines + 2))
+        with open(self.path, "r", encoding=self.dialect.encoding, newline="", errors="replace") as handle:
+            reader = self.dialect.reader(handle, strict=False)
+            previous = 0
+            for fields in reader:
+                if fields:
+                    starts.append(previous + 1)
+                previous = reader.line_num
+        return starts
+
+
+def records(batches: Iterator[pa.RecordBatch]) -> List[tuple]:
+    """The rows of ``batches`` as tuples of strings (for tests and small files)."""
+    out: List[tuple] = []
+    for batch in batches:
+        out.extend(zip(*(column.to_pylist() for column in batch.columns)))
+    return out
+
+
+def write_batch(batch: pa.RecordBatch) -> bytes:
+    """A batch as CSV for PostgreSQL's ``COPY ... (FORMAT csv)``: every value quoted, NULL an empty field."""
+    sink = io.BytesIO()
+    pacsv.write_csv(batch, sink, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    return sink.getvalue()

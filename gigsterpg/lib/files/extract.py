@@ -181,13 +181,12 @@ def extract_csv(csv_path: Path, root: Path, day: datetime.date,
         with open(temp / BAD_LINES_FILE, "w", encoding="utf-8") as bad_lines:
             # Inferred kinds fit every value of a line of the right width: only misfit lines need a second pass.
             if counts["misfits"] or declared:
-                rows = 0
-                for record in csvsource.read_rows(copied, dialect, columns):
-                    if isinstance(record, csvsource.BadLine):
-                        bad += 1
-                        bad_lines.write(json.dumps({**record.as_dict(), "file": name}, ensure_ascii=False) + "\n")
-                    else:
-                        rows += 1
+                def record(line: csvsource.BadLine) -> None:
+                    nonlocal bad
+                    bad += 1
+                    bad_lines.write(json.dumps({**line.as_dict(), "file": name}, ensure_ascii=False) + "\n")
+
+                rows = sum(batch.num_rows for batch in csvsource.read_batches(copied, dialect, columns, record))
         size, digest = copied.stat().st_size, pgcopy.sha256_file(copied)
         partition.write_manifest(temp, {
             "format": "csv", "file": name, "source": "csv", "source_path": str(csv_path.resolve()),

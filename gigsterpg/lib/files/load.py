@@ -18,7 +18,6 @@ from psycopg import sql
 
 from gigsterpg import faults
 from gigsterpg.exc import SourceError
-from gigsterpg.lib.datasets import fastcopy
 from gigsterpg.lib.files import csvsource, extract, partition, pgcopy
 
 DAY_COLUMN = "snapshot_day"
@@ -151,13 +150,16 @@ def _csv_table(cursor, folder: Path, day: datetime.date, on_bad) -> Tuple[Loaded
     if pgcopy.sha256_file(path) != manifest["sha256"]:
         raise SourceError(f"the partition {folder} changed on disk since it was extracted", "its checksum differs",
                           f"re-extract it: python -m gigsterpg.cli pipeline extract-csv --day {day} --force")
-    if columns == extract.columns_of(manifest) and fastcopy.eligible(path, dialect, columns, None,
-                                                                     {"misfits": manifest["bad_lines"]}) \
-            and fastcopy.copy_file(cursor, CSV_SCHEMA, new, columns, path, dialect, manifest["rows"]):
-        count = pgcopy.LoadCount(manifest["rows"], 0)  # PostgreSQL's own parser read the clean file
-    else:
-        count = pgcopy.copy_records(cursor, new, typed, csvsource.read_rows(path, dialect, columns), on_bad,
-                                    schema=CSV_SCHEMA)
+    bad = 0
+
+    def record(line: csvsource.BadLine) -> None:
+        nonlocal bad
+        bad += 1
+        on_bad(line)
+
+    count = pgcopy.copy_batches(cursor, new, typed, csvsource.read_batches(path, dialect, columns, record),
+                                schema=CSV_SCHEMA)
+    count.bad = bad
     return Loaded("csv", f"{CSV_SCHEMA}.{table}", count.rows, manifest["bytes"], manifest["sha256"], count.bad), \
         (CSV_SCHEMA, table, new)
 

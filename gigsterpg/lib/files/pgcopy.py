@@ -1,4 +1,4 @@
-"""COPY in and out of PostgreSQL: typed Python rows, and files in PostgreSQL's binary COPY format.
+"""COPY in and out of PostgreSQL: Arrow batches of a CSV file, and files in PostgreSQL's binary COPY format.
 
 Shared by the daily snapshots and ``load-csv``. Every function takes an open
 psycopg cursor and leaves the transaction to the caller, so that a load and
@@ -6,13 +6,20 @@ the bookkeeping beside it commit together or not at all.
 """
 import dataclasses
 import hashlib
-from typing import BinaryIO, Callable, Iterable, Optional, Sequence, Tuple, Union
+import itertools
+import logging
+from typing import BinaryIO, Iterable, Optional, Sequence, Tuple
 
+import psycopg
 from psycopg import sql
 
-from gigsterpg.lib.files.csvsource import BadLine, Column
+from gigsterpg.exc import SourceError
+
+from gigsterpg.lib.files import csvsource, pgbinary
+from gigsterpg.lib.files.csvsource import Column
 
 CHUNK = 1024 * 1024
+logger = logging.getLogger(__name__)
 
 
 def qualified(table: str, schema: Optional[str] = None) -> sql.Composable:
@@ -37,32 +44,54 @@ def pg_columns(columns: Sequence[Column]) -> list:
 
 @dataclasses.dataclass
 class LoadCount:
-    """What ``copy_records`` wrote and what it set aside."""
+    """What a COPY of a CSV file wrote and what it set aside."""
 
     rows: int = 0
     bad: int = 0
 
 
-def copy_records(cursor, table: str, columns: Sequence[Tuple[str, str]], records: Iterable[Union[tuple, BadLine]],
-                 on_bad: Callable[[BadLine], None], schema: Optional[str] = None) -> LoadCount:
-    """Binary COPY of the tuples of ``records`` into ``table``; each BadLine goes to ``on_bad`` instead.
+def copy_batches(cursor, table: str, columns: Sequence[Tuple[str, str]], batches: Iterable,
+                 schema: Optional[str] = None) -> LoadCount:
+    """Binary ``COPY table (columns) FROM STDIN`` of Arrow batches; returns the rows written.
 
-    ``columns`` are (name, PostgreSQL type) pairs in the tuples' order; the
-    values must be the Python types psycopg dumps to them (``read_rows``
-    gives exactly those).
+    The batches are ``csvsource.read_batches``'s: strings in the form
+    PostgreSQL reads as the columns' types (dates ISO), bad lines already set
+    aside. ``pgbinary`` encodes each batch in compiled code; should Arrow fail
+    to cast a batch, it and the rest go by ``COPY ... (FORMAT csv)`` instead
+    (Arrow's CSV writer; PostgreSQL parses the text). No Python code touches
+    a value but a numeric of more than 15 digits or with an exponent.
     """
     count = LoadCount()
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        qualified(table, schema), sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns))
-    with cursor.copy(statement) as copy:
-        copy.set_types([kind for _, kind in columns])
-        for record in records:
-            if isinstance(record, BadLine):
-                count.bad += 1
-                on_bad(record)
-                continue
-            copy.write_row(record)
-            count.rows += 1
+    names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
+    types = [kind for _, kind in columns]
+    batches = iter(batches)
+    left = None
+    try:
+        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                qualified(table, schema), names)) as copy:
+            copy.write(pgbinary.HEADER)
+            for batch in batches:
+                if not batch.num_rows:
+                    continue
+                try:
+                    data = pgbinary.encode(batch, types)
+                except ValueError as err:
+                    logger.info("binary COPY into %s stops, the rest goes as CSV: %s", table, err)
+                    left = batch
+                    break
+                copy.write(data)
+                count.rows += batch.num_rows
+            copy.write(pgbinary.TRAILER)
+        if left is not None:
+            with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
+                    qualified(table, schema), names)) as copy:
+                for batch in itertools.chain([left], batches):
+                    if batch.num_rows:
+                        copy.write(csvsource.write_batch(batch))
+                        count.rows += batch.num_rows
+    except (psycopg.errors.ProgramLimitExceeded, psycopg.errors.DataError) as err:
+        raise SourceError(f"PostgreSQL refused a row of the CSV file for {table}", str(err).splitlines()[0],
+                          "load fewer or narrower columns (a row must fit in 8 kB less its long texts)") from err
     return count
 
 

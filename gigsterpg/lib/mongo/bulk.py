@@ -69,7 +69,9 @@ class BulkWriter:
             logger.info("%s: documents appeared during the first export; upserting from here on",
                         self.collection.name)
             self.first = False
+            inserted = err.details.get("nInserted", 0)  # these are found equal by the upserts: written once
             result = self.collection.bulk_write(upserts(documents), ordered=False)
+            return inserted + result.upserted_count + result.modified_count
         return result.inserted_count + result.upserted_count + result.modified_count
 
 

@@ -611,3 +611,11 @@ def test_decimal128_refuses_what_it_cannot_hold():
     for value in ("NaN", "Infinity", "-Infinity", "1" * 35, "1E-6200"):
         with pytest.raises(NotDecimal128):
             decimal128(Decimal(value))
+
+
+def test_generate_shop_without_a_database_names_itself(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GIGSTERPG_ORDERS_SOURCE_PG", raising=False)
+    code, out, err = main(capsys, "generate-shop")
+    assert code == 2 and err.startswith("FAILED: no database for the shop, generate-shop writes")
+    assert "export-orders" not in err and "--pg URL" in err

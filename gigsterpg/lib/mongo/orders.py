@@ -234,9 +234,12 @@ def source_errors(url: str):
         raise
 
 
-def require_source(settings: Settings) -> str:
-    """The source's URL, or a ConfigError saying how to give one."""
+def require_source(settings: Settings, command: str = "export-orders") -> str:
+    """The source's URL, or a ConfigError saying how to give one (to ``command``)."""
     if not settings.orders_source_pg:
+        if command == "generate-shop":
+            raise ConfigError("no database for the shop", "generate-shop writes the shop into a PostgreSQL database",
+                              "pass --pg URL or set GIGSTERPG_ORDERS_SOURCE_PG")
         raise ConfigError("no source database", "export-orders reads the shop from a PostgreSQL database of its own",
                           "pass --pg URL or set GIGSTERPG_ORDERS_SOURCE_PG")
     return settings.orders_source_pg

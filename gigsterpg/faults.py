@@ -24,7 +24,12 @@ POINTS = ("fetched", "merged", "committed", "deleting", "finished",
           "snapshot-data", "snapshot-manifest", "snapshot-published", "snapshot-loaded",
           # a first load (sync/engine/firstload.py): every collection loaded, keys not yet put back; keys
           # back and hashes filled, not committed
-          "first-load-loaded", "first-load-keyed")
+          "first-load-loaded", "first-load-keyed",
+          # export-table (gigsterpg.lib.mongo.export): a batch of documents written, a batch of deletes done
+          "export-written", "export-deleting",
+          # export-orders (gigsterpg.lib.mongo.orders): a batch's documents written but not their hashes, their
+          # hashes committed, a batch of deletes done, the run's bookkeeping finished but its record not ended
+          "orders-written", "orders-remembered", "orders-deleting", "orders-finished")
 
 _hits = {}
 _lock = threading.Lock()

@@ -26,6 +26,7 @@ from typing import Callable, Dict, Optional
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from gigsterpg import faults
 from gigsterpg.config import Settings, mask_url
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_error, pg_errors
 from gigsterpg.exc import ConfigError, GigsterPgError
@@ -101,9 +102,11 @@ def project(source, ledger_connection, hash_connection, collection, projection: 
     if trusted and only_text_ids:  # the hashes mirror the collection: what was not seen is what to delete
         for gone in ledger.unseen(batch_size):
             report.deleted += collection.delete_many({"_id": {"$in": gone}}).deleted_count
+            faults.point("orders-deleting")
     else:  # ask the collection itself, a batch of _ids at a time
-        report.deleted = bulk.delete_gone(collection, ledger.gone, batch_size)
+        report.deleted = bulk.delete_gone(collection, ledger.gone, batch_size, point="orders-deleting")
     ledger.finish()
+    faults.point("orders-finished")
     report.seconds = time.monotonic() - started
     return report
 
@@ -167,7 +170,9 @@ def _write(writer, hash_connection, target: str, documents, ids, hashes, report:
     written = writer.write(documents)
     report.written += written
     equal[0] += len(documents) - written
+    faults.point("orders-written")
     remember(hash_connection, target, ids, hashes)
+    faults.point("orders-remembered")
 
 
 def _reject(reason: str, detail: str, document: dict, doc_id: Optional[str] = None, duplicate: bool = True) -> dict:

@@ -130,9 +130,15 @@ def check_source(connection, projection: Projection, params: dict) -> None:
         raise PrivilegeError(f"the PostgreSQL role may not read what projection {projection.name!r} reads",
                              "no SELECT on " + ", ".join(denied), f"GRANT SELECT ON {', '.join(tables)} to it")
     try:
-        connection.execute("EXPLAIN " + projection.sql, params)
-    except (psycopg.ProgrammingError, psycopg.DataError, psycopg.NotSupportedError) as err:
+        # Prepared (so one statement only: "SELECT ...; DROP ..." is refused before anything runs), and the
+        # query as the run sends it (a data-modifying WITH is refused there too).
+        connection.execute("EXPLAIN " + hashed(projection), params, prepare=True)
+    except psycopg.OperationalError:
+        raise  # the connection, not the projection
+    except psycopg.DatabaseError as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, psycopg.errors.SyntaxError) and "multiple commands" in message:
+            message = "it holds more than one statement, and a projection is one query that reads"
         error = PrivilegeError if isinstance(err, psycopg.errors.InsufficientPrivilege) else SourceError
         raise error(f"projection {projection.name!r} does not run on the source", message,
                     "fix the projection's SQL or its needs lines, or grant the role what it lacks") from err

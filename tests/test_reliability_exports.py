@@ -397,7 +397,7 @@ def assert_table_converged(scenario) -> None:
     FIGURES["rows lost"] += len(ids - held)
 
 
-TABLE_KILLS = [(start, "export-written", n) for start in ("empty", "baseline") for n in (1, 3, 6, 10, 13)] \
+TABLE_KILLS = [(start, "export-written", n) for start in ("empty", "baseline") for n in (1, 3, 6, 10, 12)] \
     + [("baseline", "export-deleting", n) for n in (1, 2, 4)]
 
 

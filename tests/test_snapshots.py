@@ -24,6 +24,7 @@ from gigsterpg.lib.files.extract import matches
 from gigsterpg.lib.files.ledger import snapshot_status, without_password
 from gigsterpg.northwind import generate_northwind
 from gigsterpg.cli_snapshots import status_dicts
+from tests.figures import FIGURES
 
 D1, D2 = datetime.date(2021, 1, 1), datetime.date(2021, 1, 2)
 
@@ -562,6 +563,8 @@ def test_a_damaged_manifest_is_one_line_naming_the_file_and_the_fix(pg_url, nort
         assert f"extract that day again: python -m gigsterpg.cli pipeline {step} --day 2021-01-01" \
                f" --root {shlex.quote(str(root))} {flag} --force, " in err, err
         assert "Traceback" not in err and "unexpected error" not in err
+        FIGURES["hostile inputs tried"] += 1
+        FIGURES["hostile inputs tried: daily snapshots"] += 1
     assert target_state(pg_url) == before  # no failed load changed the day
     assert main(["pipeline", "load", "--day", "2021-01-01", *base]) == 0
 

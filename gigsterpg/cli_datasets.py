@@ -11,6 +11,7 @@ from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.datasets.summary import format_load, format_transform
 from gigsterpg.lib.datasets.transform import transform
 from gigsterpg.lib.files.csvsource import KINDS
+from gigsterpg.pipelines.execute import note
 
 COMMANDS = ("load-csv", "transform")
 SCHEMA_HELP = "the schema (default: GIGSTERPG_DATASETS_SCHEMA, else datasets)"
@@ -48,12 +49,23 @@ def declaration(text: str):
     return name, kind
 
 
+def interrupted(args) -> str:
+    """The line a ``load-csv`` or ``transform`` stopped by Ctrl-C or SIGTERM ends with: what stays, what to run."""
+    if args.command == "load-csv":
+        return ("interrupted, the file in hand was rolled back (each file is one transaction: those before it are"
+                " loaded), run the same load-csv command again to finish")
+    return "interrupted, the dataset was left as it was, run the same transform command again"
+
+
 def run(args, settings: Settings) -> int:
     """Run ``load-csv`` or ``transform``; prints the summary, returns the exit code."""
     if args.command == "load-csv":
         report = load_csv(settings, args.paths, args.table, args.schema, dict(args.types), args.key, args.merge,
                           args.delimiter, args.quote, args.encoding, args.day_first)
+        note(report)
         print(format_load(report))
         return 0
-    print(format_transform(transform(settings, args.sqlfile, args.into, args.schema, args.key)))
+    report = transform(settings, args.sqlfile, args.into, args.schema, args.key)
+    note(report)
+    print(format_transform(report))
     return 0

@@ -11,14 +11,16 @@ import sys
 from gigsterpg import commands
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.pg.db.states import AUTO, INCREMENTAL
-from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
+from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
+from gigsterpg.pipelines.execute import note
+from gigsterpg.pipelines.progress import Bar
 from gigsterpg.report import format_run
 
 
-def add_arguments(sync) -> None:
-    """Add ``--workers`` and ``--scheduler`` to the sync's parser."""
-    from gigsterpg.cli import _positive  # the CLI's own argument type: one rule for "a whole number of 1 or more"
-    sync.add_argument("--workers", type=_positive, metavar="N",
+def add_arguments(sync, positive) -> None:
+    """Add ``--workers`` and ``--scheduler`` to the sync's parser; ``positive`` is the CLI's argument type (one
+    rule for "a whole number of 1 or more"), passed in: this module does not import the CLI that imports it."""
+    sync.add_argument("--workers", type=positive, metavar="N",
                       help="full sync: read and map the collections on a local Dask cluster of N worker processes"
                            " (pip install 'gigsterpg[dask]')")
     sync.add_argument("--scheduler", metavar="ADDRESS",
@@ -44,7 +46,7 @@ def run(args, settings, progress) -> int:
             raise ConfigError(f"{flag} cannot be combined with {name}", f"{why}, in one process",
                               f"drop {flag} (or {name})")
     if progress is not None:
-        progress = TaskBar(progress.stream)
+        progress = Bar(progress.stream, unit=" tasks")
     scheduler = None if args.workers else (args.scheduler or settings.dask_scheduler)
     dask_logs = logging.getLogger("distributed")
     level = dask_logs.level
@@ -67,31 +69,13 @@ def _run(args, settings, progress, scheduler) -> int:
         report = commands.sync_distributed(settings, client, commands.parse_collections(args.collections), progress,
                                            full_compare=args.full_compare, wait_s=args.wait, mode=args.mode or AUTO,
                                            retry=RetryPolicy(attempts=args.retries))
+    note(report)
     print(format_run(report))
     tasks = getattr(report, "tasks", None)
     if tasks is not None:
         print(f"Dask: {tasks.workers} workers, {tasks.tasks} tasks ({tasks.ran} ran, {tasks.retried} retried,"
               f" {tasks.failed} failed)")
     return 0 if report.balanced else 1
-
-
-class TaskBar(Progress):
-    """One bar for the whole run: range tasks read and batches merged, of the total."""
-
-    needs_total = True
-
-    def __init__(self, stream):
-        self.stream, self.bar = stream, None
-
-    def start(self, collection: str, total: int) -> None:
-        from tqdm import tqdm
-        self.bar = tqdm(total=total, desc=collection, unit=" tasks", file=self.stream, dynamic_ncols=True)
-
-    def advance(self, count: int) -> None:
-        self.bar.update(count)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def dashboard_link(client):

@@ -13,6 +13,8 @@ from gigsterpg.config import Settings, load_settings, mask_url
 from gigsterpg.connections import pg_errors
 from gigsterpg.generate_shop import write_shop
 from gigsterpg.lib.mongo.orders import OrdersReport, export_orders
+from gigsterpg.pipelines.execute import note
+from gigsterpg.pipelines.progress import Bar
 
 COMMANDS = ("export-orders", "generate-shop")
 DEMO_SHOP = "shop"
@@ -53,39 +55,21 @@ def run(args, progress_stream=None) -> int:
     if args.command == "generate-shop":
         from gigsterpg.lib.mongo.orders import require_source
         url = require_source(settings, "generate-shop")
-        with pg_errors(url):
+        with pg_errors(url, "GIGSTERPG_ORDERS_SOURCE_PG"):
             written = write_shop(url, args.orders, args.seed, args.replace)
         print(f"Generated a shop in {mask_url(url)}: " + ", ".join(f"{n:,} {t}" for t, n in written.items()) + ".")
         return 0
-    bar = Bar(progress_stream) if progress_stream is not None else None
+    bar = Bar(progress_stream, unit=" orders") if progress_stream is not None else None
     try:
         report = export_orders(settings, args.collection, args.projection, args.batch_size,
-                               progress=bar.advance if bar else None, total=bar.start if bar else None)
+                               progress=bar.done_so_far if bar else None,
+                               total=(lambda total: bar.start("orders", total)) if bar else None)
     finally:
         if bar:
             bar.close()
+    note(report)
     print(summary(report))
     return 0
-
-
-class Bar:
-    """A tqdm bar: orders done of the total, and the rate."""
-
-    def __init__(self, stream):
-        self.stream, self.bar, self.done = stream, None, 0
-
-    def start(self, total: int) -> None:
-        from tqdm import tqdm
-        self.bar = tqdm(total=total, desc="orders", unit=" orders", file=self.stream, dynamic_ncols=True)
-
-    def advance(self, done: int) -> None:
-        if self.bar is not None:
-            self.bar.update(done - self.done)
-        self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def summary(report: OrdersReport) -> str:

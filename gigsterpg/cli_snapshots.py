@@ -6,6 +6,7 @@ and prints their reports; ``gigsterpg.cli`` adds these subcommands.
 import argparse
 import dataclasses
 import datetime
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -15,6 +16,8 @@ from gigsterpg.exc import ConfigError
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.ledger import StatusRow, snapshot_status
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
+from gigsterpg.pipelines.execute import note
+from gigsterpg.text import plural
 
 ACTIONS = SNAPSHOT_STEPS + ("run", "status", "demo")
 COMMANDS = ("pipeline", "generate-northwind")
@@ -72,10 +75,11 @@ def generate_northwind(settings: Settings, args) -> int:
     if not settings.snapshot_source_pg or not settings.snapshot_csv:
         raise ConfigError("generate-northwind needs a database and a CSV path", "--pg or --csv is missing",
                           "pass --pg URL --csv PATH (or set GIGSTERPG_SNAPSHOT_SOURCE_PG and _CSV)")
-    report = generate(settings.snapshot_source_pg, Path(settings.snapshot_csv), args.orders, args.seed)
+    with pg_errors(settings.snapshot_source_pg, "GIGSTERPG_SNAPSHOT_SOURCE_PG"):
+        report = generate(settings.snapshot_source_pg, Path(settings.snapshot_csv), args.orders, args.seed)
     print(f"Generated {len(report.tables)} tables ({sum(report.tables.values()):,} rows, {report.tables['orders']:,}"
           f" orders) and {report.details:,} order details in {report.csv_path}"
-          f" ({report.orphan_details} of them name orders that do not exist).")
+          f" ({report.orphan_details:,} of them name orders that do not exist).")
     return 0
 
 
@@ -94,6 +98,9 @@ def run_pipeline(settings: Settings, args) -> int:
         from gigsterpg.lib.files.demo import demo
         report = demo(args.folder)
         print(format_demo(report))
+        if report.run.failures:  # one line on stderr, as every command's failure
+            more = len(report.run.failures) - 1
+            print(f"FAILED: {report.run.failures[0]}" + (f" (and {more} more)" if more else ""), file=sys.stderr)
         return 0 if report.run.ok else 1
     pipeline = snapshot.Pipeline.from_settings(settings)
     if getattr(args, "csv_types", None):
@@ -103,10 +110,11 @@ def run_pipeline(settings: Settings, args) -> int:
             print(format_status(snapshot_status(pipeline.target_url, days=args.days)))
         return 0
     if args.action == "run":
-        report = snapshot.run_days(pipeline, _days(args), force=args.force,
+        days = _days(args)
+        report = snapshot.run_days(pipeline, days, force=args.force,
                                    on_step=lambda step: print(format_step(step), flush=True))
-        for failure in report.failures:
-            print(f"FAILED: {failure}")
+        report.planned = len(days) * len(SNAPSHOT_STEPS)
+        note(report)  # a failure: one FAILED line on stderr, by the run's record (gigsterpg/pipelines)
         return 0 if report.ok else 1
     if args.day is None:
         raise ConfigError(f"pipeline {args.action} needs a day", "--day is missing", "pass --day YYYY-MM-DD")
@@ -131,7 +139,7 @@ def _days(args) -> List[datetime.date]:
     if args.day and not (args.first or args.last):
         return [args.day]
     if args.first and args.last and not args.day:
-        return snapshot.days_between(args.first, args.last, limit=args.max_days)
+        return snapshot.days_between(args.first, args.last, limit=getattr(args, "max_days", snapshot.MAX_DAYS))
     raise ConfigError("pipeline run needs one day or a range", "give either --day, or both --from and --to",
                       "e.g. --day 2021-01-01, or --from 2021-01-01 --to 2021-01-03")
 
@@ -146,10 +154,11 @@ def _size(count: int) -> str:
 
 def format_step(report: snapshot.StepReport) -> str:
     """One line per step: what it did, where, how long."""
-    what = {"extract-postgres": f"{report.tables} tables, {report.rows:,} rows, {_size(report.bytes)}",
-            "extract-csv": f"{report.rows:,} rows, {report.bad_lines:,} bad lines, {_size(report.bytes)}",
-            "load": f"{report.tables} tables, {report.rows:,} rows, {report.bad_lines:,} bad lines set aside",
-            "query": f"{report.rows:,} rows"}[report.step]
+    tables, rows, bad = plural(report.tables, "table"), plural(report.rows, "row"), plural(report.bad_lines, "bad line")
+    what = {"extract-postgres": f"{tables}, {rows}, {_size(report.bytes)}",
+            "extract-csv": f"{rows}, {bad}, {_size(report.bytes)}",
+            "load": f"{tables}, {rows}, {bad} set aside",
+            "query": rows}[report.step]
     where = f" -> {report.path}" if report.path else ""
     if report.columns:
         where += f" [{', '.join(report.columns)}]"
@@ -161,8 +170,8 @@ def format_step(report: snapshot.StepReport) -> str:
 def _cell(row: StatusRow) -> str:
     when = f" {row.finished_at:%m-%d %H:%M}" if row.finished_at else ""
     if row.state == "succeeded":
-        bad = f" ({row.bad_lines} bad)" if row.bad_lines else ""
-        return f"ok {row.rows or 0:,} rows{bad}{when}"
+        bad = f" ({row.bad_lines:,} bad)" if row.bad_lines else ""
+        return f"ok {plural(row.rows or 0, 'row')}{bad}{when}"
     return {"failed": "FAILED", "interrupted": "INTERRUPTED", "running": "running"}[row.state] + when
 
 
@@ -173,11 +182,12 @@ def format_status(rows: List[StatusRow]) -> str:
     days: Dict[datetime.date, Dict[str, StatusRow]] = {}
     for row in rows:
         days.setdefault(row.day, {})[row.step] = row
-    width = 28
-    lines = ["day         " + "".join(f"{step:<{width}}" for step in SNAPSHOT_STEPS).rstrip()]
-    for day, steps in days.items():
-        lines.append(f"{day}  " + "".join(f"{_cell(steps[s]) if s in steps else '-':<{width}}"
-                                          for s in SNAPSHOT_STEPS).rstrip())
+    cells = {day: [_cell(steps[s]) if s in steps else "-" for s in SNAPSHOT_STEPS] for day, steps in days.items()}
+    # Each column as wide as its widest cell (a "(N bad)" cell included), two spaces between.
+    widths = [max([len(step)] + [len(row[i]) for row in cells.values()]) + 2 for i, step in enumerate(SNAPSHOT_STEPS)]
+    lines = ["day         " + "".join(f"{step:<{width}}" for step, width in zip(SNAPSHOT_STEPS, widths)).rstrip()]
+    for day, row in cells.items():
+        lines.append(f"{day}  " + "".join(f"{cell:<{width}}" for cell, width in zip(row, widths)).rstrip())
     problems = [row for row in rows if row.state in ("failed", "interrupted")]
     if problems:
         lines.append("")
@@ -191,7 +201,6 @@ def format_status(rows: List[StatusRow]) -> str:
 def format_demo(report) -> str:
     """The demo's steps, status and the first lines of a result."""
     lines = [format_step(step) for step in report.run.steps]
-    lines += [f"FAILED: {failure}" for failure in report.run.failures]
     lines += ["", format_status(report.status), "", f"The first lines of {report.result_path}:"]
     lines += report.result_head
     return "\n".join(lines)

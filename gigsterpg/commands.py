@@ -128,7 +128,7 @@ def sync_distributed(settings: Settings, client, collections: Iterable[str] = CO
 
 
 def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), batch_size: int = 1000,
-           max_wait_ms: int = 200) -> FollowReport:
+           max_wait_ms: int = 200, on_idle: Optional[Callable[[FollowReport], None]] = None) -> FollowReport:
     """Migrate, catch up if there is no saved position, then apply MongoDB's changes until stopped.
 
     The catch-up is a full sync if none has succeeded yet, else an incremental one; it waits for a
@@ -144,7 +144,7 @@ def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), ba
             return run_sync(pg.engine, database, COLLECTIONS, settings.batch_size, retry=retry,
                             incremental=full_done and not full, overlap_s=settings.overlap_s, wait_s=float("inf"))
 
-        return Follower(pg.engine, database, catch_up, batch_size, max_wait_ms, retry, stop).run()
+        return Follower(pg.engine, database, catch_up, batch_size, max_wait_ms, retry, stop, on_idle).run()
 
 
 @contextlib.contextmanager
@@ -221,15 +221,18 @@ def generate(settings: Settings, users: int, gigs: int, messy_rate: float = 0.05
 
 def demo(folder: Path, users: int = 3000, gigs: int = 6000, seed: int = 42, batch_size: int = 5000,
          progress: Optional[Progress] = None,
-         then: Optional[Callable[[Settings, RunReport], None]] = None) -> RunReport:
+         then: Optional[Callable[[Settings, RunReport], None]] = None,
+         say: Callable[[str], None] = lambda line: None) -> RunReport:
     """Start embedded servers in ``folder``, fill MongoDB with generated data, sync it, stop the servers.
 
-    ``then`` runs after the sync while the servers still run (``demo --serve`` serves the API there).
+    ``then`` runs after the sync while the servers still run (``demo --serve`` serves the API there);
+    ``say`` is told each stage as it begins (the CLI prints it on a terminal).
     """
     from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
 
     folder = folder.resolve()
     with contextlib.ExitStack() as stack:
+        say(f"Starting an embedded PostgreSQL and a MongoDB-protocol server (data in {folder})...")
         postgres = EmbeddedPostgres(folder / "postgres")
         stack.callback(postgres.stop)
         mongo = EmbeddedMongo(folder / "mongo")
@@ -237,7 +240,9 @@ def demo(folder: Path, users: int = 3000, gigs: int = 6000, seed: int = 42, batc
         settings = Settings(pg_url=postgres.create_database(DEMO_DATABASE),
                             mongo_url=mongo.url(DEMO_MONGO_DATABASE), batch_size=batch_size)
         logger.info("demo servers: PostgreSQL %s, MongoDB %s", settings.pg_url, settings.mongo_url)
+        say(f"Generating {users:,} users and {gigs:,} gigs (5% of them messy) into MongoDB...")
         generate(settings, users, gigs, messy_rate=0.05, seed=seed, replace=True)
+        say("Syncing them into PostgreSQL...")
         report = sync(settings, progress=progress)
         if then is not None:
             then(settings, report)

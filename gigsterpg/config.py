@@ -97,6 +97,9 @@ class Settings:
     datasets_schema: str = DEFAULT_DATASETS_SCHEMA
     read_default: Optional[str] = None
     read_public: bool = False
+    # The folder whose files pipelines started over HTTP may read (GIGSTERPG_FILES_ROOT): load-csv's paths,
+    # snapshots' CSV, transform's SQL; unset, the API reads no file.
+    files_root: Optional[str] = None
 
     def require_pg(self) -> str:
         """The PostgreSQL URL, or a ConfigError saying how to give one."""
@@ -167,6 +170,8 @@ def load_settings(overrides: Optional[Mapping[str, object]] = None,
         settings["datasets_schema"] = values["GIGSTERPG_DATASETS_SCHEMA"]
     if values.get("GIGSTERPG_READ_DEFAULT"):
         settings["read_default"] = values["GIGSTERPG_READ_DEFAULT"]
+    if values.get("GIGSTERPG_FILES_ROOT"):
+        settings["files_root"] = values["GIGSTERPG_FILES_ROOT"]
     if "GIGSTERPG_READ_PUBLIC" in values:
         settings["read_public"] = _flag("GIGSTERPG_READ_PUBLIC", values["GIGSTERPG_READ_PUBLIC"])
     for key, value in (overrides or {}).items():

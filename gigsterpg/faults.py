@@ -29,7 +29,12 @@ POINTS = ("fetched", "merged", "committed", "deleting", "finished",
           "export-written", "export-deleting",
           # export-orders (gigsterpg.lib.mongo.orders): a batch's documents written but not their hashes, their
           # hashes committed, a batch of deletes done, the run's bookkeeping finished but its record not ended
-          "orders-written", "orders-remembered", "orders-deleting", "orders-finished")
+          "orders-written", "orders-remembered", "orders-deleting", "orders-finished",
+          # load-csv (gigsterpg.lib.datasets.load), per file: its dataset's lock taken; its new table swapped in
+          # (not committed); its registry row and rejects written (not committed); its transaction committed
+          "csv-locked", "csv-swapped", "csv-registered", "csv-committed",
+          # transform: the query's rows in the temporary table; the new table swapped in; registered; committed
+          "transform-queried", "transform-swapped", "transform-registered", "transform-committed")
 
 _hits = {}
 _lock = threading.Lock()

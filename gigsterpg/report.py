@@ -1,5 +1,6 @@
 """The plain-text summary of a run, as the CLI prints it (``status``: ``gigsterpg.status_text``)."""
 from gigsterpg.lib.pg.sync.engine.runner import RunReport
+from gigsterpg.text import number
 
 COLUMNS = ("seen", "inserted", "updated", "unchanged", "deleted", "rejected")
 
@@ -18,15 +19,16 @@ def format_run(report: RunReport) -> str:
                           else "not checked (partial scan: --limit)")
         else:
             verdict = "holds" if collection.balanced else "DOES NOT HOLD"
-            accounting = (f"{collection.rows} + {collection.open_rejects} "
-                          f"{'=' if collection.balanced else '!='} {collection.documents}  {verdict}")
-        lines.append(f"{name:<12}" + "".join(f"{value:>11}" for value in values) + "   " + accounting)
+            accounting = (f"{number(collection.rows)} + {number(collection.open_rejects)} "
+                          f"{'=' if collection.balanced else '!='} {number(collection.documents)}  {verdict}")
+        lines.append(f"{name:<12}" + "".join(f"{number(value):>11}" for value in values) + "   " + accounting)
     for name, collection in report.collections.items():
         if collection.counts.rejected:
-            reasons = ", ".join(f"{reason} {count}" for reason, count in collection.counts.rejected.most_common())
+            reasons = ", ".join(f"{reason} {number(count)}"
+                                for reason, count in collection.counts.rejected.most_common())
             lines.append(f"{name} rejected this run: {reasons}")
-        extra = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in sorted(collection.counts.extra.items())
-                          if value)
+        extra = ", ".join(f"{key.replace('_', ' ')} {number(value)}"
+                          for key, value in sorted(collection.counts.extra.items()) if value)
         if extra:
             lines.append(f"{name} also: {extra}")
     if not report.balanced:

@@ -142,8 +142,31 @@ def format_projections(projections: List[dict]) -> List[str]:
                     if projection_notes(run)]
 
 
+def outcome_text(run: dict) -> str:
+    """A run's outcomes as people read them: ``written 7, rejected 1`` (the zeros left out)."""
+    return ", ".join(f"{key.replace('_', ' ')} {number(value)}" for key, value in (run["outcomes"] or {}).items()
+                     if value)
+
+
+def format_pipelines(sections: List[dict]) -> List[str]:
+    """A section per pipeline of the registry: its newest runs from the one record (CLI and API)."""
+    lines = []
+    for section in sections:
+        lines += ["", f"{section['name']} ({section['help']}):"]
+        if not section["runs"]:
+            lines.append(f"  no run yet ({section['command']} on the command line, or POST /runs)")
+            continue
+        lines += ["  " + line for line in table(
+            ("run", "by", "state", "started (UTC)", "seconds", "read", "outcomes"),
+            [(run["id"], run["source"], run["state"], when(run["started_at"]), number(run["seconds"], 1),
+              number(run["read"]), outcome_text(run)) for run in section["runs"]], right=(0, 4, 5))]
+        lines += [f"    run {run['id']}: {run['error']}" for run in section["runs"] if run["error"]]
+    return lines
+
+
 def format_status(status: dict) -> str:
-    """Every section: runs, follow, open rejects, jobs, daily snapshots, projections."""
+    """Every section: the sync's runs, follow, open rejects, jobs, daily snapshots, projections, then each
+    pipeline's runs (the one record)."""
     lines = ["Runs (newest first):"] + format_runs(status["runs"])
     lines += [""] + ([format_follower(follower) for follower in status["followers"]] or ["No follower has run."])
     lines += ["", "Open rejects:" if status["rejects"] else "Open rejects: none."]
@@ -153,6 +176,8 @@ def format_status(status: dict) -> str:
     if status.get("snapshots") is not None:
         lines += ["", "Daily snapshots:"] + format_snapshots(status["snapshots"])
     lines += ["", "Projections (export-orders, newest first):"] + format_projections(status.get("projections") or [])
+    lines += ["", "Pipelines (newest runs first, from the command line and the API):"]
+    lines += format_pipelines(status.get("pipelines") or [])
     return "\n".join(lines)
 
 

@@ -183,3 +183,11 @@ def assert_report_balances(report, outcomes: Optional[Mapping[str, int]] = None)
     assert all(isinstance(count, int) and count >= 0 for count in outcomes.values()), outcomes
     assert read == sum(outcomes.values()), f"read {read:,} but the outcomes add up to {sum(outcomes.values()):,}:" \
         f" {dict(outcomes)}"
+
+
+def assert_run_balances(record: dict) -> None:
+    """A pipeline run's record (``pipeline_runs``, as ``runs --format json`` and ``GET /runs/{id}`` show it):
+    ended well, and what it read equals the sum of what became of it (``outcomes``)."""
+    assert record["state"] == "succeeded", record
+    assert record["read"] is not None, record
+    assert_report_balances(record)

@@ -96,7 +96,7 @@ def test_wrong_password(tmp_path, pg_server_url, mongo_url, password_role):
     wrong = urlsplit(pg_server_url)._replace(netloc=f"{password_role[0]}:{SECRET}@").geturl()
     result = run_cli("--pg-url", wrong, "--mongo-url", mongo_url, cwd=tmp_path)
     assert_one_line_failure(result, "PostgreSQL refused the login at postgresql://gigster_pw:***@",
-                            "check the user and password in DB_URL_PSQL")
+                            "check the user and password in --pg-url")
 
 
 def _connect_error(url: str) -> psycopg.Error:

@@ -439,9 +439,9 @@ def test_a_task_failing_every_attempt_fails_the_run_in_one_line(cluster, mongo_d
 
 def test_the_task_bar_counts_tasks():
     import io
-    from gigsterpg.cli_distributed import TaskBar
+    from gigsterpg.pipelines.progress import Bar
     stream = io.StringIO()
-    bar = TaskBar(stream)
+    bar = Bar(stream, unit=" tasks")
     bar.start("tasks", 4)
     bar.advance(3)
     bar.close()

@@ -88,6 +88,8 @@ def test_refusals_and_the_token(client, example):
         answer = client.get(bad)
         assert answer.status_code == 400, (bad, answer.text)
         assert answer.json()["error"] == "bad_request"
+    echoed = client.get("/read/earliest_trade?after=secret-cursor-42").text  # a value sent is never echoed back
+    assert "secret-cursor-42" not in echoed and "bad after" in echoed, echoed
     assert client.get("/read/earliest_trade", headers={"Authorization": "Bearer wrong"}).status_code == 401
     client.headers.pop("Authorization")
     assert client.get("/read/first-chunk").status_code == 401

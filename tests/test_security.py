@@ -102,7 +102,7 @@ def test_a_wrong_mongodb_password_fails_in_one_line_without_showing_it(pg_url, t
         failed = [line for line in wrong.stderr.splitlines() if line.startswith("FAILED: ")]
         assert len(failed) == 1 and "Traceback" not in wrong.stderr
         assert failed[0].startswith("FAILED: MongoDB refused the login at mongodb://reader:***@")
-        assert failed[0].endswith(", authentication failed, check the user, password and authSource in DB_URL_MONGO")
+        assert failed[0].endswith(", authentication failed, check the user, password and authSource in --mongo-url")
         right = run_cli("sync", "--pg-url", pg_url, "--mongo-url", base.format(PASSWORD), cwd=tmp_path)
         assert "collection 'users' not found" in right.stderr  # logged in: the empty database is what is wrong
         for text in (wrong.stdout, wrong.stderr, right.stdout, right.stderr):

@@ -488,11 +488,11 @@ def test_csv_columns_are_shown_and_may_be_declared(pg_url, tmp_path, capsys):
     assert "[order_id integer, code text, when date]" in capsys.readouterr().out
     assert main(["pipeline", "extract-csv", "--day", "2021-01-02", "--csv-types", "code=integer", *base]) == 0
     out = capsys.readouterr().out
-    assert "2 rows, 1 bad lines" in out and "[order_id integer, code integer, when date]" in out
+    assert "2 rows, 1 bad line," in out and "[order_id integer, code integer, when date]" in out
     bad = json.loads((tmp_path / "data/csv/2021-01-02/bad_lines.jsonl").read_text())
     assert (bad["line"], bad["column"]) == (3, "code") and "'x8' is not an integer" in bad["reason"]
     assert main(["pipeline", "extract-csv", "--day", "2021-01-02", *base]) == 0
-    assert "already done (2 rows, 1 bad lines" in capsys.readouterr().out
+    assert "already done (2 rows, 1 bad line," in capsys.readouterr().out
     assert main(["pipeline", "extract-csv", "--day", "2021-01-03", "--csv-types", "code", *base]) == 2
     assert main(["pipeline", "extract-csv", "--day", "2021-01-03", "--csv-types", "nope=integer", *base]) == 1
     err = capsys.readouterr().err

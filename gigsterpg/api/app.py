@@ -9,7 +9,6 @@ answers and the guards: every route but the open ones (``/health``, the
 documentation) wants the bearer token.
 """
 import contextlib
-import hmac
 import logging
 from typing import Optional
 
@@ -17,21 +16,20 @@ import pymongo
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gigsterpg import __version__, commands
 from gigsterpg.api import models, routers
 from gigsterpg.api.deps import problems
+from gigsterpg.api.guards import authorized, bearer, known_query  # noqa: F401 (bearer: the API's scheme, here too)
 from gigsterpg.api.jobs import Jobs
+from gigsterpg.api.pipeline_runs import PipelineRuns
 from gigsterpg.api.work import ApiError
 from gigsterpg.config import Settings
 from gigsterpg.connections import MONGO_TIMEOUT_MS, open_pg
 from gigsterpg.exc import GigsterPgError, TransientError
 
 logger = logging.getLogger(__name__)
-
-bearer = HTTPBearer(auto_error=False, description="GIGSTERPG_API_TOKEN")
 
 
 def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, source_timeout_s: float = 10) -> FastAPI:
@@ -54,6 +52,7 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
     # What the routes take (gigsterpg/api/deps.py); nothing else holds a database.
     app.state.settings, app.state.pg, app.state.mongo = settings, pg, mongo
     app.state.jobs = Jobs(pg.engine, settings.pg_url, max_jobs, keep=settings.api_jobs_keep)
+    app.state.runs = PipelineRuns(settings, max_jobs)  # POST /runs: every pipeline, recorded in pipeline_runs
     app.state.token, app.state.source_timeout_s = token, source_timeout_s
 
     app.add_exception_handler(ApiError, refused)
@@ -75,35 +74,9 @@ async def lifespan(app: FastAPI):
     app.state.jobs.prune()
     yield
     app.state.jobs.stop()
+    app.state.runs.stop()
     app.state.mongo.close()
     app.state.pg.dispose()
-
-
-def authorized(request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
-    """The bearer token check of every route but the open ones (none when the app runs without a token)."""
-    token = request.app.state.token
-    if token is None:
-        return
-    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-        raise ApiError(401, "unauthorized", "a valid bearer token is required",
-                       "no Authorization header" if credentials is None else "the token does not match",
-                       "send Authorization: Bearer <GIGSTERPG_API_TOKEN>", headers={"WWW-Authenticate": "Bearer"})
-
-
-def known_query(request: Request) -> None:
-    """Refuse a query parameter the route does not take, or one given twice."""
-    # A misspelt filter (?stat=done) would silently list everything.
-    route = request.scope.get("route")
-    taken = {param.alias for param in route.dependant.query_params} if route else set()
-    unknown = sorted(set(request.query_params) - taken)
-    if unknown:
-        raise ApiError(400, "bad_request", f"unknown query parameter {', '.join(map(repr, unknown))}",
-                       f"this route takes {', '.join(sorted(taken)) or 'none'}", "see /docs")
-    # Each takes one value: of ?after=1&after=9 FastAPI would keep the last without a word.
-    repeated = sorted(name for name in taken if len(request.query_params.getlist(name)) > 1)
-    if repeated:
-        raise ApiError(400, "bad_request", f"query parameter {', '.join(map(repr, repeated))} given more than once",
-                       "each takes one value", "see /docs")
 
 
 async def refused(request: Request, err: ApiError):

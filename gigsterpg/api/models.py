@@ -63,7 +63,7 @@ class ProjectionRequest(SourceDetails):
     """A projection to run (export-orders): one document per row of its query, unchanged ones not written again."""
 
     projection: Literal[PROJECTIONS] = Field(description="a shipped projection (orders: one document per order"
-                                                         " with its items and totals; README 'export-orders')")
+                                                         " with its items and totals; docs/pipelines/export-orders.md)")
     tax_rate: Optional[str] = Field(None, pattern=r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$", examples=["0.15"],
                                     description="taxes = subtotal x rate, half-up to cents (default:"
                                                 " GIGSTERPG_TAX_RATE, else 0.15)")

@@ -11,6 +11,7 @@ from typing import Optional
 
 import psycopg
 
+from gigsterpg import pipelines
 from gigsterpg.api.jobs import Job, Jobs
 from gigsterpg.api.work import (ApiError, export_running, open_source, ping_mongo, require_free_collection, start,
                                 where)
@@ -21,7 +22,8 @@ from gigsterpg.lib.mongo.orders import project
 from gigsterpg.lib.mongo.projection import (check_source, count_rows, load_projection, prepare_source, tax_rate,
                                             time_zone)
 from gigsterpg.lib.mongo.runs import recorded
-from gigsterpg.lib.pg.db.states import EXPORT
+from gigsterpg.lib.pg.db.states import API, EXPORT
+from gigsterpg.pipelines.execute import recorded as recorded_run
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,8 @@ def start_projection(jobs: Jobs, settings: Settings, mongo, params: dict, passwo
 
         def work(job: Job) -> dict:
             target = f"{settings.mongo_database}.{params['collection']}"
-            with recorded(settings.pg_url, projection.name, target, f"api job {job.id}") as record:
+            with recorded(settings.pg_url, projection.name, target, f"api job {job.id}") as record, \
+                    recorded_run(pipelines.get("export-orders"), settings, params, API) as run:
                 try:
                     with mongo_errors_translated(settings.mongo_url), \
                             psycopg.connect(settings.pg_url, application_name="gigsterpg-orders") as ledger, \
@@ -68,6 +71,7 @@ def start_projection(jobs: Jobs, settings: Settings, mongo, params: dict, passwo
                         job.total(count_rows(source, projection))
                         report = record.report = project(source, ledger, hashes, collection, projection, rate, zone,
                                                          params["batch_size"], progress=job.progress)
+                        run["native"] = report
                 except psycopg.Error as err:
                     raise GigsterPgError(f"PostgreSQL failed during the export from {where(params)}",
                                          short_reason(err), "restart the job (POST /exports/{id}/restart): the export"

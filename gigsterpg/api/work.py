@@ -8,15 +8,16 @@ import psycopg
 from pymongo import errors as mongo_errors
 from sqlalchemy import text
 
-from gigsterpg import commands
+from gigsterpg import commands, pipelines
 from gigsterpg.config import Settings
 from gigsterpg.connections import mongo_errors_translated, pg_error, short_reason
 from gigsterpg.exc import (AuthError, ConfigError, GigsterPgError, NoPrimaryKeyError, PrivilegeError,
                            TableNotFoundError)
 from gigsterpg.lib.mongo import export
 from gigsterpg.api.jobs import Job, JobRefused, Jobs
-from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, EXPORT, SYNC, sql_in
+from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, API, EXPORT, SYNC, sql_in
 from gigsterpg.lib.pg.sync.engine.runner import LOCK_KEY, Progress, RunReport
+from gigsterpg.pipelines.execute import recorded  # every run of a pipeline, old routes too, in pipeline_runs
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +137,11 @@ def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: 
 
         def work(job: Job) -> dict:
             try:
-                with mongo_errors_translated(settings.mongo_url):
+                with recorded(pipelines.get("export-table"), settings, params, API) as run, \
+                        mongo_errors_translated(settings.mongo_url):
                     job.total(export.count_rows(source, table))
-                    report = export.export(source, collection, table, params["batch_size"], progress=job.progress)
+                    report = run["native"] = export.export(source, collection, table, params["batch_size"],
+                                                           progress=job.progress)
             except psycopg.Error as err:
                 raise GigsterPgError(f"PostgreSQL at {where(params)} failed during the export", short_reason(err),
                                      "restart the job (POST /exports/{id}/restart): the export is idempotent") from err
@@ -200,7 +203,10 @@ def start_sync(jobs: Jobs, settings: Settings, mongo, params: dict,
     ping_mongo(mongo)
 
     def work(job: Job) -> dict:
-        report = commands.sync(settings, params["collections"], progress=JobProgress(job), mode=params["mode"])
+        shown = {"collections": ",".join(params["collections"]), "mode": params["mode"]}
+        with recorded(pipelines.get("sync"), settings, shown, API) as run:
+            report = run["native"] = commands.sync(settings, params["collections"], progress=JobProgress(job),
+                                                   mode=params["mode"])
         if not report.balanced:
             job.errors.append("rows + open rejects differ from the documents read: see result.collections")
         return run_report(report)

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from gigsterpg.config import mask_url
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
-from gigsterpg.lib.pg.db.states import JOB_KINDS
+from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, JOB_KINDS
 from gigsterpg.lib.pg.sync.engine.runner import FOLLOW_LOCK_KEY, LOCK_KEY
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ SNAPSHOT_DAYS = 14
 REJECTS_PER_PAGE = 25
 RAW_DOCUMENT_CHARS = 20000  # a 10 MB document is cut, not sent whole to a browser
 COUNTS = ("seen", "inserted", "updated", "unchanged", "deleted", "rejected")
-ACTIVE_JOB_STATES = ("queued", "running")
 
 
 def table_exists(connection, name: str) -> bool:
@@ -265,22 +264,37 @@ def projections(connection, limit: int = RUNS_SHOWN) -> List[dict]:
     return recent(connection, limit)
 
 
+def pipeline_runs(connection, limit: int = 5) -> List[dict]:
+    """Every pipeline of the registry with its newest runs (``pipeline_runs``, CLI and API), in the registry's
+    order: a section each, built by looping over the registry."""
+    from gigsterpg import pipelines
+    from gigsterpg.pipelines.runs import latest
+
+    found = latest(connection, list(pipelines.names()), limit)
+    return [{"name": each.name, "help": each.help, "command": each.cli_command,
+             "params": [param.name for param in each.params if param.http], "runs": found[each.name]}
+            for each in pipelines.PIPELINES.values()]
+
+
 def collect(connection, runs_shown: int = RUNS_SHOWN, jobs_shown: int = JOBS_SHOWN,
             lag: Optional[Callable] = None) -> Dict[str, object]:
     """Every section of the status, read on one connection.
 
-    Keys: runs, rejects, followers, jobs, snapshots, projections, active (something runs: a scan or a follower
-    holds its lock, a job is queued or running, a snapshot step or a projection runs), as_of.
+    Keys: pipelines (each pipeline's newest runs), runs, rejects, followers, jobs, snapshots, projections,
+    active (something runs: a scan or a follower holds its lock, a job or a pipeline run is queued or running, a
+    snapshot step or a projection runs), as_of.
     """
     if not table_exists(connection, "sync_runs"):
-        return {"runs": [], "rejects": [], "followers": [], "jobs": [], "snapshots": None, "projections": [],
-                "active": False, "as_of": datetime.now(timezone.utc)}
+        return {"pipelines": pipeline_runs(connection), "runs": [], "rejects": [], "followers": [], "jobs": [],
+                "snapshots": None, "projections": [], "active": False, "as_of": datetime.now(timezone.utc)}
     following = follower_lock_held(connection)
     held = following or sync_lock_held(connection)
     found = {"runs": runs(connection, runs_shown), "rejects": rejects(connection),
              "followers": followers(connection, lag, following), "jobs": jobs(connection, jobs_shown),
              "snapshots": snapshots(connection), "projections": projections(connection, runs_shown)}
+    found["pipelines"] = pipeline_runs(connection)
     found["active"] = (held or any(job["state"] in ACTIVE_JOB_STATES for job in found["jobs"])
+                       or any(run["state"] in ACTIVE_JOB_STATES for each in found["pipelines"] for run in each["runs"])
                        or bool(found["snapshots"] and found["snapshots"].get("active"))
                        or any(run["state"] == "running" for run in found["projections"]))
     found["as_of"] = datetime.now(timezone.utc)

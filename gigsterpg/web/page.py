@@ -27,7 +27,7 @@ _ENVIRONMENT.globals.update(
     when=status_text.when, number=status_text.number, accounting=status_text.accounting,
     run_notes=status_text.run_notes, progress=status_text.progress, cell_text=status_text.cell_text, counts=COUNTS,
     interrupted_step=status_text.INTERRUPTED_STEP, reject_count=status_text.reject_count,
-    projected=status_text.PROJECTED)
+    projected=status_text.PROJECTED, outcome_text=status_text.outcome_text)
 
 
 def reject_url(collection: str, reason: str, after: Optional[str] = None) -> str:
@@ -39,7 +39,39 @@ def restart_url(job: dict) -> str:
     return f"/page/jobs/{job['kind']}/{job['id']}/restart"
 
 
-_ENVIRONMENT.globals.update(reject_url=reject_url, restart_url=restart_url)
+def param_fields(name: str) -> list:
+    """The form of a pipeline's run on the page, from its declared parameters (those the API takes)."""
+    from gigsterpg import pipelines
+    from gigsterpg.pipelines.contract import CHOICE, FLAG
+
+    found = pipelines.get(name)
+    return [{"name": param.name, "input": "checkbox" if param.kind == FLAG else "select" if param.kind == CHOICE
+             else "text", "choices": param.choices, "required": param.required, "help": param.help,
+             "hint": (param.kind + (", comma-separated" if param.many else "")).replace("_", " ")}
+            for param in (found.params if found else ()) if param.http]
+
+
+def run_params(name: str, fields: dict) -> dict:
+    """A pipeline form's fields as POST /runs' parameters: blanks left out, a checkbox true, lists split."""
+    from gigsterpg import pipelines
+    from gigsterpg.pipelines.contract import FLAG
+
+    found = pipelines.get(name)
+    values = {}
+    for param in (found.params if found else ()):
+        given = fields.get(param.name, "").strip()
+        if not param.http or not given:
+            continue
+        if param.kind == FLAG:
+            values[param.name] = True
+        elif param.many:
+            values[param.name] = [part.strip() for part in given.split(",") if part.strip()]
+        else:
+            values[param.name] = given
+    return values
+
+
+_ENVIRONMENT.globals.update(reject_url=reject_url, restart_url=restart_url, param_fields=param_fields)
 
 
 def render(name: str, **context) -> str:
@@ -100,5 +132,5 @@ def status_context(status: dict, view: Viewer, notice: Optional[str] = None, not
             "notice": mask_url(notice) if notice else None, "notice_bad": notice_bad}
 
 
-__all__ = ["COOKIE", "Signer", "Viewer", "form_fields", "new_nonce", "render", "reject_url", "restart_url",
-           "security_headers", "status_context", "viewer"]
+__all__ = ["COOKIE", "Signer", "Viewer", "form_fields", "new_nonce", "param_fields", "render", "reject_url",
+           "restart_url", "run_params", "security_headers", "status_context", "viewer"]

@@ -17,10 +17,10 @@ To add a resource (a new pipeline's jobs, a read API):
 3. Test it in ``tests/test_api_<resource>.py`` against the real servers; ``tests/test_api_contract.py`` then
    checks its OpenAPI contract with every other route's.
 """
-from gigsterpg.api.routers import exports, gigs, health, read, snapshots, status_page, syncs, users
+from gigsterpg.api.routers import exports, gigs, health, read, runs, snapshots, status_page, syncs, users
 
 # Routes anyone may call, without the token.
 # read.router checks the token itself: reading may be made public (GIGSTERPG_READ_PUBLIC).
 OPEN_ROUTERS = (health.router, status_page.router, read.router)
 # Routes behind the bearer token; the order is the order of the OpenAPI document.
-ROUTERS = (exports.router, syncs.router, users.router, gigs.router, snapshots.router)
+ROUTERS = (runs.router, exports.router, syncs.router, users.router, gigs.router, snapshots.router)

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from gigsterpg.api import deps
+from gigsterpg.api import deps, guards
 from gigsterpg.api.work import ApiError
 from gigsterpg.lib.datasets import read
 
@@ -25,11 +25,9 @@ bearer = HTTPBearer(auto_error=False, description="GIGSTERPG_API_TOKEN")
 
 def read_access(request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
     """The token check of the other routes (skipped when reading is public), and no unknown query parameter."""
-    from gigsterpg.api import app  # the module that includes this router: imported when a request comes
-
     if not request.app.state.settings.read_public:
-        app.authorized(request, credentials)
-    app.known_query(request)
+        guards.authorized(request, credentials)
+    guards.known_query(request)
 
 
 router = APIRouter(dependencies=[Depends(read_access)], responses=deps.problems(400, 401, 503))
@@ -82,7 +80,7 @@ def _page(request: Request, name: str, limit: int, after: Optional[str]) -> read
     try:
         with deps.reading(request) as connection:
             return read.page(connection.connection.driver_connection, name, limit, after)
-    except read.UnknownDataset as err:
+    except (read.UnknownDataset, read.MissingTable) as err:
         raise ApiError(404, "dataset_not_found", err.what, err.why, err.todo) from err
     except read.BadAfter as err:
         raise ApiError(400, "bad_request", err.what, err.why, err.todo) from err

@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from gigsterpg.api import deps, models
-from gigsterpg.api.routers import exports, syncs
+from gigsterpg.api.routers import exports, runs, syncs
 from gigsterpg.api.work import ApiError
 from gigsterpg.connections import mongo_errors_translated
 from gigsterpg.lib import status as status_report
@@ -76,11 +76,15 @@ def status_page(request: Request, view: page.Viewer, notice: Optional[str] = Non
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, restarted: Optional[uuid.UUID] = Query(None)):
+def home(request: Request, restarted: Optional[uuid.UUID] = Query(None),
+         started: Optional[int] = Query(None, ge=1, le=2 ** 63 - 1)):
     view = viewer_of(request)
     if view is None:
         return sign_in_first(request)
-    return status_page(request, view, f"Restarted: the new job is {restarted}." if restarted else None)
+    notice = f"Restarted: the new job is {restarted}." if restarted else None
+    if started:
+        notice = f"Started: run {started} (its record is in the pipeline's section below)."
+    return status_page(request, view, notice)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -150,6 +154,26 @@ async def restart(request: Request, kind: str, job_id: uuid.UUID):
         return await run_in_threadpool(status_page, request, view, f"Not restarted: {err.message}"
                                        + (f" ({why})" if why else ""), True, err.status)
     return RedirectResponse(f"/?restarted={started['id']}#jobs", status_code=303)
+
+
+@router.post("/page/runs/{pipeline}")
+async def start_run(request: Request, pipeline: str):
+    """A pipeline's form on the page: POST /runs with its fields (the same checks, the same record)."""
+    view = viewer_of(request)
+    if view is None:
+        return login_form("Sign in to start a run.", 401)
+    fields = page.form_fields(await request.body())
+    forged = not same_origin(request) or not signer(request).csrf_ok(view.nonce, fields.get("csrf"))
+    if view.by != "bearer" and forged:
+        return await run_in_threadpool(status_page, request, view, "The run was refused: the form did not come"
+                                       " from this page (reload it and try again).", True, 403)
+    try:
+        started = await run_in_threadpool(runs.start, request, pipeline, page.run_params(pipeline, fields))
+    except ApiError as err:
+        why = "; ".join(part for part in (err.why, err.todo) if part)
+        return await run_in_threadpool(status_page, request, view, f"Not started: {err.message}"
+                                       + (f" ({why})" if why else ""), True, err.status)
+    return RedirectResponse(f"/?started={started['id']}#pipelines", status_code=303)
 
 
 def start_again(request: Request, kind: str, job_id: uuid.UUID, password: str) -> dict:

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 from psycopg import sql
 
+from gigsterpg import faults
 from gigsterpg.config import Settings
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.datasets import fastcopy, tables
@@ -90,20 +91,22 @@ def load_csv(settings: Settings, paths: Sequence, table: Optional[str] = None, s
             the lines' order in the file.
         merge: upsert the file's rows into the existing table by ``key`` instead of replacing it.
     """
+    faults.check()
     files = csv_files(paths)
     if table and len(files) > 1:
         raise ConfigError("--table names one table", f"{len(files)} files were given",
                           "load one file with --table, or leave it out (each file names its table)")
     if merge and not key:
         raise ConfigError("a merge needs a key", "--merge upserts rows by a declared key", "give --key COLUMN")
-    schema = tables.check_name(schema or settings.datasets_schema, "schema")
+    schema = tables.check_schema(schema or settings.datasets_schema)
+    tables.check_dialect(delimiter, quotechar)
     tables.migrate(settings)
     options = dict(delimiter=delimiter, quotechar=quotechar, encoding=encoding, day_first=day_first)
     if declared and len(files) > 1:
         _check_declared(files, declared, options)
     loads = []
     for path in files:
-        name = tables.check_name(table or path.stem, "table name")
+        name = tables.check_table(table or path.stem, "table name")
         loads.append(_load_file(settings, path, schema, name, declared, key, merge, options, len(files) > 1))
     return LoadReport(loads)
 
@@ -112,9 +115,11 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
                several: bool) -> FileLoad:
     started = time.perf_counter()
     dialect = csvsource.detect_dialect(path, **options)
+    tables.check_dialect(dialect.delimiter, dialect.quotechar)  # a --quote that is the delimiter detected
     name = tables.dataset_name(settings, schema, table)
     with tables.transaction(settings) as connection, connection.cursor() as cursor:
         tables.prepare(cursor, schema, name)
+        faults.point("csv-locked")
         tables.refuse_foreign(cursor, schema, table)
         current = tables.registered(cursor, schema, table)
         merging = merge and current is not None and tables.exists(cursor, schema, table)
@@ -128,6 +133,7 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
             declared = _for_file(declared, path, dialect)
         counts: dict = {}
         columns = csvsource.infer_columns(path, dialect, declared, counts)
+        tables.check_columns([column.name for column in columns], key, str(path))
         if key and key not in [column.name for column in columns]:
             raise ConfigError(f"no key column {key!r} in {path}", f"its columns are {[c.name for c in columns]}",
                               "give --key one of them", value=key)
@@ -144,6 +150,7 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
             fast = (path, dialect, counts["records"]) if fastcopy.eligible(path, dialect, columns, declared,
                                                                            counts) else None
             count, parser = _replace(cursor, schema, table, columns, key, records, keep, fast)
+        faults.point("csv-swapped")
         cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
         table_rows = cursor.fetchone()[0]
         described = tables.catalog_columns(cursor, schema, table)
@@ -158,6 +165,8 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
             cursor.executemany("INSERT INTO csv_rejects (dataset, file, line, column_name, reason, text)"
                                " VALUES (%s, %s, %s, %s, %s, %s)",
                                [(name, bad.file, bad.line, bad.column, bad.reason, bad.text) for bad in rejects])
+        faults.point("csv-registered")
+    faults.point("csv-committed")
     seconds = time.perf_counter() - started
     logger.info("loaded %s into %s.%s: %d rows, %d bad lines, %.1f s", path, schema, table, count.rows, count.bad,
                 seconds)
@@ -202,16 +211,21 @@ def _replace(cursor, schema, table, columns, key, records, keep, fast):
 
 def _merge(cursor, schema, table, columns, key, records, keep) -> pgcopy.LoadCount:
     pairs = pgcopy.pg_columns(columns)
-    staging = "gigsterpg_merge"
-    cursor.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, _ord bigint GENERATED ALWAYS AS IDENTITY)"
+    staging, order = "gigsterpg_merge", "_ord"
+    while order in [n for n, _ in pairs]:  # a column of the file's own name
+        order = "_" + order
+    cursor.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, {} bigint GENERATED ALWAYS AS IDENTITY)"
                            " ON COMMIT DROP").format(
         sql.Identifier(staging),
-        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in pairs)))
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in pairs),
+        sql.Identifier(order)))
     count = pgcopy.copy_records(cursor, staging, pairs, records, keep)
     names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in pairs)
     updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n, _ in pairs if n != key)
     cursor.execute(sql.SQL("INSERT INTO {table} ({names}) SELECT DISTINCT ON ({key}) {names} FROM {staging}"
-                           " WHERE {key} IS NOT NULL ORDER BY {key}, _ord DESC ON CONFLICT ({key}) DO {action}").format(
+                           " WHERE {key} IS NOT NULL ORDER BY {key}, {order} DESC"
+                           " ON CONFLICT ({key}) DO {action}").format(
         table=sql.Identifier(schema, table), names=names, key=sql.Identifier(key), staging=sql.Identifier(staging),
+        order=sql.Identifier(order),
         action=sql.SQL("UPDATE SET {}").format(updates) if len(pairs) > 1 else sql.SQL("NOTHING")))
     return count

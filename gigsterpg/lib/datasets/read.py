@@ -9,6 +9,7 @@ just before, and should the table have been replaced in between (its key
 column gone), the page is read again.
 """
 import dataclasses
+from pathlib import PurePath
 from typing import List, Optional
 
 import psycopg
@@ -21,6 +22,10 @@ ATTEMPTS = 3
 
 class UnknownDataset(SourceError):
     """No dataset of that name (answered 404)."""
+
+
+class MissingTable(SourceError):
+    """A dataset whose table is gone or changed by hand (answered 404)."""
 
 
 class BadAfter(ConfigError):
@@ -43,11 +48,14 @@ LIST = ("SELECT name, kind, key, columns, rows, bad_lines, replaced_at, source F
 
 
 def datasets(connection: psycopg.Connection) -> List[dict]:
-    """Every dataset: name, kind, key, columns, rows, bad_lines, replaced_at, source."""
+    """Every dataset: name, kind, key, columns, rows, bad_lines, replaced_at, source (a file's name, no folder)."""
     with connection.cursor() as cursor:
         cursor.execute(LIST)
         names = [column.name for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        found = [dict(zip(names, row)) for row in cursor.fetchall()]
+    for dataset in found:  # rows registered before only the name was stored held the whole path
+        dataset["source"] = PurePath(dataset["source"]).name
+    return found
 
 
 def page(connection: psycopg.Connection, name: str, limit: int, after: Optional[str] = None) -> Page:
@@ -60,9 +68,10 @@ def page(connection: psycopg.Connection, name: str, limit: int, after: Optional[
         try:
             with connection.transaction():
                 return _page(connection, name, limit, after)
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
-            if attempt == ATTEMPTS - 1:
-                raise
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as err:
+            if attempt == ATTEMPTS - 1:  # not a swap met halfway: the table went another way
+                raise MissingTable(f"dataset {name!r} has no table", "its table or key column was dropped or"
+                                   " altered outside gigsterpg", "load or transform it again") from err
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -81,14 +90,16 @@ def _page(connection, name: str, limit: int, after: Optional[str]) -> Page:
             where = sql.SQL("WHERE t.{} > %s::{}").format(sql.Identifier(key), sql.SQL(key_type))
             params.append(after)
         params.append(limit + 1)
-        statement = sql.SQL("SELECT to_json(t)::text, t.{key}::text FROM {table} t {where} ORDER BY t.{key}"
+        # t.* is the row whatever the columns are named (a bare t would be a column named t).
+        statement = sql.SQL("SELECT to_json(t.*)::text, t.{key}::text FROM {table} t {where} ORDER BY t.{key}"
                             " LIMIT %s").format(key=sql.Identifier(key), table=sql.Identifier(schema, table),
                                                 where=where)
         try:
             with connection.transaction():
                 cursor.execute(statement, params)
         except psycopg.errors.DataError as err:
-            raise BadAfter(f"bad after {after!r}", f"it is not a value of the key {key!r} ({key_type})",
+            raise BadAfter("bad after (the value sent is not shown)",
+                           f"it is not a value of the key {key!r} ({key_type})",
                            "give the `after` of the previous page's next link") from err
         rows = cursor.fetchall()
     more = len(rows) > limit

@@ -9,20 +9,28 @@ reads the new table (READ COMMITTED takes its snapshot after that).
 """
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
+from pathlib import PurePath
 from typing import Iterator, List, Optional
 
 import psycopg
 from psycopg import sql
 
-from gigsterpg.config import Settings
-from gigsterpg.connections import open_pg, pg_errors
-from gigsterpg.exc import ConfigError, SourceError
+from gigsterpg.config import Settings, mask_url
+from gigsterpg.connections import open_pg, pg_errors, short_reason
+from gigsterpg.exc import ConfigError, ConnectError, SourceError
 
 # A name of ours for a PostgreSQL table: no quoting surprises in URLs, logs or SQL written by hand.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
-WORK_SUFFIX = "__new"
+# The working table of a dataset: its name cut, then a mark and a digest of schema.table, so two datasets never
+# share one and no table of a user can have it (--table / --into names ending so are refused); 63 bytes at most.
+WORK_MARK = "__gpw_"
+WORKING = re.compile(re.escape(WORK_MARK) + r"[0-9a-f]{12}\Z")
+KEY_SUFFIX = "_pkey"
+SYSTEM_COLUMNS = ("tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")  # in every table: no column may be named so
+NAME_BYTES = 63  # PostgreSQL cuts a longer name to this many bytes
 ROW_KEY = "_row"  # the key of a CSV dataset loaded without one: the rows' order in the file
 # pg type (format_type) -> the kind a CSV column of it holds; anything else reads as text.
 KINDS_OF_TYPES = {"bigint": "integer", "integer": "integer", "smallint": "integer", "numeric": "numeric",
@@ -36,6 +44,81 @@ def check_name(value: str, what: str) -> str:
         raise ConfigError(f"bad {what} {value!r}", "it must be letters, digits and _ (not first), 63 at most",
                           f"give another {what}", value=value)
     return value
+
+
+def check_schema(value: str) -> str:
+    """``value`` when it is a plain SQL name and not one of PostgreSQL's own schemas, else a ConfigError."""
+    check_name(value, "schema")
+    if value.lower().startswith("pg_") or value.lower() == "information_schema":
+        raise ConfigError(f"bad schema {value!r}", "PostgreSQL's own schemas (pg_*, information_schema) hold no"
+                          " datasets", "give another --schema", value=value)
+    return value
+
+
+def check_table(value: str, what: str) -> str:
+    """``value`` when it is a plain SQL name that is not a working table's (``WORKING``), else a ConfigError."""
+    check_name(value, what)
+    if WORKING.search(value):
+        raise ConfigError(f"bad {what} {value!r}", f"names ending {WORK_MARK} and 12 hex digits are gigsterpg's"
+                          " working tables", f"give another {what}", value=value)
+    return value
+
+
+def check_columns(names: List[str], key: Optional[str], what: str) -> None:
+    """A ConfigError when the columns ``names`` cannot make a dataset table as they are (``what``: its source).
+
+    A system column's name, ``_row`` without a key (the key added then), or two names PostgreSQL would cut
+    to the same 63 bytes: the user renames, or declares the key.
+    """
+    for name in names:
+        if name in SYSTEM_COLUMNS:
+            raise ConfigError(f"cannot load {what}: it has a column {name!r}", f"{', '.join(SYSTEM_COLUMNS)} are"
+                              " the names of PostgreSQL's system columns, in every table",
+                              "rename that column in the header", value=name)
+    if ROW_KEY in names and not key:
+        raise ConfigError(f"cannot load {what}: it has a column {ROW_KEY!r}", f"{ROW_KEY} is the key added when"
+                          " none is declared (the lines' order)", f"give --key {ROW_KEY} if its values are a key,"
+                          " --key another column, or rename it in the header", value=ROW_KEY)
+    seen: dict = {}
+    for name in names:
+        cut = name.encode()[:NAME_BYTES].decode("utf-8", "ignore")
+        if cut in seen:
+            raise ConfigError(f"cannot load {what}: the columns {seen[cut]!r} and {name!r} are the same in their"
+                              f" first {NAME_BYTES} bytes", f"PostgreSQL cuts a name to {NAME_BYTES} bytes",
+                              "shorten them in the header so that they differ sooner", value=name)
+        seen[cut] = name
+
+
+def check_dialect(delimiter: Optional[str], quotechar: Optional[str]) -> None:
+    """A ConfigError when ``--delimiter`` or ``--quote`` is not one character that can be one."""
+    for flag, value in (("--delimiter", delimiter), ("--quote", quotechar)):
+        if value is not None and (len(value) != 1 or value in "\r\n" or (flag == "--quote" and value.isalnum())):
+            raise ConfigError(f"bad {flag} {value!r}", "it must be one character, not a line end"
+                              + (" nor a letter or digit" if flag == "--quote" else ""),
+                              f"give {flag} one character (e.g. {flag} ';')" if flag == "--delimiter"
+                              else "give --quote one character (e.g. --quote \"'\"), or leave it out", value=value)
+    if delimiter is not None and delimiter == (quotechar or '"'):
+        raise ConfigError(f"the delimiter {delimiter!r} is also the quote character", "a field could not be told"
+                          " from a quoted one", "give --quote another character, or another --delimiter",
+                          value=delimiter)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:12]
+
+
+def work_name(schema: str, table: str) -> str:
+    """The name the new table of ``schema.table`` is built under (see ``WORKING``)."""
+    mark = WORK_MARK + _digest(schema, table)
+    return table[:63 - len(mark)] + mark
+
+
+def key_name(table: str) -> str:
+    """The primary key's name of a dataset table: ``<table>_pkey``, cut and told apart by a digest when long."""
+    if len(table) + len(KEY_SUFFIX) <= 63:
+        return table + KEY_SUFFIX
+    mark = "_" + _digest(table) + KEY_SUFFIX
+    return table[:63 - len(mark)] + mark
 
 
 def dataset_name(settings: Settings, schema: str, table: str) -> str:
@@ -54,16 +137,39 @@ def migrate(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def transaction(settings: Settings) -> Iterator[psycopg.Connection]:
-    """A psycopg connection in one transaction (committed at the end of the block); errors translated."""
+def connected(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A psycopg connection of the datasets' writers (no transaction begun), closed at the end of the block."""
     url = settings.require_pg()
     with pg_errors(url):
         connection = psycopg.connect(url, application_name="gigsterpg-datasets", connect_timeout=10)
     try:
-        with pg_errors(url), connection.transaction():
-            yield connection
+        yield connection
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def kept(connection: psycopg.Connection, url: str) -> Iterator[None]:
+    """The connection lost inside the block (server stopped, backend terminated): one line naming the rerun.
+
+    Inside ``pg_errors``, which would call it "cannot connect".
+    """
+    try:
+        yield
+    except psycopg.OperationalError as err:
+        if not connection.broken:
+            raise
+        raise ConnectError(f"lost the connection to PostgreSQL at {mask_url(url)}", short_reason(err),
+                           "nothing of the file or query in hand was committed: run the same command again once"
+                           " PostgreSQL answers", url=mask_url(url)) from err
+
+
+@contextlib.contextmanager
+def transaction(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A psycopg connection in one transaction (committed at the end of the block); errors translated."""
+    url = settings.require_pg()
+    with connected(settings) as connection, pg_errors(url), kept(connection, url), connection.transaction():
+        yield connection
 
 
 def prepare(cursor, schema: str, name: str) -> None:
@@ -93,9 +199,15 @@ def refuse_foreign(cursor, schema: str, table: str) -> None:
 
 
 def work_table(cursor, schema: str, table: str) -> str:
-    """The working name the new table is built under (dropped first, should a crash have left one)."""
-    work = (table[:63 - len(WORK_SUFFIX)]) + WORK_SUFFIX
-    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, work)))
+    """The working name the new table is built under; a SourceError when a table of that name exists.
+
+    It is made in the transaction that swaps it in, so a crash never leaves one behind: a table of that
+    name is someone else's and is never dropped.
+    """
+    work = work_name(schema, table)
+    if exists(cursor, schema, work):
+        raise SourceError(f"cannot build {schema}.{table}: a table {schema}.{work} exists that gigsterpg did not"
+                          " make", "gigsterpg builds the new table under that name", f"rename or drop {schema}.{work}")
     return work
 
 
@@ -115,13 +227,17 @@ def add_key(cursor, schema: str, table: str, key: str, what: str) -> None:
 
 def swap(cursor, schema: str, work: str, table: str) -> None:
     """Put the new table in the old one's place (its primary key renamed to match), at the end of the transaction."""
+    refuse_foreign(cursor, schema, table)  # again: a table made meanwhile by someone else is not dropped either
     cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, table)))
     cursor.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(schema, work), sql.Identifier(table)))
     cursor.execute("SELECT conname FROM pg_constraint WHERE conrelid = format('%%I.%%I', %s::text, %s::text)::regclass"
                    " AND contype = 'p'", (schema, table))
+    wanted = key_name(table)
     for (name,) in cursor.fetchall():
-        cursor.execute(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
-            sql.Identifier(schema, table), sql.Identifier(name), sql.Identifier(f"{table[:58]}_pkey")))
+        # The old table's key went with it; a relation of another's holding the name keeps the key's own.
+        if name != wanted and not exists(cursor, schema, wanted):
+            cursor.execute(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                sql.Identifier(schema, table), sql.Identifier(name), sql.Identifier(wanted)))
 
 
 def catalog_columns(cursor, schema: str, table: str) -> List[dict]:
@@ -143,7 +259,7 @@ class Registration:
     kind: str
     key: str
     columns: List[dict]
-    source: str
+    source: str  # the file's path: its name alone is stored (/read shows it, never a folder of the machine)
     rows: int
     bad_lines: int = 0
 
@@ -156,5 +272,6 @@ def register(cursor, entry: Registration) -> None:
         " ON CONFLICT (name) DO UPDATE SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,"
         " kind = EXCLUDED.kind, key = EXCLUDED.key, columns = EXCLUDED.columns, source = EXCLUDED.source,"
         " rows = EXCLUDED.rows, bad_lines = EXCLUDED.bad_lines, replaced_at = now()",
-        (entry.name, entry.schema, entry.table, entry.kind, entry.key, json.dumps(entry.columns), entry.source,
+        (entry.name, entry.schema, entry.table, entry.kind, entry.key, json.dumps(entry.columns),
+         PurePath(entry.source).name,
          entry.rows, entry.bad_lines))

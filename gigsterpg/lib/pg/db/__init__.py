@@ -18,6 +18,7 @@ from gigsterpg.lib.pg.db.base import Base
 from gigsterpg.lib.pg.db.dataset import CsvReject, Dataset
 from gigsterpg.lib.pg.db.gig import Gig
 from gigsterpg.lib.pg.db.job import ApiJob
+from gigsterpg.lib.pg.db.pipeline_run import PipelineRun
 from gigsterpg.lib.pg.db.projection import ProjectionHash, ProjectionRun
 from gigsterpg.lib.pg.db.skill import Skill
 from gigsterpg.lib.pg.db.snapshot import SnapshotStep
@@ -27,10 +28,8 @@ from gigsterpg.lib.pg.db.user_skill import UserSkill
 
 # The replicated tables, parents before children: the order of the sync.
 ALL_TABLES = (Skill.__table__, User.__table__, UserSkill.__table__, Gig.__table__)
-# The sync's own bookkeeping, beside the data.
-BOOKKEEPING_TABLES = (SyncRun.__table__, SyncReject.__table__, SyncHash.__table__, SyncWatermark.__table__,
-                      SyncFollower.__table__, ApiJob.__table__, ProjectionHash.__table__, Dataset.__table__,
-                      CsvReject.__table__, ProjectionRun.__table__)
+# gigsterpg's own bookkeeping, beside the data: every other mapped table (derived, so none is forgotten).
+BOOKKEEPING_TABLES = tuple(table for table in Base.metadata.sorted_tables if table not in ALL_TABLES)
 
 # The migrations ship inside the package, so that a plain (non-editable) install finds them.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
@@ -38,7 +37,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 __all__ = ["ALL_TABLES", "ApiJob", "BOOKKEEPING_TABLES", "Base", "Gig", "Skill", "SqlAlchemy", "SyncHash",
            "SnapshotStep",
            "SyncReject", "SyncFollower", "SyncRun", "SyncWatermark", "User", "UserSkill", "alembic_config",
-           "ProjectionHash", "ProjectionRun", "Dataset", "CsvReject"]
+           "ProjectionHash", "ProjectionRun", "Dataset", "CsvReject", "PipelineRun"]
 
 
 def alembic_config(url: str) -> Config:

@@ -6,7 +6,7 @@ choices, the sync runner and the API's jobs all use these names; a literal
 """
 from typing import Iterable
 
-# States of an API job (api_jobs.state) and of a sync run (sync_runs.status).
+# States of an API job (api_jobs.state), a pipeline run (pipeline_runs.state) and a sync run (sync_runs.status).
 QUEUED = "queued"  # a job waiting for a free slot (jobs only)
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -18,6 +18,11 @@ JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
 ACTIVE_JOB_STATES = (QUEUED, RUNNING)
 ENDED_JOB_STATES = (SUCCEEDED, FAILED, INTERRUPTED)
 RUN_STATES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
+
+# Who started a pipeline run (pipeline_runs.source): the command line, or POST /runs of the API.
+CLI = "cli"
+API = "api"
+RUN_SOURCES = (CLI, API)
 
 # What the API runs as a job (api_jobs.kind).
 EXPORT = "export"

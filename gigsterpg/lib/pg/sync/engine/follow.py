@@ -69,6 +69,8 @@ class FollowReport:
     retries: int = 0
     # Times it stood aside for a scan (and applied the changes since its position again after it).
     pauses: int = 0
+    # MongoDB's time of the last change applied (the heartbeat's "last change").
+    last_event_at: Optional[datetime] = None
 
 
 class ScanRunning(Exception):
@@ -124,8 +126,9 @@ class Follower:
     """
 
     def __init__(self, engine, mongo_db, catch_up: Callable[[bool], RunReport], batch_size: int = 1000,
-                 max_wait_ms: int = 200, retry: RetryPolicy = RetryPolicy(), stop: Optional[threading.Event] = None):
-        self.engine, self.mongo_db, self.catch_up = engine, mongo_db, catch_up
+                 max_wait_ms: int = 200, retry: RetryPolicy = RetryPolicy(), stop: Optional[threading.Event] = None,
+                 on_idle: Optional[Callable[[FollowReport], None]] = None):
+        self.engine, self.mongo_db, self.catch_up, self.on_idle = engine, mongo_db, catch_up, on_idle
         self.batch_size, self.max_wait_ms, self.retry = batch_size, max_wait_ms, retry
         self.stop = stop or threading.Event()
         self.report = FollowReport()
@@ -280,11 +283,14 @@ class Follower:
             raise
         self.report.events += len(events)
         self.report.batches += 1
+        self.report.last_event_at = events[-1]["clusterTime"].as_datetime()
 
     def _caught_up(self) -> None:
         with self.connection.cursor() as cursor:
             cursor.execute("UPDATE sync_followers SET caught_up_at = now() WHERE name = %s", (NAME,))
         self.connection.commit()
+        if self.on_idle is not None:  # the stream is drained: caught up
+            self.on_idle(self.report)
 
     def _forget_position(self) -> None:
         with self.engine.begin() as connection:

@@ -1,0 +1,150 @@
+"""A pipeline's parameters, derived: the CLI's flags, the API's request model and JSON schema, the files check.
+
+Everything here reads ``Pipeline.params`` (``gigsterpg.pipelines.contract.Param``); nothing names a pipeline.
+"""
+import argparse
+import datetime
+import keyword
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Type
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from gigsterpg.config import mask_url
+from gigsterpg.exc import ConfigError
+from gigsterpg.pipelines.contract import CHOICE, DAY, FLAG, INTEGER, NUMBER, PATH, Param, Pipeline
+
+FILES_ROOT = "GIGSTERPG_FILES_ROOT"
+PYTHON_TYPES = {INTEGER: int, NUMBER: float, FLAG: bool, DAY: datetime.date}
+
+
+def _day(value: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a day must be written YYYY-MM-DD") from None
+
+
+def _cli_type(param: Param):
+    if param.kind == DAY:
+        return _day
+    if param.kind in (INTEGER, NUMBER):
+        kind = PYTHON_TYPES[param.kind]
+
+        def parse(value: str):
+            try:
+                number = kind(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"the value is not a {param.kind}") from None
+            if param.minimum is not None and number < param.minimum:
+                raise argparse.ArgumentTypeError(f"the value must be {param.minimum:g} or more")
+            return number
+        return parse
+    return Path if param.kind == PATH else str
+
+
+def add_arguments(parser: argparse.ArgumentParser, pipeline: Pipeline) -> None:
+    """The pipeline's parameters as ``parser``'s arguments (the CLI of a pipeline with no parser of its own)."""
+    for param in pipeline.params:
+        options: Dict[str, Any] = {"help": param.help or None}
+        if param.kind == FLAG:
+            parser.add_argument(param.option, dest=param.name, action="store_true", **options)
+            continue
+        options["type"] = _cli_type(param)
+        if param.choices:
+            options["choices"] = param.choices
+        if param.positional:
+            parser.add_argument(param.name, nargs="+" if param.many else None, **options)
+            continue
+        if param.many:
+            options.update(action="append", default=[])
+        else:
+            options["default"] = param.default
+        parser.add_argument(param.option, dest=param.name, required=param.required, **options)
+
+
+def from_args(pipeline: Pipeline, args: argparse.Namespace) -> Dict[str, Any]:
+    """The parameters' values in parsed arguments (a parameter the parser lacks: its default)."""
+    return {param.name: getattr(args, param.dest or param.name, param.default) for param in pipeline.params}
+
+
+def _field(param: Param):
+    if param.kind == CHOICE:
+        kind: Any = Literal[param.choices]
+    else:
+        kind = PYTHON_TYPES.get(param.kind, str)
+    if param.many:
+        kind = List[kind]
+    constraints = {"ge": param.minimum} if param.minimum is not None and param.kind in (INTEGER, NUMBER) else {}
+    default = ... if param.required else ([] if param.many and param.default is None else param.default)
+    if default is None:
+        kind = Optional[kind]
+    return kind, Field(default, description=param.help or None, alias=param.name, **constraints)
+
+
+def request_model(pipeline: Pipeline) -> Type[BaseModel]:
+    """The pydantic model of the pipeline's parameters over HTTP (no CLI-only ones; unknown names refused)."""
+    # A name BaseModel has (schema) or Python keeps (from) is the field's alias, the field itself named_.
+    fields = {_python(param.name): _field(param) for param in pipeline.params if param.http}
+    name = "".join(part.capitalize() for part in pipeline.name.replace("-", "_").split("_")) + "Params"
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def _python(name: str) -> str:
+    return name + "_" if keyword.iskeyword(name) or hasattr(BaseModel, name) else name
+
+
+def json_schema(pipeline: Pipeline) -> dict:
+    """The JSON schema of the parameters over HTTP (what ``GET /pipelines`` answers)."""
+    return request_model(pipeline).model_json_schema(by_alias=True)
+
+
+def validate(pipeline: Pipeline, values: Dict[str, Any]) -> Dict[str, Any]:
+    """Parameters sent over HTTP, checked and completed with the defaults (CLI-only ones: their defaults).
+
+    Raises ConfigError naming each field that does not fit (never its value: it may be a password).
+    """
+    try:
+        given = request_model(pipeline).model_validate(values).model_dump(by_alias=True)
+    except ValidationError as err:
+        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"bad parameters for pipeline {pipeline.name}", why[:2000],
+                          f"see GET /pipelines for what {pipeline.name} takes") from None
+    return {param.name: given.get(param.name, param.default) for param in pipeline.params}
+
+
+def inside_root(pipeline: Pipeline, values: Dict[str, Any], root: Optional[str]) -> Dict[str, Any]:
+    """The PATH parameters resolved inside ``root`` (GIGSTERPG_FILES_ROOT), a folder's CSV files each checked.
+
+    Any other path (absolute elsewhere, ``..``, a symlink out) raises ConfigError naming the setting.
+    """
+    paths = [param for param in pipeline.params if param.kind == PATH and values.get(param.name)
+             and values[param.name] not in param.names]
+    if not paths:
+        return values
+    if not root:
+        raise ConfigError(f"pipeline {pipeline.name} reads files, and the server reads none", f"{FILES_ROOT} is not"
+                          " set", f"set {FILES_ROOT} to the folder whose files the API may read, and name them in it")
+    base = Path(root).resolve()
+    checked = dict(values)
+    for param in paths:
+        names = values[param.name] if param.many else [values[param.name]]
+        found = [name if name in param.names else _inside(base, str(name), param.name) for name in names]
+        checked[param.name] = found if param.many else found[0]
+    return checked
+
+
+def _inside(base: Path, name: str, what: str) -> str:
+    path = (base / name).resolve()  # an absolute name stays itself; symlinks are followed
+    if not path.is_relative_to(base) or not path.exists():
+        raise ConfigError(f"{what} {mask_url(name)!r} is not a file inside {FILES_ROOT}",
+                          "over HTTP a pipeline reads only the files under the folder the server is configured with"
+                          f" ({FILES_ROOT}); '..', symlinks out and other paths are refused, as are missing files",
+                          f"put the file under {FILES_ROOT} and name it relative to it")
+    if path.is_dir():
+        for inner in path.iterdir():
+            if inner.suffix.lower() == ".csv" and not inner.resolve().is_relative_to(base):
+                raise ConfigError(f"{what} {mask_url(name)!r} holds {inner.name!r}, a link out of {FILES_ROOT}",
+                                  f"over HTTP a pipeline reads only the files under {FILES_ROOT}",
+                                  "replace the link with the file itself")
+    return str(path)

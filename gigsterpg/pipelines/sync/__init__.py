@@ -1,0 +1,69 @@
+"""``sync``: MongoDB (users, gigs) into PostgreSQL, the Gigster brief's pipeline (``commands.sync``).
+
+Its detail stays in ``sync_runs`` (per collection counts, rejects); the run record sums it up: ``read`` is
+the documents seen, each inserted, updated, unchanged or rejected (deletes are rows gone, in ``details``).
+"""
+from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL, SYNC_MODES
+from gigsterpg.lib.pg.sync.engine.follow import FollowReport
+from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
+from gigsterpg.lib.pg.sync.registry import COLLECTIONS
+from gigsterpg.pipelines.contract import CHOICE, FLAG, INTEGER, NUMBER, Context, Param, Pipeline, Report
+
+PARAMS = (
+    Param("collections", help=f"comma-separated subset of {','.join(COLLECTIONS)} (default: all)"),
+    Param("limit", INTEGER, "read at most N documents per collection (no deletes then)", minimum=1),
+    Param("batch_size", INTEGER, "documents per batch (default: 5000)", minimum=1),
+    Param("full_compare", FLAG, "map and compare every document, not only the changed ones", default=False),
+    Param("mode", CHOICE, f"{FULL} (read everything, apply deletes), {INCREMENTAL} (what changed), or {AUTO}",
+          choices=SYNC_MODES, flag="--incremental/--reconcile"),
+    Param("rebuild", FLAG, "empty the synced tables and load everything again (one transaction)", default=False),
+    Param("retries", INTEGER, "reconnect and go on this many times after a lost connection",
+          default=RetryPolicy.attempts, minimum=0),
+    Param("wait", NUMBER, "if another sync is running, wait for it up to this many seconds", minimum=0),
+    # A follower never ends, and a Dask cluster is the command line's: not over HTTP.
+    Param("follow", FLAG, "catch up, then apply MongoDB's changes until stopped", default=False, http=False),
+    Param("workers", INTEGER, "full sync on a local Dask cluster of N workers", minimum=1, http=False),
+    Param("scheduler", help="full sync on the Dask cluster at ADDRESS", http=False),
+)
+
+
+def run(context: Context, params: dict):
+    """The sync (not following, not distributed: those stay the command line's)."""
+    from gigsterpg import commands  # the verbs import the status, which reads this registry
+    return commands.sync(context.settings, commands.parse_collections(params["collections"]), params["limit"],
+                         context.progress, full_compare=params["full_compare"],
+                         retry=RetryPolicy(attempts=params["retries"]), wait_s=params["wait"],
+                         mode=params["mode"] or AUTO, rebuild=params["rebuild"])
+
+
+def report(native) -> Report:
+    if isinstance(native, FollowReport):
+        return Report(native.events, {"applied": native.events},
+                      {"batches": native.batches, "resyncs": native.resyncs, "retries": native.retries})
+    outcomes = {"inserted": 0, "updated": 0, "unchanged": 0, "rejected": 0}
+    deleted = 0
+    for part in native.collections.values():
+        counts = part.counts
+        outcomes["inserted"] += counts.inserted
+        outcomes["updated"] += counts.updated
+        outcomes["unchanged"] += counts.unchanged
+        outcomes["rejected"] += sum(counts.rejected.values())
+        deleted += counts.deleted
+    read = sum(part.counts.seen for part in native.collections.values())
+    details = {"sync_run": native.run_id, "mode": native.mode, "deleted": deleted, "balanced": native.balanced,
+               "collections": {name: part.as_dict() for name, part in native.collections.items()}}
+    return Report(read, outcomes, details, ok=native.balanced,
+                  error=None if native.balanced else (
+                      f"sync run {native.run_id} does not balance, rows + open rejects differ from the documents"
+                      " read, see the table above and the open rejects (status)"))
+
+
+def text(native) -> str:
+    from gigsterpg.report import format_run
+    if isinstance(native, FollowReport):
+        return f"Stopped following: {native.events} events applied in {native.batches} batches."
+    return format_run(native)
+
+
+PIPELINE = Pipeline("sync", "MongoDB users and gigs into PostgreSQL (migrate, then sync)", PARAMS, run, report, text,
+                    settings={"batch_size": "batch_size"})

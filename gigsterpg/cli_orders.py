@@ -54,7 +54,7 @@ def run(args, progress_stream=None) -> int:
                               "time_zone": getattr(args, "time_zone", None)})
     if args.command == "generate-shop":
         from gigsterpg.lib.mongo.orders import require_source
-        url = require_source(settings)
+        url = require_source(settings, "generate-shop")
         with pg_errors(url, "GIGSTERPG_ORDERS_SOURCE_PG"):
             written = write_shop(url, args.orders, args.seed, args.replace)
         print(f"Generated a shop in {mask_url(url)}: " + ", ".join(f"{n:,} {t}" for t, n in written.items()) + ".")

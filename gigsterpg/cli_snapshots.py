@@ -48,6 +48,8 @@ def add_parsers(sub, common) -> None:
                           help="declared kinds of CSV columns (integer, numeric, boolean, date, timestamp, text);"
                                " the others are inferred")
     pipeline.add_argument("--force", action="store_true", help="extract again a day that already succeeded")
+    pipeline.add_argument("--max-days", type=int, default=snapshot.MAX_DAYS,
+                          help="run: the longest backfill started without asking (default: %(default)s days)")
     pipeline.add_argument("--days", type=int, default=14, help="status: how many recent days (default: 14)")
     pipeline.add_argument("--folder", type=Path, default=Path(".gigsterpg-pipeline-demo"),
                           help="demo: where the embedded server and the data go")
@@ -104,7 +106,8 @@ def run_pipeline(settings: Settings, args) -> int:
     if getattr(args, "csv_types", None):
         pipeline = dataclasses.replace(pipeline, csv_types=_declared(args.csv_types))
     if args.action == "status":
-        print(format_status(snapshot_status(pipeline.target_url, days=args.days)))
+        with pg_errors(pipeline.target_url):
+            print(format_status(snapshot_status(pipeline.target_url, days=args.days)))
         return 0
     if args.action == "run":
         days = _days(args)
@@ -136,7 +139,7 @@ def _days(args) -> List[datetime.date]:
     if args.day and not (args.first or args.last):
         return [args.day]
     if args.first and args.last and not args.day:
-        return snapshot.days_between(args.first, args.last)
+        return snapshot.days_between(args.first, args.last, limit=getattr(args, "max_days", snapshot.MAX_DAYS))
     raise ConfigError("pipeline run needs one day or a range", "give either --day, or both --from and --to",
                       "e.g. --day 2021-01-01, or --from 2021-01-01 --to 2021-01-03")
 

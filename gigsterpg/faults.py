@@ -25,6 +25,11 @@ POINTS = ("fetched", "merged", "committed", "deleting", "finished",
           # a first load (sync/engine/firstload.py): every collection loaded, keys not yet put back; keys
           # back and hashes filled, not committed
           "first-load-loaded", "first-load-keyed",
+          # export-table (gigsterpg.lib.mongo.export): a batch of documents written, a batch of deletes done
+          "export-written", "export-deleting",
+          # export-orders (gigsterpg.lib.mongo.orders): a batch's documents written but not their hashes, their
+          # hashes committed, a batch of deletes done, the run's bookkeeping finished but its record not ended
+          "orders-written", "orders-remembered", "orders-deleting", "orders-finished",
           # load-csv (gigsterpg.lib.datasets.load), per file: its dataset's lock taken; its new table swapped in
           # (not committed); its registry row and rejects written (not committed); its transaction committed
           "csv-locked", "csv-swapped", "csv-registered", "csv-committed",

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Mapping, Optional, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -166,13 +166,32 @@ def assert_one_line_failure(result, *fragments, code: int = 1) -> None:
     assert CLI_SECRET not in result.stdout + result.stderr
 
 
+def assert_report_balances(report, outcomes: Optional[Mapping[str, int]] = None) -> None:
+    """Every item read is in exactly one outcome: ``read`` equals the sum of the outcome counts, none negative.
+
+    ``report``: an object with ``read`` and ``outcomes`` (a mapping of outcome -> count), a mapping with those
+    two keys (a run record's counts), or the read count itself with ``outcomes`` given.
+    """
+    if outcomes is None:
+        if isinstance(report, Mapping):
+            read, outcomes = report["read"], report["outcomes"]
+        else:
+            read, outcomes = report.read, report.outcomes
+    else:
+        read = report
+    assert outcomes, "no outcome counted"
+    assert all(isinstance(count, int) and count >= 0 for count in outcomes.values()), outcomes
+    assert read == sum(outcomes.values()), f"read {read:,} but the outcomes add up to {sum(outcomes.values()):,}:" \
+        f" {dict(outcomes)}"
+
+
 def assert_run_balances(record: dict) -> None:
     """A pipeline run's record (``pipeline_runs``, as ``runs --format json`` and ``GET /runs/{id}`` show it):
     ended well, and what it read equals the sum of what became of it (``outcomes``)."""
     assert record["state"] == "succeeded", record
     assert record["read"] is not None and record["outcomes"], record
     assert all(isinstance(count, int) and count >= 0 for count in record["outcomes"].values()), record
-    assert record["read"] == sum(record["outcomes"].values()), record
+    assert_report_balances(record)
 
 
 @contextlib.contextmanager

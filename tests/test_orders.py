@@ -19,7 +19,7 @@ from gigsterpg import cli
 from gigsterpg.config import Settings
 from gigsterpg.exc import ConfigError, GigsterPgError, PrivilegeError, SourceError, TerminalError
 from gigsterpg.lib.mongo.orders import export_orders
-from tests.helpers import execute, with_database
+from tests.helpers import assert_report_balances, execute, with_database
 
 UTC = datetime.timezone.utc
 SCHEMA = (
@@ -260,6 +260,7 @@ def test_a_second_run_writes_nothing_and_changes_rewrite_exactly_the_orders_they
         with sent() as ids:
             report = export_orders(shop)
         assert (report.written, report.unchanged) == (len(expected), 4 - len(expected))
+        assert_report_balances(report)
         assert sorted(ids["update"]) == expected and ids["insert"] == ids["delete"] == []
         assert written_since(mongo_db, before)["update"] >= 1
     assert mongo_db.orders.find_one({"_id": "o2"})["OrderItems"][0]["brand"] == "Acme Corp"
@@ -282,7 +283,8 @@ def test_a_collection_emptied_by_hand_is_written_again(shop, mongo_db):
     export_orders(shop)
     mongo_db.orders.delete_many({"_id": {"$in": ["o1", "o2"]}})
     report = export_orders(shop)  # the hashes no longer match the collection: every document is compared
-    assert mongo_db.orders.count_documents({}) == 4 and report.written == 2
+    assert mongo_db.orders.count_documents({}) == 4 and (report.written, report.unchanged) == (2, 2)
+    assert_report_balances(report)
     mongo_db.drop_collection("orders")
     assert export_orders(shop).written == 4
 
@@ -488,11 +490,14 @@ def test_totals_are_exact_whatever_the_lines(shop, mongo_db, orders, rate):
 
 @given(st.decimals(allow_nan=False, allow_infinity=False))
 def test_decimal128_built_directly_is_bsons_own(value):
-    from gigsterpg.lib.mongo.projection import decimal128
-    built = decimal128(value)
+    from gigsterpg.lib.mongo.projection import NotDecimal128, decimal128
     if len(value.as_tuple().digits) <= 34 and -6176 <= value.as_tuple().exponent <= 6111:
+        built = decimal128(value)
         assert built.bid == Decimal128(value).bid  # the same 16 bytes as pymongo's own conversion
-    assert (built.to_decimal() if isinstance(built, Decimal128) else Decimal(built)) == value
+        assert built.to_decimal() == value
+    else:
+        with pytest.raises(NotDecimal128):
+            decimal128(value)
 
 
 def test_the_writer_thread_hands_its_error_to_the_caller():
@@ -534,7 +539,9 @@ def test_a_run_that_fails_midway_is_finished_by_the_next_without_a_duplicate(sho
         admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert mongo_db.orders.count_documents({}) == 1  # the first batch only
     report = export_orders(shop, batch_size=1)
-    assert (report.written, mongo_db.orders.count_documents({})) == (3, 4)
+    # The first order's document is there already (its hash was never stored): found equal, it is unchanged.
+    assert (report.written, report.unchanged, mongo_db.orders.count_documents({})) == (3, 1, 4)
+    assert_report_balances(report)
     assert export_orders(shop).written == 0
 
 
@@ -547,3 +554,68 @@ def test_the_progress_bar_counts_the_orders(shop, mongo_db):
     from gigsterpg import cli_orders
     assert cli_orders.run(args, stream) == 0
     assert "4/4" in stream.getvalue() and "orders" in stream.getvalue()
+
+
+# Every order in exactly one column; money Decimal128 or a reject -------------------------------------------
+
+def test_a_time_zone_that_changes_the_rows_but_not_the_documents_counts_them_unchanged(shop, mongo_db):
+    a_shop(shop.orders_source_pg)
+    assert_report_balances(export_orders(shop))
+    # In Lisbon (UTC+0 in March) every timestamp's text gains "+00" for "+00:00"... either way the rows' text
+    # changes (their hash with it), while the documents hold the same instants and the same promotion days.
+    moved = export_orders(dataclasses.replace(shop, time_zone="Europe/Lisbon"))
+    assert (moved.read, moved.written, moved.unchanged, moved.rejected) == (4, 0, 4, 0)
+    assert_report_balances(moved)
+    # Tokyo moves o1 (23:30 UTC on a Wednesday) to Thursday: its promotion day changes, the others do not.
+    tokyo = export_orders(dataclasses.replace(shop, time_zone="Asia/Tokyo"))
+    assert (tokyo.written, tokyo.unchanged) == (1, 3)
+    assert_report_balances(tokyo)
+
+
+def test_money_decimal128_cannot_hold_makes_the_order_a_reject_with_its_reason(shop, mongo_db, pg_url):
+    url = shop.orders_source_pg
+    execute(url, "ALTER TABLE order_items ALTER COLUMN price TYPE numeric",
+            "ALTER TABLE products ALTER COLUMN price TYPE numeric",
+            "INSERT INTO orders VALUES ('ok', NULL, '2024-01-01', 'paid'), ('nan', NULL, '2024-01-01', 'paid'),"
+            " ('big', NULL, '2024-01-01', 'paid'), ('neg', NULL, '2024-01-01', 'paid')",
+            "INSERT INTO order_items VALUES ('i1', 'ok', 'x', 1, 1.50), ('i2', 'nan', 'x', 1, 'NaN'),"
+            " ('i3', 'big', 'x', 1, 123456789012345678901234567890123456.5), ('i4', 'neg', 'x', -2, 3.00)")
+    report = export_orders(shop)
+    assert (report.read, report.written, report.unchanged, report.rejected) == (4, 2, 0, 2)
+    assert_report_balances(report)
+    assert report.counts["number beyond Decimal128"] == 2
+    assert report.counts["item with a negative quantity"] == 1  # counted, and written: -2 x 3.00
+    assert sorted(doc["_id"] for doc in mongo_db.orders.find()) == ["neg", "ok"]
+    for doc in mongo_db.orders.find():
+        assert all(isinstance(doc[name], Decimal128) for name in ("subtotal", "taxes", "total"))
+        assert all(isinstance(item["price"], Decimal128) for item in doc["OrderItems"])
+    assert mongo_db.orders.find_one({"_id": "neg"})["subtotal"] == d("-6.00")
+    with psycopg.connect(pg_url) as own:
+        rejects = own.execute("SELECT doc_id, reason, detail, document->>'subtotal' FROM sync_rejects"
+                              " WHERE collection = %s AND resolved_at IS NULL ORDER BY 1",
+                              (f"{mongo_db.name}.orders",)).fetchall()
+    assert [row[:2] for row in rejects] == [("big", "number beyond Decimal128"), ("nan", "number beyond Decimal128")]
+    assert all("Decimal128" in row[2] and "fix the value at the source" in row[2] for row in rejects)
+    assert rejects[1][3] == "NaN" and rejects[0][3].startswith("123456789012345678901234567890123456")
+    again = export_orders(shop)  # the same rejects again, not new ones; nothing written
+    assert (again.written, again.unchanged, again.rejected) == (0, 2, 2)
+    assert_report_balances(again)
+    execute(url, "UPDATE order_items SET price = 2 WHERE uid IN ('i2', 'i3')")
+    fixed = export_orders(shop)
+    assert (fixed.written, fixed.unchanged, fixed.rejected) == (2, 2, 0)
+    assert mongo_db.orders.find_one({"_id": "nan"})["total"] == d("2.30")
+
+
+def test_decimal128_refuses_what_it_cannot_hold():
+    from gigsterpg.lib.mongo.projection import NotDecimal128, decimal128
+    for value in ("NaN", "Infinity", "-Infinity", "1" * 35, "1E-6200"):
+        with pytest.raises(NotDecimal128):
+            decimal128(Decimal(value))
+
+
+def test_generate_shop_without_a_database_names_itself(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GIGSTERPG_ORDERS_SOURCE_PG", raising=False)
+    code, out, err = main(capsys, "generate-shop")
+    assert code == 2 and err.startswith("FAILED: no database for the shop, generate-shop writes")
+    assert "export-orders" not in err and "--pg URL" in err

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from decimal import Decimal
@@ -20,9 +21,10 @@ from gigsterpg.cli import main
 from gigsterpg.config import sqlalchemy_pg_url
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.extract import matches
-from gigsterpg.lib.files.ledger import snapshot_status
+from gigsterpg.lib.files.ledger import snapshot_status, without_password
 from gigsterpg.northwind import generate_northwind
 from gigsterpg.cli_snapshots import status_dicts
+from tests.figures import FIGURES
 
 D1, D2 = datetime.date(2021, 1, 1), datetime.date(2021, 1, 2)
 
@@ -171,7 +173,7 @@ def test_load_before_the_extracts_is_refused_naming_the_step_to_run(pg_url, nort
         snapshot.query_day(line, D1)
     rows = {row.step: row for row in snapshot_status(pg_url)}
     assert rows["load"].state == "failed" and rows["load"].rerun.endswith(
-        f"pipeline extract-csv --day 2021-01-01 --root {tmp_path / 'data'}")
+        f"pipeline extract-csv --day 2021-01-01 --root {tmp_path / 'data'} --csv {csv_path}")
 
 
 def _cli(args, env_extra=None, cwd=None):
@@ -208,8 +210,12 @@ def test_an_extract_killed_leaves_nothing_half_visible_and_the_rerun_completes(
     assert killed.returncode == -9, killed.stderr
     _no_half_partition(root)
     state = {(row.day, row.step): row for row in snapshot_status(pg_url)}[D2, step]
-    assert state.state == "interrupted" and state.rerun.endswith(f"pipeline {step} --day 2021-01-02")
-    rerun = _cli(args)
+    # The hint names the folder and the source (each quoted for the shell; a password never), and it runs.
+    flag = f"--source-pg {shlex.quote(without_password(source))}" if step == "extract-postgres" \
+        else f"--csv {shlex.quote(str(csv_path))}"
+    assert state.state == "interrupted" and state.rerun == (
+        f"python -m gigsterpg.cli pipeline {step} --day 2021-01-02 --root {shlex.quote(str(root))} {flag}")
+    rerun = _cli(shlex.split(state.rerun)[3:], {"DB_URL_PSQL": pg_url})
     assert rerun.returncode == 0, rerun.stderr
     assert not [p for p in root.rglob(".*")]  # the killed run's leftovers are gone
     pattern = "*.pgcopy" if step == "extract-postgres" else "*.csv"
@@ -341,7 +347,7 @@ def test_a_failing_step_says_where_and_which_command_picks_up(pg_url, tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("FAILED: extract-postgres for 2021-01-03 failed, ") and "s3cret-pw" not in err
     assert err.strip().endswith("fix that, then rerun: python -m gigsterpg.cli pipeline extract-postgres"
-                                " --day 2021-01-03")
+                                " --day 2021-01-03 --source-pg postgresql://someone@127.0.0.1:1/nowhere")
     assert main(["pipeline", "status", "--pg-url", pg_url]) == 0
     out = capsys.readouterr().out
     assert "2021-01-03  FAILED" in out and "s3cret-pw" not in out
@@ -413,7 +419,7 @@ def test_a_partition_changed_on_disk_or_a_changed_table_is_refused_in_one_line(p
     assert b"Speedy Express" in original
     data.write_bytes(original.replace(b"Speedy Express", b"Speedy Expreso"))  # still a valid file, other data
     with pytest.raises(snapshot.StepFailed, match="shippers/2021-01-01 changed on disk .* extract-postgres"
-                                                  " --day 2021-01-01 --force"):
+                                                  " --day 2021-01-01 --root .* --force"):
         snapshot.load_day(line, D1)
     data.write_bytes(original)
     csv_file = tmp_path / "data/csv/2021-01-01/order_details.csv"
@@ -505,3 +511,135 @@ def test_a_fresh_target_is_migrated_and_an_unreachable_one_fails_in_one_line(emp
     err = capsys.readouterr().err
     assert err.startswith("FAILED: cannot connect to PostgreSQL at postgresql://me:***@127.0.0.1:1/gigsterpg")
     assert "s3cret-pw" not in err and len(err.strip().splitlines()) == 1
+
+
+# Damaged manifests, status, hints and limits: one line, naming the fix --------------------------------------
+
+DAMAGES = [  # (which partition, what is done to its manifest, what the one line says)
+    ("postgres", lambda text, m: "{not json", "is not valid JSON"),
+    ("postgres", lambda text, m: b"\xff\xfe".decode("latin-1"), "is not valid JSON"),
+    ("postgres", lambda text, m: "[1, 2]", "holds a JSON list, not an object"),
+    ("postgres", lambda text, m: json.dumps({k: v for k, v in m.items() if k != "columns"}), "has no 'columns'"),
+    ("postgres", lambda text, m: json.dumps({**m, "sha256": None}), "its 'sha256' is null, not str"),
+    ("postgres", lambda text, m: json.dumps({**m, "rows": "12"}), "its 'rows' is '12', not int"),
+    ("postgres", lambda text, m: json.dumps({**m, "rows": True}), "its 'rows' is True, not int"),
+    ("postgres", lambda text, m: json.dumps({**m, "rows": -1}), "its 'rows' is negative"),
+    ("postgres", lambda text, m: json.dumps({**m, "columns": "id"}), "its 'columns' is 'id', not list"),
+    ("postgres", lambda text, m: json.dumps({**m, "columns": []}), "its 'columns' is empty"),
+    ("postgres", lambda text, m: json.dumps({**m, "columns": [{"name": 1, "type": "int"}]}), "its column 1 is"),
+    ("postgres", lambda text, m: json.dumps({**m, "schema": None}), "its 'schema' is null"),
+    ("postgres", lambda text, m: "[" * 100000, "is not valid JSON"),
+    ("csv", lambda text, m: json.dumps({**m, "dialect": {"delimiter": 5}}), "its 'dialect' or 'columns'"),
+    ("csv", lambda text, m: json.dumps({**m, "dialect": {"nope": 1}}), "unknown dialect field 'nope'"),
+    ("csv", lambda text, m: json.dumps({**m, "dialect": {**m["dialect"], "encoding": "klingon"}}), "'dialect'"),
+    ("csv", lambda text, m: json.dumps({**m, "columns": [{**c, "kind": "blob"} for c in m["columns"]]}),
+     "unknown column kind 'blob'"),
+    ("csv", lambda text, m: json.dumps({**m, "bad_lines": None}), "its 'bad_lines' is null"),
+]
+
+
+def test_a_damaged_manifest_is_one_line_naming_the_file_and_the_fix(pg_url, northwind, tmp_path, capsys):
+    source, csv_path = northwind
+    root = tmp_path / "my data"
+    base = ["--pg-url", pg_url, "--source-pg", source, "--csv", str(csv_path), "--root", str(root)]
+    assert main(["pipeline", "run", "--day", "2021-01-01", *base]) == 0
+    before = target_state(pg_url)
+    capsys.readouterr()
+    for which, damage, said in DAMAGES:
+        folder = root / ("postgres/shippers/2021-01-01" if which == "postgres" else "csv/2021-01-01")
+        path = folder / "manifest.json"
+        original = path.read_text(encoding="utf-8")
+        path.write_text(damage(original, json.loads(original)), encoding="utf-8")
+        try:
+            assert main(["pipeline", "load", "--day", "2021-01-01", *base]) == 1, said
+        finally:
+            path.write_text(original, encoding="utf-8")
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("FAILED: load for 2021-01-01 failed, "), err
+        step = f"extract-{which}"
+        flag = f"--source-pg {shlex.quote(without_password(source))}" if which == "postgres" \
+            else f"--csv {shlex.quote(str(csv_path))}"
+        assert f"the manifest {path} is damaged" in err and said in err, err
+        assert f"extract that day again: python -m gigsterpg.cli pipeline {step} --day 2021-01-01" \
+               f" --root {shlex.quote(str(root))} {flag} --force, " in err, err
+        assert "Traceback" not in err and "unexpected error" not in err
+        FIGURES["hostile inputs tried"] += 1
+        FIGURES["hostile inputs tried: daily snapshots"] += 1
+    assert target_state(pg_url) == before  # no failed load changed the day
+    assert main(["pipeline", "load", "--day", "2021-01-01", *base]) == 0
+
+
+def test_status_on_an_unreachable_database_or_with_bad_days_is_one_line(pg_url, capsys):
+    assert main(["pipeline", "status", "--pg-url", "postgresql://me:s3cret-pw@127.0.0.1:1/nowhere"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("FAILED: cannot connect to PostgreSQL at postgresql://me:***@127.0.0.1:1/nowhere")
+    assert len(err.strip().splitlines()) == 1 and "s3cret-pw" not in err
+    for days in ("-5", "0"):
+        assert main(["pipeline", "status", "--days", days, "--pg-url", pg_url]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"FAILED: bad number of days {days}, ") and "--days 14" in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_a_backfill_of_more_than_a_year_is_refused_unless_asked_for(pg_url, tmp_path, capsys):
+    base = ["--pg-url", pg_url, "--root", str(tmp_path / "data")]
+    assert main(["pipeline", "run", "--from", "0001-01-01", "--to", "9999-12-31", *base]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("FAILED: a backfill of 3,652,059 days (0001-01-01 to 9999-12-31), more than 366 days")
+    assert "--max-days 3652059" in err
+    assert table_text(pg_url, "SELECT count(*) FROM snapshot_ledger") == [0]  # nothing started
+    assert main(["pipeline", "run", "--from", "2020-01-01", "--to", "2020-01-03", "--max-days", "2", *base]) == 2
+    assert "a backfill of 3 days" in capsys.readouterr().err
+    assert len(snapshot.days_between(D1, datetime.date(2021, 12, 31))) == 365
+    assert len(snapshot.days_between(D1, datetime.date(2023, 1, 1), limit=None)) == 731
+
+
+def test_load_after_a_killed_extract_says_it_was_interrupted(pg_url, northwind, tmp_path):
+    source, csv_path = northwind
+    root = tmp_path / "data"
+    args = ["pipeline", "extract-postgres", "--day", "2021-01-01", "--pg-url", pg_url, "--source-pg", source,
+            "--root", str(root)]
+    assert _cli(args, {"GIGSTERPG_KILL_AT": "snapshot-data:2"}).returncode == -9
+    line = pipeline(pg_url, source, tmp_path, csv_path)
+    snapshot.extract_csv(line, D1)
+    with pytest.raises(snapshot.StepRefused, match="extract-postgres for 2021-01-01 has not succeeded"
+                                                   r" \(interrupted\), run it first: python -m gigsterpg.cli"
+                                                   " pipeline extract-postgres --day 2021-01-01 --root"):
+        snapshot.load_day(line, D1)
+
+
+def test_rerun_hints_quote_the_folder_and_never_hold_a_password():
+    from gigsterpg.lib.files.ledger import rerun_command
+    hint = rerun_command("extract-postgres", D1, "/tmp/a b;rm -rf ~",
+                         source_pg="postgresql://u:pw@h:5/db?sslmode=require", tables="public.*,!x")
+    assert shlex.split(hint) == ["python", "-m", "gigsterpg.cli", "pipeline", "extract-postgres", "--day",
+                                 "2021-01-01", "--root", "/tmp/a b;rm -rf ~", "--source-pg",
+                                 "postgresql://u@h:5/db?sslmode=require", "--tables", "public.*,!x"]
+    assert without_password("postgresql://u:@h/db") == "postgresql://u@h/db"
+    kv = rerun_command("extract-postgres", D1, None, source_pg="host=h password='p w' dbname=x")
+    assert "p w" not in kv and "password" not in kv and "dbname=x" in kv
+    assert rerun_command("load", D1, "data") == "python -m gigsterpg.cli pipeline load --day 2021-01-01"
+
+
+def test_source_schemas_get_target_schemas_of_their_own():
+    from gigsterpg.lib.files.load import CSV_SCHEMA, target_schema
+    assert target_schema("public") == "snap_public" and target_schema("csv") == "snap_pg_csv" != CSV_SCHEMA
+    long_a, long_b = "a" * 60 + "x", "a" * 60 + "y"
+    assert target_schema(long_a) != target_schema(long_b)
+    assert all(len(target_schema(name).encode()) <= 63 for name in (long_a, "é" * 40, "b" * 58))
+    assert target_schema("b" * 58) == "snap_" + "b" * 58
+
+
+def test_a_source_schema_named_csv_is_not_the_csv_files_schema(pg_url, source_url, tmp_path):
+    execute_sql = "CREATE SCHEMA csv; CREATE TABLE csv.order_details (k int PRIMARY KEY, note text);" \
+                  " INSERT INTO csv.order_details VALUES (1, 'from the database')"
+    with psycopg.connect(source_url, autocommit=True) as connection:
+        connection.execute(execute_sql)
+    csv_path = tmp_path / "order_details.csv"
+    csv_path.write_text("order_id,product_id\n1,2\n", encoding="utf-8")
+    line = pipeline(pg_url, source_url, tmp_path, csv_path)
+    snapshot.extract_postgres(line, D1)
+    snapshot.extract_csv(line, D1)
+    assert snapshot.load_day(line, D1).tables == 2
+    assert table_text(pg_url, "SELECT note FROM snap_pg_csv.order_details") == ["from the database"]
+    assert table_text(pg_url, "SELECT order_id FROM snap_csv.order_details") == [1]

@@ -8,6 +8,7 @@ same transaction the day's old partitions are dropped and the new ones
 attached: readers see the day as it was or as it is, never half, and a rerun
 replaces exactly what that day loaded before.
 """
+import codecs
 import dataclasses
 import datetime
 import hashlib
@@ -19,6 +20,7 @@ from psycopg import sql
 from gigsterpg import faults
 from gigsterpg.exc import SourceError
 from gigsterpg.lib.files import csvsource, extract, partition, pgcopy
+from gigsterpg.lib.files.ledger import rerun_command
 
 DAY_COLUMN = "snapshot_day"
 CSV_SCHEMA = "snap_csv"
@@ -27,8 +29,19 @@ KINDS_OF_TYPES = {"bigint": "integer", "numeric": "numeric", "boolean": "boolean
 
 
 def target_schema(source_schema: str) -> str:
-    """The target schema of a source schema's tables."""
-    return ("snap_" + source_schema)[:63]
+    """The target schema of a source schema's tables: ``snap_<schema>``, one of its own for every source schema.
+
+    The source schema ``csv`` would be the CSV's own ``snap_csv``, and a name past 58 bytes would be cut to
+    another's 63: those become ``snap_pg_csv`` and ``snap_pg_<first 40 bytes>_<md5>``. No user schema can
+    start with ``pg_``, so no ``snap_pg_`` name is ever another schema's ``snap_<schema>``.
+    """
+    name = "snap_" + source_schema
+    if name == CSV_SCHEMA:
+        return "snap_pg_csv"
+    if len(name.encode()) > 63:
+        head = source_schema.encode()[:40].decode(errors="ignore")
+        return f"snap_pg_{head}_{hashlib.md5(source_schema.encode()).hexdigest()[:8]}"
+    return name
 
 
 def partition_name(table: str, day: datetime.date) -> str:
@@ -108,11 +121,32 @@ def _new_table(cursor, schema: str, table: str, columns, day: datetime.date) -> 
     return name
 
 
-def _postgres_table(cursor, folder: Path, day: datetime.date) -> Tuple[Loaded, tuple]:
-    manifest = partition.read_manifest(folder)
-    if manifest is None:
-        raise SourceError(f"the partition {folder} is missing", "it was removed after the extract",
-                          f"rerun: python -m gigsterpg.cli pipeline extract-postgres --day {day} --force")
+def _default_rerun(day: datetime.date):
+    return lambda step: rerun_command(step, day) + " --force"
+
+
+def _manifest(folder: Path, step: str, fields: dict, column_keys: tuple, rerun) -> dict:
+    """The partition's manifest, checked field by field; its absence or damage names the extract to run again."""
+    try:
+        manifest = partition.read_manifest(folder)
+        if manifest is None:
+            raise SourceError(f"the partition {folder} is missing", "it was removed after the extract",
+                              f"rerun: {rerun(step)}")
+        path = Path(folder) / partition.MANIFEST
+        partition.check_fields(path, manifest, fields)
+        partition.check_columns(path, manifest["columns"], column_keys)
+    except partition.DamagedManifest as err:
+        raise partition.DamagedManifest(err.path, err.why, f"extract that day again: {rerun(step)}") from None
+    return manifest
+
+
+POSTGRES_FIELDS = {"file": str, "schema": str, "table": str, "rows": int, "sha256": str, "columns": list}
+CSV_FIELDS = {"file": str, "table": str, "rows": int, "bad_lines": int, "bytes": int, "sha256": str,
+              "dialect": dict, "columns": list}
+
+
+def _postgres_table(cursor, folder: Path, day: datetime.date, rerun=None) -> Tuple[Loaded, tuple]:
+    manifest = _manifest(folder, "extract-postgres", POSTGRES_FIELDS, ("name", "type"), rerun or _default_rerun(day))
     columns = [(column["name"], column["type"]) for column in manifest["columns"]]
     _check_types(cursor, columns)
     schema, table = target_schema(manifest["schema"]), manifest["table"]
@@ -125,17 +159,32 @@ def _postgres_table(cursor, folder: Path, day: datetime.date) -> Tuple[Loaded, t
         raise SourceError(f"the partition {folder} changed on disk since it was extracted",
                           f"{rows} rows and sha256 {count.sha256[:12]}, the manifest says {manifest['rows']} and "
                           f"{manifest['sha256'][:12]}",
-                          f"re-extract it: python -m gigsterpg.cli pipeline extract-postgres --day {day} --force")
+                          f"re-extract it: {(rerun or _default_rerun(day))('extract-postgres')}")
     loaded = Loaded("postgres", f"{schema}.{table}", rows, count.bytes, count.sha256)
     return loaded, (schema, table, new)
 
 
-def _csv_table(cursor, folder: Path, day: datetime.date, on_bad) -> Tuple[Loaded, tuple]:
-    manifest = partition.read_manifest(folder)
-    if manifest is None:
-        raise SourceError(f"the partition {folder} is missing", "it was removed after the extract",
-                          f"rerun: python -m gigsterpg.cli pipeline extract-csv --day {day} --force")
-    table, dialect = manifest["table"], extract.dialect_of(manifest)
+def _csv_table(cursor, folder: Path, day: datetime.date, on_bad, rerun=None) -> Tuple[Loaded, tuple]:
+    rerun = rerun or _default_rerun(day)
+    manifest = _manifest(folder, "extract-csv", CSV_FIELDS, ("name", "kind", "type"), rerun)
+    try:
+        known = {field.name for field in dataclasses.fields(csvsource.Dialect)}
+        unknown = sorted(set(manifest["dialect"]) - known)
+        if unknown:
+            raise ValueError(f"unknown dialect field {unknown[0]!r}")
+        dialect = extract.dialect_of(manifest)
+        codecs.lookup(dialect.encoding)
+        if not all(isinstance(one, str) and len(one) == 1 for one in (dialect.delimiter, dialect.quotechar)) \
+                or not isinstance(dialect.day_first, bool):
+            raise ValueError("a delimiter and a quote of one character each, day_first true or false")
+        unknown = [column["kind"] for column in manifest["columns"] if column["kind"] not in csvsource.KINDS]
+        if unknown:
+            raise ValueError(f"unknown column kind {unknown[0]!r}")
+    except (TypeError, ValueError, LookupError) as err:
+        raise partition.DamagedManifest(Path(folder) / partition.MANIFEST, f"its 'dialect' or 'columns' are not"
+                                        f" what an extract writes ({err})",
+                                        f"extract that day again: {rerun('extract-csv')}") from None
+    table = manifest["table"]
     columns = extract.columns_of(manifest)
     existing = _existing_columns(cursor, CSV_SCHEMA, table)
     if existing and [name for name, _ in existing[1:]] == [column.name for column in columns] \
@@ -149,7 +198,7 @@ def _csv_table(cursor, folder: Path, day: datetime.date, on_bad) -> Tuple[Loaded
     path = Path(folder) / manifest["file"]
     if pgcopy.sha256_file(path) != manifest["sha256"]:
         raise SourceError(f"the partition {folder} changed on disk since it was extracted", "its checksum differs",
-                          f"re-extract it: python -m gigsterpg.cli pipeline extract-csv --day {day} --force")
+                          f"re-extract it: {rerun('extract-csv')}")
     bad = 0
 
     def record(line: csvsource.BadLine) -> None:
@@ -165,19 +214,20 @@ def _csv_table(cursor, folder: Path, day: datetime.date, on_bad) -> Tuple[Loaded
 
 
 def load_day(connection, day: datetime.date, postgres_folders: Sequence[Path], csv_folder: Path,
-             previous: Sequence[str] = (), on_bad=lambda bad: None) -> List[Loaded]:
+             previous: Sequence[str] = (), on_bad=lambda bad: None, rerun=None) -> List[Loaded]:
     """Load the day's partitions in the caller's transaction (the caller commits).
 
     ``previous``: the targets (``schema.table``) this day loaded before; a
     table no longer among the partitions loses its partition for the day.
+    ``rerun(step)``: the command that extracts the day again, for the advice of a damaged partition.
     """
     loaded, swaps = [], []
     with connection.cursor() as cursor:
         for folder in postgres_folders:
-            done, swap = _postgres_table(cursor, Path(folder), day)
+            done, swap = _postgres_table(cursor, Path(folder), day, rerun)
             loaded.append(done)
             swaps.append(swap)
-        done, swap = _csv_table(cursor, Path(csv_folder), day, on_bad)
+        done, swap = _csv_table(cursor, Path(csv_folder), day, on_bad, rerun)
         loaded.append(done)
         swaps.append(swap)
         for schema, table, new in swaps:

@@ -32,16 +32,61 @@ def day_folder(root: Path, source: str, day: datetime.date, table: Optional[str]
 
 def read_manifest(folder: Path) -> Optional[dict]:
     """The manifest of a complete partition, or None when the partition is absent (or was never finished)."""
+    path = Path(folder) / MANIFEST
     try:
-        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    except (ValueError, RecursionError) as err:  # invalid JSON or UTF-8, or nested beyond reason
+        raise DamagedManifest(path, f"it is not valid JSON ({type(err).__name__})") from None
+    if not isinstance(manifest, dict):
+        raise DamagedManifest(path, f"it holds a JSON {type(manifest).__name__}, not an object")
     # The data file is named by the manifest, which is read from disk: it must be a file of this folder.
     name = manifest.get("file")
     if name is not None and (not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..")):
         raise SourceError(f"the partition {folder} names a data file outside its folder",
                           "its manifest.json was edited or damaged", "extract that day again with --force")
     return manifest
+
+
+class DamagedManifest(SourceError):
+    """A partition's ``manifest.json`` cannot be read as one: invalid JSON, a field missing or of a wrong type."""
+
+    def __init__(self, path: Path, why: str, todo: str = "extract that day again with --force"):
+        self.path = Path(path)
+        super().__init__(f"the manifest {path} is damaged", why, todo)
+
+
+def check_fields(path: Path, manifest: dict, fields: dict) -> None:
+    """Each of ``fields`` (name -> type or tuple of types) is in ``manifest`` with that type, or DamagedManifest.
+
+    ``bool`` is not taken for ``int``; a list of columns must hold objects with text fields."""
+    for name, kinds in fields.items():
+        value = manifest.get(name)
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if name not in manifest:
+            raise DamagedManifest(path, f"it has no {name!r}")
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            wanted = " or ".join(kind.__name__ for kind in kinds)
+            raise DamagedManifest(path, f"its {name!r} is {_shown(value)}, not {wanted}")
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise DamagedManifest(path, f"its {name!r} is negative ({value})")
+
+
+def check_columns(path: Path, columns: list, keys: tuple) -> None:
+    """Every column of a manifest is an object with these text ``keys``, and there is at least one."""
+    if not columns:
+        raise DamagedManifest(path, "its 'columns' is empty")
+    for place, column in enumerate(columns):
+        if not isinstance(column, dict) or not all(isinstance(column.get(key), str) and column.get(key)
+                                                   for key in keys):
+            raise DamagedManifest(path, f"its column {place + 1} is {_shown(column)}, not an object with text"
+                                        f" {', '.join(keys)}")
+
+
+def _shown(value) -> str:
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= 60 else text[:50] + "..."
 
 
 def _fsync(path: Path) -> None:

@@ -78,7 +78,14 @@ def _source(step: str) -> str:
 
 
 def _rerun(pipeline: Pipeline, step: str, day: datetime.date) -> str:
-    return rerun_command(step, day, str(pipeline.root))
+    """The command that runs ``step`` for ``day`` again with this pipeline's folder and sources (no password)."""
+    flags = {}
+    if step == "extract-postgres":
+        flags = {"source_pg": pipeline.source_url, "tables": pipeline.tables}
+    elif step == "extract-csv":
+        types = ",".join(f"{name}={kind}" for name, kind in (pipeline.csv_types or {}).items())
+        flags = {"csv": str(pipeline.csv_path) if pipeline.csv_path else None, "csv_types": types or None}
+    return rerun_command(step, day, str(pipeline.root), **flags)
 
 
 def ensure_ledger(url: str) -> None:
@@ -98,7 +105,7 @@ def _run_step(pipeline: Pipeline, step: str, day: datetime.date, body: Callable[
     """Run ``body`` as ``step`` of ``day``: locked, recorded as running, then succeeded or failed."""
     started = time.perf_counter()
     ensure_ledger(pipeline.target_url)
-    ledger = Ledger(pipeline.target_url)
+    ledger = Ledger(pipeline.target_url, rerun=_rerun(pipeline, step, day))
     try:
         if not ledger.lock(day, step):
             raise StepFailed(f"{step} for {day} is already running", "another process holds its lock",
@@ -182,7 +189,9 @@ def _outdate(ledger: Ledger, pipeline: Pipeline, day: datetime.date, extracted: 
 
 def _csv_columns(folder: str) -> List[str]:
     manifest = read_manifest(Path(folder)) or {}
-    return [f"{column['name']} {column['kind']}" for column in manifest.get("columns", [])]
+    columns = manifest.get("columns")
+    return [f"{column.get('name')} {column.get('kind')}" for column in columns if isinstance(column, dict)] \
+        if isinstance(columns, list) else []
 
 
 def _already_done(ledger: Ledger, day: datetime.date, step: str) -> bool:
@@ -221,7 +230,8 @@ def load_day(pipeline: Pipeline, day: datetime.date) -> StepReport:
         csv_folder = Path(ledger.rows(day, "extract-csv")[0]["path"])
         previous = [row["table_name"] for row in ledger.rows(day, step, tables=True)]
         with psycopg.connect(pipeline.target_url) as connection:
-            loaded = load.load_day(connection, day, folders, csv_folder, previous)
+            loaded = load.load_day(connection, day, folders, csv_folder, previous,
+                                   rerun=lambda extract_step: _rerun(pipeline, extract_step, day) + " --force")
             with connection.cursor() as cursor:
                 for gone in set(previous) - {done.target for done in loaded}:
                     ledger.forget(day, step, "target", gone, cursor=cursor)
@@ -281,10 +291,19 @@ class RunReport:
         return not self.failures
 
 
-def days_between(first: datetime.date, last: datetime.date) -> List[datetime.date]:
-    """Every day from ``first`` to ``last``, both included."""
+MAX_DAYS = 366  # the longest backfill ``run`` starts without being told more (--max-days)
+
+
+def days_between(first: datetime.date, last: datetime.date, limit: Optional[int] = MAX_DAYS) -> List[datetime.date]:
+    """Every day from ``first`` to ``last``, both included; a range of more than ``limit`` days is refused
+    (``--from 0001-01-01 --to 9999-12-31`` would be 3.65 million days of work), None for no limit."""
     if last < first:
         raise ConfigError(f"bad range {first} to {last}", "the last day is before the first", "swap --from and --to")
+    count = (last - first).days + 1
+    if limit is not None and count > limit:
+        raise ConfigError(f"a backfill of {count:,} days ({first} to {last})",
+                          f"more than {limit:,} days is refused unless asked for",
+                          f"check --from and --to, or pass --max-days {count} to run them all")
     return [first + datetime.timedelta(days=offset) for offset in range((last - first).days + 1)]
 
 

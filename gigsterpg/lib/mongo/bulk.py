@@ -15,6 +15,8 @@ import psycopg
 from pymongo import DeleteMany, ReplaceOne
 from pymongo.errors import BulkWriteError
 
+from gigsterpg import faults
+
 logger = logging.getLogger(__name__)
 
 BATCH = 2000
@@ -69,7 +71,9 @@ class BulkWriter:
             logger.info("%s: documents appeared during the first export; upserting from here on",
                         self.collection.name)
             self.first = False
+            inserted = err.details.get("nInserted", 0)  # these are found equal by the upserts: written once
             result = self.collection.bulk_write(upserts(documents), ordered=False)
+            return inserted + result.upserted_count + result.modified_count
         return result.inserted_count + result.upserted_count + result.modified_count
 
 
@@ -77,9 +81,10 @@ def upserts(documents: List[dict]) -> List[ReplaceOne]:
     return [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents]
 
 
-def delete_gone(collection, gone: Callable[[List], List], batch_size: int = BATCH) -> int:
+def delete_gone(collection, gone: Callable[[List], List], batch_size: int = BATCH, point: str = "") -> int:
     """Delete the documents whose source is gone: the collection's ``_id``s, a batch at a time, are
-    passed to ``gone``, which answers those to delete. Returns how many were deleted."""
+    passed to ``gone``, which answers those to delete. Returns how many were deleted. ``point``: the kill
+    point passed after each batch of deletes (``gigsterpg.faults``)."""
     deleted = 0
     batch: List = []
 
@@ -88,6 +93,8 @@ def delete_gone(collection, gone: Callable[[List], List], batch_size: int = BATC
         doomed = gone(batch)
         if doomed:
             deleted += collection.bulk_write([DeleteMany({"_id": {"$in": doomed}})], ordered=False).deleted_count
+            if point:
+                faults.point(point)
         batch.clear()
 
     for doc in collection.find({}, {"_id": 1}, batch_size=batch_size):

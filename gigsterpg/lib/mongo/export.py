@@ -23,6 +23,7 @@ from bson.binary import Binary
 from bson.decimal128 import Decimal128
 from psycopg import sql
 
+from gigsterpg import faults
 from gigsterpg.exc import ConfigError, NoPrimaryKeyError, PrivilegeError, SourceError, TableNotFoundError
 from gigsterpg.lib.mongo.bulk import BATCH, BulkWriter, connect, delete_gone, stream
 
@@ -170,6 +171,7 @@ def export(connection, collection, table: Table, batch_size: int = BATCH,
     query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, names)), table.qualified)
     for _, rows in stream(connection, query, batch_size=batch_size):
         report.written += writer.write([document_of(table, names, row) for row in rows])
+        faults.point("export-written")
         report.rows += len(rows)
         if progress:
             progress(report.rows)
@@ -201,7 +203,7 @@ def delete_missing(connection, collection, table: Table, batch_size: int = BATCH
         finally:
             connection.rollback()
 
-    return delete_gone(collection, gone, batch_size)
+    return delete_gone(collection, gone, batch_size, point="export-deleting")
 
 
 def from_bson_key(doc_id, name: str, table: Table):

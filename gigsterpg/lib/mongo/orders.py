@@ -9,7 +9,10 @@ documents whose hash differs from the one stored in gigsterpg's own PostgreSQL
 (``projection_hashes``) are written, as unordered bulk operations, and their
 hashes stored after them, so an unchanged order costs no write at all. After a
 complete run the documents of orders no longer at the source are deleted.
-Orders without a uid (or a uid seen twice) are rejects in ``sync_rejects``.
+Orders without a uid (or a uid seen twice), and orders with a number that Decimal128 cannot hold (NaN, more
+than 34 digits: money is Decimal128 or the order is a reject), are rejects in ``sync_rejects``. Every order
+read is in exactly one of written, unchanged (a document equal to the one stored counts here, whatever its
+hash said) and rejected.
 Each run (CLI or API job) leaves a record in ``projection_runs`` (``runs.recorded``) that ``status`` reads.
 """
 import contextlib
@@ -23,18 +26,19 @@ from typing import Callable, Dict, Optional
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from gigsterpg import faults
 from gigsterpg.config import Settings, check_pg_conninfo, mask_url
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_error, pg_errors
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.mongo import bulk
 from gigsterpg.lib.mongo.ledger import Ledger, digest, remember
-from gigsterpg.lib.mongo.projection import (Projection, Shape, check_source, count_rows, hashed, load_projection,
-                                            prepare_source, row_hash, tax_rate, time_zone)
+from gigsterpg.lib.mongo.projection import (NotDecimal128, Projection, Shape, check_source, count_rows, hashed,
+                                            load_projection, prepare_source, row_hash, tax_rate, time_zone)
 from gigsterpg.lib.mongo.runs import recorded
 
 logger = logging.getLogger(__name__)
 
-NO_UID, DUPLICATE_UID = "no uid", "duplicate uid"
+NO_UID, DUPLICATE_UID, NOT_DECIMAL128 = "no uid", "duplicate uid", "number beyond Decimal128"
 
 
 @dataclass
@@ -57,6 +61,15 @@ class OrdersReport:
     def rate(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
 
+    @property
+    def read(self) -> int:
+        return self.rows
+
+    @property
+    def outcomes(self) -> Dict[str, int]:
+        """Where each order read went: every one in exactly one of these (they add up to ``read``)."""
+        return {"written": self.written, "unchanged": self.unchanged, "rejected": self.rejected}
+
 
 def project(source, ledger_connection, hash_connection, collection, projection: Projection, rate: Decimal,
             zone: str = "UTC", batch_size: int = bulk.BATCH,
@@ -76,25 +89,30 @@ def project(source, ledger_connection, hash_connection, collection, projection: 
     trusted = ledger.trust(documents)
     writer = bulk.BulkWriter(collection, empty=documents == 0)
     background = bulk.Background()
+    equal = [0]  # documents sent that the server found equal to the stored ones (counted on the writer thread)
     try:
         only_text_ids = _batches(source, ledger, hash_connection, writer, background, projection, rate, batch_size,
-                                 progress, report)
+                                 progress, report, equal)
         background.drain()
     except BaseException:
         background.stop()
         raise
+    finally:
+        report.unchanged += equal[0]
     if trusted and only_text_ids:  # the hashes mirror the collection: what was not seen is what to delete
         for gone in ledger.unseen(batch_size):
             report.deleted += collection.delete_many({"_id": {"$in": gone}}).deleted_count
+            faults.point("orders-deleting")
     else:  # ask the collection itself, a batch of _ids at a time
-        report.deleted = bulk.delete_gone(collection, ledger.gone, batch_size)
+        report.deleted = bulk.delete_gone(collection, ledger.gone, batch_size, point="orders-deleting")
     ledger.finish()
+    faults.point("orders-finished")
     report.seconds = time.monotonic() - started
     return report
 
 
 def _batches(source, ledger, hash_connection, writer, background, projection, rate, batch_size, progress,
-             report) -> bool:
+             report, equal) -> bool:
     """Read, compare and hand the changed documents to the writer thread; whether every _id was text."""
     only_text_ids = True
     for names, rows in bulk.stream(source, hashed(projection), {"tax_rate": rate}, batch_size):
@@ -106,8 +124,8 @@ def _batches(source, ledger, hash_connection, writer, background, projection, ra
                     report.counts[reason] = report.counts.get(reason, 0) + int(row[place + 1])
             doc_id = row[shape.id_place + 1]
             if doc_id is None or doc_id == "":
-                document = shape.document(row[1:])
-                rejects.append(_reject(NO_UID, "the order has no uid, which is the document's _id", document))
+                rejects.append(_reject(NO_UID, "the order has no uid, which is the document's _id",
+                                       shape.shown(row[1:])))
             else:
                 only_text_ids = only_text_ids and isinstance(doc_id, str)
                 kept.append(row)
@@ -116,13 +134,23 @@ def _batches(source, ledger, hash_connection, writer, background, projection, ra
         for place, row in enumerate(kept):
             if place not in first:
                 rejects.append(_reject(DUPLICATE_UID, f"another order has the uid {ids[place]!r}",
-                                       shape.document(row[1:]), doc_id=ids[place]))
+                                       shape.shown(row[1:]), doc_id=ids[place]))
         kept, ids = [kept[place] for place in sorted(first)], [ids[place] for place in sorted(first)]
         hashes = [row_hash(row[0], projection) for row in kept]
         changed = ledger.changed(ids, hashes)
-        documents = [shape.document(kept[place][1:]) for place in changed]
+        documents, written = [], []
+        for place in changed:
+            try:
+                documents.append(shape.document(kept[place][1:]))
+                written.append(place)
+            except NotDecimal128 as err:
+                rejects.append(_reject(
+                    NOT_DECIMAL128, f"{err.field} is {err.value}: money is stored as Decimal128, which holds finite"
+                    " numbers of at most 34 digits; fix the value at the source", shape.shown(kept[place][1:]),
+                    doc_id=ids[place], duplicate=False))
         background.submit(partial(_write, writer, hash_connection, ledger.target, documents,
-                                  [ids[place] for place in changed], [hashes[place] for place in changed], report))
+                                  [ids[place] for place in written], [hashes[place] for place in written], report,
+                                  equal))
         if rejects:
             ledger.reject(rejects)
         report.rows += len(rows)
@@ -135,16 +163,22 @@ def _batches(source, ledger, hash_connection, writer, background, projection, ra
     return only_text_ids
 
 
-def _write(writer, hash_connection, target: str, documents, ids, hashes, report: OrdersReport) -> None:
-    """On the writer thread: the documents, then their hashes (committed: never ahead of MongoDB)."""
-    report.written += writer.write(documents)
+def _write(writer, hash_connection, target: str, documents, ids, hashes, report: OrdersReport, equal) -> None:
+    """On the writer thread: the documents, then their hashes (committed: never ahead of MongoDB). A document
+    the server found equal to the stored one (a rerun after a kill, a setting that changed the row's text but
+    not its document) is unchanged."""
+    written = writer.write(documents)
+    report.written += written
+    equal[0] += len(documents) - written
+    faults.point("orders-written")
     remember(hash_connection, target, ids, hashes)
+    faults.point("orders-remembered")
 
 
-def _reject(reason: str, detail: str, document: dict, doc_id: Optional[str] = None) -> dict:
+def _reject(reason: str, detail: str, document: dict, doc_id: Optional[str] = None, duplicate: bool = True) -> dict:
     if doc_id is None:
         doc_id = "(no uid) " + digest({k: v for k, v in document.items() if k != "_id"}).hex()
-    else:
+    elif duplicate:
         doc_id = f"{doc_id} (duplicate {digest(document).hex()[:12]})"
     return {"doc_id": doc_id, "reason": reason, "detail": detail, "document": document}
 
@@ -205,9 +239,12 @@ def source_errors(url: str):
         raise
 
 
-def require_source(settings: Settings) -> str:
-    """The source's URL, or a ConfigError saying how to give one."""
+def require_source(settings: Settings, command: str = "export-orders") -> str:
+    """The source's URL, or a ConfigError saying how to give one (to ``command``)."""
     if not settings.orders_source_pg:
+        if command == "generate-shop":
+            raise ConfigError("no database for the shop", "generate-shop writes the shop into a PostgreSQL database",
+                              "pass --pg URL or set GIGSTERPG_ORDERS_SOURCE_PG")
         raise ConfigError("no source database", "export-orders reads the shop from a PostgreSQL database of its own",
                           "pass --pg URL or set GIGSTERPG_ORDERS_SOURCE_PG")
     return check_pg_conninfo(settings.orders_source_pg, "--pg (GIGSTERPG_ORDERS_SOURCE_PG)")

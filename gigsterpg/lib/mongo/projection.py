@@ -130,9 +130,15 @@ def check_source(connection, projection: Projection, params: dict) -> None:
         raise PrivilegeError(f"the PostgreSQL role may not read what projection {projection.name!r} reads",
                              "no SELECT on " + ", ".join(denied), f"GRANT SELECT ON {', '.join(tables)} to it")
     try:
-        connection.execute("EXPLAIN " + projection.sql, params)
-    except (psycopg.ProgrammingError, psycopg.DataError, psycopg.NotSupportedError) as err:
+        # Prepared (so one statement only: "SELECT ...; DROP ..." is refused before anything runs), and the
+        # query as the run sends it (a data-modifying WITH is refused there too).
+        connection.execute("EXPLAIN " + hashed(projection), params, prepare=True)
+    except psycopg.OperationalError:
+        raise  # the connection, not the projection
+    except psycopg.DatabaseError as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, psycopg.errors.SyntaxError) and "multiple commands" in message:
+            message = "it holds more than one statement, and a projection is one query that reads"
         error = PrivilegeError if isinstance(err, psycopg.errors.InsufficientPrivilege) else SourceError
         raise error(f"projection {projection.name!r} does not run on the source", message,
                     "fix the projection's SQL or its needs lines, or grant the role what it lacks") from err
@@ -192,8 +198,49 @@ class Shape:
         self.fields = [(place, name) for place, name in enumerate(self.names) if not name.startswith(COUNT_PREFIX)]
 
     def document(self, row: Sequence) -> dict:
-        """The document of one row: every column but the counts, json parsed with exact decimals."""
-        return {name: bson_value(row[place]) for place, name in self.fields}
+        """The document of one row: every column but the counts, json parsed with exact decimals.
+
+        Raises:
+            NotDecimal128: a number of the row has no exact Decimal128 (its ``field`` names the column).
+        """
+        try:
+            return {name: bson_value(row[place]) for place, name in self.fields}
+        except NotDecimal128 as err:
+            err.field = next((name for place, name in self.fields if not _fits(row[place])), "")
+            raise
+
+    def shown(self, row: Sequence) -> dict:
+        """The row as a reject shows it: like ``document``, a number Decimal128 cannot hold kept as its text."""
+        return {name: _lenient(row[place]) for place, name in self.fields}
+
+
+class NotDecimal128(ValueError):
+    """A number that Decimal128 cannot hold exactly: NaN, an infinity, more than 34 digits, or out of range.
+
+    Money is Decimal128 or the order is a reject, never a string in one document and a number in the next.
+    """
+
+    def __init__(self, value, field: str = ""):
+        self.value = value
+        self.field = field
+        super().__init__(str(value))
+
+
+def _fits(value) -> bool:
+    try:
+        bson_value(value)
+    except NotDecimal128:
+        return False
+    return True
+
+
+def _lenient(value):
+    try:
+        return bson_value(value)
+    except NotDecimal128:
+        if type(value) is RawJson:
+            return to_bson(json.loads(value, parse_float=Decimal))
+        return to_bson(value)
 
 
 _DECIMALS: Dict[str, Decimal128] = {}  # prices repeat: each distinct text is converted once
@@ -218,14 +265,18 @@ def bson_value(value):
     return to_bson(value)
 
 
-def decimal128(value: Decimal):
-    """A Decimal as Decimal128, exactly (its BID encoding built directly); as text when it cannot be."""
+def decimal128(value: Decimal) -> Decimal128:
+    """A Decimal as Decimal128, exactly (its BID encoding built directly).
+
+    Raises:
+        NotDecimal128: NaN, an infinity, more than 34 significant digits, or an exponent out of range.
+    """
     text = str(value)
     found = _DECIMALS.get(text)
     if found is None:
         sign, digits, exponent = value.as_tuple()
         if not value.is_finite() or len(digits) > 34 or not -6176 <= exponent <= 6111:
-            return to_bson(value)
+            raise NotDecimal128(value)
         coefficient = int("".join(map(str, digits)))
         high = (sign << 63) | ((exponent + 6176) << 49) | (coefficient >> 64)
         found = Decimal128.from_bid(struct.pack("<QQ", coefficient & 0xFFFFFFFFFFFFFFFF, high))

@@ -10,7 +10,7 @@ import types
 
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
-from gigsterpg.pipelines.contract import DAY, FLAG, PATH, Context, Param, Pipeline, Report
+from gigsterpg.pipelines.contract import DAY, FLAG, INTEGER, PATH, Context, Param, Pipeline, Report
 
 PARAMS = (
     Param("day", DAY, "the day of the data, YYYY-MM-DD (names the partitions)"),
@@ -22,6 +22,8 @@ PARAMS = (
     Param("tables", help="comma-separated globs of schema.table to extract, !glob to leave out"),
     Param("csv_types", help="declared kinds of CSV columns, COL=KIND,..."),
     Param("force", FLAG, "extract again a day that already succeeded", default=False),
+    Param("max_days", INTEGER, "the longest backfill started without asking", default=snapshot.MAX_DAYS,
+          minimum=1),
 )
 
 
@@ -34,7 +36,7 @@ def run(context: Context, params: dict):
     if params["csv_types"]:
         pipeline = dataclasses.replace(pipeline, csv_types=_declared(params["csv_types"]))
     days = _days(types.SimpleNamespace(day=_date(params["day"]), first=_date(params["from"]),
-                                       last=_date(params["to"])))
+                                       last=_date(params["to"]), max_days=params["max_days"]))
     done = snapshot.run_days(pipeline, days, force=params["force"],
                              on_step=lambda step: context.say(format_step(step)))
     done.planned = len(days) * len(SNAPSHOT_STEPS)

@@ -51,7 +51,8 @@ items AS (
                                       'brand', brand) ORDER BY uid COLLATE "C") AS items,
            coalesce(sum(quantity * price), 0) AS subtotal,
            count(*) FILTER (WHERE product_missing) AS products_missing,
-           count(*) FILTER (WHERE price IS NULL OR quantity IS NULL) AS uncounted
+           count(*) FILTER (WHERE price IS NULL OR quantity IS NULL) AS uncounted,
+           count(*) FILTER (WHERE quantity < 0) AS negative
     FROM line
     GROUP BY order_uid
 ),
@@ -82,7 +83,8 @@ SELECT o.uid AS _id,
        c.promotion_text IS NOT NULL AND c.isodow IS NULL AND c.promotion_on IS NULL
            AS "count: promotion day unreadable",
        coalesce(t.products_missing, 0) AS "count: item of a missing product",
-       coalesce(t.uncounted, 0) AS "count: item without a price or quantity"
+       coalesce(t.uncounted, 0) AS "count: item without a price or quantity",
+       coalesce(t.negative, 0) AS "count: item with a negative quantity"
 FROM orders o
 LEFT JOIN client c ON c.uid = o.client_uid
 LEFT JOIN items t ON t.order_uid = o.uid

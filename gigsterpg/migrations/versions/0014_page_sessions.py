@@ -1,6 +1,6 @@
 """Page sessions: the status page's signed-in sessions, so that signing out ends one on every server
 
-Revision ID: 0017
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-04 22:40:00.000000
 """

@@ -338,7 +338,7 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
             finally:
                 run.progress.close()
             with connection.cursor() as cursor:
-                reports[name] = _finish_loaded(run, cursor, registry.model(name), seen[name], marks[name])
+                reports[name] = _finish_loaded(run, cursor, registry.model(name), seen[name])
             _side_progress(side, run_id, name, "loaded, keys not yet checked", seen[name])
             faults.point("finished")
             started[name] = time.monotonic() - started[name]
@@ -346,6 +346,8 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
         faults.point("first-load-loaded")
         with connection.cursor() as cursor:
             restore(cursor, items)
+            for name in pending:
+                _close_loaded(run, cursor, name, reports[name], marks[name])
         faults.point("first-load-keyed")
         connection.commit()
     except BaseException:
@@ -384,7 +386,7 @@ def _side_progress(side, run_id: int, collection: str, stage: str, documents: in
                        " WHERE id = %s", (f"{collection}: first load: {stage}", collection, documents, run_id))
 
 
-def _finish_loaded(run, cursor, model, seen: int, mark) -> CollectionCounts:
+def _finish_loaded(run, cursor, model, seen: int) -> CollectionCounts:
     """One collection's loaded documents into its table, set-wise, in the load's transaction; its counts.
 
     The rules are the merge path's, over the scan order: of documents whose ids share a text form (1 and
@@ -412,16 +414,22 @@ def _finish_loaded(run, cursor, model, seen: int, mark) -> CollectionCounts:
     if documents:
         cursor.execute(f"UPDATE {load} l SET document = d.document FROM unnest(%s::int8[], %s::text[])"
                        " AS d(pos, document) WHERE l.pos = d.pos", tuple(map(list, zip(*documents))))
-    cursor.execute("TRUNCATE stage_rejects")
-    cursor.execute(f"INSERT INTO stage_rejects SELECT DISTINCT ON (_id) _id, reason, detail, document FROM {load}"
-                   " WHERE reason IS NOT NULL ORDER BY _id, pos DESC")
-    cursor.execute(OPEN_REJECTS, (name, run_id))
     cursor.execute(f"SELECT reason, count(*) FROM {load} WHERE reason IS NOT NULL GROUP BY reason")
     counts.rejected.update(dict(cursor.fetchall()))
     cursor.execute(f"INSERT INTO sync_hashes (collection, _id, hash) SELECT %s, _id, hash FROM {load}"
                    " WHERE reason IS NULL ORDER BY _id", (name,))
-    cursor.execute(SET_WATERMARK, (name, mark, run_id, bool(counts.inserted)))
     return counts
+
+
+def _close_loaded(run, cursor, name: str, counts: CollectionCounts, mark) -> None:
+    """A collection's rejects and watermark, at the load's end: their key to ``sync_runs`` would lock the
+    run's row against those who wait for the run there (``SELECT … FOR UPDATE``) for all the load."""
+    load = parallel.load_table(run.report.run_id, name)
+    cursor.execute("TRUNCATE stage_rejects")
+    cursor.execute(f"INSERT INTO stage_rejects SELECT DISTINCT ON (_id) _id, reason, detail, document FROM {load}"
+                   " WHERE reason IS NOT NULL ORDER BY _id, pos DESC")
+    cursor.execute(OPEN_REJECTS, (name, run.report.run_id))
+    cursor.execute(SET_WATERMARK, (name, mark, run.report.run_id, bool(counts.inserted)))
 
 
 def _reject_duplicate_ids(run, cursor, load: str) -> None:

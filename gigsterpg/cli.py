@@ -237,7 +237,8 @@ def run(args) -> int:
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
                            full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),
-                           wait_s=args.wait, mode=args.mode or AUTO, rebuild=args.rebuild)
+                           wait_s=args.wait, mode=args.mode or AUTO, rebuild=args.rebuild,
+                           load_workers=args.load_workers)
     print(format_run(report))
     return 0 if report.balanced else 1
 

@@ -337,8 +337,11 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
                 check()
             finally:
                 run.progress.close()
+            loaded = time.monotonic()
             with connection.cursor() as cursor:
                 reports[name] = _finish_loaded(run, cursor, registry.model(name), seen[name])
+            logger.info("%s: %d documents read and loaded by %d workers in %.2f s, into the table in %.2f s", name,
+                        seen[name], workers, loaded - started[name], time.monotonic() - loaded)
             _side_progress(side, run_id, name, "loaded, keys not yet checked", seen[name])
             faults.point("finished")
             started[name] = time.monotonic() - started[name]
@@ -350,6 +353,7 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
                 _close_loaded(run, cursor, name, reports[name], marks[name])
         faults.point("first-load-keyed")
         connection.commit()
+        logger.info("keys, rejects and the commit in %.2f s", time.monotonic() - ended)
     except BaseException:
         stop.set()
         rollback(connection)

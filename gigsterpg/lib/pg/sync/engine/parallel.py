@@ -34,6 +34,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import psycopg
 from bson.raw_bson import RawBSONDocument
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 
 from gigsterpg.exc import RejectedDocument, TerminalError
 from gigsterpg.lib.pg.sync import registry
@@ -66,8 +69,15 @@ def load_table(run_id: int, name: str) -> str:
 
 
 def load_tables(run_id: int, model) -> Dict[str, Tuple[Tuple[str, str], ...]]:
-    """A collection's load tables and their columns: its rows first, then each child table the model declares."""
-    tables = {load_table(run_id, model.collection): LOAD_COLUMNS + tuple(model.columns)}
+    """A collection's load tables and their columns: its rows first, then each child table the model declares.
+
+    A column the table stores as JSON is ``jsonb`` here already: the workers' sessions parse it, in
+    parallel, not the one transaction that moves the rows into the table.
+    """
+    table = model.mapped.__table__
+    columns = tuple((name, "jsonb" if isinstance(table.c[name].type, (JSON, JSONB)) else kind)
+                    for name, kind in model.columns)
+    tables = {load_table(run_id, model.collection): LOAD_COLUMNS + columns}
     for name, columns in getattr(model, "load_children", {}).items():
         tables[load_table(run_id, name)] = (("pos", "int8"),) + tuple(columns)
     return tables
@@ -163,11 +173,27 @@ def _copy_split(cursor, table: str, columns, rows: list, model) -> None:
     cursor.execute("RELEASE SAVEPOINT load_batch")
 
 
+class _JsonText(str):
+    """JSON already written as text (the mapping's ``extra``)."""
+
+
+class _JsonTextDumper(Dumper):
+    """Binary COPY of JSON text into a ``jsonb`` column as it is (psycopg's own dumper would encode the
+    string as a JSON string)."""
+
+    format = Format.BINARY
+    oid = psycopg.adapters.types["jsonb"].oid
+
+    def dump(self, obj) -> bytes:
+        return b"\x01" + obj.encode()  # jsonb's binary format: version 1, then the text
+
+
 def work(pg_url: str, tasks, results, parent: int) -> None:
     """A worker process: load the batches of ``tasks`` until ``None``; report each to ``results``."""
     connection = None
     try:
         connection = psycopg.connect(pg_url, application_name="gigsterpg load worker")
+        connection.adapters.register_dumper(_JsonText, _JsonTextDumper)  # and so for the jsonb oid
         while True:
             try:
                 task = tasks.get(timeout=_POLL_S)

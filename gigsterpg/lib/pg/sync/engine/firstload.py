@@ -70,11 +70,13 @@ def applies(cursor, collections, rebuild: bool) -> bool:
     return not cursor.fetchone()[0]
 
 
-def deferred(cursor) -> List[tuple]:
+def deferred(cursor, keep_probed: bool = True, also: tuple = ()) -> List[tuple]:
     """(table, name, kind, definition) of what the load goes without: foreign keys of the loaded tables,
-    and the keys and indexes of those not probed while loading; in the order they are put back."""
+    and the keys and indexes of those not probed while loading (with ``keep_probed=False``, of all of them:
+    the parallel load looks nothing up in them until its end), and of the tables ``also`` names; in the
+    order they are put back."""
     loaded = tables(cursor)
-    unprobed = [table for table in loaded if table not in probed()]
+    unprobed = [table for table in loaded if not keep_probed or table not in probed()] + list(also)
     cursor.execute(
         "SELECT 1, c.conrelid::regclass::text, quote_ident(c.conname), 'constraint', pg_get_constraintdef(c.oid)"
         " FROM pg_constraint c WHERE c.contype IN ('p', 'u') AND c.conrelid = ANY(%(unprobed)s::regclass[])"
@@ -303,7 +305,8 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
         marks = {name: server_time(run.mongo_db) for name in pending}
         with connection.cursor() as cursor:
             _empty(cursor, pending if rebuild else ())
-            items = deferred(cursor)
+            # Every key and index of the loaded tables, and the hash cache's, built once at the end.
+            items = deferred(cursor, keep_probed=False, also=("sync_hashes",))
             drop(cursor, items)
             create_staging(cursor, "stage_rejects", REJECT_COLUMNS)
 
@@ -402,27 +405,52 @@ def _finish_loaded(run, cursor, model, seen: int) -> CollectionCounts:
     load = parallel.load_table(run_id, name)
     children = {child: parallel.load_table(run_id, child) for child in getattr(model, "load_children", {})}
     counts = CollectionCounts(seen=seen)
-    for table in (load, *children.values()):
-        cursor.execute(f"ANALYZE {table}")
+    steps = _Steps(name)
     _reject_duplicate_ids(run, cursor, load)
+    steps("duplicate ids")
     if hasattr(model, "reject_loaded"):
         model.reject_loaded(cursor, load, batch_size)
+        steps("model's rejects")
     counts.inserted = _insert_loaded(cursor, model, load, batch_size)
+    steps("insert")
     if hasattr(model, "after_loaded"):
         counts.extra.update(model.after_loaded(cursor, load, children, batch_size))
+        steps("children")
     faults.point("deleting")
     counts.extra.update(link_children(cursor, name))
     # The documents of rejects decided here (the workers wrote only the mapping's rejects' documents).
-    cursor.execute(f"SELECT pos, raw FROM {load} WHERE reason IS NOT NULL AND document IS NULL")
-    documents = [(pos, document_json(RawBSONDocument(bytes(raw)))) for pos, raw in cursor.fetchall()]
+    cursor.execute(f"SELECT array_agg(pos) FROM {load} WHERE reason IS NOT NULL AND document IS NULL")
+    wanted = cursor.fetchone()[0]
+    documents = []
+    if wanted:
+        cursor.execute(f"SELECT pos, raw FROM {parallel.raw_table(run_id, name)} WHERE pos = ANY(%s)", (wanted,))
+        documents = [(pos, document_json(RawBSONDocument(bytes(raw)))) for pos, raw in cursor.fetchall()]
     if documents:
         cursor.execute(f"UPDATE {load} l SET document = d.document FROM unnest(%s::int8[], %s::text[])"
                        " AS d(pos, document) WHERE l.pos = d.pos", tuple(map(list, zip(*documents))))
     cursor.execute(f"SELECT reason, count(*) FROM {load} WHERE reason IS NOT NULL GROUP BY reason")
     counts.rejected.update(dict(cursor.fetchall()))
+    steps("rejects")
     cursor.execute(f"INSERT INTO sync_hashes (collection, _id, hash) SELECT %s, _id, hash FROM {load}"
                    " WHERE reason IS NULL ORDER BY _id", (name,))
+    steps("hashes")
+    logger.debug("%s into its table: %s", name, steps)
     return counts
+
+
+class _Steps:
+    """Seconds per step, for the log."""
+
+    def __init__(self, name: str):
+        self.name, self.last, self.seconds = name, time.monotonic(), {}
+
+    def __call__(self, step: str) -> None:
+        now = time.monotonic()
+        self.seconds[step] = round(now - self.last, 2)
+        self.last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{step} {seconds} s" for step, seconds in self.seconds.items())
 
 
 def _close_loaded(run, cursor, name: str, counts: CollectionCounts, mark) -> None:
@@ -459,9 +487,12 @@ def _insert_loaded(cursor, model, load: str, batch_size: int) -> int:
     One statement; if PostgreSQL refuses it, batch by batch, a refused batch split in halves down to the
     refused row, as the merge path does.
     """
-    values = model.values()
+    values, joins = model.values(), ""
+    for number, ref in enumerate(getattr(model, "references", ())):  # one hash join, not a probe per row
+        values[ref.column] = f"p{number}.id"
+        joins += f" LEFT JOIN {ref.parent.table} p{number} ON p{number}._id = s.{ref.ref}"
     statement = (f"INSERT INTO {model.table} ({', '.join(values)}) SELECT {', '.join(values.values())}"
-                 f" FROM {load} s WHERE s.reason IS NULL{{}} ORDER BY s.pos")
+                 f" FROM {load} s{joins} WHERE s.reason IS NULL{{}} ORDER BY s.pos")
     cursor.execute("SAVEPOINT load_all")
     try:
         cursor.execute(statement.format(""))

@@ -336,7 +336,8 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
                     if collection == name:
                         run.progress.advance(documents)
                     _side_progress(side, run_id, collection, "loading", seen[collection])
-                    faults.point("merged")
+                    faults.point("merged")  # the kill points of a batch (the reliability tests')
+                    faults.point("committed")
                 check()
             finally:
                 run.progress.close()

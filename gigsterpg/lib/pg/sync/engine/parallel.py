@@ -38,6 +38,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from sqlalchemy.dialects.postgresql import JSON, JSONB
 
+from gigsterpg import faults
 from gigsterpg.exc import RejectedDocument, TerminalError
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.engine import fingerprint
@@ -326,6 +327,7 @@ def read_batches(collection, batch_size: int, run_id: int, workers: Workers, sto
             count = count_documents(payload)
             if not count:
                 continue
+            faults.point("fetched")
             workers.put((model, run_id, base, bytes(payload)))
             base += count
     finally:

@@ -302,6 +302,8 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
     try:
         with side.cursor() as cursor:
             parallel.create_load_tables(cursor, run_id, pending)
+        for name in reversed(pending):  # where the run is from its start (a run killed before any batch)
+            _side_progress(side, run_id, name, "loading", 0)
         marks = {name: server_time(run.mongo_db) for name in pending}
         with connection.cursor() as cursor:
             _empty(cursor, pending if rebuild else ())

@@ -39,7 +39,8 @@ from psycopg.pq import Format
 from sqlalchemy.dialects.postgresql import JSON, JSONB
 
 from gigsterpg import faults
-from gigsterpg.exc import RejectedDocument, TerminalError
+from gigsterpg.connections import is_transient, short_reason
+from gigsterpg.exc import RejectedDocument, TerminalError, TransientError
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.engine import fingerprint
 from gigsterpg.lib.pg.sync.engine.bulk import document_json, map_document
@@ -219,9 +220,9 @@ def work(pg_url: str, tasks, results, parent: int) -> None:
             rows, children = load_rows(model, base, docs)
             write_batch(connection, model, run_id, rows, docs, children)
             results.put((model.collection, base, len(docs), None))
-    except BaseException as err:  # handed to the coordinator, which fails the run
-        with contextlib.suppress(Exception):
-            results.put((None, None, 0, f"{type(err).__name__}: {err}"))
+    except BaseException as err:  # handed to the coordinator, which fails the run (or retries it: a lost
+        with contextlib.suppress(Exception):  # connection is transient there too)
+            results.put((None, None, 0, (is_transient(err), short_reason(err) or type(err).__name__)))
     finally:
         if connection is not None:
             with contextlib.suppress(Exception):
@@ -286,7 +287,9 @@ class Workers:
                     check()
                 continue
             if error is not None:
-                raise TerminalError("a load worker failed", error, "run the sync again (see the log)")
+                transient, reason = error
+                raise (TransientError if transient else TerminalError)(
+                    "a load worker failed", reason, "run the sync again (see the log)")
             return collection, base, documents
 
     def check(self) -> None:

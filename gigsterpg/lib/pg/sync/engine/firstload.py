@@ -17,6 +17,10 @@ empty again, with their keys, and the next run loads from the start. The tables 
 EXCLUSIVE from step 1 to the commit: a reader either saw them empty before, or waits and then sees
 the whole load with every key checked, never a part. The run's progress goes through a second
 connection (autocommit), so ``gigsterpg status`` shows it while the load runs.
+
+``load_parallel`` is the same load with step 2 in worker processes (``parallel``), each with its own
+session, writing into load tables; the one transaction then moves their rows into the tables set-wise,
+by the same rules, so the tables, ids and rejects are the same for any number of workers.
 """
 import contextlib
 import logging

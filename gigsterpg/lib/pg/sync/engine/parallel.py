@@ -30,6 +30,8 @@ import multiprocessing
 import os
 import queue
 import struct
+import threading
+import time
 from typing import Dict, List, Sequence, Tuple
 
 import psycopg
@@ -185,6 +187,29 @@ def _copy_split(cursor, table: str, columns, rows: list, docs: Sequence[bytes], 
     cursor.execute("RELEASE SAVEPOINT load_batch")
 
 
+def _alive(pid: int) -> bool:
+    """Whether the process ``pid`` still exists (a worker's parent is the fork server, not the coordinator)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch(parent: int) -> None:
+    """End this worker at once when the coordinator is gone (killed), whatever the worker is waiting for.
+
+    A coordinator killed while it wrote a batch leaves half a message in the queue, on which a worker's
+    read would wait for ever; and a worker left running keeps the coordinator's stdout and stderr open
+    (inherited), so whoever waits for those to close (a shell, a test) would wait for ever too.
+    """
+    while _alive(parent):
+        time.sleep(_POLL_S)
+    os._exit(0)
+
+
 class _JsonText(str):
     """JSON already written as text (the mapping's ``extra``)."""
 
@@ -203,6 +228,7 @@ class _JsonTextDumper(Dumper):
 def work(pg_url: str, tasks, results, parent: int) -> None:
     """A worker process: load the batches of ``tasks`` until ``None``; report each to ``results``."""
     connection = None
+    threading.Thread(target=_watch, args=(parent,), name="gigsterpg-load-watch", daemon=True).start()
     try:
         connection = psycopg.connect(pg_url, application_name="gigsterpg load worker")
         connection.adapters.register_dumper(_JsonText, _JsonTextDumper)  # and so for the jsonb oid
@@ -210,7 +236,7 @@ def work(pg_url: str, tasks, results, parent: int) -> None:
             try:
                 task = tasks.get(timeout=_POLL_S)
             except queue.Empty:
-                if os.getppid() != parent:  # the coordinator died: nobody will collect what we load
+                if not _alive(parent):  # the coordinator died: nobody will collect what we load
                     return
                 continue
             if task is None:
@@ -231,11 +257,12 @@ def work(pg_url: str, tasks, results, parent: int) -> None:
 
 @contextlib.contextmanager
 def _without_main():
-    """Start spawned processes without importing the caller's main module in them.
+    """Start workers without importing the caller's main module in them.
 
-    ``spawn`` imports ``__main__`` again in each child (to find the target): a script that calls the sync
-    without an ``if __name__ == "__main__":`` guard would run itself once more per worker. The workers
-    need nothing of it (their target is this module's), so a bare module stands in while they start.
+    ``spawn`` and ``forkserver`` import ``__main__`` again in each child (to find the target): a script that
+    calls the sync without an ``if __name__ == "__main__":`` guard would run itself once more per worker.
+    The workers need nothing of it (their target is this module's), so a bare module stands in while they
+    start.
     """
     import sys
     import types
@@ -251,18 +278,19 @@ class Workers:
     """N worker processes (``work``) with a bounded queue of raw batches; started at once, in the background."""
 
     def __init__(self, count: int, pg_url: str):
-        # Forked where the system can: a worker then starts in milliseconds with every module imported
-        # (spawned, each imports them again: ~0.8 s of CPU, 5 µs a document at scale 1 for two workers). The
-        # child touches nothing it inherits but this module's code: it opens its own PostgreSQL session,
-        # never uses the parent's sockets or MongoDB client, and ends by os._exit (no finalizer runs).
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        # From a fork server where the system has one: it imports this module once (~0.8 s of CPU) and forks
+        # each worker from a process without threads (a spawned worker imports it again: ~5 µs a document at
+        # scale 1 for two; a fork of this process would inherit locks its other threads may hold).
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload([__name__])
         self.count = count
         self.tasks = context.Queue(maxsize=QUEUED_PER_WORKER * count)
         self.results = context.Queue()
         self.processes = [context.Process(target=work, args=(pg_url, self.tasks, self.results, os.getpid()),
                                           name=f"gigsterpg-load-{index}", daemon=True) for index in range(count)]
-        with _without_main() if method == "spawn" else contextlib.nullcontext():
+        with _without_main():
             for process in self.processes:
                 process.start()
 

@@ -370,9 +370,13 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
         raise
     finally:
         stop.set()
-        pool.close()
         if reader is not None:
             reader.join()
+        pool.close()
+        if pool.stats:
+            logger.info("%d load workers: CPU %s s, peak RSS %s MB", len(pool.stats),
+                        " / ".join(f"{cpu:.1f}" for cpu, _ in pool.stats),
+                        " / ".join(f"{rss:.0f}" for _, rss in pool.stats))
         with contextlib.suppress(Exception):
             with side.cursor() as cursor:
                 parallel.drop_load_tables(cursor)

@@ -29,6 +29,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import resource
 import struct
 import threading
 import time
@@ -188,7 +189,19 @@ def _copy_split(cursor, table: str, columns, rows: list, docs: Sequence[bytes], 
 
 
 def _alive(pid: int) -> bool:
-    """Whether the process ``pid`` still exists (a worker's parent is the fork server, not the coordinator)."""
+    """Whether the process ``pid`` still runs (a worker's parent is the fork server, not the coordinator).
+
+    A killed coordinator stays a zombie until its parent reaps it, and a parent that first waits for the
+    coordinator's stdout to close would never reap it while a worker holds that open: a zombie is dead.
+    """
+    if os.path.isdir("/proc/self"):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+        except FileNotFoundError:
+            return False
+        except (OSError, IndexError):
+            pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -239,7 +252,9 @@ def work(pg_url: str, tasks, results, parent: int) -> None:
                 if not _alive(parent):  # the coordinator died: nobody will collect what we load
                     return
                 continue
-            if task is None:
+            if task is None:  # the end: what this worker cost, for the log and the benchmark
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                results.put((None, None, 0, ("stats", usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)))
                 return
             model, run_id, base, payload = task  # the model itself: one a caller added to the registry too
             docs = split_batch(payload)
@@ -286,6 +301,7 @@ class Workers:
         if method == "forkserver":
             context.set_forkserver_preload([__name__])
         self.count = count
+        self.stats: List[tuple] = []
         self.tasks = context.Queue(maxsize=QUEUED_PER_WORKER * count)
         self.results = context.Queue()
         self.processes = [context.Process(target=work, args=(pg_url, self.tasks, self.results, os.getpid()),
@@ -327,10 +343,17 @@ class Workers:
                                 "run the sync again")
 
     def close(self, timeout: float = 5.0) -> None:
-        """Ask every worker to end, and end those that do not (only ours, by process)."""
+        """Ask every worker to end, and end those that do not (only ours, by process); ``stats`` then holds
+        (CPU seconds, peak RSS MB) of each worker that ended by itself."""
         for _ in self.processes:
             with contextlib.suppress(Exception):
-                self.tasks.put_nowait(None)
+                self.tasks.put(None, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while len(self.stats) < len(self.processes) and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty, OSError, EOFError):
+                *_, error = self.results.get(timeout=_POLL_S)
+                if isinstance(error, tuple) and error[0] == "stats":
+                    self.stats.append(error[1:])
         for process in self.processes:
             process.join(timeout)
             if process.is_alive():

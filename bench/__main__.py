@@ -238,8 +238,8 @@ def render_workers(results: dict, args) -> str:
         lines.append(f"| {label} | {rate:,.0f} ({', '.join(f'{x:,.0f}' for x in rates)}) | {rate / read:.2f} |"
                      f" {'' if single is None or label == 'read-only' else f'{rate / single:.2f}'} |"
                      f" {max(r['maxrss_mb'] for r in measured):.0f} /"
-                     f" {max(r.get('children_maxrss_mb', 0) for r in measured):.0f} |"
-                     f" {per_doc('cpu_s')} / {per_doc('children_cpu_s')} / {per_doc('mongo_cpu_s')} /"
+                     f" {max(r.get('workers_maxrss_mb', 0) for r in measured):.0f} |"
+                     f" {per_doc('cpu_s')} / {per_doc('workers_cpu_s')} / {per_doc('mongo_cpu_s')} /"
                      f" {per_doc('pg_cpu_s')} |")
     return "\n".join(lines)
 

@@ -56,8 +56,10 @@ def sync_workers(pg_url, mongo_url, batch_size, workers):
     started = time.perf_counter()
     report = commands.sync(settings, mode="full", load_workers=workers)
     counts = {name: c.as_dict() for name, c in report.collections.items()}
+    stats = getattr(report, "load_workers", [])  # the workers are the fork server's children, not ours
     return {"docs": sum(c["seen"] for c in counts.values()), "seconds": time.perf_counter() - started,
-            "counts": counts, "workers": workers}
+            "counts": counts, "workers": workers, "workers_cpu_s": sum(cpu for cpu, _ in stats),
+            "workers_maxrss_mb": max((rss for _, rss in stats), default=0)}
 
 
 def incremental(pg_url, mongo_url, batch_size):

@@ -373,6 +373,7 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
         if reader is not None:
             reader.join()
         pool.close()
+        run.report.load_workers = pool.stats  # (CPU seconds, peak RSS MB) of each worker, for the benchmark
         if pool.stats:
             logger.info("%d load workers: CPU %s s, peak RSS %s MB", len(pool.stats),
                         " / ".join(f"{cpu:.1f}" for cpu, _ in pool.stats),

@@ -300,12 +300,21 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
     side = side_raw.driver_connection
     side.autocommit = True
     connection = run.connection
+    try:
+        with side.cursor() as cursor:
+            parallel.create_load_tables(cursor, run_id, pending)
+    except psycopg.errors.InsufficientPrivilege as err:  # no CREATE on the database: the load of one process
+        logger.warning("the first load runs in this process: %s (the load workers' tables need CREATE on the"
+                       " database)", str(err).strip().splitlines()[0])
+        with contextlib.suppress(Exception):
+            side.autocommit = False
+            side_raw.close()
+        load(run, pending, rebuild)
+        return
     pool = parallel.Workers(workers, parallel.libpq_url(run.engine))
     stop, read, failed = threading.Event(), {}, []
     reader = None
     try:
-        with side.cursor() as cursor:
-            parallel.create_load_tables(cursor, run_id, pending)
         for name in reversed(pending):  # where the run is from its start (a run killed before any batch)
             _side_progress(side, run_id, name, "loading", 0)
         marks = {name: server_time(run.mongo_db) for name in pending}

@@ -148,6 +148,9 @@ def main(argv=None) -> int:
     parser.add_argument("--follow-seconds", type=float, default=10, help="length of each follow-mode load")
     parser.add_argument("--only", choices=("orders", "distributed"),
                         help="run only this part (orders: export-orders; distributed: the sync on Dask workers)")
+    parser.add_argument("--workers", type=_counts, metavar="N,N,...",
+                        help="only the scaling curve: a first sync with each of these numbers of load worker"
+                             " processes (0: in the coordinator), interleaved with read-only runs")
     args = parser.parse_args(argv)
     if args.only == "orders":
         return orders_bench.main(["--scale", str(args.scale), "--repeat", str(args.repeat)])
@@ -167,6 +170,10 @@ def main(argv=None) -> int:
         pg_server, mongo_server = postgres.url("postgres"), mongo.url("")
     databases = Databases(pg_server)
     try:
+        if args.workers is not None:
+            results = run_workers(args, databases, mongo_server)
+            print(render_workers(results, args))
+            return 0
         results = run(args, databases, mongo_server)
     finally:
         databases.drop_all()
@@ -176,6 +183,65 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0
+
+
+def _counts(text: str) -> list:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of whole numbers like 1,2,4") from None
+    if any(count < 0 for count in counts):
+        raise argparse.ArgumentTypeError("a number of workers is 0 or more")
+    return counts
+
+
+def run_workers(args, databases: Databases, mongo_server: str) -> dict:
+    """The scaling curve: read-only and a first sync per number of load workers, interleaved, ``repeat`` rounds."""
+    mongo_url = with_database(mongo_server, "bench_" + uuid.uuid4().hex[:8])
+    client = pymongo.MongoClient(mongo_url)
+    database = client.get_default_database()
+    users, gigs = int(USERS * args.scale), int(GIGS * args.scale)
+    write_dataset(database, users, gigs, messy_rate=0.05, seed=42, replace=True)
+    results = {"docs": users + gigs, "runs": {}}
+    for _ in range(args.repeat):
+        for label, op, url in [("read-only", "read", databases.server_url)] + [
+                (f"first sync, {count} workers", f"sync_w{count}", None) for count in args.workers]:
+            result = child(op, url or databases.fresh(), mongo_url, args.batch_size)
+            results["runs"].setdefault(label, []).append(result)
+            print(f"{label}: {result['docs'] / result['seconds']:,.0f} docs/s, {result['maxrss_mb']:.0f} MB",
+                  file=sys.stderr)
+            if url is None:
+                databases.drop_all()
+                databases.names.clear()
+    client.drop_database(database.name)
+    return results
+
+
+def render_workers(results: dict, args) -> str:
+    """The scaling curve as a table: rates, ratios to read-only, RSS, CPU per document by process."""
+    runs, docs = results["runs"], results["docs"]
+    read = statistics.median(docs / r["seconds"] for r in runs["read-only"])
+    single = None
+    lines = [f"scale {args.scale:g} ({docs:,} documents), batch {args.batch_size}, {args.repeat} rounds;"
+             f" read-only median {read:,.0f} docs/s",
+             "| run | docs/s median (all) | x read | x 0 workers | peak RSS MB: coordinator / largest worker |"
+             " CPU µs/doc: coordinator / workers / MongoDB / PostgreSQL |",
+             "| --- | ---: | ---: | ---: | --- | --- |"]
+    for label, measured in runs.items():
+        rates = [docs / r["seconds"] for r in measured]
+        rate = statistics.median(rates)
+        if label == "first sync, 0 workers":
+            single = rate
+
+        def per_doc(key):
+            return f"{statistics.median(r.get(key, 0) for r in measured) / docs * 1e6:.0f}"
+        lines.append(f"| {label} | {rate:,.0f} ({', '.join(f'{x:,.0f}' for x in rates)}) | {rate / read:.2f} |"
+                     f" {'' if single is None or label == 'read-only' else f'{rate / single:.2f}'} |"
+                     f" {max(r['maxrss_mb'] for r in measured):.0f} /"
+                     f" {max(r.get('workers_maxrss_mb', 0) for r in measured):.0f} |"
+                     f" {per_doc('cpu_s')} / {per_doc('workers_cpu_s')} / {per_doc('mongo_cpu_s')} /"
+                     f" {per_doc('pg_cpu_s')} |")
+    return "\n".join(lines)
 
 
 def run(args, databases: Databases, mongo_server: str) -> dict:

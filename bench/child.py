@@ -50,6 +50,18 @@ def sync(pg_url, mongo_url, batch_size, mode="auto"):
     return {"docs": sum(c["seen"] for c in counts.values()), "seconds": seconds, "counts": counts}
 
 
+def sync_workers(pg_url, mongo_url, batch_size, workers):
+    """A first sync whose first load runs in ``workers`` processes (0: in this one)."""
+    settings = Settings(pg_url=pg_url, mongo_url=mongo_url, batch_size=batch_size)
+    started = time.perf_counter()
+    report = commands.sync(settings, mode="full", load_workers=workers)
+    counts = {name: c.as_dict() for name, c in report.collections.items()}
+    stats = getattr(report, "load_workers", [])  # the workers are the fork server's children, not ours
+    return {"docs": sum(c["seen"] for c in counts.values()), "seconds": time.perf_counter() - started,
+            "counts": counts, "workers": workers, "workers_cpu_s": sum(cpu for cpu, _ in stats),
+            "workers_maxrss_mb": max((rss for _, rss in stats), default=0)}
+
+
 def incremental(pg_url, mongo_url, batch_size):
     """An incremental run (documents updated since the watermarks), as ``sync --incremental`` runs it."""
     return sync(pg_url, mongo_url, batch_size, mode="incremental")
@@ -297,10 +309,17 @@ OPERATIONS = {"read": read_only, "sync": sync, "incremental": incremental, "tran
 
 def main(argv):
     op, pg_url, mongo_url, batch_size = argv[0], argv[1], argv[2], int(argv[3])
-    result = OPERATIONS[op](pg_url, mongo_url, batch_size)
+    if op.startswith("sync_w"):  # sync_w<N>: a first sync with N load workers
+        result = sync_workers(pg_url, mongo_url, batch_size, int(op[len("sync_w"):]))
+    else:
+        result = OPERATIONS[op](pg_url, mongo_url, batch_size)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result["maxrss_mb"] = usage.ru_maxrss / 1024
     result["cpu_s"] = usage.ru_utime + usage.ru_stime
+    # Worker processes (the first load's), once ended: their CPU, and the peak RSS of the largest.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["children_cpu_s"] = children.ru_utime + children.ru_stime
+    result["children_maxrss_mb"] = children.ru_maxrss / 1024
     print(json.dumps(result))
 
 

@@ -292,7 +292,8 @@ def _run(args) -> int:
         return 0
     report = commands.sync(settings, commands.parse_collections(args.collections), args.limit, _progress(args),
                            full_compare=args.full_compare, retry=RetryPolicy(attempts=args.retries),
-                           wait_s=args.wait, mode=args.mode or AUTO, rebuild=args.rebuild)
+                           wait_s=args.wait, mode=args.mode or AUTO, rebuild=args.rebuild,
+                           load_workers=args.load_workers)
     note(report)
     print(format_run(report))
     return 0 if report.balanced else 1

@@ -26,6 +26,22 @@ def add_arguments(sync, positive) -> None:
     sync.add_argument("--scheduler", metavar="ADDRESS",
                       help="full sync on the Dask cluster at ADDRESS, e.g. tcp://host:8786, whose workers have"
                            " gigsterpg installed and reach both databases (default: GIGSTERPG_DASK_SCHEDULER)")
+    sync.add_argument("--load-workers", type=_count, metavar="N",
+                      help="a first sync (empty tables) or --rebuild: decode, map and COPY in N processes of this"
+                           " machine, each with its own PostgreSQL session (default: one per core; 0: in the"
+                           " sync's own process)")
+
+
+def _count(text: str) -> int:
+    """A whole number of 0 or more (``--load-workers``)."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return value
 
 
 def wanted(args, settings) -> bool:

@@ -84,7 +84,7 @@ def choose_mode(pg: SqlAlchemy, settings: Settings, mode: str) -> str:
 def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Optional[int] = None,
          progress: Optional[Progress] = None, full_compare: bool = False, retry: RetryPolicy = RetryPolicy(),
          wait_s: Optional[float] = None, mode: str = AUTO, rebuild: bool = False,
-         first_load: bool = True) -> RunReport:
+         first_load: bool = True, load_workers: Optional[int] = None) -> RunReport:
     """Migrate, then sync ``collections`` from MongoDB into PostgreSQL.
 
     Args:
@@ -96,6 +96,7 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
         wait_s: wait up to this long for a running sync to end instead of refusing.
         rebuild: empty the synced tables and load everything again, in one transaction (a full run).
         first_load: into empty tables, load as ``pg_restore`` does (keys after the data); False merges.
+        load_workers: processes that map and COPY a first load (default: one per core; 0: this process).
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"bad limit {limit}", "it must be 1 or more", "give a positive --limit", value=limit)
@@ -103,7 +104,8 @@ def sync(settings: Settings, collections: Iterable[str] = COLLECTIONS, limit: Op
         return run_sync(pg.engine, database, tuple(collections), settings.batch_size, limit, progress,
                         skip_unchanged=not full_compare, retry=retry, wait_s=wait_s,
                         incremental=not rebuild and choose_mode(pg, settings, mode) == INCREMENTAL,
-                        overlap_s=settings.overlap_s, first_load=first_load, rebuild=rebuild)
+                        overlap_s=settings.overlap_s, first_load=first_load, rebuild=rebuild,
+                        load_workers=load_workers)
 
 
 def sync_distributed(settings: Settings, client, collections: Iterable[str] = COLLECTIONS,

@@ -216,3 +216,31 @@ def test_the_benchmarks_first_load_stores_what_a_sync_stores(two_databases, mong
     assert measured["docs"] == by_merge["docs"] == documents
     assert not stage_of_last_run(merged).startswith("gigs: first load")
     assert state(first) == state(merged)
+
+
+def test_any_number_of_load_workers_gives_the_same_tables(pg_server_url, template_url, mongo_db):
+    """The first load in 1, 2 or 4 worker processes, and in this process: every table, the ids and the
+    rejects (their details too) come out the same. The duplicates are decided over the scan order, after
+    the parallel part, so which worker loaded what does not matter."""
+    messy(mongo_db)
+    # More of what crosses batches (and so workers): e-mails and skills shared across the scan.
+    mongo_db.users.insert_many([{"_id": f"late-{i}", "name": f"late {i}", "email": f"shared{i % 3}@example.com",
+                                 "skills": [f"Late{i % 5}", f"late{i % 5} "]} for i in range(40)])
+    names = [copy_database(pg_server_url, TEMPLATE) for _ in range(4)]
+    try:
+        urls = [with_database(pg_server_url, name) for name in names]
+        results = []
+        for url, workers in zip(urls, (0, 1, 2, 4)):
+            report = sync(url, mongo_db, load_workers=workers)
+            assert report.balanced
+            results.append((state(url), query_all(url, EXACT), counts(report)))
+        assert stage_of_last_run(urls[2]).startswith("gigs: first load")
+        assert all(result == results[0] for result in results[1:])
+        rejects = [row for row in results[0][1]["rejects"] if row[2] == "duplicate email"]
+        assert len(rejects) == 3 + 37, rejects  # dup-a, -b, -c; of the 40 late users 3 keep their addresses
+        with psycopg.connect(urls[3]) as connection:  # nothing of the load tables is left
+            assert connection.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'gigsterpg_load'"
+                                      ).fetchone()[0] == 0
+    finally:
+        for name in names:
+            drop_database(pg_server_url, name)

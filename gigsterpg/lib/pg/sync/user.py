@@ -184,6 +184,50 @@ class UserSync(TableSync):
         return {**counts, "skills_added": skills_added, "user_skills_inserted": cursor.rowcount,
                 "user_skills_deleted": 0}
 
+    # ---- first load in worker processes (engine/parallel.py, engine/firstload.py) ----------
+
+    # The child rows a worker loads beside each user's row (keyed by the user's place in the scan).
+    load_children = {"user_skills": (("name", "text"), ("key", "text"))}
+
+    @staticmethod
+    def child_load_rows(row: UserRow) -> dict:
+        """A user's skills, (name, key) each, for the load table of ``user_skills``."""
+        return {"user_skills": row.skills} if row.skills else {}
+
+    @staticmethod
+    def reject_loaded(cursor, load: str, batch_size: int) -> None:
+        """Of the loaded users with one e-mail, the first in scan order keeps it; the others are rejected.
+
+        The merge path's rule, decided set-wise over the whole collection: the same rejects with the same
+        details (a user whose e-mail came earlier in its own batch is told so, as the merge path tells it),
+        whatever the number of workers that loaded them.
+        """
+        cursor.execute(
+            f"UPDATE {load} l SET reason = 'duplicate email', detail = 'duplicate email: ' || d.email"
+            "  || CASE WHEN d.bn > 1 THEN ' is also on user ' || d.batch_first || ', seen earlier'"
+            "   ELSE ' is already used by user ' || d.holder END"
+            " FROM (SELECT pos, email, first_value(_id) OVER e AS holder, row_number() OVER e AS n,"
+            "  first_value(_id) OVER b AS batch_first, row_number() OVER b AS bn"
+            f"  FROM {load} WHERE reason IS NULL AND email IS NOT NULL"
+            "  WINDOW e AS (PARTITION BY email ORDER BY pos), b AS (PARTITION BY email, pos / %s ORDER BY pos)) d"
+            " WHERE d.n > 1 AND l.pos = d.pos", (batch_size,))
+
+    @staticmethod
+    def after_loaded(cursor, load: str, children: dict, batch_size: int) -> dict:
+        """Once the users are in: the new skills (each spelt as the first batch holding it spells it first in
+        sort order, numbered batch by batch, as the merge path adds them), then every user's links."""
+        skills = children["user_skills"]
+        cursor.execute(
+            "INSERT INTO skills (name) SELECT f.name FROM (SELECT DISTINCT ON (k.key) k.key, k.name, k.pos / %s AS b"
+            f"  FROM {skills} k JOIN {load} s ON s.pos = k.pos WHERE s.reason IS NULL ORDER BY k.key, k.pos / %s,"
+            "  k.name) f WHERE NOT EXISTS (SELECT 1 FROM skills x WHERE lower(x.name) = f.key)"
+            " ORDER BY f.b, f.key ON CONFLICT DO NOTHING", (batch_size, batch_size))
+        skills_added = cursor.rowcount
+        cursor.execute(f"INSERT INTO user_skills (user_id, skill_id) SELECT u.id, x.id FROM {skills} k"
+                       f" JOIN {load} s ON s.pos = k.pos AND s.reason IS NULL JOIN users u ON u._id = s._id"
+                       " JOIN skills x ON lower(x.name) = k.key")
+        return {"skills_added": skills_added, "user_skills_inserted": cursor.rowcount, "user_skills_deleted": 0}
+
 
 def _skills_by_key(session: Session, skills) -> dict:
     """The Skill row for each (name, key), adding the ones not in the table yet."""

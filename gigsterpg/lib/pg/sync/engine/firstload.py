@@ -17,18 +17,29 @@ empty again, with their keys, and the next run loads from the start. The tables 
 EXCLUSIVE from step 1 to the commit: a reader either saw them empty before, or waits and then sees
 the whole load with every key checked, never a part. The run's progress goes through a second
 connection (autocommit), so ``gigsterpg status`` shows it while the load runs.
+
+``load_parallel`` is the same load with step 2 in worker processes (``parallel``), each with its own
+session, writing into load tables; the one transaction then moves their rows into the tables set-wise,
+by the same rules, so the tables, ids and rejects are the same for any number of workers.
 """
 import contextlib
 import logging
+import threading
 import time
 from typing import List
+
+import psycopg
+from bson.raw_bson import RawBSONDocument
 
 from gigsterpg import faults
 from gigsterpg.lib.pg.db.states import FULL
 from gigsterpg.lib.pg.sync import registry
-from gigsterpg.lib.pg.sync.engine.bulk import (OPEN_REJECTS, REJECT_COLUMNS, SET_WATERMARK,
-                                               BatchLoader, copy_rows, link_children, rollback)
+from gigsterpg.lib.pg.sync.engine import parallel
+from gigsterpg.lib.pg.sync.engine.bulk import (DUPLICATE_ID, OPEN_REJECTS, REJECT_COLUMNS, SET_WATERMARK,
+                                               BatchLoader, CollectionCounts, copy_rows, document_json,
+                                               link_children, rollback)
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
+from gigsterpg.lib.pg.sync.engine.staging import create_staging
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +74,13 @@ def applies(cursor, collections, rebuild: bool) -> bool:
     return not cursor.fetchone()[0]
 
 
-def deferred(cursor) -> List[tuple]:
+def deferred(cursor, keep_probed: bool = True, also: tuple = ()) -> List[tuple]:
     """(table, name, kind, definition) of what the load goes without: foreign keys of the loaded tables,
-    and the keys and indexes of those not probed while loading; in the order they are put back."""
+    and the keys and indexes of those not probed while loading (with ``keep_probed=False``, of all of them:
+    the parallel load looks nothing up in them until its end), and of the tables ``also`` names; in the
+    order they are put back."""
     loaded = tables(cursor)
-    unprobed = [table for table in loaded if table not in probed()]
+    unprobed = [table for table in loaded if not keep_probed or table not in probed()] + list(also)
     cursor.execute(
         "SELECT 1, c.conrelid::regclass::text, quote_ident(c.conname), 'constraint', pg_get_constraintdef(c.oid)"
         " FROM pg_constraint c WHERE c.contype IN ('p', 'u') AND c.conrelid = ANY(%(unprobed)s::regclass[])"
@@ -269,3 +282,268 @@ def _empty(cursor, collections) -> None:
     cursor.execute(f"TRUNCATE {', '.join(tables(cursor))} RESTART IDENTITY")
     for table in ("sync_hashes", "sync_rejects", "sync_watermarks"):
         cursor.execute(f"DELETE FROM {table} WHERE collection = ANY(%s)", (list(collections),))
+
+
+def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
+    """``load`` with the decoding, mapping and COPY encoding in ``workers`` processes (``parallel``).
+
+    The coordinator reads each collection through one cursor and numbers its documents in scan order;
+    the workers load them into the run's load tables through their own sessions; then, in the load's one
+    transaction (which holds the tables from the start, as ``load``'s does), each collection's rows go into
+    its table set-wise, decided by the merge path's rules over the scan order (``_finish_loaded``): the
+    same tables and rejects as ``load`` and as the merge path, whatever ``workers`` is.
+    """
+    from gigsterpg.lib.pg.sync.engine.runner import CollectionReport, server_time
+
+    run_id = run.report.run_id
+    side_raw = run.engine.raw_connection()
+    side = side_raw.driver_connection
+    side.autocommit = True
+    connection = run.connection
+    try:
+        with side.cursor() as cursor:
+            parallel.create_load_tables(cursor, run_id, pending)
+    except psycopg.errors.InsufficientPrivilege as err:  # no CREATE on the database: the load of one process
+        logger.warning("the first load runs in this process: %s (the load workers' tables need CREATE on the"
+                       " database)", str(err).strip().splitlines()[0])
+        with contextlib.suppress(Exception):
+            side.autocommit = False
+            side_raw.close()
+        load(run, pending, rebuild)
+        return
+    pool = parallel.Workers(workers, parallel.libpq_url(run.engine))
+    stop, read, failed = threading.Event(), {}, []
+    reader = None
+    try:
+        for name in reversed(pending):  # where the run is from its start (a run killed before any batch)
+            _side_progress(side, run_id, name, "loading", 0)
+        marks = {name: server_time(run.mongo_db) for name in pending}
+        with connection.cursor() as cursor:
+            _empty(cursor, pending if rebuild else ())
+            # Every key and index of the loaded tables, and the hash cache's, built once at the end.
+            items = deferred(cursor, keep_probed=False, also=("sync_hashes",))
+            drop(cursor, items)
+            create_staging(cursor, "stage_rejects", REJECT_COLUMNS)
+
+        def read_all():
+            try:
+                for name in pending:
+                    read[name] = parallel.read_batches(run.mongo_db[name], run.batch_size, run_id, pool, stop)
+            except BaseException as err:  # raised by the main thread
+                failed.append(err)
+
+        def check():
+            if failed:
+                raise failed[0]
+
+        reader = threading.Thread(target=read_all, name="gigsterpg-load-reader", daemon=True)
+        reader.start()
+        seen = dict.fromkeys(pending, 0)
+        started, reports = {}, {}
+        for name in pending:
+            started[name] = time.monotonic()
+            run.progress.start(name, run.mongo_db[name].estimated_document_count() if run.progress.needs_total else 0)
+            run.progress.advance(seen[name])
+            try:
+                while read.get(name) != seen[name]:
+                    collection, _, documents = pool.get(check)
+                    seen[collection] += documents
+                    if collection == name:
+                        run.progress.advance(documents)
+                    _side_progress(side, run_id, collection, "loading", seen[collection])
+                    faults.point("merged")  # the kill points of a batch (the reliability tests')
+                    faults.point("committed")
+                check()
+            finally:
+                run.progress.close()
+            loaded = time.monotonic()
+            with connection.cursor() as cursor:
+                reports[name] = _finish_loaded(run, cursor, registry.model(name), seen[name])
+            logger.info("%s: %d documents read and loaded by %d workers in %.2f s, into the table in %.2f s", name,
+                        seen[name], workers, loaded - started[name], time.monotonic() - loaded)
+            _side_progress(side, run_id, name, "loaded, keys not yet checked", seen[name])
+            faults.point("finished")
+            started[name] = time.monotonic() - started[name]
+        ended = time.monotonic()
+        faults.point("first-load-loaded")
+        with connection.cursor() as cursor:
+            restore(cursor, items)
+            for name in pending:
+                _close_loaded(run, cursor, name, reports[name], marks[name])
+        faults.point("first-load-keyed")
+        connection.commit()
+        logger.info("keys, rejects and the commit in %.2f s", time.monotonic() - ended)
+    except BaseException:
+        stop.set()
+        rollback(connection)
+        raise
+    finally:
+        stop.set()
+        if reader is not None:
+            reader.join()
+        pool.close()
+        run.report.load_workers = pool.stats  # (CPU seconds, peak RSS MB) of each worker, for the benchmark
+        if pool.stats:
+            logger.info("%d load workers: CPU %s s, peak RSS %s MB", len(pool.stats),
+                        " / ".join(f"{cpu:.1f}" for cpu, _ in pool.stats),
+                        " / ".join(f"{rss:.0f}" for _, rss in pool.stats))
+        with contextlib.suppress(Exception):
+            with side.cursor() as cursor:
+                parallel.drop_load_tables(cursor)
+        with contextlib.suppress(Exception):
+            side.autocommit = False
+            side_raw.close()
+    for name in pending:
+        counts = reports[name]
+        seconds = started[name] if name != pending[-1] else time.monotonic() - ended + started[name]
+        report = CollectionReport(name, counts, True, FULL, documents=counts.seen, seconds=seconds)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM {registry.model(name).table}")
+            report.rows = cursor.fetchone()[0]
+            cursor.execute("SELECT count(*) FROM sync_rejects WHERE collection = %s AND resolved_at IS NULL", (name,))
+            report.open_rejects = cursor.fetchone()[0]
+        connection.commit()
+        run.report.collections[name] = report
+        logger.info("%s (first load, %d workers): %s", name, workers, report.as_dict())
+    pending.clear()
+
+
+def _side_progress(side, run_id: int, collection: str, stage: str, documents: int) -> None:
+    with side.cursor() as cursor:
+        cursor.execute("UPDATE sync_runs SET stage = %s, progress = progress || jsonb_build_object(%s::text, %s)"
+                       " WHERE id = %s", (f"{collection}: first load: {stage}", collection, documents, run_id))
+
+
+def _finish_loaded(run, cursor, model, seen: int) -> CollectionCounts:
+    """One collection's loaded documents into its table, set-wise, in the load's transaction; its counts.
+
+    The rules are the merge path's, over the scan order: of documents whose ids share a text form (1 and
+    "1"), the first keeps it; the model's own (``reject_loaded``: of users with one e-mail, the first keeps
+    it); rows in scan order (so the ids are the merge path's); a row PostgreSQL refuses found by splitting,
+    as the merge path splits a batch.
+    """
+    run_id, batch_size, name = run.report.run_id, run.batch_size, model.collection
+    load = parallel.load_table(run_id, name)
+    children = {child: parallel.load_table(run_id, child) for child in getattr(model, "load_children", {})}
+    counts = CollectionCounts(seen=seen)
+    steps = _Steps(name)
+    _reject_duplicate_ids(run, cursor, load)
+    steps("duplicate ids")
+    if hasattr(model, "reject_loaded"):
+        model.reject_loaded(cursor, load, batch_size)
+        steps("model's rejects")
+    counts.inserted = _insert_loaded(cursor, model, load, batch_size)
+    steps("insert")
+    if hasattr(model, "after_loaded"):
+        counts.extra.update(model.after_loaded(cursor, load, children, batch_size))
+        steps("children")
+    faults.point("deleting")
+    counts.extra.update(link_children(cursor, name))
+    # The documents of rejects decided here (the workers wrote only the mapping's rejects' documents).
+    cursor.execute(f"SELECT array_agg(pos) FROM {load} WHERE reason IS NOT NULL AND document IS NULL")
+    wanted = cursor.fetchone()[0]
+    documents = []
+    if wanted:
+        cursor.execute(f"SELECT pos, raw FROM {parallel.raw_table(run_id, name)} WHERE pos = ANY(%s)", (wanted,))
+        documents = [(pos, document_json(RawBSONDocument(bytes(raw)))) for pos, raw in cursor.fetchall()]
+    if documents:
+        cursor.execute(f"UPDATE {load} l SET document = d.document FROM unnest(%s::int8[], %s::text[])"
+                       " AS d(pos, document) WHERE l.pos = d.pos", tuple(map(list, zip(*documents))))
+    cursor.execute(f"SELECT reason, count(*) FROM {load} WHERE reason IS NOT NULL GROUP BY reason")
+    counts.rejected.update(dict(cursor.fetchall()))
+    steps("rejects")
+    cursor.execute(f"INSERT INTO sync_hashes (collection, _id, hash) SELECT %s, _id, hash FROM {load}"
+                   " WHERE reason IS NULL ORDER BY _id", (name,))
+    steps("hashes")
+    logger.debug("%s into its table: %s", name, steps)
+    return counts
+
+
+class _Steps:
+    """Seconds per step, for the log."""
+
+    def __init__(self, name: str):
+        self.name, self.last, self.seconds = name, time.monotonic(), {}
+
+    def __call__(self, step: str) -> None:
+        now = time.monotonic()
+        self.seconds[step] = round(now - self.last, 2)
+        self.last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{step} {seconds} s" for step, seconds in self.seconds.items())
+
+
+def _close_loaded(run, cursor, name: str, counts: CollectionCounts, mark) -> None:
+    """A collection's rejects and watermark, at the load's end: their key to ``sync_runs`` would lock the
+    run's row against those who wait for the run there (``SELECT … FOR UPDATE``) for all the load."""
+    load = parallel.load_table(run.report.run_id, name)
+    cursor.execute("TRUNCATE stage_rejects")
+    cursor.execute(f"INSERT INTO stage_rejects SELECT DISTINCT ON (_id) _id, reason, detail, document FROM {load}"
+                   " WHERE reason IS NOT NULL ORDER BY _id, pos DESC")
+    cursor.execute(OPEN_REJECTS, (name, run.report.run_id))
+    cursor.execute(SET_WATERMARK, (name, mark, run.report.run_id, bool(counts.inserted)))
+
+
+def _reject_duplicate_ids(run, cursor, load: str) -> None:
+    """Of documents whose ids have one text form (1 and "1"), the first in scan order keeps it."""
+    cursor.execute(f"SELECT pos, _id, hash FROM {load} WHERE _id IN"
+                   f" (SELECT _id FROM {load} GROUP BY _id HAVING count(*) > 1) ORDER BY _id, pos")
+    losers, holder = [], None
+    for pos, doc_id, digest in cursor.fetchall():
+        if doc_id == holder:
+            losers.append((pos, f"{doc_id} (duplicate {bytes(digest).hex()[:12]})", DUPLICATE_ID,
+                           f"{DUPLICATE_ID}: {doc_id!r} is already used by another document of this collection"
+                           " (an id of another type with the same text form)"))
+        holder = doc_id
+    if losers:
+        cursor.execute(f"UPDATE {load} l SET _id = d.doc_id, reason = d.reason, detail = d.detail, document = NULL"
+                       " FROM unnest(%s::int8[], %s::text[], %s::text[], %s::text[]) AS d(pos, doc_id, reason, detail)"
+                       " WHERE l.pos = d.pos", tuple(map(list, zip(*losers))))
+
+
+def _insert_loaded(cursor, model, load: str, batch_size: int) -> int:
+    """The loaded rows into the model's table in scan order; rows PostgreSQL refuses become rejects.
+
+    One statement; if PostgreSQL refuses it, batch by batch, a refused batch split in halves down to the
+    refused row, as the merge path does.
+    """
+    values, joins = model.values(), ""
+    for number, ref in enumerate(getattr(model, "references", ())):  # one hash join, not a probe per row
+        values[ref.column] = f"p{number}.id"
+        joins += f" LEFT JOIN {ref.parent.table} p{number} ON p{number}._id = s.{ref.ref}"
+    statement = (f"INSERT INTO {model.table} ({', '.join(values)}) SELECT {', '.join(values.values())}"
+                 f" FROM {load} s{joins} WHERE s.reason IS NULL{{}} ORDER BY s.pos")
+    cursor.execute("SAVEPOINT load_all")
+    try:
+        cursor.execute(statement.format(""))
+        inserted = cursor.rowcount
+        cursor.execute("RELEASE SAVEPOINT load_all")
+        return inserted
+    except (psycopg.DataError, psycopg.IntegrityError):
+        cursor.execute("ROLLBACK TO SAVEPOINT load_all")
+    cursor.execute(f"SELECT pos FROM {load} WHERE reason IS NULL ORDER BY pos")
+    positions = [pos for (pos,) in cursor.fetchall()]
+    some = statement.format(" AND s.pos = ANY(%s)")
+    return sum(_insert_positions(cursor, some, load, positions[at:at + batch_size])
+               for at in range(0, len(positions), batch_size))
+
+
+def _insert_positions(cursor, statement: str, load: str, positions: list) -> int:
+    if not positions:
+        return 0
+    cursor.execute("SAVEPOINT load_part")
+    try:
+        cursor.execute(statement, (positions,))
+        cursor.execute("RELEASE SAVEPOINT load_part")
+        return len(positions)
+    except (psycopg.DataError, psycopg.IntegrityError) as err:
+        cursor.execute("ROLLBACK TO SAVEPOINT load_part")
+        if len(positions) == 1:
+            message = str(err).strip().splitlines()[0]
+            cursor.execute(f"UPDATE {load} SET reason = 'refused by PostgreSQL', detail = %s WHERE pos = %s",
+                           (f"refused by PostgreSQL: {message}", positions[0]))
+            return 0
+    half = len(positions) // 2
+    return (_insert_positions(cursor, statement, load, positions[:half])
+            + _insert_positions(cursor, statement, load, positions[half:]))

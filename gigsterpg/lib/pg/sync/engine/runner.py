@@ -25,7 +25,7 @@ from gigsterpg.connections import is_transient, short_reason
 from gigsterpg.exc import ConfigError, SyncLockedError
 from gigsterpg.lib.pg.db.states import FAILED, FOLLOW, FULL, INCREMENTAL, INTERRUPTED, RUNNING, SUCCEEDED
 from gigsterpg.lib.pg.sync import registry
-from gigsterpg.lib.pg.sync.engine import firstload
+from gigsterpg.lib.pg.sync.engine import firstload, parallel
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, CollectionCounts, discard, rollback
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
 
@@ -148,7 +148,8 @@ class RetryPolicy:
 def run_sync(engine, mongo_db, collections=registry.COLLECTIONS, batch_size: int = 5000, limit: Optional[int] = None,
              progress: Optional[Progress] = None, skip_unchanged: bool = True,
              retry: RetryPolicy = RetryPolicy(), wait_s: Optional[float] = None, incremental: bool = False,
-             overlap_s: float = DEFAULT_OVERLAP_S, first_load: bool = True, rebuild: bool = False) -> RunReport:
+             overlap_s: float = DEFAULT_OVERLAP_S, first_load: bool = True, rebuild: bool = False,
+             load_workers: Optional[int] = None) -> RunReport:
     """Sync ``collections`` of ``mongo_db`` into the database of ``engine`` (migrated already).
 
     Every batch commits on its own. After a transient error the run reconnects
@@ -171,6 +172,8 @@ def run_sync(engine, mongo_db, collections=registry.COLLECTIONS, batch_size: int
             does (``firstload``: keys after the data, one transaction); False merges as into full ones.
         rebuild: empty the tables and load them again by a first load, in one transaction (a full run
             of every collection only).
+        load_workers: processes that decode, map and COPY a first load (``parallel``; default: one per
+            core); 0 does it in this process (``firstload.load``). The tables come out the same.
 
     Raises:
         SyncLockedError: another sync is writing to this database.
@@ -181,6 +184,7 @@ def run_sync(engine, mongo_db, collections=registry.COLLECTIONS, batch_size: int
     run = _Run(engine, mongo_db, batch_size, limit, progress or Progress(), skip_unchanged)
     run.incremental, run.overlap = incremental, timedelta(seconds=overlap_s)
     run.first_load, run.rebuild = first_load, rebuild
+    run.load_workers = parallel.default_workers() if load_workers is None else load_workers
     ordered = list(registry.ordered(collections))
     if rebuild and (incremental or limit is not None or tuple(ordered) != registry.COLLECTIONS):
         raise ConfigError("cannot rebuild part of the data", "a rebuild empties every synced table and loads"
@@ -224,6 +228,7 @@ class _Run:
     """The state of one run across retries: the connection, the report, the counts carried over."""
 
     first_load = rebuild = False  # run_sync's choices (a distributed run makes its own _Run)
+    load_workers = 0
 
     def __init__(self, engine, mongo_db, batch_size, limit, progress, skip_unchanged):
         self.engine, self.mongo_db = engine, mongo_db
@@ -265,7 +270,10 @@ class _Run:
                 empty = firstload.applies(cursor, pending, self.rebuild)
             self.connection.commit()
             if empty:
-                firstload.load(self, pending, self.rebuild)
+                if self.load_workers > 0:
+                    firstload.load_parallel(self, pending, self.rebuild, self.load_workers)
+                else:
+                    firstload.load(self, pending, self.rebuild)
                 return
         with contextlib.ExitStack() as readers:
             # The next collection starts reading once this one is fetched to its end: gigs are

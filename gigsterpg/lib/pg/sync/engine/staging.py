@@ -18,9 +18,10 @@ def create_staging(cursor, table: str, columns: Sequence[Tuple[str, str]]) -> No
 
 
 def copy_rows(cursor, table: str, columns: Sequence[Tuple[str, str]], rows: Iterable[Sequence]) -> None:
-    """COPY ``rows`` into ``table``; ``columns`` are (name, PostgreSQL type) pairs in row order."""
+    """COPY ``rows`` into ``table`` (``schema.table`` names one in a schema); ``columns`` are (name,
+    PostgreSQL type) pairs in row order."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns))
+        sql.Identifier(*table.split(".")), sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns))
     if any(kind == "bytea" for _, kind in columns):
         cursor.adapters.register_dumper(bytes, _BYTES)
     with cursor.copy(statement) as copy:

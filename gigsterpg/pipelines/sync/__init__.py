@@ -17,6 +17,8 @@ PARAMS = (
     Param("mode", CHOICE, f"{FULL} (read everything, apply deletes), {INCREMENTAL} (what changed), or {AUTO}",
           choices=SYNC_MODES, flag="--incremental/--reconcile"),
     Param("rebuild", FLAG, "empty the synced tables and load everything again (one transaction)", default=False),
+    Param("load_workers", INTEGER, "processes that map and COPY a first load (default: one per core; 0: this"
+          " process)", minimum=0),
     Param("retries", INTEGER, "reconnect and go on this many times after a lost connection",
           default=RetryPolicy.attempts, minimum=0),
     Param("wait", NUMBER, "if another sync is running, wait for it up to this many seconds", minimum=0),
@@ -33,7 +35,8 @@ def run(context: Context, params: dict):
     return commands.sync(context.settings, commands.parse_collections(params["collections"]), params["limit"],
                          context.progress, full_compare=params["full_compare"],
                          retry=RetryPolicy(attempts=params["retries"]), wait_s=params["wait"],
-                         mode=params["mode"] or AUTO, rebuild=params["rebuild"])
+                         mode=params["mode"] or AUTO, rebuild=params["rebuild"],
+                         load_workers=params["load_workers"])
 
 
 def report(native) -> Report:

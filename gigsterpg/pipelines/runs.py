@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from gigsterpg.config import mask_url
 from gigsterpg.connections import PG_CONNECT_TIMEOUT_S, pg_errors
+from gigsterpg.lib.mongo.runs import run_lock_sql
 from gigsterpg.lib.pg.db.states import (ACTIVE_JOB_STATES, ENDED_JOB_STATES, FAILED, INTERRUPTED, RUNNING,
                                         SUCCEEDED, sql_in)
 from gigsterpg.pipelines.contract import Pipeline, Report
@@ -29,11 +30,7 @@ LOCK_PREFIX = "gigsterpg pipeline run "
 DIED = "its process ended before it finished (killed, or the machine stopped); run it again"
 PRUNE_BATCH = 1000
 ACTIVE = sql_in("state", ACTIVE_JOB_STATES)
-# The key of a run's lock, in SQL, for the run ``id``: the same expression takes and tests it.
-LOCK_KEY_SQL = "hashtextextended('" + LOCK_PREFIX + "' || {id}::text, 0)"
-LOCK_FREE_SQL = ("NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-                 " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                 " AND (l.classid::bigint << 32 | l.objid::bigint) = " + LOCK_KEY_SQL + ")")
+LOCK_KEY_SQL, LOCK_FREE_SQL = run_lock_sql(LOCK_PREFIX)  # the projection runs' technique, a prefix of its own
 # A record as every reader shows it: a queued or running one whose lock is free is interrupted.
 SHOWN = (f"SELECT id, pipeline, params, source, CASE WHEN {ACTIVE} AND {LOCK_FREE_SQL.format(id='r.id')}"
          f" THEN '{INTERRUPTED}' ELSE state END AS state, created_at, started_at, ended_at, error, read, outcomes,"

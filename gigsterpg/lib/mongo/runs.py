@@ -22,12 +22,19 @@ logger = logging.getLogger(__name__)
 LOCK_PREFIX = "gigsterpg projection run "
 RUNS_SHOWN = 10
 DIED = "its process ended before it finished"
-# The key of a run's lock, in SQL, for the run ``id``: the same expression takes and tests it.
-LOCK_KEY_SQL = "hashtextextended('" + LOCK_PREFIX + "' || {id}::text, 0)"
-# Whether the lock of run ``id`` is free (no session of this database holds it).
-LOCK_FREE_SQL = ("NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-                 " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                 " AND (l.classid::bigint << 32 | l.objid::bigint) = " + LOCK_KEY_SQL + ")")
+
+
+def run_lock_sql(prefix: str):
+    """(key, free) SQL templates of the per-run advisory lock, for the run ``{id}``: the key takes and tests the
+    lock; ``free`` holds when no session of this database holds it (the run's process is gone)."""
+    key = "hashtextextended('" + prefix + "' || {id}::text, 0)"
+    free = ("NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND (l.classid::bigint << 32 | l.objid::bigint) = " + key + ")")
+    return key, free
+
+
+LOCK_KEY_SQL, LOCK_FREE_SQL = run_lock_sql(LOCK_PREFIX)
 
 # The newest runs, by the primary key; a running one whose lock is free reads as interrupted.
 RECENT_SQL = (f"SELECT id, projection, collection, origin, started_at, finished_at, counts, error,"

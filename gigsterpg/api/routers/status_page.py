@@ -171,22 +171,35 @@ def same_origin(request: Request) -> bool:
     return parts.scheme == request.url.scheme and parts.netloc == request.headers.get("host")
 
 
+def forged(request: Request, view, fields: dict) -> bool:
+    """A form of a signed-in page that did not come from this page (origin or CSRF token); a bearer is trusted."""
+    return view.by != "bearer" and (not same_origin(request)
+                                    or not signer(request).csrf_ok(view.nonce, fields.get("csrf")))
+
+
+async def _refused(request: Request, view, what: str):
+    return await run_in_threadpool(status_page, request, view, f"{what}: the form did not come from this page"
+                                   " (reload it and try again).", True, 403)
+
+
+async def _failed(request: Request, view, what: str, err: ApiError):
+    why = "; ".join(part for part in (err.why, err.todo) if part)
+    return await run_in_threadpool(status_page, request, view, f"{what}: {err.message}" + (f" ({why})" if why else ""),
+                                   True, err.status)
+
+
 @router.post("/page/jobs/{kind}/{job_id}/restart")
 async def restart(request: Request, kind: str, job_id: uuid.UUID):
     view = await run_in_threadpool(viewer_of, request)
     if view is None:
         return login_form("Sign in to restart a job.", 401)
     fields = page.form_fields(await request.body())
-    forged = not same_origin(request) or not signer(request).csrf_ok(view.nonce, fields.get("csrf"))
-    if view.by != "bearer" and forged:
-        return await run_in_threadpool(status_page, request, view, "The restart was refused: the form did not come"
-                                       " from this page (reload it and try again).", True, 403)
+    if forged(request, view, fields):
+        return await _refused(request, view, "The restart was refused")
     try:
         started = await run_in_threadpool(start_again, request, kind, job_id, fields.get("password", ""))
     except ApiError as err:
-        why = "; ".join(part for part in (err.why, err.todo) if part)
-        return await run_in_threadpool(status_page, request, view, f"Not restarted: {err.message}"
-                                       + (f" ({why})" if why else ""), True, err.status)
+        return await _failed(request, view, "Not restarted", err)
     return RedirectResponse(f"/?restarted={started['id']}#jobs", status_code=303)
 
 
@@ -197,16 +210,12 @@ async def start_run(request: Request, pipeline: str):
     if view is None:
         return login_form("Sign in to start a run.", 401)
     fields = page.form_fields(await request.body())
-    forged = not same_origin(request) or not signer(request).csrf_ok(view.nonce, fields.get("csrf"))
-    if view.by != "bearer" and forged:
-        return await run_in_threadpool(status_page, request, view, "The run was refused: the form did not come"
-                                       " from this page (reload it and try again).", True, 403)
+    if forged(request, view, fields):
+        return await _refused(request, view, "The run was refused")
     try:
         started = await run_in_threadpool(runs.start, request, pipeline, page.run_params(pipeline, fields))
     except ApiError as err:
-        why = "; ".join(part for part in (err.why, err.todo) if part)
-        return await run_in_threadpool(status_page, request, view, f"Not started: {err.message}"
-                                       + (f" ({why})" if why else ""), True, err.status)
+        return await _failed(request, view, "Not started", err)
     return RedirectResponse(f"/?started={started['id']}#pipelines", status_code=303)
 
 

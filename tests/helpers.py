@@ -13,6 +13,8 @@ from typing import Callable, Mapping, Optional, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import pymongo.errors
+import pytest
 from psycopg import sql
 from sqlalchemy import text
 
@@ -38,6 +40,26 @@ def kill_matrix(points: list) -> list:
     for each in points:
         hits.setdefault(each[:-1], []).append(each[-1])
     return [each for each in points if each[-1] in (min(hits[each[:-1]]), max(hits[each[:-1]]))]
+
+
+@contextlib.contextmanager
+def mongo_fail_point(client):
+    """``arm(mode, **data)`` sets MongoDB's failCommand failpoint for gigsterpg's connections; off on leaving.
+
+    A server without test commands skips the test.
+    """
+    admin = client.admin
+
+    def arm(mode, **data):
+        try:
+            admin.command({"configureFailPoint": "failCommand", "mode": mode,
+                           "data": {"appName": "gigsterpg", **data}})
+        except pymongo.errors.OperationFailure as err:
+            pytest.skip(f"the MongoDB server has no test commands ({err})")
+    try:
+        yield arm
+    finally:
+        admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
 def wait_until(check: Callable[[], T], what: str, timeout_s: float = 60.0, every_s: float = 0.05) -> T:

@@ -9,7 +9,6 @@ import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
-import pymongo
 import pytest
 from bson.decimal128 import Decimal128
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
@@ -19,7 +18,7 @@ from gigsterpg import cli
 from gigsterpg.config import Settings
 from gigsterpg.exc import ConfigError, GigsterPgError, PrivilegeError, SourceError, TerminalError
 from gigsterpg.lib.mongo.orders import export_orders
-from tests.helpers import assert_report_balances, execute, with_database
+from tests.helpers import assert_report_balances, execute, mongo_fail_point, with_database
 
 UTC = datetime.timezone.utc
 SCHEMA = (
@@ -526,17 +525,10 @@ def test_the_demo_shows_a_shop_exported_twice(tmp_path, capsys):
 
 def test_a_run_that_fails_midway_is_finished_by_the_next_without_a_duplicate(shop, mongo_db):
     a_shop(shop.orders_source_pg)
-    admin = mongo_db.client.admin
-    try:  # the second insert command fails as a server shutting down would
-        admin.command({"configureFailPoint": "failCommand", "mode": {"skip": 1, "times": 1},
-                       "data": {"appName": "gigsterpg", "failCommands": ["insert"], "errorCode": 91}})
-    except pymongo.errors.OperationFailure as err:
-        pytest.skip(f"the MongoDB server has no test commands ({err})")
-    try:
+    with mongo_fail_point(mongo_db.client) as arm:  # the second insert command fails as a server shutting down would
+        arm({"skip": 1, "times": 1}, failCommands=["insert"], errorCode=91)
         with pytest.raises(GigsterPgError, match="MongoDB"):
             export_orders(shop, batch_size=1)
-    finally:
-        admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert mongo_db.orders.count_documents({}) == 1  # the first batch only
     report = export_orders(shop, batch_size=1)
     # The first order's document is there already (its hash was never stored): found equal, it is unchanged.

@@ -24,8 +24,8 @@ from gigsterpg.generate import write_dataset
 from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
 from tests.figures import FIGURES
-from tests.helpers import (TEMPLATE, assert_nothing_lost, copy_database, drop_database, run_cli, run_held, state,
-                           wait_until, with_database)
+from tests.helpers import (TEMPLATE, assert_nothing_lost, copy_database, drop_database, mongo_fail_point, run_cli,
+                           run_held, state, wait_until, with_database)
 
 USERS, GIGS, BATCH = 300, 600, 50
 FAST_RETRY = RetryPolicy(attempts=5, first_delay=0.05, max_delay=0.5)
@@ -186,16 +186,8 @@ def test_runs_killed_at_random_moments_converge(scenario, tmp_path):
 @pytest.fixture
 def fail_point(scenario):
     """Arm a failCommand on the MongoDB-protocol server (for gigsterpg's connections only); disarmed after."""
-    admin = scenario["client"].admin
-
-    def arm(mode, **data):
-        try:
-            admin.command({"configureFailPoint": "failCommand", "mode": mode,
-                           "data": {"appName": "gigsterpg", **data}})
-        except pymongo.errors.OperationFailure as err:
-            pytest.skip(f"the MongoDB server has no test commands ({err})")
-    yield arm
-    admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    with mongo_fail_point(scenario["client"]) as arm:
+        yield arm
 
 
 def _sync(url, scenario, **kwargs):

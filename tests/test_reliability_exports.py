@@ -37,7 +37,7 @@ from gigsterpg.lib.mongo.orders import export_orders
 from gigsterpg.northwind import generate_northwind
 from tests.figures import FIGURES
 from tests.helpers import (TEMPLATE, assert_one_line_failure, assert_report_balances, copy_database, drop_database,
-                           execute, kill_matrix, run_cli, wait_until, with_database)
+                           execute, kill_matrix, mongo_fail_point, run_cli, wait_until, with_database)
 
 ORDERS, ORDER_BATCH = 240, 10
 ROWS, ROW_BATCH = 300, 25
@@ -282,16 +282,8 @@ def test_export_orders_own_connection_killed_while_storing_hashes_fails_in_one_l
 @pytest.fixture
 def fail_point(shop):
     """Arm a failCommand on the MongoDB-protocol server (gigsterpg's connections only); disarmed after."""
-    admin = shop["client"].admin
-
-    def arm(mode, **data):
-        try:
-            admin.command({"configureFailPoint": "failCommand", "mode": mode,
-                           "data": {"appName": "gigsterpg", **data}})
-        except pymongo.errors.OperationFailure as err:
-            pytest.skip(f"the MongoDB server has no test commands ({err})")
-    yield arm
-    admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    with mongo_fail_point(shop["client"]) as arm:
+        yield arm
 
 
 ORDER_WRITE_FAULTS = [("empty", "insert", 0), ("empty", "insert", 6), ("baseline", "update", 1),
@@ -427,16 +419,9 @@ TABLE_WRITE_FAULTS = [("empty", "insert", 2), ("baseline", "update", 4), ("basel
 def test_export_table_bulk_write_refused_by_mongodb_fails_in_one_line_then_converges(table, tmp_path, start,
                                                                                      command, skip):
     table_start(table, start)
-    admin = table["client"].admin
-    try:
-        admin.command({"configureFailPoint": "failCommand", "mode": {"skip": skip, "times": 1},
-                       "data": {"appName": "gigsterpg", "failCommands": [command], "errorCode": 91}})
-    except pymongo.errors.OperationFailure as err:
-        pytest.skip(f"the MongoDB server has no test commands ({err})")
-    try:
+    with mongo_fail_point(table["client"]) as arm:
+        arm({"skip": skip, "times": 1}, failCommands=[command], errorCode=91)
         result = table_cli(table, "v2", tmp_path)
-    finally:
-        admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert_one_line_failure(result, "MongoDB")
     assert table_cli(table, "v2", tmp_path).returncode == 0
     assert_table_converged(table)

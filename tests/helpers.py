@@ -235,7 +235,7 @@ def served(env_extra: dict, cwd, port: Optional[int] = None):
     """A real ``serve`` process (token API_TOKEN) on 127.0.0.1 with ``env_extra`` added to a clean environment;
     yields (process, base URL) once /health answers; killed on leaving if it still runs."""
     import httpx
-    from gigsterpg.embedded import free_port
+    from gigsterpg.fixtures.embedded import free_port
     port = port or free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}
     env.update({"GIGSTERPG_API_TOKEN": API_TOKEN, **env_extra})

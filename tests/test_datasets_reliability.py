@@ -424,7 +424,7 @@ def test_postgresql_crashing_mid_load_loses_nothing_committed(versions, tmp_path
         pytest.skip("crashes a server of its own (embedded)")
     import psutil
 
-    from gigsterpg.embedded import EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedPostgres
     folder = tmp_path / "v2-big"
     shutil.copytree(versions["v2"], folder)
     with open(folder / "d.csv", "w") as handle:

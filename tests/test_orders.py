@@ -423,7 +423,7 @@ def test_a_wrong_password_and_mongodb_down_end_in_one_line_without_the_password(
 # The generated shop ---------------------------------------------------------------------------------
 
 def test_the_generated_shop_carries_every_awkward_case(empty_pg_url, pg_url, mongo_url, mongo_db):
-    from gigsterpg.generate_shop import write_shop
+    from gigsterpg.fixtures.generate_shop import write_shop
     assert write_shop(empty_pg_url, orders=1500, seed=5)["orders"] == 1500
     with psycopg.connect(empty_pg_url) as connection:
         fingerprint = connection.execute(
@@ -543,8 +543,8 @@ def test_the_progress_bar_counts_the_orders(shop, mongo_db):
     args = cli.build_parser().parse_args(["export-orders", "--pg", shop.orders_source_pg, "--pg-url", shop.pg_url,
                                           "--mongo", shop.mongo_url])
     stream = io.StringIO()
-    from gigsterpg import cli_orders
-    assert cli_orders.run(args, stream) == 0
+    from gigsterpg.pipelines.export_orders import cli as orders_cli
+    assert orders_cli.run(args, stream) == 0
     assert "4/4" in stream.getvalue() and "orders" in stream.getvalue()
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from gigsterpg import commands
 from gigsterpg.config import Settings
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.generate import write_dataset
 from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
 from tests.figures import FIGURES
@@ -280,7 +280,7 @@ def test_lost_postgresql_connections_are_retried_and_resumed(scenario):
 def test_postgresql_restarting_mid_run_is_retried_and_resumed(scenario, tmp_path):
     if os.environ.get("TEST_DB_URL_PSQL"):
         pytest.skip("restarts a server of its own (embedded)")
-    from gigsterpg.embedded import EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedPostgres
     folder = tmp_path / "pg"
     server = EmbeddedPostgres(folder)
     url = server.create_database("restart")
@@ -324,7 +324,7 @@ def test_hashes_lost_in_a_crash_cost_a_comparison_not_a_rewrite(scenario, tmp_pa
     document with its row, rewrites none, records the hashes again, and the data is what it was."""
     if os.environ.get("TEST_DB_URL_PSQL"):
         pytest.skip("crashes a server of its own (embedded)")
-    from gigsterpg.embedded import EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedPostgres
     folder = tmp_path / "pg"
     server = EmbeddedPostgres(folder)
     try:

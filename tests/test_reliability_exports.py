@@ -30,11 +30,11 @@ import pymongo
 import pytest
 
 from gigsterpg.config import Settings
-from gigsterpg.generate_shop import write_shop
+from gigsterpg.fixtures.generate_shop import write_shop
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.ledger import snapshot_status
 from gigsterpg.lib.mongo.orders import export_orders
-from gigsterpg.northwind import generate_northwind
+from gigsterpg.fixtures.northwind import generate_northwind
 from tests.figures import FIGURES
 from tests.helpers import (TEMPLATE, assert_one_line_failure, assert_report_balances, copy_database, drop_database,
                            execute, kill_matrix, mongo_fail_point, run_cli, wait_until, with_database)

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional
 import bson
 from sqlalchemy import text
 
+from gigsterpg import pipelines
 from gigsterpg.config import Settings, mask_url
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_errors
 from gigsterpg.exc import GigsterPgError
@@ -23,6 +24,7 @@ from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, JOB_KINDS
 from gigsterpg.lib.pg.sync.engine.follow import behind
 from gigsterpg.lib.pg.sync.engine.runner import FOLLOW_LOCK_KEY, LOCK_KEY
+from gigsterpg.pipelines.runs import latest
 
 logger = logging.getLogger(__name__)
 
@@ -267,9 +269,6 @@ def projections(connection, limit: int = RUNS_SHOWN) -> List[dict]:
 def pipeline_runs(connection, limit: int = 5) -> List[dict]:
     """Every pipeline of the registry with its newest runs (``pipeline_runs``, CLI and API), in the registry's
     order: a section each, built by looping over the registry."""
-    from gigsterpg import pipelines
-    from gigsterpg.pipelines.runs import latest
-
     found = latest(connection, list(pipelines.names()), limit)
     return [{"name": each.name, "help": each.help, "command": each.cli_command,
              "params": [param.name for param in each.params if param.http], "runs": found[each.name]}

@@ -3,7 +3,10 @@
 Its detail stays in ``datasets`` and ``csv_rejects``; ``read`` is the data lines read, each written or
 rejected (a bad line, set aside).
 """
+import argparse
+
 from gigsterpg.lib.datasets.load import load_csv
+from gigsterpg.lib.files.csvsource import KINDS
 from gigsterpg.pipelines.contract import FLAG, PATH, Context, Param, Pipeline, Report
 
 SCHEMA_HELP = "the schema (default: GIGSTERPG_DATASETS_SCHEMA, else datasets)"
@@ -22,9 +25,16 @@ PARAMS = (
 )
 
 
+def declaration(text: str):
+    """``COLUMN=KIND`` of ``--type``."""
+    name, sep, kind = text.partition("=")
+    if not sep or not name or kind not in KINDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not COLUMN=KIND with KIND one of {', '.join(KINDS)}")
+    return name, kind
+
+
 def declared(items) -> dict:
     """``--type`` values, parsed by the CLI ((column, kind)) or sent as text ("column=kind")."""
-    from gigsterpg.pipelines.load_csv.cli import declaration
     return dict(item if isinstance(item, (tuple, list)) else declaration(item) for item in items or [])
 
 

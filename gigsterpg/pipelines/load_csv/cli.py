@@ -3,7 +3,6 @@
 ``gigsterpg.cli`` adds these parsers and hands these commands here: it only parses
 arguments and calls ``gigsterpg.lib.datasets.load.load_csv`` and ``gigsterpg.lib.datasets.transform.transform``.
 """
-import argparse
 from pathlib import Path
 
 from gigsterpg.config import Settings
@@ -12,9 +11,9 @@ from gigsterpg.lib.datasets.summary import format_load, format_transform
 from gigsterpg.lib.datasets.transform import transform
 from gigsterpg.lib.files.csvsource import KINDS
 from gigsterpg.pipelines.execute import note
+from gigsterpg.pipelines.load_csv import SCHEMA_HELP, declaration
 
 COMMANDS = ("load-csv", "transform")
-SCHEMA_HELP = "the schema (default: GIGSTERPG_DATASETS_SCHEMA, else datasets)"
 
 
 def add_parsers(sub, common) -> None:
@@ -39,14 +38,6 @@ def add_parsers(sub, common) -> None:
     sql.add_argument("--into", required=True, help="the dataset (table) to make or replace")
     sql.add_argument("--schema", help=SCHEMA_HELP)
     sql.add_argument("--key", help="the column rows are keyed and paged by (default: the query's first)")
-
-
-def declaration(text: str):
-    """``COLUMN=KIND`` of ``--type``."""
-    name, sep, kind = text.partition("=")
-    if not sep or not name or kind not in KINDS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not COLUMN=KIND with KIND one of {', '.join(KINDS)}")
-    return name, kind
 
 
 def interrupted(args) -> str:

@@ -25,6 +25,7 @@ RECORD = Path(__file__).parent / "data" / "cli_contract.json"
 MINIMAL = {"sync": [], "export-table": ["--table", "t"], "export-orders": [], "pipeline": ["run"],
            "load-csv": ["a.csv"], "transform": ["q.sql", "--into", "x"]}
 BAD_VALUES = ("x", "-1", "0", "1e99", "")
+COMMANDS = "(the list of commands)"  # the record's key of the top level's --help
 
 
 def _subparsers(parser):
@@ -77,6 +78,9 @@ def describe() -> dict:
             bad[flag] = {value: _parse([name, *minimal, flag + "=" + value]) for value in BAD_VALUES}
         described[name] = {"actions": actions, "groups": groups, "help": help_text.getvalue(),
                            "defaults": _parse([name, *minimal]), "bad": bad}
+    listing = io.StringIO()
+    cli.build_parser().print_help(listing)
+    described[COMMANDS] = {"help": listing.getvalue()}
     return described
 
 
@@ -99,6 +103,10 @@ def test_each_pipeline_command_keeps_its_recorded_cli(command, fixed_width):
     assert now["defaults"] == recorded["defaults"]
     assert now["bad"] == recorded["bad"]
     assert now["help"] == recorded["help"]
+
+
+def test_the_list_of_commands_keeps_its_recorded_help(fixed_width):
+    assert describe()[COMMANDS] == json.loads(RECORD.read_text())[COMMANDS]
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ class Param:
         many: a list (positional: ``nargs="+"``; a flag: repeatable).
         http: False for what only the CLI may set (connection URLs: they hold passwords; a follower that never
             ends): the API runs on the server's configured databases.
-        minimum: the least value of an INTEGER or NUMBER.
+        minimum: the least value of an INTEGER or NUMBER; ``maximum`` the greatest.
     """
 
     name: str
@@ -44,6 +44,7 @@ class Param:
     dest: Optional[str] = None  # the argparse dest of a hand-written parser, when not the name (--from: first)
     http: bool = True
     minimum: Optional[float] = None
+    maximum: Optional[float] = None
     secret: bool = False  # shown masked in the record (a URL: mask_url)
     # Values of a PATH that name something shipped, not a file (a projection's name): no file is read for them.
     names: Tuple[str, ...] = ()

@@ -6,16 +6,17 @@ import argparse
 import datetime
 import keyword
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Type
+from typing import Annotated, Any, Dict, List, Literal, Optional, Type
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 
-from gigsterpg.config import mask_url
 from gigsterpg.exc import ConfigError
 from gigsterpg.pipelines.contract import CHOICE, DAY, FLAG, INTEGER, NUMBER, PATH, Param, Pipeline
+from gigsterpg.text import place, shown
 
 FILES_ROOT = "GIGSTERPG_FILES_ROOT"
 PYTHON_TYPES = {INTEGER: int, NUMBER: float, FLAG: bool, DAY: datetime.date}
+MAX_TEXT = 4096  # the longest text parameter over HTTP (a table's name, a path, a time zone)
 
 
 def _day(value: str) -> datetime.date:
@@ -73,9 +74,18 @@ def _field(param: Param):
         kind: Any = Literal[param.choices]
     else:
         kind = PYTHON_TYPES.get(param.kind, str)
+    if kind is str:  # a name or a path: a text of a length nothing real reaches
+        kind = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
     if param.many:
         kind = List[kind]
-    constraints = {"ge": param.minimum} if param.minimum is not None and param.kind in (INTEGER, NUMBER) else {}
+    constraints: Dict[str, Any] = {}
+    if param.kind in (INTEGER, NUMBER):
+        # Over HTTP a number fits PostgreSQL's bigint, and is a number (1e999 reads as infinity in JSON).
+        low, high = -(2 ** 63), 2 ** 63 - 1
+        constraints = {"ge": low if param.minimum is None else param.minimum,
+                       "le": high if param.maximum is None else param.maximum}
+        if param.kind == NUMBER:
+            constraints["allow_inf_nan"] = False
     default = ... if param.required else ([] if param.many and param.default is None else param.default)
     if default is None:
         kind = Optional[kind]
@@ -107,7 +117,7 @@ def validate(pipeline: Pipeline, values: Dict[str, Any]) -> Dict[str, Any]:
     try:
         given = request_model(pipeline).model_validate(values).model_dump(by_alias=True)
     except ValidationError as err:
-        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        why = "; ".join(f"{place(e['loc'])}: {e['msg']}" for e in err.errors())
         raise ConfigError(f"bad parameters for pipeline {pipeline.name}", why[:2000],
                           f"see GET /pipelines for what {pipeline.name} takes") from None
     return {param.name: given.get(param.name, param.default) for param in pipeline.params}
@@ -135,16 +145,20 @@ def inside_root(pipeline: Pipeline, values: Dict[str, Any], root: Optional[str])
 
 
 def _inside(base: Path, name: str, what: str) -> str:
-    path = (base / name).resolve()  # an absolute name stays itself; symlinks are followed
-    if not path.is_relative_to(base) or not path.exists():
-        raise ConfigError(f"{what} {mask_url(name)!r} is not a file inside {FILES_ROOT}",
+    try:
+        path = (base / name).resolve()  # an absolute name stays itself; symlinks are followed
+        found = path.is_relative_to(base) and path.exists()
+    except (OSError, ValueError):  # a NUL byte, a name longer than the system takes
+        found = False
+    if not found:
+        raise ConfigError(f"{what} {shown(name)} is not a file inside {FILES_ROOT}",
                           "over HTTP a pipeline reads only the files under the folder the server is configured with"
                           f" ({FILES_ROOT}); '..', symlinks out and other paths are refused, as are missing files",
                           f"put the file under {FILES_ROOT} and name it relative to it")
     if path.is_dir():
         for inner in path.iterdir():
             if inner.suffix.lower() == ".csv" and not inner.resolve().is_relative_to(base):
-                raise ConfigError(f"{what} {mask_url(name)!r} holds {inner.name!r}, a link out of {FILES_ROOT}",
+                raise ConfigError(f"{what} {shown(name)} holds {shown(inner.name)}, a link out of {FILES_ROOT}",
                                   f"over HTTP a pipeline reads only the files under {FILES_ROOT}",
                                   "replace the link with the file itself")
     return str(path)

@@ -21,7 +21,8 @@ PARAMS = (
           " process)", minimum=0),
     Param("retries", INTEGER, "reconnect and go on this many times after a lost connection",
           default=RetryPolicy.attempts, minimum=0),
-    Param("wait", NUMBER, "if another sync is running, wait for it up to this many seconds", minimum=0),
+    Param("wait", NUMBER, "if another sync is running, wait for it up to this many seconds", minimum=0,
+          maximum=1e9),
     # A follower never ends, and a Dask cluster is the command line's: not over HTTP.
     Param("follow", FLAG, "catch up, then apply MongoDB's changes until stopped", default=False, http=False),
     Param("workers", INTEGER, "full sync on a local Dask cluster of N workers", minimum=1, http=False),

@@ -18,7 +18,7 @@ DEMO_DAYS = (datetime.date(2021, 1, 1), datetime.date(2021, 1, 2))
 class DemoReport:
     """What the demo ran, the status after it, and the first lines of the last day's result."""
 
-    run: snapshot.RunReport
+    run: snapshot.DaysReport
     status: List[StatusRow]
     result_path: str
     result_head: List[str]

@@ -286,5 +286,5 @@ def test_each_declared_parameter_is_the_cli_argument_of_the_same_name():
         for param in pipeline.params:
             assert (param.dest or param.name) in dests, (pipeline.name, param.name)
             action = dests[param.dest or param.name]
-            if not param.positional and "/" not in param.option:  # sync's mode: --incremental/--reconcile
+            if not param.positional and not param.switches:  # sync's mode: --incremental/--reconcile
                 assert param.option in action.option_strings, (pipeline.name, param.name, action.option_strings)

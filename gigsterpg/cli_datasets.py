@@ -3,11 +3,11 @@
 Kept beside ``gigsterpg/cli.py``, which adds these parsers and hands these commands here: it only parses
 arguments and calls ``gigsterpg.lib.datasets.load.load_csv`` and ``gigsterpg.lib.datasets.transform.transform``.
 """
+from gigsterpg import pipelines
 from gigsterpg.config import Settings
 from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.datasets.summary import format_load, format_transform
 from gigsterpg.lib.datasets.transform import transform
-from gigsterpg.pipelines import load_csv as load_csv_pipeline, transform as transform_pipeline
 from gigsterpg.pipelines.execute import note
 from gigsterpg.pipelines.params import add_arguments
 
@@ -19,10 +19,10 @@ def add_parsers(sub, common) -> None:
     # Their arguments are the parameters gigsterpg/pipelines/load_csv/ and transform/ declare.
     load = sub.add_parser("load-csv", parents=[common],
                           help="CSV files (or folders of them) into dataset tables, one transaction per file")
-    add_arguments(load, load_csv_pipeline.PIPELINE)
+    add_arguments(load, pipelines.get("load-csv"))
     sql = sub.add_parser("transform", parents=[common],
                          help="the SELECT of an SQL file becomes a dataset table, replaced atomically")
-    add_arguments(sql, transform_pipeline.PIPELINE)
+    add_arguments(sql, pipelines.get("transform"))
 
 
 def interrupted(args) -> str:

@@ -9,12 +9,12 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from gigsterpg import pipelines
 from gigsterpg.config import Settings, load_settings, mask_url
 from gigsterpg.connections import pg_errors
 from gigsterpg.generate_shop import write_shop
 from gigsterpg.lib.mongo.orders import OrdersReport, export_orders
 from gigsterpg.pipelines.execute import note
-from gigsterpg.pipelines.export_orders import PIPELINE
 from gigsterpg.pipelines.params import add_arguments
 from gigsterpg.pipelines.progress import Bar
 
@@ -27,7 +27,7 @@ def add_parsers(sub, common, positive) -> None:
     orders = sub.add_parser(
         "export-orders", parents=[common],
         help="orders of a PostgreSQL shop into MongoDB, one document each with items and totals, kept in step")
-    add_arguments(orders, PIPELINE)  # the parameters gigsterpg/pipelines/export_orders/ declares
+    add_arguments(orders, pipelines.get("export-orders"))  # the parameters gigsterpg/pipelines/export_orders/ declares
 
     shop = sub.add_parser("generate-shop", parents=[common],
                           help="write a deterministic shop (clients, products, orders, order_items) into PostgreSQL")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
+from gigsterpg import pipelines
 from gigsterpg.config import Settings
 from gigsterpg.connections import pg_errors
 from gigsterpg.exc import ConfigError
@@ -17,7 +18,6 @@ from gigsterpg.lib.files.ledger import StatusRow, snapshot_status
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.pipelines.execute import note
 from gigsterpg.pipelines.params import add_arguments
-from gigsterpg.pipelines.snapshots import PIPELINE
 from gigsterpg.text import plural
 
 ACTIONS = SNAPSHOT_STEPS + ("run", "status", "demo")
@@ -30,7 +30,7 @@ def add_parsers(sub, common) -> None:
                               help="daily snapshots of a PostgreSQL database and a CSV file, then loaded and queried")
     pipeline.add_argument("action", choices=ACTIONS, metavar="{" + ",".join(ACTIONS) + "}",
                           help="a step (each runs alone), run (the four in order), status, or demo")
-    add_arguments(pipeline, PIPELINE)  # the parameters gigsterpg/pipelines/snapshots/ declares
+    add_arguments(pipeline, pipelines.get("snapshots"))  # the parameters gigsterpg/pipelines/snapshots/ declares
     # The arguments of the actions that are no run of the pipeline (status, demo).
     pipeline.add_argument("--days", type=int, default=14, help="status: how many recent days (default: 14)")
     pipeline.add_argument("--folder", type=Path, default=Path(".gigsterpg-pipeline-demo"),

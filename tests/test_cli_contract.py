@@ -10,6 +10,7 @@ CLI you mean to make: ``python -m tests.test_cli_contract > tests/data/cli_contr
 """
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gigsterpg import cli
+from gigsterpg import cli, pipelines
+from gigsterpg.pipelines.contract import INTEGER, Param
 
 RECORD = Path(__file__).parent / "data" / "cli_contract.json"
 # The fewest arguments each command parses with (its required ones).
@@ -107,6 +109,20 @@ def test_each_pipeline_command_keeps_its_recorded_cli(command, fixed_width):
 
 def test_the_list_of_commands_keeps_its_recorded_help(fixed_width):
     assert describe()[COMMANDS] == json.loads(RECORD.read_text())[COMMANDS]
+
+
+@pytest.mark.parametrize("name", list(pipelines.PIPELINES))
+def test_a_pipeline_command_takes_what_its_pipeline_declares(name, monkeypatch):
+    """The command's arguments are built from the declaration: a parameter declared is a flag of it."""
+    pipeline = pipelines.get(name)
+    extra = Param("brand_new", INTEGER, "a parameter declared in the pipeline alone", default=7, minimum=1)
+    monkeypatch.setitem(pipelines.PIPELINES, name, dataclasses.replace(pipeline, params=pipeline.params + (extra,)))
+    command = _subparsers(cli.build_parser())[pipeline.cli_command]
+    found = {action.dest: action for action in command._actions}
+    assert found["brand_new"].option_strings == ["--brand-new"] and found["brand_new"].default == 7
+    parsed = vars(cli.build_parser().parse_args([pipeline.cli_command, *MINIMAL[pipeline.cli_command],
+                                                 "--brand-new", "3"]))
+    assert parsed["brand_new"] == 3
 
 
 if __name__ == "__main__":

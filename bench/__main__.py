@@ -27,7 +27,7 @@ from bson import ObjectId
 from psycopg import sql
 
 from bench import parts
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.generate import write_dataset
 
 USERS, GIGS = 100_000, 200_000
 EXPORT_ROWS = 100_000
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     if args.external:
         pg_server, mongo_server = os.environ["DB_URL_PSQL"], os.environ["DB_URL_MONGO"]
     else:
-        from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
+        from gigsterpg.fixtures.embedded import EmbeddedMongo, EmbeddedPostgres
         postgres = EmbeddedPostgres(folder / "postgres")
         mongo = EmbeddedMongo(folder / "mongo")
         servers = [mongo, postgres]

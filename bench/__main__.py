@@ -26,10 +26,7 @@ import pymongo
 from bson import ObjectId
 from psycopg import sql
 
-from bench import datasets as datasets_bench
-from bench import distributed as distributed_bench
-from bench import orders as orders_bench
-from bench import snapshots as snapshot_bench
+from bench import parts
 from gigsterpg.fixtures.generate import write_dataset
 
 USERS, GIGS = 100_000, 200_000
@@ -146,16 +143,17 @@ def main(argv=None) -> int:
     parser.add_argument("--external", action="store_true", help="use DB_URL_PSQL / DB_URL_MONGO, not embedded servers")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--follow-seconds", type=float, default=10, help="length of each follow-mode load")
-    parser.add_argument("--only", choices=("orders", "distributed"),
-                        help="run only this part (orders: export-orders; distributed: the sync on Dask workers)")
+    covered = "; ".join(f"{part.ONLY}: {', '.join(part.PIPELINES)}" for part in parts.PARTS)
+    parser.add_argument("--only", choices=[part.ONLY for part in parts.PARTS],
+                        help=f"run only this part ({covered})")
     parser.add_argument("--workers", type=_counts, metavar="N,N,...",
                         help="only the scaling curve: a first sync with each of these numbers of load worker"
                              " processes (0: in the coordinator), interleaved with read-only runs")
     args = parser.parse_args(argv)
-    if args.only == "orders":
-        return orders_bench.main(["--scale", str(args.scale), "--repeat", str(args.repeat)])
-    if args.only == "distributed":
-        return distributed_bench.main(["--scale", str(args.scale)])
+    if args.only:
+        part = parts.only(args.only)
+        repeat = ["--repeat", str(args.repeat)] if getattr(part, "ONLY_REPEATS", True) else []
+        return part.main(["--scale", str(args.scale)] + repeat)
 
     servers = []
     folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
@@ -289,10 +287,10 @@ def run(args, databases: Databases, mongo_server: str) -> dict:
     record("ORM merge() per document", child("orm", databases.fresh(), mongo_url, batch))
     export_rows = max(1000, int(EXPORT_ROWS * args.scale))  # the row count travels in batch_size's place
     results["export"] = [child("export", databases.fresh(), mongo_url, export_rows) for _ in range(args.repeat)]
-    snapshot_bench.measure(results, databases.server_url, args.scale, args.repeat)
-    orders_bench.measure(results, databases.server_url, mongo_server, args.scale, args.repeat)
-    distributed_bench.measure(results, databases.server_url, mongo_url, args.scale, 1, SERVER_PIDS, batch)
-    datasets_bench.measure(results, databases.fresh(), mongo_url, args.scale, args.repeat)
+    setup = parts.Setup(databases.server_url, mongo_server, mongo_url, args.scale, args.repeat, batch, SERVER_PIDS,
+                        databases.fresh)
+    for part in parts.in_order():  # every other pipeline of the registry, by the part of bench/ that measures it
+        part.bench(results, setup)
     if args.rss_scale:
         big_url = with_database(mongo_server, "bench_big_" + uuid.uuid4().hex[:8])
         big = pymongo.MongoClient(big_url)
@@ -429,10 +427,10 @@ def render(results: dict, args) -> str:
         documents = int(results["docs"] * float(scale) / args.scale)
         lines.append(f"- incremental run on unchanged data at scale {scale} ({documents:,} documents): median"
                      f" {seconds:.2f} s, documents read {read}")
-    lines += datasets_bench.render(results)
-    lines += snapshot_bench.render(results)
-    lines += orders_bench.render(results)
-    lines += distributed_bench.render(results)
+    for part in parts.in_order():
+        lines += part.render(results)
+    lines += [f"- {name}: not measured (no part of bench/ declares it, see bench/parts.py)"
+              for name in parts.unmeasured()]
     return "\n".join(lines)
 
 

@@ -34,6 +34,8 @@ ROWS = 3_000_000  # at scale 1
 CLIENTS = 8
 REQUESTS = 4000  # in all, over the clients
 TOKEN = "bench-" + uuid.uuid4().hex
+# Its part of python -m bench (bench/parts.py): the pipelines it measures, its name for --only.
+PIPELINES, ONLY = ("load-csv", "transform"), "datasets"
 COPY_TABLE = ("CREATE TABLE plain_copy (id bigint, name text, amount numeric, day date, at timestamp,"
               " flag boolean)")
 
@@ -201,6 +203,11 @@ def measure(results: dict, pg_url: str, mongo_url: str, scale: float, repeat: in
     if read_api:
         chunk = measure_first_chunk(pg_url, mongo_url, requests=max(CLIENTS * 10, int(REQUESTS * min(scale, 1))))
     results["datasets"] = {"load": load, "first_chunk": chunk}
+
+
+def bench(results: dict, setup) -> None:
+    """Its part of ``python -m bench`` (``setup``: ``bench.parts.Setup``)."""
+    measure(results, setup.fresh(), setup.mongo_url, setup.scale, setup.repeat)
 
 
 def render(results: dict) -> list:

@@ -28,6 +28,9 @@ MODES = ("single", "workers 1", "workers 2")
 # The model's servers: one PostgreSQL server and one replica set primary, this many cores each.
 SERVER_CORES = 8
 MODEL_WORKERS = (1, 2, 4, 8, 16, 32)
+# Its part of python -m bench (bench/parts.py): the pipelines it measures, its name for --only.
+PIPELINES, ONLY = ("sync",), "distributed"
+ONLY_REPEATS = False  # --only distributed: one repetition (its --repeat default), whatever --repeat says
 
 
 def _with_database(url: str, name: str) -> str:
@@ -170,6 +173,11 @@ def model(costs: dict, workers=MODEL_WORKERS, cores: int = SERVER_CORES, split_g
             limit = "the merge" if merge > costs["workers"] / n else "the workers"
         rows.append((n, min(spread, cap), limit))
     return rows
+
+
+def bench(results: dict, setup) -> None:
+    """Its part of ``python -m bench`` (``setup``: ``bench.parts.Setup``): one repetition, the dataset's."""
+    measure(results, setup.server_url, setup.mongo_url, setup.scale, 1, setup.server_pids, setup.batch_size)
 
 
 def render(results: dict) -> list:

@@ -26,6 +26,8 @@ from psycopg import sql
 ORDERS = 100_000  # at scale 1
 RSS_SCALES = (1, 3)
 TARGETS = {"first run": 0.7, "unchanged re-run": 3.0}
+# Its part of python -m bench (bench/parts.py): the pipelines it measures, its name for --only.
+PIPELINES, ONLY = ("export-orders",), "orders"
 
 
 def _with_database(url: str, name: str) -> str:
@@ -125,6 +127,11 @@ def measure(results: dict, server_url: str, mongo_server: str, scale: float, rep
     client = pymongo.MongoClient(mongo_url)
     client.drop_database(client.get_default_database().name)
     client.close()
+
+
+def bench(results: dict, setup) -> None:
+    """Its part of ``python -m bench`` (``setup``: ``bench.parts.Setup``)."""
+    measure(results, setup.server_url, setup.mongo_server, setup.scale, setup.repeat)
 
 
 def render(results: dict) -> list:

@@ -27,6 +27,8 @@ from psycopg import sql
 
 ORDERS = 2_000_000  # at scale 1
 SMALL = 0.1  # the second size, for the peak RSS
+# Its part of python -m bench (bench/parts.py): the pipelines it measures, its name for --only.
+PIPELINES, ONLY = ("snapshots",), "snapshots"
 
 
 def _child(*args) -> dict:
@@ -169,6 +171,11 @@ def measure(results: dict, server_url: str, scale: float, repeat: int) -> None:
 
 def _rate(runs) -> float:
     return statistics.median(run["rows"] / run["seconds"] for run in runs)
+
+
+def bench(results: dict, setup) -> None:
+    """Its part of ``python -m bench`` (``setup``: ``bench.parts.Setup``)."""
+    measure(results, setup.server_url, setup.scale, setup.repeat)
 
 
 def render(results: dict) -> list:

@@ -19,3 +19,17 @@ def test_benchmark_runs_at_a_tiny_scale(project_root, tmp_path):
     assert "- load-csv of a 6,000-row CSV file" in result.stdout and "/first-chunk (10 rows)" in result.stdout
     assert "- snapshots, extract-postgres of " in result.stdout and "- snapshots, load of a day" in result.stdout
     assert (tmp_path / "bench.json").stat().st_size > 0
+
+
+def test_the_bench_finds_its_parts_from_the_registry():
+    from bench import parts
+    from gigsterpg import pipelines
+    from tests import toy_pipeline
+
+    assert parts.unmeasured() == []
+    assert [part.ONLY for part in parts.in_order()] == ["distributed", "orders", "snapshots", "datasets"]
+    undo = pipelines.register(toy_pipeline.PIPELINE)
+    try:
+        assert parts.unmeasured() == [toy_pipeline.PIPELINE.name]  # a pipeline without a part is named, not lost
+    finally:
+        undo()

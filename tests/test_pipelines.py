@@ -274,17 +274,3 @@ def test_the_registry_knows_where_each_pipeline_is(project_root: Path):
         folder = project_root / "gigsterpg" / "pipelines" / name.replace("-", "_")
         assert (folder / "__init__.py").is_file(), name
     assert isinstance(Settings().files_root, type(None))
-
-
-def test_each_declared_parameter_is_the_cli_argument_of_the_same_name():
-    """The six older commands keep hand-written parsers (until they move into their folders): every parameter
-    a pipeline declares must still be an argument of its command, under the dest the record reads."""
-    parser = cli.build_parser()
-    commands = next(action for action in parser._actions if action.dest == "command").choices
-    for pipeline in pipelines.PIPELINES.values():
-        dests = {action.dest: action for action in commands[pipeline.cli_command]._actions}
-        for param in pipeline.params:
-            assert (param.dest or param.name) in dests, (pipeline.name, param.name)
-            action = dests[param.dest or param.name]
-            if not param.positional and "/" not in param.option:  # sync's mode: --incremental/--reconcile
-                assert param.option in action.option_strings, (pipeline.name, param.name, action.option_strings)

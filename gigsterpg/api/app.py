@@ -27,6 +27,7 @@ from gigsterpg.api.pipeline_runs import PipelineRuns
 from gigsterpg.api.work import ApiError
 from gigsterpg.config import Settings, mask_secrets_in
 from gigsterpg.connections import MONGO_TIMEOUT_MS, migrate, open_pg
+from gigsterpg.text import place
 from gigsterpg.exc import GigsterPgError, TransientError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ async def refused(request: Request, err: ApiError):
 
 async def bad_request(request: Request, err: RequestValidationError):
     # Each problem's place and message, never the value sent (it may be a password).
-    why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+    why = "; ".join(f"{place(e['loc'])}: {e['msg']}" for e in err.errors())
     return JSONResponse(models.Problem(error="bad_request", message="the request does not fit the API",
                                        why=why[:2000], todo="see /docs for what each field takes").model_dump(),
                         status_code=400)

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gigsterpg.api.work import ApiError
+from gigsterpg.text import shown
 
 bearer = HTTPBearer(auto_error=False, description="GIGSTERPG_API_TOKEN")
 
@@ -32,10 +33,10 @@ def known_query(request: Request) -> None:
     taken = {param.alias for param in route.dependant.query_params} if route else set()
     unknown = sorted(set(request.query_params) - taken)
     if unknown:
-        raise ApiError(400, "bad_request", f"unknown query parameter {', '.join(map(repr, unknown))}",
+        raise ApiError(400, "bad_request", f"unknown query parameter {', '.join(map(shown, unknown))}",
                        f"this route takes {', '.join(sorted(taken)) or 'none'}", "see /docs")
     # Each takes one value: of ?after=1&after=9 FastAPI would keep the last without a word.
     repeated = sorted(name for name in taken if len(request.query_params.getlist(name)) > 1)
     if repeated:
-        raise ApiError(400, "bad_request", f"query parameter {', '.join(map(repr, repeated))} given more than once",
+        raise ApiError(400, "bad_request", f"query parameter {', '.join(map(shown, repeated))} given more than once",
                        "each takes one value", "see /docs")

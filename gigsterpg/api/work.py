@@ -17,6 +17,7 @@ from gigsterpg.exc import (AuthError, ConfigError, GigsterPgError, NoPrimaryKeyE
 from gigsterpg.lib.mongo import export
 from gigsterpg.api.jobs import JobRefused, Jobs
 from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, EXPORT, sql_in
+from gigsterpg.text import shown
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,11 @@ def open_source(params: dict, password: str, timeout_s: float) -> psycopg.Connec
     except psycopg.OperationalError as err:
         reason, cause = short_reason(err), pg_error(err, at)  # the one classifier of connection failures
         if isinstance(cause, AuthError):
-            raise ApiError(401, "source_auth_failed", f"PostgreSQL at {at} refused the login of {params['user']!r}",
-                           reason, "check user and password") from err
+            raise ApiError(401, "source_auth_failed",
+                           f"PostgreSQL at {at} refused the login of {shown(params['user'])}", reason,
+                           "check user and password") from err
         if isinstance(cause, ConfigError):  # the database is missing
-            raise ApiError(404, "database_not_found", f"no database {params['database']!r} at {at}",
+            raise ApiError(404, "database_not_found", f"no database {shown(params['database'])} at {at}",
                            reason, "check the database name") from err
         raise ApiError(502, "source_unreachable", f"cannot connect to PostgreSQL at {at}", reason,
                        "check host, port and sslmode, and that the server accepts connections from here") from err

@@ -23,9 +23,11 @@ from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.fixtures.demo import export_demo_shop, run_demo
 from gigsterpg.lib import status as status_report
-from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL
+from gigsterpg.lib.pg.db.states import AUTO
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
+from gigsterpg import pipelines
 from gigsterpg.pipelines import command_line as pipelines_cli
+from gigsterpg.pipelines import params
 from gigsterpg.pipelines.execute import note
 from gigsterpg.pipelines.export_orders import cli as cli_orders
 from gigsterpg.pipelines.load_csv import cli as cli_datasets
@@ -91,26 +93,8 @@ class _Parser(argparse.ArgumentParser):
         super().error(mask_url(message))
 
 
-def _number(kind, low: float, high: float, what: str):
-    """An argparse type: ``kind(value)`` from ``low`` to ``high``, else a message saying ``what`` it must be."""
-    def parse(value: str):
-        try:
-            number = kind(value)
-        except ValueError:
-            number = None
-        if number is None or not low <= number <= high:
-            raise argparse.ArgumentTypeError(f"the value is not {what}")
-        return number
-    return parse
-
-
-_positive = _number(int, 1, float("inf"), "a whole number of 1 or more")
-_count = _number(int, 0, float("inf"), "a whole number of 0 or more")
-_seconds = _number(float, 0, 1e9, "a number of seconds")
-
-
-_rate = _number(float, 0, 1, "a number between 0 and 1")
-_port = _number(int, 1, 65535, "a port number (1-65535)")
+# The argparse types of the commands that are no pipeline's (a pipeline's arguments come with its parameters).
+_positive, _count, _rate, _port = params.positive, params.count, params.rate, params.port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,27 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                     " Without a command: sync.")
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(commands_known()) + "}")
 
+    # A pipeline's command takes the parameters its pipeline declares (gigsterpg/pipelines/<name>/).
     sync = sub.add_parser("sync", parents=[common], help="migrate, then sync MongoDB into PostgreSQL (default)")
-    sync.add_argument("--collections", help=f"comma-separated subset of {','.join(COLLECTIONS)} (default: all)")
-    sync.add_argument("--limit", type=_positive, help="read at most N documents per collection (no deletes then)")
-    sync.add_argument("--batch-size", type=_positive, help="documents per batch (default: 5000)")
-    sync.add_argument("--full-compare", action="store_true",
-                      help="map and compare every document, not only the changed ones (repairs rows edited by hand)")
-    scope = sync.add_mutually_exclusive_group()
-    scope.add_argument("--incremental", dest="mode", action="store_const", const=INCREMENTAL,
-                       help="read only documents updated since the last run (no deletes)")
-    scope.add_argument("--reconcile", dest="mode", action="store_const", const=FULL,
-                       help="read everything and apply deletes (the default unless GIGSTERPG_INCREMENTAL is set)")
-    scope.add_argument("--rebuild", action="store_true",
-                       help="empty the synced tables and load everything again (one transaction: a crash keeps"
-                            " the old data)")
-    scope.add_argument("--follow", action="store_true",
-                       help="catch up, then apply MongoDB's changes as they happen until stopped (Ctrl-C, SIGTERM)")
-    sync.add_argument("--retries", type=_count, default=RetryPolicy.attempts,
-                      help="reconnect and go on this many times after a lost connection (default: %(default)s)")
-    sync.add_argument("--wait", type=_seconds, nargs="?", const=3600.0, metavar="SECONDS",
-                      help="if another sync is running, wait for it (up to SECONDS, default 3600) instead of refusing")
-    cli_distributed.add_arguments(sync, _positive)
+    params.add_arguments(sync, pipelines.get("sync"))
 
     demo = sub.add_parser("demo", parents=[local], help="embedded servers + generated data + sync, in one go")
     demo.add_argument("--folder", type=Path, default=Path(".gigsterpg-demo"), help="where the servers keep data")
@@ -173,13 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export-table", parents=[common],
                             help="every row of a PostgreSQL table into MongoDB documents (_id = primary key)")
-    export.add_argument("--pg", dest="pg_url", help="the PostgreSQL URL to read from (default: DB_URL_PSQL)")
-    export.add_argument("--table", required=True, help="[schema.]name, exactly as in the catalog")
-    export.add_argument("--schema", help="the schema, when the table's name holds a dot")
-    export.add_argument("--mongo", dest="mongo_url",
-                        help="the MongoDB URL, its path the database (default: DB_URL_MONGO)")
-    export.add_argument("--collection", help="the collection (default: the table's name)")
-    export.add_argument("--batch-size", type=_positive, default=2000, help="rows per batch (default: 2000)")
+    params.add_arguments(export, pipelines.get("export-table"))
 
     cli_orders.add_parsers(sub, common, _positive)
     cli_datasets.add_parsers(sub, common)

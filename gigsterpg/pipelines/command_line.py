@@ -1,8 +1,10 @@
 """The command line's side of the registry: each pipeline's command, recorded; ``runs``; ``--format json``.
 
-``gigsterpg.cli`` calls ``add_parsers`` once its own parsers are built: a pipeline whose command has no
-parser of its own yet gets one built from its parameters, every pipeline's command gets ``--format``, and
-``runs`` lists the history. ``run`` runs a pipeline's command with its record (``execute.recorded``).
+Every pipeline command's arguments are its pipeline's parameters (``params.add_arguments``). The CLI places
+the six commands in its list itself (their place and one-line help are the CLI's), then calls ``add_parsers``:
+a pipeline whose command it did not place (a plug-in, a test's toy) gets its parser here, every pipeline's
+command gets ``--format``, and ``runs`` lists the history. ``run`` runs a pipeline's command with its record
+(``execute.recorded``).
 """
 import contextlib
 import io
@@ -26,7 +28,7 @@ def extra_commands(known) -> tuple:
 
 
 def add_parsers(sub, common) -> None:
-    """Parsers for the registry's commands that ``sub`` lacks, ``--format`` on every pipeline's, and ``runs``."""
+    """Parsers for the registry's commands the CLI did not place, ``--format`` on every pipeline's, and ``runs``."""
     for each in pipelines.PIPELINES.values():
         parser = sub.choices.get(each.cli_command)
         if parser is None:

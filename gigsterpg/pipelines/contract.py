@@ -22,14 +22,21 @@ class Param:
 
     Its ``name`` is the CLI's: a long flag without the dashes, with underscores (``--tax-rate`` ->
     ``tax_rate``), or a positional argument's argparse name (``paths``); the API's request takes the
-    same name. ``flag`` overrides the flag the name gives (``--pg`` for ``source_url``).
+    same name. ``flag`` overrides the flag the name gives (``--pg`` for ``source_url``). The CLI's
+    argument is built from the rest (``gigsterpg.pipelines.params.add_arguments``); ``help`` is the CLI's
+    help, ``%(default)s`` in it the default (the API's description too).
 
     Args:
         kind: one of KINDS; a PATH is a file the run reads, taken over HTTP only inside GIGSTERPG_FILES_ROOT.
         many: a list (positional: ``nargs="+"``; a flag: repeatable).
         http: False for what only the CLI may set (connection URLs: they hold passwords; a follower that never
             ends): the API runs on the server's configured databases.
-        minimum: the least value of an INTEGER or NUMBER.
+        minimum: the least value of an INTEGER or NUMBER; ``maximum`` the greatest.
+        parse: the CLI's argparse ``type`` where the kind's is not the one (its own message: ``_positive``).
+        const: the value of the flag given without one (``--wait`` alone: 3600 s; argparse ``nargs="?"``).
+        switches: a CHOICE given on the CLI by flags that each set one choice, ``(flag, choice, help)``
+            (``--incremental`` sets ``mode`` to ``incremental``), instead of ``--mode CHOICE``.
+        group: the CLI's mutually exclusive group the argument belongs to (by name, per pipeline).
     """
 
     name: str
@@ -41,9 +48,15 @@ class Param:
     many: bool = False
     choices: Tuple[str, ...] = ()
     flag: Optional[str] = None
-    dest: Optional[str] = None  # the argparse dest of a hand-written parser, when not the name (--from: first)
+    dest: Optional[str] = None  # the argparse dest, when not the name (--from: first)
+    metavar: Optional[str] = None
+    parse: Optional[Callable[[str], Any]] = None
+    const: Any = None
+    switches: Tuple[Tuple[str, Any, str], ...] = ()
+    group: Optional[str] = None
     http: bool = True
     minimum: Optional[float] = None
+    maximum: Optional[float] = None
     secret: bool = False  # shown masked in the record (a URL: mask_url)
     # Values of a PATH that name something shipped, not a file (a projection's name): no file is read for them.
     names: Tuple[str, ...] = ()
@@ -51,6 +64,11 @@ class Param:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"parameter {self.name!r}: unknown kind {self.kind!r}")
+
+    @property
+    def description(self) -> str:
+        """The help with its default written in (``%(default)s``), for the API and the page."""
+        return self.help.replace("%(default)s", str(self.default))
 
     @property
     def option(self) -> str:

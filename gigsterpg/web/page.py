@@ -46,7 +46,7 @@ def param_fields(name: str) -> list:
 
     found = pipelines.get(name)
     return [{"name": param.name, "input": "checkbox" if param.kind == FLAG else "select" if param.kind == CHOICE
-             else "text", "choices": param.choices, "required": param.required, "help": param.help,
+             else "text", "choices": param.choices, "required": param.required, "help": param.description,
              "hint": (param.kind + (", comma-separated" if param.many else "")).replace("_", " ")}
             for param in (found.params if found else ()) if param.http]
 

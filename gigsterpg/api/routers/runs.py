@@ -15,6 +15,7 @@ from gigsterpg.api.work import ApiError
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, JOB_STATES, QUEUED
 from gigsterpg.pipelines import params, runs
+from gigsterpg.text import shown
 
 router = APIRouter()
 
@@ -88,7 +89,7 @@ def start(request: Request, name: str, given: Dict[str, Any], restart_of: Option
     """Start a run of pipeline ``name`` (POST /runs, a restart, the page's form): its id, state and URL."""
     pipeline = pipelines.get(name)
     if pipeline is None:
-        raise ApiError(404, "pipeline_not_found", f"no pipeline {name[:200]!r}",
+        raise ApiError(404, "pipeline_not_found", f"no pipeline {shown(name)}",
                        f"the pipelines are {', '.join(pipelines.names())}", "GET /pipelines lists them")
     try:
         run_id = _runs(request).start(pipeline, given, restart_of)

@@ -24,6 +24,7 @@ from gigsterpg.api.work import ApiError
 from gigsterpg.connections import mongo_errors_translated, pg_errors
 from gigsterpg.lib import status as status_report
 from gigsterpg.lib.pg.db.states import EXPORT, SYNC
+from gigsterpg.text import shown
 from gigsterpg.web import page
 from gigsterpg.web.session import COOKIE, MAX_AGE_S, Signer, close_session, open_session, session_is_open
 
@@ -227,4 +228,4 @@ def start_again(request: Request, kind: str, job_id: uuid.UUID, password: str) -
     if kind == EXPORT:
         return exports.restart_export(request, state.jobs, state.settings, state.mongo, state.source_timeout_s,
                                       job_id, body=models.RestartExport(password=password))
-    raise ApiError(404, "job_not_found", f"no job kind {kind!r} restarts here", "", "restart it through the API")
+    raise ApiError(404, "job_not_found", f"no job kind {shown(kind)} restarts here", "", "restart it through the API")

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path, Request
 from gigsterpg.api import deps, models
 from gigsterpg.api.work import ApiError
 from gigsterpg.lib.pg.db import read
+from gigsterpg.text import shown
 
 router = APIRouter()
 
@@ -23,6 +24,6 @@ def get_user(request: Request,
     with deps.reading(request) as connection:
         user = read.user_detail(connection, mongo_id)
     if user is None:
-        raise ApiError(404, "user_not_found", f"no user with _id {mongo_id!r}", "",
+        raise ApiError(404, "user_not_found", f"no user with _id {shown(mongo_id)}", "",
                        "GET /users lists them; the _id is the MongoDB one, as text")
     return {**user, "gigs_url": str(request.url_for("get_gigs").include_query_params(poster=mongo_id))}

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from gigsterpg.exc import ConfigError, SourceError
+from gigsterpg.text import shown
 
 ATTEMPTS = 3
 
@@ -61,7 +62,8 @@ def datasets(connection: psycopg.Connection) -> List[dict]:
 def page(connection: psycopg.Connection, name: str, limit: int, after: Optional[str] = None) -> Page:
     """Up to ``limit`` rows of dataset ``name`` in key order, after the key value ``after`` (text) if given."""
     if "\x00" in name:
-        raise UnknownDataset(f"no dataset {name!r}", "a name holds no NUL character", "GET /read lists the datasets")
+        raise UnknownDataset(f"no dataset {shown(name)}", "a name holds no NUL character",
+                             "GET /read lists the datasets")
     if after is not None and "\x00" in after:
         raise BadAfter("bad after", "it holds a NUL character", "give the `after` of the previous page's next link")
     for attempt in range(ATTEMPTS):
@@ -70,7 +72,7 @@ def page(connection: psycopg.Connection, name: str, limit: int, after: Optional[
                 return _page(connection, name, limit, after)
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as err:
             if attempt == ATTEMPTS - 1:  # not a swap met halfway: the table went another way
-                raise MissingTable(f"dataset {name!r} has no table", "its table or key column was dropped or"
+                raise MissingTable(f"dataset {shown(name)} has no table", "its table or key column was dropped or"
                                    " altered outside gigsterpg", "load or transform it again") from err
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -80,7 +82,7 @@ def _page(connection, name: str, limit: int, after: Optional[str]) -> Page:
         cursor.execute("SELECT schema_name, table_name, key, columns FROM datasets WHERE name = %s", (name,))
         found = cursor.fetchone()
         if found is None:
-            raise UnknownDataset(f"no dataset {name!r}", "nothing was loaded or transformed under that name",
+            raise UnknownDataset(f"no dataset {shown(name)}", "nothing was loaded or transformed under that name",
                                  "GET /read lists the datasets")
         schema, table, key, columns = found
         key_type = next((column["type"] for column in columns if column["name"] == key), "text")

@@ -21,6 +21,7 @@ from psycopg import sql
 from gigsterpg.config import Settings, mask_url
 from gigsterpg.connections import open_pg, pg_errors, short_reason
 from gigsterpg.exc import ConfigError, ConnectError, SourceError
+from gigsterpg.text import shown
 
 # A name of ours for a PostgreSQL table: no quoting surprises in URLs, logs or SQL written by hand.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
@@ -41,7 +42,7 @@ KINDS_OF_TYPES = {"bigint": "integer", "integer": "integer", "smallint": "intege
 def check_name(value: str, what: str) -> str:
     """``value`` when it is a plain SQL name (letters, digits, _; 63 at most), else a ConfigError."""
     if not value or not NAME.match(value):
-        raise ConfigError(f"bad {what} {value!r}", "it must be letters, digits and _ (not first), 63 at most",
+        raise ConfigError(f"bad {what} {shown(value)}", "it must be letters, digits and _ (not first), 63 at most",
                           f"give another {what}", value=value)
     return value
 
@@ -50,7 +51,7 @@ def check_schema(value: str) -> str:
     """``value`` when it is a plain SQL name and not one of PostgreSQL's own schemas, else a ConfigError."""
     check_name(value, "schema")
     if value.lower().startswith("pg_") or value.lower() == "information_schema":
-        raise ConfigError(f"bad schema {value!r}", "PostgreSQL's own schemas (pg_*, information_schema) hold no"
+        raise ConfigError(f"bad schema {shown(value)}", "PostgreSQL's own schemas (pg_*, information_schema) hold no"
                           " datasets", "give another --schema", value=value)
     return value
 
@@ -59,7 +60,7 @@ def check_table(value: str, what: str) -> str:
     """``value`` when it is a plain SQL name that is not a working table's (``WORKING``), else a ConfigError."""
     check_name(value, what)
     if WORKING.search(value):
-        raise ConfigError(f"bad {what} {value!r}", f"names ending {WORK_MARK} and 12 hex digits are gigsterpg's"
+        raise ConfigError(f"bad {what} {shown(value)}", f"names ending {WORK_MARK} and 12 hex digits are gigsterpg's"
                           " working tables", f"give another {what}", value=value)
     return value
 

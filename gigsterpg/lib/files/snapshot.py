@@ -280,11 +280,15 @@ assert tuple(STEPS) == SNAPSHOT_STEPS
 
 
 @dataclasses.dataclass
-class RunReport:
-    """What ``run`` did: the steps that ran, and the failures (one per day at most)."""
+class DaysReport:
+    """What ``run_days`` did: the steps that ran, and the failures (one per day at most).
+
+    (Named for its days: the sync's report is ``gigsterpg.lib.pg.sync.engine.runner.RunReport``.)
+    """
 
     steps: List[StepReport] = dataclasses.field(default_factory=list)
     failures: List[StepFailed] = dataclasses.field(default_factory=list)
+    planned: Optional[int] = None  # the steps the run had to make (days x 4), when the caller counted them
 
     @property
     def ok(self) -> bool:
@@ -308,9 +312,9 @@ def days_between(first: datetime.date, last: datetime.date, limit: Optional[int]
 
 
 def run_days(pipeline: Pipeline, days: List[datetime.date], force: bool = False,
-             on_step: Callable[[StepReport], None] = lambda report: None) -> RunReport:
+             on_step: Callable[[StepReport], None] = lambda report: None) -> DaysReport:
     """The four steps in order for each day, each day on its own: a failed day stops there, the next goes on."""
-    report = RunReport()
+    report = DaysReport()
     for day in days:
         for step, verb in STEPS.items():
             try:

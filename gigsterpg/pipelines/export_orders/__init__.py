@@ -5,18 +5,20 @@ unchanged or rejected (a report that does not sum so fails its check: ``assert_r
 """
 from gigsterpg.lib.mongo.orders import OrdersReport, export_orders
 from gigsterpg.pipelines.contract import INTEGER, PATH, Context, Param, Pipeline, Report
+from gigsterpg.pipelines.params import positive
 
 PARAMS = (
     Param("source_url", help="the shop's PostgreSQL URL, read-only (default: GIGSTERPG_ORDERS_SOURCE_PG)",
           flag="--pg", http=False),
     Param("mongo_url", help="the MongoDB URL, its path the database (default: DB_URL_MONGO)", flag="--mongo",
           http=False),
-    Param("collection", help="the collection", default="orders"),
+    Param("collection", help="the collection (default: %(default)s)", default="orders"),
     Param("tax_rate", help="taxes = subtotal x rate, half-up to cents (default: GIGSTERPG_TAX_RATE, else 0.15)"),
-    Param("time_zone", help="the zone of an order's calendar date (default: GIGSTERPG_TIME_ZONE, else UTC)"),
-    Param("projection", PATH, "a shipped projection's name, or a .sql file of your own", default="orders",
-          names=("orders",)),
-    Param("batch_size", INTEGER, "orders per batch", default=2000, minimum=1),
+    Param("time_zone", help="the zone of an order's calendar date, for the promotion day"
+                            " (default: GIGSTERPG_TIME_ZONE, else UTC)"),
+    Param("projection", PATH, "a shipped projection's name, or a .sql file of your own (default: %(default)s)",
+          default="orders", names=("orders",)),
+    Param("batch_size", INTEGER, "orders per batch (default: 2000)", default=2000, minimum=1, parse=positive),
 )
 
 

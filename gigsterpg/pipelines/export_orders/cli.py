@@ -3,12 +3,14 @@
 ``gigsterpg.cli`` adds these parsers and hands these commands here: it only parses
 arguments and calls ``gigsterpg.lib.mongo.orders.export_orders`` and ``gigsterpg.fixtures.generate_shop.write_shop``.
 """
+from gigsterpg import pipelines
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.connections import pg_errors
 from gigsterpg.fixtures.generate_shop import write_shop
 from gigsterpg.lib.mongo.orders import export_orders
 from gigsterpg.pipelines.execute import note
 from gigsterpg.pipelines.export_orders import summary
+from gigsterpg.pipelines.params import add_arguments
 from gigsterpg.pipelines.progress import Bar
 
 COMMANDS = ("export-orders", "generate-shop")
@@ -19,18 +21,7 @@ def add_parsers(sub, common, positive) -> None:
     orders = sub.add_parser(
         "export-orders", parents=[common],
         help="orders of a PostgreSQL shop into MongoDB, one document each with items and totals, kept in step")
-    orders.add_argument("--pg", dest="source_url",
-                        help="the shop's PostgreSQL URL, read-only (default: GIGSTERPG_ORDERS_SOURCE_PG)")
-    orders.add_argument("--mongo", dest="mongo_url",
-                        help="the MongoDB URL, its path the database (default: DB_URL_MONGO)")
-    orders.add_argument("--collection", default="orders", help="the collection (default: %(default)s)")
-    orders.add_argument("--tax-rate", help="taxes = subtotal x rate, half-up to cents (default: GIGSTERPG_TAX_RATE,"
-                                           " else 0.15)")
-    orders.add_argument("--time-zone", help="the zone of an order's calendar date, for the promotion day"
-                                            " (default: GIGSTERPG_TIME_ZONE, else UTC)")
-    orders.add_argument("--projection", default="orders",
-                        help="a shipped projection's name, or a .sql file of your own (default: %(default)s)")
-    orders.add_argument("--batch-size", type=positive, default=2000, help="orders per batch (default: 2000)")
+    add_arguments(orders, pipelines.get("export-orders"))  # the parameters gigsterpg/pipelines/export_orders/ declares
 
     shop = sub.add_parser("generate-shop", parents=[common],
                           help="write a deterministic shop (clients, products, orders, order_items) into PostgreSQL")

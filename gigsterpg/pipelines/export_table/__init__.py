@@ -5,15 +5,16 @@ nothing); the documents deleted because their row is gone are in ``details``.
 """
 from gigsterpg import commands
 from gigsterpg.pipelines.contract import INTEGER, Context, Param, Pipeline, Report
+from gigsterpg.pipelines.params import positive
 
 PARAMS = (
+    Param("pg_url", help="the PostgreSQL URL to read from (default: DB_URL_PSQL)", flag="--pg", http=False),
     Param("table", help="[schema.]name, exactly as in the catalog", required=True),
     Param("schema", help="the schema, when the table's name holds a dot"),
-    Param("collection", help="the collection (default: the table's name)"),
-    Param("batch_size", INTEGER, "rows per batch", default=2000, minimum=1),
-    Param("pg_url", help="the PostgreSQL URL to read from (default: DB_URL_PSQL)", flag="--pg", http=False),
     Param("mongo_url", help="the MongoDB URL, its path the database (default: DB_URL_MONGO)", flag="--mongo",
           http=False),
+    Param("collection", help="the collection (default: the table's name)"),
+    Param("batch_size", INTEGER, "rows per batch (default: 2000)", default=2000, minimum=1, parse=positive),
 )
 
 

@@ -9,21 +9,6 @@ from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.files.csvsource import KINDS
 from gigsterpg.pipelines.contract import FLAG, PATH, Context, Param, Pipeline, Report
 
-SCHEMA_HELP = "the schema (default: GIGSTERPG_DATASETS_SCHEMA, else datasets)"
-PARAMS = (
-    Param("paths", PATH, "CSV files, or folders whose *.csv files to load", required=True, positional=True,
-          many=True),
-    Param("table", help="the table (one file only; default: the file's name without .csv)"),
-    Param("schema", help=SCHEMA_HELP),
-    Param("key", help="the column rows are keyed and paged by (default: _row, the lines' order)"),
-    Param("merge", FLAG, "upsert the rows by key instead of replacing the table", default=False),
-    Param("type", help="COLUMN=KIND: declare a column's type instead of inferring it", many=True, dest="types"),
-    Param("delimiter", help="the field delimiter (default: detected among , ; tab |)"),
-    Param("quote", help='the quote character (default: ")'),
-    Param("encoding", help="the file's encoding (default: UTF-8, with or without a BOM)"),
-    Param("day_first", FLAG, "read 1/2/2022 as 1 February", default=False),
-)
-
 
 def declaration(text: str):
     """``COLUMN=KIND`` of ``--type``."""
@@ -31,6 +16,23 @@ def declaration(text: str):
     if not sep or not name or kind not in KINDS:
         raise argparse.ArgumentTypeError(f"{text!r} is not COLUMN=KIND with KIND one of {', '.join(KINDS)}")
     return name, kind
+
+
+SCHEMA_HELP = "the schema (default: GIGSTERPG_DATASETS_SCHEMA, else datasets)"
+PARAMS = (
+    Param("paths", PATH, "CSV files, or folders whose *.csv files to load", required=True, positional=True,
+          many=True, metavar="PATH"),
+    Param("table", help="the table (one file only; default: the file's name without .csv)"),
+    Param("schema", help=SCHEMA_HELP),
+    Param("key", help="the column rows are keyed and paged by (default: _row, the lines' order)"),
+    Param("merge", FLAG, "upsert the rows by --key instead of replacing the table", default=False),
+    Param("type", help=f"declare a column's type instead of inferring it ({', '.join(KINDS)}); repeatable",
+          many=True, dest="types", metavar="COLUMN=KIND", parse=declaration),
+    Param("delimiter", help="the field delimiter (default: detected among , ; tab |)"),
+    Param("quote", help='the quote character (default: ")'),
+    Param("encoding", help="the file's encoding (default: UTF-8, with or without a BOM)"),
+    Param("day_first", FLAG, "read 1/2/2022 as 1 February (default: month first)", default=False),
+)
 
 
 def declared(items) -> dict:

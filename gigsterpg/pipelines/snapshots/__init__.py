@@ -11,22 +11,25 @@ from typing import Dict, List
 
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.files import snapshot
+from gigsterpg.lib.files.csvsource import KINDS
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.pipelines.contract import DAY, FLAG, INTEGER, PATH, Context, Param, Pipeline, Report
 from gigsterpg.text import plural
 
 PARAMS = (
     Param("day", DAY, "the day of the data, YYYY-MM-DD (names the partitions)"),
-    Param("from", DAY, "the first day of a backfill", dest="first"),
-    Param("to", DAY, "the last day of a backfill", dest="last"),
+    Param("from", DAY, "run: the first day of a backfill", dest="first"),
+    Param("to", DAY, "run: the last day of a backfill", dest="last"),
     Param("source_pg", help="the source PostgreSQL URL (default: GIGSTERPG_SNAPSHOT_SOURCE_PG)", http=False),
     Param("csv", PATH, "the CSV file of order details (default: GIGSTERPG_SNAPSHOT_CSV)"),
     Param("root", help="the data folder (default: GIGSTERPG_SNAPSHOT_ROOT, else ./data)", http=False),
-    Param("tables", help="comma-separated globs of schema.table to extract, !glob to leave out"),
-    Param("csv_types", help="declared kinds of CSV columns, COL=KIND,..."),
+    Param("tables", help="comma-separated globs of schema.table to extract, !glob to leave out"
+                         " (default: every table; GIGSTERPG_SNAPSHOT_TABLES)"),
+    Param("csv_types", help=f"declared kinds of CSV columns ({', '.join(KINDS)}); the others are inferred",
+          metavar="COL=KIND,..."),
     Param("force", FLAG, "extract again a day that already succeeded", default=False),
-    Param("max_days", INTEGER, "the longest backfill started without asking", default=snapshot.MAX_DAYS,
-          minimum=1),
+    Param("max_days", INTEGER, "run: the longest backfill started without asking (default: %(default)s days)",
+          default=snapshot.MAX_DAYS, minimum=1, parse=int),
 )
 
 
@@ -49,7 +52,7 @@ def _date(value):
 
 
 def report(native) -> Report:
-    planned = getattr(native, "planned", None) or len(native.steps) + len(native.failures)
+    planned = native.planned or len(native.steps) + len(native.failures)
     succeeded = sum(1 for step in native.steps if step.state != "skipped")
     skipped = len(native.steps) - succeeded
     failed = len(native.failures)

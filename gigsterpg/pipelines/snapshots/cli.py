@@ -3,13 +3,13 @@
 Only parses arguments, calls the verbs of ``gigsterpg.lib.files.snapshot``
 and prints their reports; ``gigsterpg.cli`` adds these subcommands.
 """
-import argparse
 import dataclasses
 import datetime
 import sys
 from pathlib import Path
 from typing import Dict, List
 
+from gigsterpg import pipelines
 from gigsterpg.config import Settings
 from gigsterpg.connections import pg_errors
 from gigsterpg.exc import ConfigError
@@ -18,17 +18,11 @@ from gigsterpg.lib.files.ledger import StatusRow, snapshot_status
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.pipelines.execute import note
 from gigsterpg.pipelines.snapshots import declared_kinds, days_asked, format_step
+from gigsterpg.pipelines.params import add_arguments
 from gigsterpg.text import plural
 
 ACTIONS = SNAPSHOT_STEPS + ("run", "status", "demo")
 COMMANDS = ("pipeline", "generate-northwind")
-
-
-def _day(value: str) -> datetime.date:
-    try:
-        return datetime.date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("a day must be written YYYY-MM-DD") from None
 
 
 def add_parsers(sub, common) -> None:
@@ -37,20 +31,8 @@ def add_parsers(sub, common) -> None:
                               help="daily snapshots of a PostgreSQL database and a CSV file, then loaded and queried")
     pipeline.add_argument("action", choices=ACTIONS, metavar="{" + ",".join(ACTIONS) + "}",
                           help="a step (each runs alone), run (the four in order), status, or demo")
-    pipeline.add_argument("--day", type=_day, help="the day of the data, YYYY-MM-DD (names the partitions)")
-    pipeline.add_argument("--from", dest="first", type=_day, help="run: the first day of a backfill")
-    pipeline.add_argument("--to", dest="last", type=_day, help="run: the last day of a backfill")
-    pipeline.add_argument("--source-pg", help="the source PostgreSQL URL (default: GIGSTERPG_SNAPSHOT_SOURCE_PG)")
-    pipeline.add_argument("--csv", help="the CSV file of order details (default: GIGSTERPG_SNAPSHOT_CSV)")
-    pipeline.add_argument("--root", help="the data folder (default: GIGSTERPG_SNAPSHOT_ROOT, else ./data)")
-    pipeline.add_argument("--tables", help="comma-separated globs of schema.table to extract, !glob to leave out"
-                                           " (default: every table; GIGSTERPG_SNAPSHOT_TABLES)")
-    pipeline.add_argument("--csv-types", metavar="COL=KIND,...",
-                          help="declared kinds of CSV columns (integer, numeric, boolean, date, timestamp, text);"
-                               " the others are inferred")
-    pipeline.add_argument("--force", action="store_true", help="extract again a day that already succeeded")
-    pipeline.add_argument("--max-days", type=int, default=snapshot.MAX_DAYS,
-                          help="run: the longest backfill started without asking (default: %(default)s days)")
+    add_arguments(pipeline, pipelines.get("snapshots"))  # the parameters gigsterpg/pipelines/snapshots/ declares
+    # The arguments of the actions that are no run of the pipeline (status, demo).
     pipeline.add_argument("--days", type=int, default=14, help="status: how many recent days (default: 14)")
     pipeline.add_argument("--folder", type=Path, default=Path(".gigsterpg-pipeline-demo"),
                           help="demo: where the embedded server and the data go")

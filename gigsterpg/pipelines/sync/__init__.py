@@ -9,24 +9,37 @@ from gigsterpg.lib.pg.sync.engine.follow import FollowReport
 from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.pipelines.contract import CHOICE, FLAG, INTEGER, NUMBER, Context, Param, Pipeline, Report
+from gigsterpg.pipelines.params import count, positive, seconds
 
+# On the command line the mode is a flag of its own (--incremental, --reconcile), one of four that exclude
+# each other with --rebuild and --follow (the group "scope").
+MODES = ((f"--{INCREMENTAL}", INCREMENTAL, "read only documents updated since the last run (no deletes)"),
+         ("--reconcile", FULL, "read everything and apply deletes (the default unless GIGSTERPG_INCREMENTAL is set)"))
 PARAMS = (
     Param("collections", help=f"comma-separated subset of {','.join(COLLECTIONS)} (default: all)"),
-    Param("limit", INTEGER, "read at most N documents per collection (no deletes then)", minimum=1),
-    Param("batch_size", INTEGER, "documents per batch (default: 5000)", minimum=1),
-    Param("full_compare", FLAG, "map and compare every document, not only the changed ones", default=False),
+    Param("limit", INTEGER, "read at most N documents per collection (no deletes then)", minimum=1, parse=positive),
+    Param("batch_size", INTEGER, "documents per batch (default: 5000)", minimum=1, parse=positive),
+    Param("full_compare", FLAG, "map and compare every document, not only the changed ones (repairs rows edited by"
+          " hand)", default=False),
     Param("mode", CHOICE, f"{FULL} (read everything, apply deletes), {INCREMENTAL} (what changed), or {AUTO}",
-          choices=SYNC_MODES, flag="--incremental/--reconcile"),
-    Param("rebuild", FLAG, "empty the synced tables and load everything again (one transaction)", default=False),
-    Param("load_workers", INTEGER, "processes that map and COPY a first load (default: one per core; 0: this"
-          " process)", minimum=0),
-    Param("retries", INTEGER, "reconnect and go on this many times after a lost connection",
-          default=RetryPolicy.attempts, minimum=0),
-    Param("wait", NUMBER, "if another sync is running, wait for it up to this many seconds", minimum=0),
+          choices=SYNC_MODES, switches=MODES, group="scope"),
+    Param("rebuild", FLAG, "empty the synced tables and load everything again (one transaction: a crash keeps"
+          " the old data)", default=False, group="scope"),
     # A follower never ends, and a Dask cluster is the command line's: not over HTTP.
-    Param("follow", FLAG, "catch up, then apply MongoDB's changes until stopped", default=False, http=False),
-    Param("workers", INTEGER, "full sync on a local Dask cluster of N workers", minimum=1, http=False),
-    Param("scheduler", help="full sync on the Dask cluster at ADDRESS", http=False),
+    Param("follow", FLAG, "catch up, then apply MongoDB's changes as they happen until stopped (Ctrl-C, SIGTERM)",
+          default=False, http=False, group="scope"),
+    Param("retries", INTEGER, "reconnect and go on this many times after a lost connection (default: %(default)s)",
+          default=RetryPolicy.attempts, minimum=0, parse=count),
+    Param("wait", NUMBER, "if another sync is running, wait for it (up to SECONDS, default 3600) instead of"
+          " refusing", minimum=0, maximum=1e9, parse=seconds, const=3600.0, metavar="SECONDS"),
+    Param("workers", INTEGER, "full sync: read and map the collections on a local Dask cluster of N worker"
+          " processes (pip install 'gigsterpg[dask]')", minimum=1, http=False, parse=positive, metavar="N"),
+    Param("scheduler", help="full sync on the Dask cluster at ADDRESS, e.g. tcp://host:8786, whose workers have"
+          " gigsterpg installed and reach both databases (default: GIGSTERPG_DASK_SCHEDULER)", http=False,
+          metavar="ADDRESS"),
+    Param("load_workers", INTEGER, "a first sync (empty tables) or --rebuild: decode, map and COPY in N processes"
+          " of this machine, each with its own PostgreSQL session (default: one per core; 0: in the sync's own"
+          " process)", minimum=0, parse=count, metavar="N"),
 )
 
 

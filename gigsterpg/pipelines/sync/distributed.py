@@ -1,4 +1,6 @@
-"""The sync's distributed flags: ``--workers N`` (a local Dask cluster) and ``--scheduler ADDRESS`` (an existing one).
+"""The sync on a Dask cluster: ``--workers N`` (a local one) and ``--scheduler ADDRESS`` (an existing one).
+
+The flags are the sync's parameters (``gigsterpg/pipelines/sync/``); this module runs what they ask.
 
 Only a full sync is distributed; ``--follow`` and ``--incremental`` stay
 single-writer (``gigsterpg.lib.pg.sync.engine.distributed`` says why), so
@@ -15,33 +17,6 @@ from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
 from gigsterpg.pipelines.execute import note
 from gigsterpg.pipelines.progress import Bar
 from gigsterpg.report import format_run
-
-
-def add_arguments(sync, positive) -> None:
-    """Add ``--workers`` and ``--scheduler`` to the sync's parser; ``positive`` is the CLI's argument type (one
-    rule for "a whole number of 1 or more"), passed in: this module does not import the CLI that imports it."""
-    sync.add_argument("--workers", type=positive, metavar="N",
-                      help="full sync: read and map the collections on a local Dask cluster of N worker processes"
-                           " (pip install 'gigsterpg[dask]')")
-    sync.add_argument("--scheduler", metavar="ADDRESS",
-                      help="full sync on the Dask cluster at ADDRESS, e.g. tcp://host:8786, whose workers have"
-                           " gigsterpg installed and reach both databases (default: GIGSTERPG_DASK_SCHEDULER)")
-    sync.add_argument("--load-workers", type=_count, metavar="N",
-                      help="a first sync (empty tables) or --rebuild: decode, map and COPY in N processes of this"
-                           " machine, each with its own PostgreSQL session (default: one per core; 0: in the"
-                           " sync's own process)")
-
-
-def _count(text: str) -> int:
-    """A whole number of 0 or more (``--load-workers``)."""
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
-    return value
 
 
 def wanted(args, settings) -> bool:

@@ -3,10 +3,13 @@
 Its detail stays in ``datasets``; ``read`` is the rows the query gave, each written.
 """
 from gigsterpg.lib.datasets.transform import transform
+from pathlib import Path
+
 from gigsterpg.pipelines.contract import PATH, Context, Param, Pipeline, Report
 
 PARAMS = (
-    Param("sqlfile", PATH, "a file holding one SELECT (joins, aggregation)", required=True, positional=True),
+    Param("sqlfile", PATH, "a file holding one SELECT (joins, aggregation)", required=True, positional=True,
+          metavar="SQLFILE", parse=Path),
     Param("into", help="the dataset (table) to make or replace", required=True),
     Param("schema", help="the schema (default: GIGSTERPG_DATASETS_SCHEMA, else datasets)"),
     Param("key", help="the column rows are keyed and paged by (default: the query's first)"),

@@ -311,6 +311,27 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, mongo_db, pg_url, seco
     assert report.balanced
 
 
+def test_a_first_load_batch_run_again_after_it_committed_loads_nothing_twice(pg_url):
+    """Dask runs a task again when it lost the answer of one that committed: the second attempt loads nothing."""
+    from gigsterpg.lib.pg.sync.engine import parallel
+    from gigsterpg.lib.pg.sync.engine.task import BatchTask, attempts_table, create_scratch, load_batch
+    from gigsterpg.lib.pg.sync.user import UserSync
+    payload = b"".join(bson.encode({"_id": n, "name": f"user {n}", "email": f"u{n}@example.com"}) for n in range(5))
+    with psycopg.connect(pg_url, autocommit=True) as connection, connection.cursor() as cursor:
+        parallel.create_load_tables(cursor, 99, ["users"])
+        create_scratch(cursor, 99, ())
+    task = BatchTask(99, UserSync, 10, payload, pg_url, "t")
+    assert "postgresql" not in repr(task), "Dask logs a task's arguments: no URL in them"
+    assert load_batch(task) == 5
+    assert load_batch(task) == 5  # the same batch again (the same key): its rows are there once
+    with psycopg.connect(pg_url) as connection:
+        loaded = connection.execute(f"SELECT pos FROM {parallel.load_table(99, 'users')} ORDER BY pos").fetchall()
+        attempts = connection.execute(f"SELECT task, documents FROM {attempts_table(99)} ORDER BY id").fetchall()
+        raw = connection.execute(f"SELECT count(*) FROM {parallel.raw_table(99, 'users')}").fetchone()[0]
+    assert [pos for (pos,) in loaded] == [10, 11, 12, 13, 14] and raw == 5
+    assert attempts == [(10, 5), (10, None)]  # two attempts counted, one committed the batch
+
+
 def _keys(url: str) -> list:
     with psycopg.connect(url) as connection:
         return [connection.execute(f"SELECT id, {column} FROM {table} ORDER BY id").fetchall()

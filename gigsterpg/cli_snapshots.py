@@ -47,6 +47,9 @@ def add_parsers(sub, common) -> None:
     pipeline.add_argument("--csv-types", metavar="COL=KIND,...",
                           help="declared kinds of CSV columns (integer, numeric, boolean, date, timestamp, text);"
                                " the others are inferred")
+    pipeline.add_argument("--workers", type=int, metavar="N",
+                          help="extract and load: N tables at once, each in its own session (default: one per"
+                               " core, at most 4; 1: one after the other)")
     pipeline.add_argument("--force", action="store_true", help="extract again a day that already succeeded")
     pipeline.add_argument("--max-days", type=int, default=snapshot.MAX_DAYS,
                           help="run: the longest backfill started without asking (default: %(default)s days)")
@@ -105,6 +108,8 @@ def run_pipeline(settings: Settings, args) -> int:
     pipeline = snapshot.Pipeline.from_settings(settings)
     if getattr(args, "csv_types", None):
         pipeline = dataclasses.replace(pipeline, csv_types=_declared(args.csv_types))
+    if getattr(args, "workers", None):
+        pipeline = dataclasses.replace(pipeline, workers=args.workers)
     if args.action == "status":
         with pg_errors(pipeline.target_url):
             print(format_status(snapshot_status(pipeline.target_url, days=args.days)))

@@ -157,6 +157,36 @@ def test_a_second_run_gives_the_same_files_and_the_same_tables(pg_url, northwind
     assert (tmp_path / "data/results/2021-01-01/orders_with_details.json").read_bytes() == result
 
 
+def test_one_session_or_four_give_the_same_files_tables_and_ledger(pg_url, northwind, tmp_path, pg_server_url):
+    """extract-postgres and load in parallel sessions (``workers``): what they write is what one session writes."""
+    from tests.helpers import TEMPLATE, copy_database, drop_database, with_database
+    source, csv_path = northwind
+    second = copy_database(pg_server_url, TEMPLATE)
+    try:
+        results = []
+        for target, workers in ((pg_url, 1), (with_database(pg_server_url, second), 4)):
+            line = snapshot.Pipeline(target, tmp_path / f"data{workers}", source, csv_path, workers=workers)
+            assert snapshot.run_days(line, [D1]).ok
+            assert snapshot.run_days(line, [D1], force=True).ok  # again, over the day's partitions
+            with psycopg.connect(target) as connection:
+                ledger = connection.execute(
+                    "SELECT step, source, table_name, state, rows, bytes, checksum, bad_lines,"
+                    " replace(path, %s, '<root>') FROM snapshot_ledger ORDER BY 1, 2, 3",
+                    (str(tmp_path / f"data{workers}"),)).fetchall()
+                leftovers = connection.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n"
+                                               " ON n.oid = c.relnamespace WHERE n.nspname LIKE 'snap\\_%'"
+                                               " AND c.relname LIKE '%\\_n'").fetchone()[0]
+            assert leftovers == 0, "every new table is attached"
+            files = {pattern: digest_files(tmp_path / f"data{workers}", pattern)
+                     for pattern in ("*.pgcopy", "*.csv", "*.jsonl", "*.json")}  # manifests hold their times
+            files["*.json"] = {name: value for name, value in files["*.json"].items() if "results" in name}
+            results.append((files, target_state(target), ledger))
+        assert len(results[0][0]["*.pgcopy"]) == 13 and results[0][0]["*.json"] and len(results[0][1]) == 14
+        assert results[1] == results[0]
+    finally:
+        drop_database(pg_server_url, second)
+
+
 def test_load_before_the_extracts_is_refused_naming_the_step_to_run(pg_url, northwind, tmp_path, capsys):
     source, csv_path = northwind
     args = ["pipeline", "load", "--day", "2021-01-01", "--pg-url", pg_url, "--root", str(tmp_path / "data")]

@@ -37,6 +37,8 @@ def add_parsers(sub, common, positive) -> None:
     orders.add_argument("--projection", default="orders",
                         help="a shipped projection's name, or a .sql file of your own (default: %(default)s)")
     orders.add_argument("--batch-size", type=positive, default=2000, help="orders per batch (default: 2000)")
+    orders.add_argument("--workers", type=positive, metavar="N", help="batches written at once, each by its own"
+                        " thread and PostgreSQL session (default: one per core, at most 4)")
 
     shop = sub.add_parser("generate-shop", parents=[common],
                           help="write a deterministic shop (clients, products, orders, order_items) into PostgreSQL")
@@ -63,7 +65,8 @@ def run(args, progress_stream=None) -> int:
     try:
         report = export_orders(settings, args.collection, args.projection, args.batch_size,
                                progress=bar.done_so_far if bar else None,
-                               total=(lambda total: bar.start("orders", total)) if bar else None)
+                               total=(lambda total: bar.start("orders", total)) if bar else None,
+                               writers=args.workers)
     finally:
         if bar:
             bar.close()

@@ -380,13 +380,23 @@ def test_sync_scheduler_runs_on_the_cluster_and_records_its_tasks(cluster, mongo
     assert (tasks["tasks"], tasks["ran"], tasks["retried"], tasks["failed"]) == (16, 16, 0, 0)
 
 
-def test_sync_workers_starts_a_local_cluster(mongo_db, mongo_url, pg_url, second_pg_url, capsys):
+def test_sync_workers_loads_first_in_local_processes_then_starts_a_local_cluster(mongo_db, mongo_url, pg_url,
+                                                                                 second_pg_url, capsys):
     _messy(mongo_db, users=20, gigs=10, seed=9)
     _single(pg_url, mongo_db)
-    code, out, err = _cli(capsys, "sync", "--workers", "1", "--pg-url", second_pg_url, "--mongo-url", mongo_url,
-                          "--batch-size", str(BATCH), "--no-progress")
+    args = ("sync", "--workers", "2", "--pg-url", second_pg_url, "--mongo-url", mongo_url, "--batch-size", str(BATCH),
+            "--no-progress")
+    code, out, err = _cli(capsys, *args)
     assert code == 0, err
-    assert "Dask: 1 workers, " in out and " 0 failed)" in out
+    # Into empty tables: the load workers of this machine (no cluster: they cost less CPU a document than one).
+    assert "Load workers: 2 processes of this machine (a first load: no Dask cluster needed)" in out
+    assert "Dask" not in (out + err).replace("no Dask cluster", "")
+    assert state(second_pg_url) == state(pg_url)
+    mongo_db.users.delete_one({})
+    _single(pg_url, mongo_db)
+    code, out, err = _cli(capsys, *args)  # into full tables: ranges on a local cluster, merged
+    assert code == 0, err
+    assert "Dask: 2 workers, " in out and " 0 failed)" in out
     assert state(second_pg_url) == state(pg_url)
 
 

@@ -187,6 +187,46 @@ def test_one_session_or_four_give_the_same_files_tables_and_ledger(pg_url, north
         drop_database(pg_server_url, second)
 
 
+def test_tables_extracted_by_parallel_sessions_are_of_one_moment_of_the_source(pg_url, source_url, tmp_path,
+                                                                               monkeypatch):
+    """Rows committed after the extract began, before its other sessions even connect, are not in the files:
+    every session reads the snapshot the extract began with (as one session does)."""
+    import threading
+    names = ("aaa", "bbb", "ccc", "ddd")
+    with psycopg.connect(source_url, autocommit=True) as connection:
+        for name in names:
+            connection.execute(f"CREATE TABLE {name} (id int PRIMARY KEY)")
+            connection.execute(f"INSERT INTO {name} SELECT generate_series(1, 10)")
+    connect, sessions = psycopg.connect, []
+    waiting, written = threading.Event(), threading.Event()
+
+    def held(url, *args, **kwargs):  # the sessions beyond the extract's first to the source wait for the writes
+        if url == source_url:
+            sessions.append(url)
+            if len(sessions) > 1:
+                waiting.set()
+                written.wait(60)
+        return connect(url, *args, **kwargs)
+    monkeypatch.setattr(psycopg, "connect", held)
+    outcome = {}
+    line = snapshot.Pipeline(pg_url, tmp_path / "data", source_url, workers=2)
+    extracting = threading.Thread(target=lambda: outcome.update(report=snapshot.extract_postgres(line, D1)))
+    extracting.start()
+    try:
+        assert waiting.wait(60), "the extract's sessions did not start"
+        with connect(source_url, autocommit=True) as writer:
+            for name in names:
+                writer.execute(f"INSERT INTO {name} VALUES (11)")
+    finally:
+        written.set()
+        extracting.join(timeout=60)
+    assert outcome["report"].state == "succeeded" and outcome["report"].tables == 4
+    assert len(sessions) == 3  # the extract's own, and one per worker
+    rows = {name: json.loads((tmp_path / f"data/postgres/{name}/2021-01-01/manifest.json").read_text())["rows"]
+            for name in names}
+    assert rows == dict.fromkeys(names, 10)
+
+
 def test_load_before_the_extracts_is_refused_naming_the_step_to_run(pg_url, northwind, tmp_path, capsys):
     source, csv_path = northwind
     args = ["pipeline", "load", "--day", "2021-01-01", "--pg-url", pg_url, "--root", str(tmp_path / "data")]

@@ -44,11 +44,12 @@ browser:
 		>/dev/null; } || echo "warning: could not install chromium and chromium-driver; tests/test_browser.py skips"
 
 test: lint docs browser
-	$(BIN)/python -m pytest --cov=gigsterpg --cov-report=term-missing --cov-fail-under=$(COVERAGE_MIN)
+	$(BIN)/python -m pytest --cov=gigsterpg --cov-report=term-missing --cov-fail-under=$(COVERAGE_MIN) --durations=15
 
-# Kill points, injected faults, hostile documents, concurrency, secrets; GIGSTERPG_SOAK=N for N times the random kills.
+# Kill points, injected faults, hostile documents, concurrency, secrets: every hit of each kill point (make test runs
+# each point's first and last), GIGSTERPG_SOAK=N for N times the random kills.
 reliability: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest tests/test_reliability.py tests/test_hostile.py tests/test_properties.py tests/test_security.py \
+	GIGSTERPG_SOAK=$${GIGSTERPG_SOAK:-1} $(BIN)/python -m pytest tests/test_reliability.py tests/test_hostile.py tests/test_properties.py tests/test_security.py \
 		tests/test_follow.py tests/test_reliability_exports.py tests/test_datasets_reliability.py \
 		tests/test_datasets_hostile.py tests/test_api_reliability.py tests/test_secrets.py
 

@@ -30,7 +30,7 @@ from bench import datasets as datasets_bench
 from bench import distributed as distributed_bench
 from bench import orders as orders_bench
 from bench import snapshots as snapshot_bench
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.generate import write_dataset
 
 USERS, GIGS = 100_000, 200_000
 EXPORT_ROWS = 100_000
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     if args.external:
         pg_server, mongo_server = os.environ["DB_URL_PSQL"], os.environ["DB_URL_MONGO"]
     else:
-        from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
+        from gigsterpg.fixtures.embedded import EmbeddedMongo, EmbeddedPostgres
         postgres = EmbeddedPostgres(folder / "postgres")
         mongo = EmbeddedMongo(folder / "mongo")
         servers = [mongo, postgres]

@@ -27,7 +27,7 @@ from pathlib import Path
 import psycopg
 
 from gigsterpg.config import Settings
-from gigsterpg.embedded import free_port
+from gigsterpg.fixtures.embedded import free_port
 from gigsterpg.lib.datasets.load import load_csv
 
 ROWS = 3_000_000  # at scale 1
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(*args.child)))
         return 0
-    from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedMongo, EmbeddedPostgres
     folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
     postgres, mongo = EmbeddedPostgres(folder / "postgres"), EmbeddedMongo(folder / "mongo")
     try:

@@ -124,7 +124,7 @@ def measure(results: dict, server_url: str, mongo_url: str, scale: float, repeat
     if generate:
         import pymongo
 
-        from gigsterpg.generate import write_dataset
+        from gigsterpg.fixtures.generate import write_dataset
         client = pymongo.MongoClient(mongo_url)
         started = time.perf_counter()
         write_dataset(client.get_default_database(), int(USERS * scale), int(GIGS * scale), messy_rate=0.05,
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
-    from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedMongo, EmbeddedPostgres
     folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
     postgres = EmbeddedPostgres(folder / "postgres")
     mongo = EmbeddedMongo(folder / "mongo")

@@ -92,7 +92,7 @@ def _child(*args) -> dict:
 
 def measure(results: dict, server_url: str, mongo_server: str, scale: float, repeat: int) -> None:
     """The measurements above into ``results["orders"]``."""
-    from gigsterpg.generate_shop import write_shop
+    from gigsterpg.fixtures.generate_shop import write_shop
     out = results.setdefault("orders", {"runs": {}, "rss": {}})
 
     def record(label, result):
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help=f"1.0 = {ORDERS:,} orders")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args(argv)
-    from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedMongo, EmbeddedPostgres
     folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
     postgres = EmbeddedPostgres(folder / "postgres")
     mongo = EmbeddedMongo(folder / "mongo")

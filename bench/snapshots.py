@@ -129,7 +129,7 @@ def _fresh(server_url: str, prefix: str) -> str:
 def _size(server_url: str, folder: Path, orders: int, repeat: int) -> dict:
     """Extract and load at one size: the measured runs and their baselines."""
     from gigsterpg.lib.pg.db import SqlAlchemy
-    from gigsterpg.northwind import generate_northwind
+    from gigsterpg.fixtures.northwind import generate_northwind
     source, target = _fresh(server_url, "bench_nw_src"), _fresh(server_url, "bench_nw_tgt")
     handle = SqlAlchemy(target)
     handle.migrate_head()
@@ -201,7 +201,7 @@ def render(results: dict) -> list:
 
 def formats(server_url: str, orders: int, folder: Path) -> list:
     """The file formats compared on the orders table: seconds out, bytes, seconds back in (docs: the snapshots page)."""
-    from gigsterpg.northwind import generate_northwind
+    from gigsterpg.fixtures.northwind import generate_northwind
     source = _fresh(server_url, "bench_fmt")
     generate_northwind(source, folder / "details.csv", orders=orders)
     lines = ["| format | out s | MB | in s | exact for every type of the list |", "| --- | ---: | ---: | ---: | --- |"]
@@ -248,7 +248,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--formats", action="store_true", help="compare the file formats instead (docs)")
     args = parser.parse_args(argv)
-    from gigsterpg.embedded import EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedPostgres
     folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
     postgres = EmbeddedPostgres(folder / "postgres")
     try:

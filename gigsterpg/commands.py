@@ -1,11 +1,10 @@
-"""The library verbs behind the CLI (and, later, the HTTP API): sync, status, generate, demo.
+"""The library verbs behind the CLI (and, later, the HTTP API): sync, status, generate.
 
 Each takes a ``Settings`` and returns data; none prints or reads the
 environment. Driver errors come out as ``GigsterPgError``.
 """
 import contextlib
 import logging
-from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional
 
 import bson
@@ -15,7 +14,7 @@ from sqlalchemy import text
 from gigsterpg.config import Settings
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_errors, require_collections
 from gigsterpg.exc import ConfigError, GigsterPgError, TerminalError
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.generate import write_dataset
 from gigsterpg.lib import status as status_report
 from gigsterpg.lib.mongo import export
 from gigsterpg.lib.mongo.export import ExportReport
@@ -27,9 +26,6 @@ from gigsterpg.lib.pg.sync.engine.follow import Follower, FollowReport, behind
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy, RunReport, run_sync
 
 logger = logging.getLogger(__name__)
-
-DEMO_DATABASE = "gigster"
-DEMO_MONGO_DATABASE = "data-practical"
 
 
 def parse_collections(value: Optional[str]) -> tuple:
@@ -232,33 +228,3 @@ def generate(settings: Settings, users: int, gigs: int, messy_rate: float = 0.05
             return write_dataset(database, users, gigs, messy_rate, seed, replace)
     finally:
         client.close()
-
-
-def demo(folder: Path, users: int = 3000, gigs: int = 6000, seed: int = 42, batch_size: int = 5000,
-         progress: Optional[Progress] = None,
-         then: Optional[Callable[[Settings, RunReport], None]] = None,
-         say: Callable[[str], None] = lambda line: None) -> RunReport:
-    """Start embedded servers in ``folder``, fill MongoDB with generated data, sync it, stop the servers.
-
-    ``then`` runs after the sync while the servers still run (``demo --serve`` serves the API there);
-    ``say`` is told each stage as it begins (the CLI prints it on a terminal).
-    """
-    from gigsterpg.embedded import EmbeddedMongo, EmbeddedPostgres
-
-    folder = folder.resolve()
-    with contextlib.ExitStack() as stack:
-        say(f"Starting an embedded PostgreSQL and a MongoDB-protocol server (data in {folder})...")
-        postgres = EmbeddedPostgres(folder / "postgres")
-        stack.callback(postgres.stop)
-        mongo = EmbeddedMongo(folder / "mongo")
-        stack.callback(mongo.stop)
-        settings = Settings(pg_url=postgres.create_database(DEMO_DATABASE),
-                            mongo_url=mongo.url(DEMO_MONGO_DATABASE), batch_size=batch_size)
-        logger.info("demo servers: PostgreSQL %s, MongoDB %s", settings.pg_url, settings.mongo_url)
-        say(f"Generating {users:,} users and {gigs:,} gigs (5% of them messy) into MongoDB...")
-        generate(settings, users, gigs, messy_rate=0.05, seed=seed, replace=True)
-        say("Syncing them into PostgreSQL...")
-        report = sync(settings, progress=progress)
-        if then is not None:
-            then(settings, report)
-        return report

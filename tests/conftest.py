@@ -47,7 +47,7 @@ def pg_server_url(tmp_path_factory):
     if external:
         yield external
         return
-    from gigsterpg.embedded import EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedPostgres
     server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
     yield server.url("postgres")
     server.stop()
@@ -60,7 +60,7 @@ def mongo_server_url(tmp_path_factory):
     if external:
         yield external
         return
-    from gigsterpg.embedded import EmbeddedMongo
+    from gigsterpg.fixtures.embedded import EmbeddedMongo
     # Test commands: the reliability tests arm failCommand failpoints (configureFailPoint).
     server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"), extra_args=("--enable-test-commands",))
     yield server.url("")

@@ -13,6 +13,8 @@ from typing import Callable, Mapping, Optional, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import pymongo.errors
+import pytest
 from psycopg import sql
 from sqlalchemy import text
 
@@ -24,6 +26,40 @@ TEMPLATE = "gigsterpg_test_template"  # the database migrated once per session (
 CLI_SECRET = "topsecret-pw"  # a password the CLI tests put in URLs; no output may show it
 API_TOKEN = "test-token-0123456789"
 API_AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def kill_matrix(points: list) -> list:
+    """A kill matrix as the suite runs it: of the hits tried at each (…, point), the first and the last.
+
+    The kill trials of a point differ only in how far the run got; its first and last hit are the edges (nothing
+    written yet, nearly all written). ``GIGSTERPG_SOAK`` set (``make reliability`` sets it) runs every hit listed.
+    """
+    if os.environ.get("GIGSTERPG_SOAK"):
+        return list(points)
+    hits: dict = {}
+    for each in points:
+        hits.setdefault(each[:-1], []).append(each[-1])
+    return [each for each in points if each[-1] in (min(hits[each[:-1]]), max(hits[each[:-1]]))]
+
+
+@contextlib.contextmanager
+def mongo_fail_point(client):
+    """``arm(mode, **data)`` sets MongoDB's failCommand failpoint for gigsterpg's connections; off on leaving.
+
+    A server without test commands skips the test.
+    """
+    admin = client.admin
+
+    def arm(mode, **data):
+        try:
+            admin.command({"configureFailPoint": "failCommand", "mode": mode,
+                           "data": {"appName": "gigsterpg", **data}})
+        except pymongo.errors.OperationFailure as err:
+            pytest.skip(f"the MongoDB server has no test commands ({err})")
+    try:
+        yield arm
+    finally:
+        admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
 def wait_until(check: Callable[[], T], what: str, timeout_s: float = 60.0, every_s: float = 0.05) -> T:
@@ -199,7 +235,7 @@ def served(env_extra: dict, cwd, port: Optional[int] = None):
     """A real ``serve`` process (token API_TOKEN) on 127.0.0.1 with ``env_extra`` added to a clean environment;
     yields (process, base URL) once /health answers; killed on leaving if it still runs."""
     import httpx
-    from gigsterpg.embedded import free_port
+    from gigsterpg.fixtures.embedded import free_port
     port = port or free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_URL_", "GIGSTERPG_"))}
     env.update({"GIGSTERPG_API_TOKEN": API_TOKEN, **env_extra})

@@ -18,8 +18,8 @@ from psycopg.conninfo import conninfo_to_dict
 from gigsterpg import commands
 from gigsterpg.api.app import create_app
 from gigsterpg.config import Settings
-from gigsterpg.embedded import free_port
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.embedded import free_port
+from gigsterpg.fixtures.generate import write_dataset
 from tests.helpers import API_AUTH as AUTH, API_TOKEN as TOKEN, assert_one_line_failure, execute, run_cli, wait_until
 
 SECRET = "never-echo-this-pw"

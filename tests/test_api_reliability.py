@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from gigsterpg import commands
 from gigsterpg.api.app import create_app
 from gigsterpg.config import Settings
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.generate import write_dataset
 from tests.figures import FIGURES
 from tests.helpers import (API_AUTH, API_TOKEN, TEMPLATE, assert_nothing_lost, copy_database, drop_database,
                            run_held, served, state, wait_until, with_database)

@@ -16,7 +16,7 @@ import pytest
 
 from gigsterpg.api.app import create_app
 from gigsterpg.config import Settings
-from gigsterpg.embedded import free_port
+from gigsterpg.fixtures.embedded import free_port
 from tests.helpers import API_TOKEN, wait_until
 from tests.status_helpers import (BAD_EMAILS, DAY, USERS_OK, failed_sync_job, fill_and_sync,
                                   pipeline_day_with_a_failed_step, table)

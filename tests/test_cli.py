@@ -8,8 +8,8 @@ import pytest
 
 from gigsterpg import cli
 from gigsterpg.connections import is_transient
-from gigsterpg.embedded import free_port
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.embedded import free_port
+from gigsterpg.fixtures.generate import write_dataset
 from tests.helpers import CLI_SECRET as SECRET, assert_one_line_failure, run_cli
 
 

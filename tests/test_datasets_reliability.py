@@ -28,7 +28,7 @@ from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.datasets.transform import transform
 from tests.figures import FIGURES
 from tests.helpers import (API_AUTH, API_TOKEN, TEMPLATE, assert_one_line_failure, copy_database, drop_database,
-                           run_cli, wait_until, with_database)
+                           kill_matrix, run_cli, wait_until, with_database)
 
 V1 = {"a.csv": "id,name,score\n" + "".join(f"{i},name {i},{i * 1.5}\n" for i in range(40)),
       "b.csv": "code;day;flag\n" + "".join(f"{i:05};{i % 28 + 1}.02.2022;{'yes' if i % 2 else 'no'}\n"
@@ -87,9 +87,9 @@ def versions(pg_server_url, template_url, tmp_path_factory):
 
 
 # (point, hit): files load in the order a, b, c; the n-th hit of a point is in the n-th file.
-CSV_KILLS = [("csv-locked", 1), ("csv-swapped", 1), ("csv-registered", 1), ("csv-committed", 1),
-             ("csv-locked", 2), ("csv-swapped", 2), ("csv-registered", 2), ("csv-committed", 2),
-             ("csv-swapped", 3), ("csv-registered", 3), ("csv-committed", 3)]
+CSV_KILLS = kill_matrix([("csv-locked", 1), ("csv-swapped", 1), ("csv-registered", 1), ("csv-committed", 1),
+                         ("csv-locked", 2), ("csv-swapped", 2), ("csv-registered", 2), ("csv-committed", 2),
+                         ("csv-swapped", 3), ("csv-registered", 3), ("csv-committed", 3)])
 
 
 @pytest.mark.parametrize("point, hit", CSV_KILLS, ids=[f"{p}-{n}" for p, n in CSV_KILLS])
@@ -424,7 +424,7 @@ def test_postgresql_crashing_mid_load_loses_nothing_committed(versions, tmp_path
         pytest.skip("crashes a server of its own (embedded)")
     import psutil
 
-    from gigsterpg.embedded import EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedPostgres
     folder = tmp_path / "v2-big"
     shutil.copytree(versions["v2"], folder)
     with open(folder / "d.csv", "w") as handle:

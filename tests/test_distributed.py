@@ -27,6 +27,7 @@ from gigsterpg.lib.pg.sync.engine import distributed
 from gigsterpg.lib.pg.sync.engine.distributed import run_distributed
 from gigsterpg.lib.pg.sync.engine.plan import RAW, find_range, plan, split_record_id
 from gigsterpg.lib.pg.sync.engine.runner import run_sync
+from gigsterpg.pipelines.sync import distributed as distributed_cli
 from tests.helpers import TEMPLATE, copy_database, drop_database, run_held, state, wait_until, with_database
 
 BATCH = 7  # small batches: duplicates fall inside one batch and across batches
@@ -429,11 +430,11 @@ def test_the_scheduler_setting_sends_full_syncs_only(tmp_path):
     assert settings.dask_scheduler == "tcp://h:8786"
     assert Settings().dask_scheduler is None
     parser = cli.build_parser()
-    assert cli.cli_distributed.wanted(parser.parse_args(["sync"]), settings)
-    assert not cli.cli_distributed.wanted(parser.parse_args(["sync", "--follow"]), settings)
-    assert not cli.cli_distributed.wanted(parser.parse_args(["sync", "--incremental"]), settings)
-    assert not cli.cli_distributed.wanted(parser.parse_args(["sync"]), Settings())
-    assert cli.cli_distributed.wanted(parser.parse_args(["sync", "--workers", "3"]), Settings())
+    assert distributed_cli.wanted(parser.parse_args(["sync"]), settings)
+    assert not distributed_cli.wanted(parser.parse_args(["sync", "--follow"]), settings)
+    assert not distributed_cli.wanted(parser.parse_args(["sync", "--incremental"]), settings)
+    assert not distributed_cli.wanted(parser.parse_args(["sync"]), Settings())
+    assert distributed_cli.wanted(parser.parse_args(["sync", "--workers", "3"]), Settings())
 
 
 def test_an_incremental_run_asked_of_the_cluster_is_made_in_process(cluster, mongo_db, mongo_url, pg_url):

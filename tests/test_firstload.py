@@ -12,7 +12,7 @@ from bson import ObjectId
 from gigsterpg import cli, commands
 from gigsterpg.config import Settings
 from gigsterpg.exc import ConfigError
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.generate import write_dataset
 from gigsterpg.lib.pg.sync.engine.runner import run_sync
 from gigsterpg.lib.pg.db import SqlAlchemy
 from tests.helpers import (TEMPLATE, assert_nothing_lost, copy_database, drop_database, run_cli, run_held, state,

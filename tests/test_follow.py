@@ -195,7 +195,7 @@ def test_a_killed_follower_resumes_where_it_stopped(settings, mongo_db, pg_serve
 def test_a_position_too_old_resyncs_then_follows_again(pg_url, tmp_path, pg_server_url):
     if os.environ.get("TEST_DB_URL_MONGO"):
         pytest.skip("needs a server with a tiny oplog of its own")
-    from gigsterpg.embedded import EmbeddedMongo
+    from gigsterpg.fixtures.embedded import EmbeddedMongo
     server = EmbeddedMongo(tmp_path / "small-oplog", extra_args=("--oplog-max-entries", "50"))
     try:
         mongo_url = server.url("shop")

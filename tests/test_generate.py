@@ -2,7 +2,7 @@
 import pytest
 
 from gigsterpg.exc import ConfigError, RejectedDocument
-from gigsterpg.generate import Generator
+from gigsterpg.fixtures.generate import Generator
 from gigsterpg.lib.pg.sync.gig import gig_row
 from gigsterpg.lib.pg.sync.user import user_row
 

@@ -10,7 +10,6 @@ import threading
 from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
-import pymongo
 import pytest
 from bson.decimal128 import Decimal128
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
@@ -20,7 +19,7 @@ from gigsterpg import cli
 from gigsterpg.config import Settings
 from gigsterpg.exc import ConfigError, GigsterPgError, PrivilegeError, SourceError, TerminalError
 from gigsterpg.lib.mongo.orders import export_orders
-from tests.helpers import assert_report_balances, execute, with_database
+from tests.helpers import assert_report_balances, execute, mongo_fail_point, with_database
 
 UTC = datetime.timezone.utc
 SCHEMA = (
@@ -425,7 +424,7 @@ def test_a_wrong_password_and_mongodb_down_end_in_one_line_without_the_password(
 # The generated shop ---------------------------------------------------------------------------------
 
 def test_the_generated_shop_carries_every_awkward_case(empty_pg_url, pg_url, mongo_url, mongo_db):
-    from gigsterpg.generate_shop import write_shop
+    from gigsterpg.fixtures.generate_shop import write_shop
     assert write_shop(empty_pg_url, orders=1500, seed=5)["orders"] == 1500
     with psycopg.connect(empty_pg_url) as connection:
         fingerprint = connection.execute(
@@ -528,17 +527,10 @@ def test_the_demo_shows_a_shop_exported_twice(tmp_path, capsys):
 @pytest.mark.parametrize("writers", [1, 2])
 def test_a_run_that_fails_midway_is_finished_by_the_next_without_a_duplicate(shop, mongo_db, writers):
     a_shop(shop.orders_source_pg)
-    admin = mongo_db.client.admin
-    try:  # the second insert command fails as a server shutting down would
-        admin.command({"configureFailPoint": "failCommand", "mode": {"skip": 1, "times": 1},
-                       "data": {"appName": "gigsterpg", "failCommands": ["insert"], "errorCode": 91}})
-    except pymongo.errors.OperationFailure as err:
-        pytest.skip(f"the MongoDB server has no test commands ({err})")
-    try:
+    with mongo_fail_point(mongo_db.client) as arm:  # the second insert command fails as a server shutting down would
+        arm({"skip": 1, "times": 1}, failCommands=["insert"], errorCode=91)
         with pytest.raises(GigsterPgError, match="MongoDB"):
             export_orders(shop, batch_size=1, writers=writers)
-    finally:
-        admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     there = mongo_db.orders.count_documents({})
     # The first batch only; with two writers, the other's batch in flight when the second failed may be there too.
     assert there == 1 if writers == 1 else there in (1, 2)
@@ -558,8 +550,8 @@ def test_the_progress_bar_counts_the_orders(shop, mongo_db):
     args = cli.build_parser().parse_args(["export-orders", "--pg", shop.orders_source_pg, "--pg-url", shop.pg_url,
                                           "--mongo", shop.mongo_url])
     stream = io.StringIO()
-    from gigsterpg import cli_orders
-    assert cli_orders.run(args, stream) == 0
+    from gigsterpg.pipelines.export_orders import cli as orders_cli
+    assert orders_cli.run(args, stream) == 0
     assert "4/4" in stream.getvalue() and "orders" in stream.getvalue()
 
 
@@ -632,7 +624,7 @@ def test_batches_written_by_four_threads_give_what_one_writes(empty_pg_url, pg_u
                                                               monkeypatch):
     """export-orders' batches (ranges of the projection's orders) written at once by four threads, each storing
     its hashes through its own session: the same documents, hashes, rejects and counts as one writer."""
-    from gigsterpg.generate_shop import write_shop
+    from gigsterpg.fixtures.generate_shop import write_shop
     from gigsterpg.lib.mongo import orders
     write_shop(empty_pg_url, orders=1500, seed=5)
     settings = Settings(pg_url=pg_url, mongo_url=mongo_url, orders_source_pg=empty_pg_url)

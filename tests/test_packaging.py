@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from alembic.script import ScriptDirectory
 
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.generate import write_dataset
 from gigsterpg.lib.pg.db import alembic_config
 
 

@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from gigsterpg import cli, pipelines
 from gigsterpg.api.app import create_app
 from gigsterpg.config import Settings, mask_url
-from gigsterpg.generate import write_dataset
-from gigsterpg.generate_shop import write_shop
+from gigsterpg.fixtures.generate import write_dataset
+from gigsterpg.fixtures.generate_shop import write_shop
 from gigsterpg.lib.pg.db.states import INTERRUPTED
-from gigsterpg.northwind import generate_northwind
+from gigsterpg.fixtures.northwind import generate_northwind
 from gigsterpg.pipelines import runs
 from gigsterpg.pipelines.contract import Pipeline
 from tests import toy_pipeline

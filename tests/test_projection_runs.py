@@ -8,7 +8,6 @@ import textwrap
 from urllib.parse import urlsplit
 
 import psycopg
-import pymongo
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -20,7 +19,7 @@ from gigsterpg.exc import GigsterPgError, SourceError
 from gigsterpg.lib import status as status_report
 from gigsterpg.lib.mongo import runs
 from gigsterpg.lib.mongo.orders import export_orders
-from tests.helpers import API_AUTH, API_TOKEN, execute, wait_until
+from tests.helpers import API_AUTH, API_TOKEN, execute, mongo_fail_point, wait_until
 from tests.test_orders import SCHEMA, a_shop
 
 PASSWORD = "run-record-secret"
@@ -96,17 +95,10 @@ def test_a_source_without_the_shop_fails_and_its_record_says_why_without_the_pas
 
 
 def test_mongodb_failing_midway_is_a_failed_run_and_the_next_one_succeeds(shop, pg_url, mongo_db):
-    admin = mongo_db.client.admin
-    try:  # the second insert command fails as a server shutting down would
-        admin.command({"configureFailPoint": "failCommand", "mode": {"skip": 1, "times": 1},
-                       "data": {"appName": "gigsterpg", "failCommands": ["insert"], "errorCode": 91}})
-    except pymongo.errors.OperationFailure as err:
-        pytest.skip(f"the MongoDB server has no test commands ({err})")
-    try:
+    with mongo_fail_point(mongo_db.client) as arm:  # the second insert command fails as a server shutting down would
+        arm({"skip": 1, "times": 1}, failCommands=["insert"], errorCode=91)
         with pytest.raises(GigsterPgError, match="MongoDB") as raised:
             export_orders(shop, batch_size=1)
-    finally:
-        admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     export_orders(shop, batch_size=1)
     failed, succeeded = records(pg_url)
     assert (failed["state"], failed["error"]) == ("failed", str(raised.value))

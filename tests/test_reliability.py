@@ -20,12 +20,12 @@ import pytest
 
 from gigsterpg import commands
 from gigsterpg.config import Settings
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.generate import write_dataset
 from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
 from tests.figures import FIGURES
-from tests.helpers import (TEMPLATE, assert_nothing_lost, copy_database, drop_database, run_cli, run_held, state,
-                           wait_until, with_database)
+from tests.helpers import (TEMPLATE, assert_nothing_lost, copy_database, drop_database, mongo_fail_point, run_cli,
+                           run_held, state, wait_until, with_database)
 
 USERS, GIGS, BATCH = 300, 600, 50
 FAST_RETRY = RetryPolicy(attempts=5, first_delay=0.05, max_delay=0.5)
@@ -186,16 +186,8 @@ def test_runs_killed_at_random_moments_converge(scenario, tmp_path):
 @pytest.fixture
 def fail_point(scenario):
     """Arm a failCommand on the MongoDB-protocol server (for gigsterpg's connections only); disarmed after."""
-    admin = scenario["client"].admin
-
-    def arm(mode, **data):
-        try:
-            admin.command({"configureFailPoint": "failCommand", "mode": mode,
-                           "data": {"appName": "gigsterpg", **data}})
-        except pymongo.errors.OperationFailure as err:
-            pytest.skip(f"the MongoDB server has no test commands ({err})")
-    yield arm
-    admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    with mongo_fail_point(scenario["client"]) as arm:
+        yield arm
 
 
 def _sync(url, scenario, **kwargs):
@@ -288,7 +280,7 @@ def test_lost_postgresql_connections_are_retried_and_resumed(scenario):
 def test_postgresql_restarting_mid_run_is_retried_and_resumed(scenario, tmp_path):
     if os.environ.get("TEST_DB_URL_PSQL"):
         pytest.skip("restarts a server of its own (embedded)")
-    from gigsterpg.embedded import EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedPostgres
     folder = tmp_path / "pg"
     server = EmbeddedPostgres(folder)
     url = server.create_database("restart")
@@ -332,7 +324,7 @@ def test_hashes_lost_in_a_crash_cost_a_comparison_not_a_rewrite(scenario, tmp_pa
     document with its row, rewrites none, records the hashes again, and the data is what it was."""
     if os.environ.get("TEST_DB_URL_PSQL"):
         pytest.skip("crashes a server of its own (embedded)")
-    from gigsterpg.embedded import EmbeddedPostgres
+    from gigsterpg.fixtures.embedded import EmbeddedPostgres
     folder = tmp_path / "pg"
     server = EmbeddedPostgres(folder)
     try:

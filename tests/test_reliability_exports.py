@@ -30,14 +30,14 @@ import pymongo
 import pytest
 
 from gigsterpg.config import Settings
-from gigsterpg.generate_shop import write_shop
+from gigsterpg.fixtures.generate_shop import write_shop
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.ledger import snapshot_status
 from gigsterpg.lib.mongo.orders import export_orders
-from gigsterpg.northwind import generate_northwind
+from gigsterpg.fixtures.northwind import generate_northwind
 from tests.figures import FIGURES
 from tests.helpers import (TEMPLATE, assert_one_line_failure, assert_report_balances, copy_database, drop_database,
-                           execute, run_cli, wait_until, with_database)
+                           execute, kill_matrix, mongo_fail_point, run_cli, wait_until, with_database)
 
 ORDERS, ORDER_BATCH = 240, 10
 ROWS, ROW_BATCH = 300, 25
@@ -217,10 +217,11 @@ def assert_orders_converged(scenario, own_url: str, start: str) -> None:
     FIGURES["orders lost"] += len(lost)
 
 
-ORDER_KILLS = [(start, "orders-written", n) for start in ("empty", "baseline") for n in (1, 2, 5, 9, 13, 17, 21)] \
-    + [(start, "orders-remembered", n) for start in ("empty", "baseline") for n in (1, 3, 8, 14, 20)] \
-    + [(start, "orders-finished", 1) for start in ("empty", "baseline")] \
-    + [("baseline", "orders-deleting", n) for n in (1, 2)]
+ORDER_KILLS = kill_matrix(
+    [(start, "orders-written", n) for start in ("empty", "baseline") for n in (1, 2, 5, 9, 13, 17, 21)]
+    + [(start, "orders-remembered", n) for start in ("empty", "baseline") for n in (1, 3, 8, 14, 20)]
+    + [(start, "orders-finished", 1) for start in ("empty", "baseline")]
+    + [("baseline", "orders-deleting", n) for n in (1, 2)])
 
 
 @pytest.mark.parametrize("start, point, hit", ORDER_KILLS, ids=kill_ids(ORDER_KILLS))
@@ -281,16 +282,8 @@ def test_export_orders_own_connection_killed_while_storing_hashes_fails_in_one_l
 @pytest.fixture
 def fail_point(shop):
     """Arm a failCommand on the MongoDB-protocol server (gigsterpg's connections only); disarmed after."""
-    admin = shop["client"].admin
-
-    def arm(mode, **data):
-        try:
-            admin.command({"configureFailPoint": "failCommand", "mode": mode,
-                           "data": {"appName": "gigsterpg", **data}})
-        except pymongo.errors.OperationFailure as err:
-            pytest.skip(f"the MongoDB server has no test commands ({err})")
-    yield arm
-    admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    with mongo_fail_point(shop["client"]) as arm:
+        yield arm
 
 
 ORDER_WRITE_FAULTS = [("empty", "insert", 0), ("empty", "insert", 6), ("baseline", "update", 1),
@@ -402,8 +395,9 @@ def assert_table_converged(scenario) -> None:
     FIGURES["rows lost"] += len(ids - held)
 
 
-TABLE_KILLS = [(start, "export-written", n) for start in ("empty", "baseline") for n in (1, 3, 6, 10, 12)] \
-    + [("baseline", "export-deleting", n) for n in (1, 2, 4)]
+TABLE_KILLS = kill_matrix(
+    [(start, "export-written", n) for start in ("empty", "baseline") for n in (1, 3, 6, 10, 12)]
+    + [("baseline", "export-deleting", n) for n in (1, 2, 4)])
 
 
 @pytest.mark.parametrize("start, point, hit", TABLE_KILLS, ids=kill_ids(TABLE_KILLS))
@@ -425,16 +419,9 @@ TABLE_WRITE_FAULTS = [("empty", "insert", 2), ("baseline", "update", 4), ("basel
 def test_export_table_bulk_write_refused_by_mongodb_fails_in_one_line_then_converges(table, tmp_path, start,
                                                                                      command, skip):
     table_start(table, start)
-    admin = table["client"].admin
-    try:
-        admin.command({"configureFailPoint": "failCommand", "mode": {"skip": skip, "times": 1},
-                       "data": {"appName": "gigsterpg", "failCommands": [command], "errorCode": 91}})
-    except pymongo.errors.OperationFailure as err:
-        pytest.skip(f"the MongoDB server has no test commands ({err})")
-    try:
+    with mongo_fail_point(table["client"]) as arm:
+        arm({"skip": skip, "times": 1}, failCommands=[command], errorCode=91)
         result = table_cli(table, "v2", tmp_path)
-    finally:
-        admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert_one_line_failure(result, "MongoDB")
     assert table_cli(table, "v2", tmp_path).returncode == 0
     assert_table_converged(table)
@@ -550,13 +537,14 @@ def steps_before(scenario, step: str, target: str, root: Path) -> None:
         verb(line, DAY)
 
 
-SNAPSHOT_KILLS = [("extract-postgres", "snapshot-data", n) for n in (1, 4, 8, 13)] \
-    + [("extract-postgres", "snapshot-manifest", n) for n in (2, 9)] \
-    + [("extract-postgres", "snapshot-published", n) for n in (1, 6, 13)] \
-    + [("extract-csv", point, 1) for point in ("snapshot-data", "snapshot-manifest", "snapshot-published")] \
-    + [("load", "snapshot-loaded", 1)] \
-    + [("query", point, 1) for point in ("snapshot-data", "snapshot-manifest", "snapshot-published")] \
-    + [("run", "snapshot-published", n) for n in (3, 13, 14, 15)] + [("run", "snapshot-loaded", 1)]
+SNAPSHOT_KILLS = kill_matrix(
+    [("extract-postgres", "snapshot-data", n) for n in (1, 4, 8, 13)]
+    + [("extract-postgres", "snapshot-manifest", n) for n in (2, 9)]
+    + [("extract-postgres", "snapshot-published", n) for n in (1, 6, 13)]
+    + [("extract-csv", point, 1) for point in ("snapshot-data", "snapshot-manifest", "snapshot-published")]
+    + [("load", "snapshot-loaded", 1)]
+    + [("query", point, 1) for point in ("snapshot-data", "snapshot-manifest", "snapshot-published")]
+    + [("run", "snapshot-published", n) for n in (3, 13, 14, 15)] + [("run", "snapshot-loaded", 1)])
 
 
 @pytest.mark.parametrize("step, point, hit", SNAPSHOT_KILLS, ids=kill_ids(SNAPSHOT_KILLS))

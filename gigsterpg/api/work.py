@@ -1,23 +1,22 @@
-"""What the API's jobs do, and the checks made before one starts (each failure with its HTTP status)."""
-import dataclasses
+"""The checks made before an API job starts (each failure with its HTTP status) and the start of a job.
+
+What each job does is its pipeline's ``job.py`` (``gigsterpg/pipelines/<name>/job.py``).
+"""
 import logging
 import uuid
-from typing import Dict, Optional
+from typing import Optional
 
 import psycopg
 from pymongo import errors as mongo_errors
 from sqlalchemy import text
 
-from gigsterpg import commands, pipelines
-from gigsterpg.config import Settings, mask_secrets_in
-from gigsterpg.connections import mongo_errors_translated, pg_error, short_reason
+from gigsterpg.config import mask_secrets_in
+from gigsterpg.connections import pg_error, short_reason
 from gigsterpg.exc import (AuthError, ConfigError, GigsterPgError, NoPrimaryKeyError, PrivilegeError,
                            TableNotFoundError)
 from gigsterpg.lib.mongo import export
-from gigsterpg.api.jobs import Job, JobRefused, Jobs
-from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, API, EXPORT, SYNC, sql_in
-from gigsterpg.lib.pg.sync.engine.runner import LOCK_KEY, Progress, RunReport
-from gigsterpg.pipelines.execute import recorded  # every run of a pipeline, old routes too, in pipeline_runs
+from gigsterpg.api.jobs import JobRefused, Jobs
+from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, EXPORT, sql_in
 
 logger = logging.getLogger(__name__)
 
@@ -120,95 +119,3 @@ def start(jobs: Jobs, kind: str, params: dict, work, busy: ApiError, **options) 
             raise busy from err
         raise ApiError(429, "too_many_jobs", "the server has its fill of jobs", str(err),
                        "try again when some have ended", headers={"Retry-After": "30"}) from err
-
-
-def start_export(jobs: Jobs, settings: Settings, mongo, params: dict, password: str, timeout_s: float,
-                 restart_of: Optional[uuid.UUID] = None) -> uuid.UUID:
-    """Check the source table and the target, then start the export job; ``params`` has no password."""
-    source = open_source(params, password, timeout_s)
-    try:
-        table = describe_source(source, params)
-        params = {**params, "schema": table.schema, "table": table.name,
-                  "collection": params.get("collection") or table.name}
-
-        require_free_collection(jobs, params["collection"])
-        ping_mongo(mongo)
-        collection = mongo[settings.mongo_database][params["collection"]]
-
-        def work(job: Job) -> dict:
-            try:
-                with recorded(pipelines.get("export-table"), settings, params, API) as run, \
-                        mongo_errors_translated(settings.mongo_url):
-                    job.total(export.count_rows(source, table))
-                    report = run["native"] = export.export(source, collection, table, params["batch_size"],
-                                                           progress=job.progress)
-            except psycopg.Error as err:
-                raise GigsterPgError(f"PostgreSQL at {where(params)} failed during the export", short_reason(err),
-                                     "restart the job (POST /exports/{id}/restart): the export is idempotent") from err
-            return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
-
-        return start(jobs, EXPORT, params, work, export_running(params["collection"]), cleanup=source.close,
-                     restart_of=restart_of)
-    except BaseException:
-        source.close()
-        raise
-
-
-class JobProgress(Progress):
-    """A sync's progress, as the job's rows done and total (MongoDB's estimated counts).
-
-    Per collection, so a collection scanned again after a reconnection is not counted twice.
-    """
-
-    needs_total = True
-
-    def __init__(self, job: Job):
-        self.job = job
-        self.totals: Dict[str, int] = {}
-        self.done: Dict[str, int] = {}
-        self.collection = ""
-
-    def start(self, collection: str, total: int) -> None:
-        self.collection = collection
-        self.totals[collection] = total
-        self.done[collection] = 0
-        self.job.total(sum(self.totals.values()))
-
-    def advance(self, count: int) -> None:
-        self.done[self.collection] += count
-        self.job.progress(sum(self.done.values()))
-
-
-def run_report(report: RunReport) -> dict:
-    return {"run_id": report.run_id, "status": report.status, "mode": report.mode, "balanced": report.balanced,
-            "collections": {name: part.as_dict() for name, part in report.collections.items()}}
-
-
-def start_sync(jobs: Jobs, settings: Settings, mongo, params: dict,
-               restart_of: Optional[uuid.UUID] = None) -> uuid.UUID:
-    """Refuse while a sync runs (a job, the nightly CLI or a follower), else start the sync job."""
-    def busy(running) -> ApiError:
-        return ApiError(409, "sync_running", "a sync job is running" + (f" (job {running})" if running else ""),
-                        "one sync at a time writes the target database", "wait for it: GET /syncs/{id}")
-
-    running = active_job(jobs, SYNC)
-    if running is not None:
-        raise busy(running)
-    with jobs.engine.begin() as connection:
-        # A transaction lock, free again at commit, so the sync itself can take it a moment later; shared, as a
-        # follower's batch takes it: a sync runs beside a follower, not beside another sync (exclusive).
-        if not connection.execute(text("SELECT pg_try_advisory_xact_lock_shared(:key)"), {"key": LOCK_KEY}).scalar():
-            raise ApiError(409, "sync_running", "another sync holds the sync lock (the CLI or a follower's catch-up)",
-                           "one sync at a time writes the target database", "try again when it has ended")
-    ping_mongo(mongo)
-
-    def work(job: Job) -> dict:
-        shown = {"collections": ",".join(params["collections"]), "mode": params["mode"]}
-        with recorded(pipelines.get("sync"), settings, shown, API) as run:
-            report = run["native"] = commands.sync(settings, params["collections"], progress=JobProgress(job),
-                                                   mode=params["mode"])
-        if not report.balanced:
-            job.errors.append("rows + open rejects differ from the documents read: see result.collections")
-        return run_report(report)
-
-    return start(jobs, SYNC, params, work, busy(None), restart_of=restart_of)

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Body, Request
 
 from gigsterpg.api import deps, models
 from gigsterpg.api.job_routes import JobId, add_job_reads, restartable, started
-from gigsterpg.api.projection_jobs import start_projection
-from gigsterpg.api.work import start_export
 from gigsterpg.lib.pg.db.states import EXPORT
+from gigsterpg.pipelines.export_orders.job import start_projection
+from gigsterpg.pipelines.export_table.job import start_export
 
 router = APIRouter()
 

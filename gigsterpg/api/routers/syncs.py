@@ -5,9 +5,9 @@ from fastapi import APIRouter, Body, Request
 
 from gigsterpg.api import deps, models
 from gigsterpg.api.job_routes import JobId, add_job_reads, restartable, started
-from gigsterpg.api.work import start_sync
 from gigsterpg.config import COLLECTIONS
 from gigsterpg.lib.pg.db.states import SYNC
+from gigsterpg.pipelines.sync.job import start_sync
 
 router = APIRouter()
 

@@ -36,7 +36,7 @@ def report(native) -> Report:
 
 
 def text(native) -> str:
-    from gigsterpg.cli_orders import summary
+    from gigsterpg.pipelines.export_orders.cli import summary
     return summary(native)
 
 

@@ -24,7 +24,7 @@ PARAMS = (
 
 def declared(items) -> dict:
     """``--type`` values, parsed by the CLI ((column, kind)) or sent as text ("column=kind")."""
-    from gigsterpg.cli_datasets import declaration
+    from gigsterpg.pipelines.load_csv.cli import declaration
     return dict(item if isinstance(item, (tuple, list)) else declaration(item) for item in items or [])
 
 

@@ -30,7 +30,7 @@ PARAMS = (
 def run(context: Context, params: dict):
     import dataclasses
 
-    from gigsterpg.cli_snapshots import _days, _declared, format_step
+    from gigsterpg.pipelines.snapshots.cli import _days, _declared, format_step
 
     pipeline = snapshot.Pipeline.from_settings(context.settings)
     if params["csv_types"]:
@@ -66,7 +66,7 @@ def report(native) -> Report:
 
 
 def text(native) -> str:
-    from gigsterpg.cli_snapshots import format_step
+    from gigsterpg.pipelines.snapshots.cli import format_step
     return "\n".join(format_step(step) for step in native.steps)
 
 

@@ -1,6 +1,6 @@
 """The command line of the servers for trying things: ``dev start|status|stop`` (``gigsterpg.dev``).
 
-Kept beside ``gigsterpg/cli.py``, which adds this parser and hands the command here.
+``gigsterpg.cli`` adds this parser and hands the command here.
 """
 import sys
 from pathlib import Path

@@ -1,23 +1,16 @@
-"""The command line of the orders projection: ``export-orders`` and ``generate-shop`` (and ``demo --orders``).
+"""The command line of the orders projection: ``export-orders`` and ``generate-shop``.
 
-Kept beside ``gigsterpg/cli.py``, which adds these parsers and hands these commands here: it only parses
-arguments and calls ``gigsterpg.lib.mongo.orders.export_orders`` and ``gigsterpg.generate_shop.write_shop``.
+``gigsterpg.cli`` adds these parsers and hands these commands here: it only parses
+arguments and calls ``gigsterpg.lib.mongo.orders.export_orders`` and ``gigsterpg.fixtures.generate_shop.write_shop``.
 """
-from typing import Callable, Optional
-from urllib.parse import urlsplit, urlunsplit
-
-import psycopg
-from psycopg import sql
-
-from gigsterpg.config import Settings, load_settings, mask_url
+from gigsterpg.config import load_settings, mask_url
 from gigsterpg.connections import pg_errors
-from gigsterpg.generate_shop import write_shop
+from gigsterpg.fixtures.generate_shop import write_shop
 from gigsterpg.lib.mongo.orders import OrdersReport, export_orders
 from gigsterpg.pipelines.execute import note
 from gigsterpg.pipelines.progress import Bar
 
 COMMANDS = ("export-orders", "generate-shop")
-DEMO_SHOP = "shop"
 
 
 def add_parsers(sub, common, positive) -> None:
@@ -85,19 +78,3 @@ def summary(report: OrdersReport) -> str:
         lines.append("  by reason: " + ", ".join(f"{reason} {count:,}" for reason, count in sorted(
             report.counts.items(), key=lambda item: (-item[1], item[0]))))
     return "\n".join(lines)
-
-
-def demo(settings: Settings, orders: int, seed: int = 42,
-         progress: Optional[Callable[[int], None]] = None) -> str:
-    """On the demo's servers: a shop in database ``shop``, exported twice (the second run writes nothing)."""
-    with pg_errors(settings.pg_url), psycopg.connect(settings.pg_url, autocommit=True) as connection:
-        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_SHOP,)).fetchone() is None:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_SHOP)))
-    parts = urlsplit(settings.pg_url)
-    source = urlunsplit((parts.scheme, parts.netloc, "/" + DEMO_SHOP, parts.query, parts.fragment))
-    with pg_errors(source):
-        write_shop(source, orders, seed, replace=True)
-    shop = Settings(pg_url=settings.pg_url, mongo_url=settings.mongo_url, orders_source_pg=source)
-    first = export_orders(shop, progress=progress)
-    again = export_orders(shop)
-    return f"\n{summary(first)}\nAgain, on the same shop:\n{summary(again)}"

@@ -1,6 +1,6 @@
 """The command line of CSV sources and SQL transforms: ``load-csv`` and ``transform``.
 
-Kept beside ``gigsterpg/cli.py``, which adds these parsers and hands these commands here: it only parses
+``gigsterpg.cli`` adds these parsers and hands these commands here: it only parses
 arguments and calls ``gigsterpg.lib.datasets.load.load_csv`` and ``gigsterpg.lib.datasets.transform.transform``.
 """
 import argparse

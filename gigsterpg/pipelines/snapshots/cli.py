@@ -73,7 +73,7 @@ def overrides(args) -> Dict[str, object]:
 
 
 def generate_northwind(settings: Settings, args) -> int:
-    from gigsterpg.northwind import generate_northwind as generate
+    from gigsterpg.fixtures.northwind import generate_northwind as generate
 
     if not settings.snapshot_source_pg or not settings.snapshot_csv:
         raise ConfigError("generate-northwind needs a database and a CSV path", "--pg or --csv is missing",
@@ -98,7 +98,7 @@ def run(args, settings: Settings) -> int:
 def run_pipeline(settings: Settings, args) -> int:
     """``pipeline ACTION``: the exit code."""
     if args.action == "demo":
-        from gigsterpg.lib.files.demo import demo
+        from gigsterpg.fixtures.snapshots_demo import demo
         report = demo(args.folder)
         print(format_demo(report))
         if report.run.failures:  # one line on stderr, as every command's failure

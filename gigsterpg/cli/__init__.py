@@ -17,13 +17,19 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from gigsterpg import cli_datasets, cli_dev, cli_distributed, cli_orders, cli_snapshots, commands, logs
+from gigsterpg import commands, logs
+from gigsterpg.cli import dev as cli_dev
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
+from gigsterpg.fixtures.demo import export_demo_shop, run_demo
 from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
 from gigsterpg.pipelines import command_line as pipelines_cli
 from gigsterpg.pipelines.execute import note
+from gigsterpg.pipelines.export_orders import cli as cli_orders
+from gigsterpg.pipelines.load_csv import cli as cli_datasets
+from gigsterpg.pipelines.snapshots import cli as cli_snapshots
+from gigsterpg.pipelines.sync import distributed as cli_distributed
 from gigsterpg.pipelines.progress import Bar
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.report import format_run
@@ -240,12 +246,12 @@ def _run(args) -> int:
             if args.orders:
                 _say(args)(f"Generating a shop of {args.orders:,} orders in PostgreSQL and exporting it into MongoDB"
                            " twice...")
-                shop.append(cli_orders.demo(settings, args.orders, args.seed))
+                shop.append(export_demo_shop(settings, args.orders, args.seed))
             if args.serve:
                 serve_demo(settings, report)
 
-        report = commands.demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args), then=then,
-                               say=_say(args))
+        report = run_demo(args.folder, args.users, args.gigs, args.seed, progress=_progress(args), then=then,
+                          say=_say(args))
         if not args.serve:
             print(format_run(report), *shop, sep="\n")
             print("\nNext: gigsterpg dev start runs the same servers in the background with their URLs in .env, so"
@@ -394,7 +400,3 @@ def _fail(args, message: str, code: int) -> int:
         print(mask_url(traceback.format_exc()), end="", file=sys.stderr)
     print(f"FAILED: {mask_url(_name_flags(message, getattr(args, 'flags_passed', {})))}", file=sys.stderr)
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

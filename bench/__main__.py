@@ -148,7 +148,8 @@ def main(argv=None) -> int:
                         help=f"run only this part ({covered})")
     parser.add_argument("--workers", type=_counts, metavar="N,N,...",
                         help="only the scaling curve: a first sync with each of these numbers of load worker"
-                             " processes (0: in the coordinator), interleaved with read-only runs")
+                             " processes (0: in the coordinator), then on a local Dask cluster of as many"
+                             " workers, interleaved with read-only runs")
     args = parser.parse_args(argv)
     if args.only:
         part = parts.only(args.only)
@@ -203,7 +204,8 @@ def run_workers(args, databases: Databases, mongo_server: str) -> dict:
     results = {"docs": users + gigs, "runs": {}}
     for _ in range(args.repeat):
         for label, op, url in [("read-only", "read", databases.server_url)] + [
-                (f"first sync, {count} workers", f"sync_w{count}", None) for count in args.workers]:
+                (f"first sync, {count} workers", f"sync_w{count}", None) for count in args.workers] + [
+                (f"first sync, Dask {count} workers", f"dask_w{count}", None) for count in args.workers if count]:
             result = child(op, url or databases.fresh(), mongo_url, args.batch_size)
             results["runs"].setdefault(label, []).append(result)
             print(f"{label}: {result['docs'] / result['seconds']:,.0f} docs/s, {result['maxrss_mb']:.0f} MB",

@@ -62,6 +62,29 @@ def sync_workers(pg_url, mongo_url, batch_size, workers):
             "workers_maxrss_mb": max((rss for _, rss in stats), default=0)}
 
 
+def sync_dask(pg_url, mongo_url, batch_size, workers):
+    """A first sync whose batches are tasks of a local Dask cluster of ``workers`` processes (``sync --workers N``
+    on Dask), the cluster started before the clock (a cluster is there before a sync uses it)."""
+    import psutil
+
+    from gigsterpg.lib.pg.sync.engine.distributed import open_cluster
+    settings = Settings(pg_url=pg_url, mongo_url=mongo_url, batch_size=batch_size)
+    with open_cluster(workers, dashboard=None) as cluster:
+        pids = [int(info["pid"]) for info in cluster.scheduler_info()["workers"].values() if info.get("pid")] \
+            or [child.pid for child in psutil.Process().children(recursive=True)]  # the nannies and workers
+
+        def cpu():
+            return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+        before, started = cpu(), time.perf_counter()
+        report = commands.sync_distributed(settings, cluster, mode="full")
+        seconds, workers_cpu = time.perf_counter() - started, cpu() - before
+    counts = {name: c.as_dict() for name, c in report.collections.items()}
+    stats = getattr(report, "load_workers", [])
+    return {"docs": sum(c["seen"] for c in counts.values()), "seconds": seconds, "counts": counts,
+            "workers": workers, "workers_cpu_s": workers_cpu,
+            "workers_maxrss_mb": max((rss for _, rss in stats), default=0), "tasks": report.tasks.as_dict()}
+
+
 def incremental(pg_url, mongo_url, batch_size):
     """An incremental run (documents updated since the watermarks), as ``sync --incremental`` runs it."""
     return sync(pg_url, mongo_url, batch_size, mode="incremental")
@@ -311,6 +334,8 @@ def main(argv):
     op, pg_url, mongo_url, batch_size = argv[0], argv[1], argv[2], int(argv[3])
     if op.startswith("sync_w"):  # sync_w<N>: a first sync with N load workers
         result = sync_workers(pg_url, mongo_url, batch_size, int(op[len("sync_w"):]))
+    elif op.startswith("dask_w"):  # dask_w<N>: a first sync on a local Dask cluster of N workers
+        result = sync_dask(pg_url, mongo_url, batch_size, int(op[len("dask_w"):]))
     else:
         result = OPERATIONS[op](pg_url, mongo_url, batch_size)
     usage = resource.getrusage(resource.RUSAGE_SELF)

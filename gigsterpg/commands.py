@@ -114,6 +114,19 @@ def sync_distributed(settings: Settings, client, collections: Iterable[str] = CO
                                skip_unchanged=not full_compare, wait_s=wait_s, retry=retry)
 
 
+def first_load_ahead(settings: Settings, collections: Iterable[str] = COLLECTIONS) -> bool:
+    """Migrate, then whether a full sync of ``collections`` would be a first load (all of them, empty tables)."""
+    from gigsterpg.lib.pg.sync.engine import firstload
+
+    with _both(settings, collections) as (pg, _):
+        raw = pg.engine.raw_connection()
+        try:
+            with raw.driver_connection.cursor() as cursor:
+                return firstload.applies(cursor, tuple(registry.ordered(collections)), False)
+        finally:
+            raw.close()
+
+
 def follow(settings: Settings, stop=None, retry: RetryPolicy = RetryPolicy(), batch_size: int = 1000,
            max_wait_ms: int = 200, on_idle: Optional[Callable[[FollowReport], None]] = None) -> FollowReport:
     """Migrate, catch up if there is no saved position, then apply MongoDB's changes until stopped.

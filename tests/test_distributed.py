@@ -214,10 +214,12 @@ def test_a_distributed_run_equals_the_single_process_run_on_messy_data(cluster, 
     spread = _distributed(second_pg_url, mongo_db, cluster)
     assert state(second_pg_url) == state(pg_url)
     assert spread.balanced and single.balanced
+    # Into empty tables, a first load: one task per raw batch of the one cursor (the local load workers' code).
+    batches = {"users": -(-len(docs) // BATCH), "gigs": -(-len(gig_docs) // BATCH)}
     assert spread.tasks.as_dict() | {"workers": 0} == {
-        "workers": 0, "tasks": 2 * RANGES, "ran": 2 * RANGES, "attempts": 2 * RANGES, "retried": 0, "failed": 0,
-        "coordinator_retries": 0,
-        "ranges": {"users": RANGES, "gigs": RANGES}, "planned": {"users": len(docs), "gigs": len(gig_docs)},
+        "workers": 0, "tasks": sum(batches.values()), "ran": sum(batches.values()),
+        "attempts": sum(batches.values()), "retried": 0, "failed": 0, "coordinator_retries": 0,
+        "ranges": batches, "planned": {"users": len(docs), "gigs": len(gig_docs)},
         "read": {"users": len(docs), "gigs": len(gig_docs)}}
     for name in ("users", "gigs"):
         assert spread.collections[name].as_dict() | {"seconds": 0} == single.collections[name].as_dict() | {
@@ -240,13 +242,14 @@ def test_a_distributed_run_equals_the_single_process_run_on_messy_data(cluster, 
                                     (spread.run_id,)).fetchone()[0]
         leftovers = connection.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'sync\\_dist\\_%'")
         assert leftovers.fetchone()[0] == 0, "the scratch tables are dropped at the end of the run"
-    assert record == str(2 * RANGES)
+    assert record == str(sum(batches.values()))
     for email, first in holder.items():
         assert stored[email] == first, email
 
     _change(mongo_db, docs, gig_docs)
     single = _single(pg_url, mongo_db)
-    spread = _distributed(second_pg_url, mongo_db, cluster)
+    spread = _distributed(second_pg_url, mongo_db, cluster)  # into full tables: ranges staged, then merged
+    assert spread.tasks.ran == spread.tasks.tasks == 2 * RANGES
     assert state(second_pg_url) == state(pg_url)
     # Merging into full tables, the replay inserts in the single-process order and batches: even the surrogate
     # keys agree (a first sync into empty tables may take issue 16's first-load path, numbered its own way).
@@ -268,14 +271,22 @@ def test_full_compare_and_an_unchanged_rerun_equal_the_single_process_run(cluste
     assert state(second_pg_url) == state(pg_url)
 
 
-def test_a_worker_killed_mid_run_changes_nothing(cluster, mongo_db, pg_url, second_pg_url):
+@pytest.mark.parametrize("first_load", [False, True], ids=["ranges-merged", "first-load"])
+def test_a_worker_killed_mid_run_changes_nothing(cluster, mongo_db, pg_url, second_pg_url, first_load):
     _messy(mongo_db)
     _single(pg_url, mongo_db)
-    # Every task reads sync_hashes inside its transaction: holding that table holds the tasks mid-run.
     holder = psycopg.connect(second_pg_url)
-    holder.execute("LOCK TABLE sync_hashes IN ACCESS EXCLUSIVE MODE")
+    if first_load:
+        # A first load's task takes a lock of its batch before its transaction writes: holding every such lock
+        # of the run (the database's first: run 1) holds the tasks mid-batch, their attempts recorded.
+        holder.execute("SELECT pg_advisory_lock(hashtext('sync_dist_1_attemptsusers'), base)"
+                       " FROM generate_series(0, 200) AS base")
+    else:
+        # Every range task reads sync_hashes inside its transaction: holding that table holds the tasks mid-run.
+        holder.execute("LOCK TABLE sync_hashes IN ACCESS EXCLUSIVE MODE")
     outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(report=_distributed(second_pg_url, mongo_db, cluster)))
+    runner = threading.Thread(target=lambda: outcome.update(report=_distributed(
+        second_pg_url, mongo_db, cluster, first_load=first_load)))
     runner.start()
     try:
         def running_attempts():
@@ -297,8 +308,29 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, mongo_db, pg_url, seco
     report = outcome["report"]
     assert state(second_pg_url) == state(pg_url)
     assert report.tasks.retried >= 1 and report.tasks.failed == 0
-    assert report.tasks.ran == report.tasks.tasks == 2 * RANGES
+    assert report.tasks.ran == report.tasks.tasks == (sum(report.tasks.ranges.values()) if first_load else 2 * RANGES)
     assert report.balanced
+
+
+def test_a_first_load_batch_run_again_after_it_committed_loads_nothing_twice(pg_url):
+    """Dask runs a task again when it lost the answer of one that committed: the second attempt loads nothing."""
+    from gigsterpg.lib.pg.sync.engine import parallel
+    from gigsterpg.lib.pg.sync.engine.task import BatchTask, attempts_table, create_scratch, load_batch
+    from gigsterpg.lib.pg.sync.user import UserSync
+    payload = b"".join(bson.encode({"_id": n, "name": f"user {n}", "email": f"u{n}@example.com"}) for n in range(5))
+    with psycopg.connect(pg_url, autocommit=True) as connection, connection.cursor() as cursor:
+        parallel.create_load_tables(cursor, 99, ["users"])
+        create_scratch(cursor, 99, ())
+    task = BatchTask(99, UserSync, 10, payload, pg_url, "t")
+    assert "postgresql" not in repr(task), "Dask logs a task's arguments: no URL in them"
+    assert load_batch(task) == 5
+    assert load_batch(task) == 5  # the same batch again (the same key): its rows are there once
+    with psycopg.connect(pg_url) as connection:
+        loaded = connection.execute(f"SELECT pos FROM {parallel.load_table(99, 'users')} ORDER BY pos").fetchall()
+        attempts = connection.execute(f"SELECT task, documents FROM {attempts_table(99)} ORDER BY id").fetchall()
+        raw = connection.execute(f"SELECT count(*) FROM {parallel.raw_table(99, 'users')}").fetchone()[0]
+    assert [pos for (pos,) in loaded] == [10, 11, 12, 13, 14] and raw == 5
+    assert attempts == [(10, 5), (10, None)]  # two attempts counted, one committed the batch
 
 
 def _keys(url: str) -> list:
@@ -331,22 +363,41 @@ def test_sync_scheduler_runs_on_the_cluster_and_records_its_tasks(cluster, mongo
     code, out, err = _cli(capsys, "sync", "--scheduler", cluster.scheduler.address, "--pg-url", second_pg_url,
                           "--mongo-url", mongo_url, "--batch-size", str(BATCH), "--no-progress")
     assert code == 0, err
-    # RANGES_PER_WORKER ranges per worker and collection (fewer only when the sample holds fewer ids)
-    assert "Dask: 2 workers, 16 tasks (16 ran, 0 retried, 0 failed)" in out
+    # Into empty tables, a first load: a task per raw batch (30 users and 20 gigs in batches of 7: 5 + 3).
+    assert "Dask: 2 workers, 8 tasks (8 ran, 0 retried, 0 failed)" in out
     assert f"Dask dashboard: {cluster.dashboard_link}" in err.splitlines()
+    assert state(second_pg_url) == state(pg_url)
+    mongo_db.users.delete_one({})
+    _single(pg_url, mongo_db)
+    code, out, err = _cli(capsys, "sync", "--scheduler", cluster.scheduler.address, "--pg-url", second_pg_url,
+                          "--mongo-url", mongo_url, "--batch-size", str(BATCH), "--no-progress")
+    assert code == 0, err
+    # Into full tables: RANGES_PER_WORKER ranges per worker and collection (fewer only when the sample holds
+    # fewer ids), staged, then merged.
+    assert "Dask: 2 workers, 16 tasks (16 ran, 0 retried, 0 failed)" in out
     assert state(second_pg_url) == state(pg_url)
     with psycopg.connect(second_pg_url) as connection:
         tasks = connection.execute("SELECT counts->'tasks' FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()[0]
     assert (tasks["tasks"], tasks["ran"], tasks["retried"], tasks["failed"]) == (16, 16, 0, 0)
 
 
-def test_sync_workers_starts_a_local_cluster(mongo_db, mongo_url, pg_url, second_pg_url, capsys):
+def test_sync_workers_loads_first_in_local_processes_then_starts_a_local_cluster(mongo_db, mongo_url, pg_url,
+                                                                                 second_pg_url, capsys):
     _messy(mongo_db, users=20, gigs=10, seed=9)
     _single(pg_url, mongo_db)
-    code, out, err = _cli(capsys, "sync", "--workers", "1", "--pg-url", second_pg_url, "--mongo-url", mongo_url,
-                          "--batch-size", str(BATCH), "--no-progress")
+    args = ("sync", "--workers", "2", "--pg-url", second_pg_url, "--mongo-url", mongo_url, "--batch-size", str(BATCH),
+            "--no-progress")
+    code, out, err = _cli(capsys, *args)
     assert code == 0, err
-    assert "Dask: 1 workers, " in out and " 0 failed)" in out
+    # Into empty tables: the load workers of this machine (no cluster: they cost less CPU a document than one).
+    assert "Load workers: 2 processes of this machine (a first load: no Dask cluster needed)" in out
+    assert "Dask" not in (out + err).replace("no Dask cluster", "")
+    assert state(second_pg_url) == state(pg_url)
+    mongo_db.users.delete_one({})
+    _single(pg_url, mongo_db)
+    code, out, err = _cli(capsys, *args)  # into full tables: ranges on a local cluster, merged
+    assert code == 0, err
+    assert "Dask: 2 workers, " in out and " 0 failed)" in out
     assert state(second_pg_url) == state(pg_url)
 
 
@@ -418,16 +469,18 @@ def test_an_unchanged_document_that_becomes_a_later_duplicate_is_fetched_again_f
     assert [(reason, document["name"]) for _, reason, document in rejects[1]] == [("duplicate _id", "int seven")]
 
 
-def test_a_task_failing_every_attempt_fails_the_run_in_one_line(cluster, mongo_db, pg_url, pg_server_url):
+@pytest.mark.parametrize("first_load, key", [(False, "gigsterpg-sync-1-users-"), (True, "gigsterpg-load-1-users-")])
+def test_a_task_failing_every_attempt_fails_the_run_in_one_line(cluster, mongo_db, pg_url, pg_server_url,
+                                                                first_load, key):
     _messy(mongo_db, users=10, gigs=5)
     pg = SqlAlchemy(pg_url)
     try:
         with pytest.raises(Exception) as raised:  # the workers are given a database that does not exist
             run_distributed(pg.engine, mongo_db, cluster, with_database(pg_server_url, "no_such_db"),
-                            _mongo_url(mongo_db), batch_size=BATCH, ranges=2, retries=1)
+                            _mongo_url(mongo_db), batch_size=BATCH, ranges=2, retries=1, first_load=first_load)
     finally:
         pg.dispose()
-    assert str(raised.value).startswith("sync task gigsterpg-sync-1-users-")
+    assert str(raised.value).startswith(f"sync task {key}")
     assert "no_such_db" in str(raised.value) and str(raised.value).endswith(
         "see the Dask workers' logs, then run the sync again")
     with psycopg.connect(pg_url) as connection:
@@ -467,7 +520,7 @@ def test_the_coordinator_reconnects_after_losing_its_connection_mid_merge(cluste
     pg = SqlAlchemy(second_pg_url)
     runner = threading.Thread(target=lambda: outcome.update(report=run_distributed(
         pg.engine, mongo_db, cluster, second_pg_url, _mongo_url(mongo_db), batch_size=BATCH, ranges=RANGES,
-        retry=RetryPolicy(first_delay=0.01))))
+        retry=RetryPolicy(first_delay=0.01), first_load=False)))
     runner.start()
     try:
         with run_held(second_pg_url, lambda progress: progress.get("users", 0) >= 2 * BATCH, "two users' batches"):

@@ -6,6 +6,7 @@ calling the code under test. "Not written" is measured with the MongoDB server's
 import contextlib
 import dataclasses
 import datetime
+import threading
 from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
@@ -523,16 +524,22 @@ def test_the_demo_shows_a_shop_exported_twice(tmp_path, capsys):
     assert " 0 documents written" not in first and " 0 documents written" in again
 
 
-def test_a_run_that_fails_midway_is_finished_by_the_next_without_a_duplicate(shop, mongo_db):
+@pytest.mark.parametrize("writers", [1, 2])
+def test_a_run_that_fails_midway_is_finished_by_the_next_without_a_duplicate(shop, mongo_db, writers):
     a_shop(shop.orders_source_pg)
     with mongo_fail_point(mongo_db.client) as arm:  # the second insert command fails as a server shutting down would
         arm({"skip": 1, "times": 1}, failCommands=["insert"], errorCode=91)
         with pytest.raises(GigsterPgError, match="MongoDB"):
-            export_orders(shop, batch_size=1)
-    assert mongo_db.orders.count_documents({}) == 1  # the first batch only
-    report = export_orders(shop, batch_size=1)
-    # The first order's document is there already (its hash was never stored): found equal, it is unchanged.
-    assert (report.written, report.unchanged, mongo_db.orders.count_documents({})) == (3, 1, 4)
+            export_orders(shop, batch_size=1, writers=writers)
+    there = mongo_db.orders.count_documents({})
+    # The first batch only; with two writers, the other's batch in flight when the second failed may be there too.
+    assert there == 1 if writers == 1 else there in (1, 2)
+    report = export_orders(shop, batch_size=1, writers=writers)
+    # The documents there already (their hashes were never stored, or were): written once, never twice.
+    assert report.written + report.unchanged == 4 and report.written >= 4 - there
+    if writers == 1:  # the first order's document is there (its hash never stored): found equal, unchanged
+        assert (report.written, report.unchanged) == (3, 1)
+    assert mongo_db.orders.count_documents({}) == 4
     assert_report_balances(report)
     assert export_orders(shop).written == 0
 
@@ -611,3 +618,41 @@ def test_generate_shop_without_a_database_names_itself(capsys, monkeypatch, tmp_
     code, out, err = main(capsys, "generate-shop")
     assert code == 2 and err.startswith("FAILED: no database for the shop, generate-shop writes")
     assert "export-orders" not in err and "--pg URL" in err
+
+
+def test_batches_written_by_four_threads_give_what_one_writes(empty_pg_url, pg_url, mongo_url, mongo_db,
+                                                              monkeypatch):
+    """export-orders' batches (ranges of the projection's orders) written at once by four threads, each storing
+    its hashes through its own session: the same documents, hashes, rejects and counts as one writer."""
+    from gigsterpg.fixtures.generate_shop import write_shop
+    from gigsterpg.lib.mongo import orders
+    write_shop(empty_pg_url, orders=1500, seed=5)
+    settings = Settings(pg_url=pg_url, mongo_url=mongo_url, orders_source_pg=empty_pg_url)
+    remembered = orders.remember
+    sessions = {}
+
+    def spied(connection, target, ids, hashes):  # which thread stores hashes through which session
+        sessions.setdefault(target, set()).add((threading.current_thread().name, id(connection)))
+        remembered(connection, target, ids, hashes)
+    monkeypatch.setattr(orders, "remember", spied)
+    reports = {writers: export_orders(settings, f"w{writers}", batch_size=50, writers=writers) for writers in (1, 4)}
+    for report in reports.values():
+        assert_report_balances(report)
+        assert report.written > 1000 and report.rejected > 0
+    assert {key: value for key, value in vars(reports[4]).items() if key not in ("target", "seconds")} == \
+        {key: value for key, value in vars(reports[1]).items() if key not in ("target", "seconds")}
+    assert list(mongo_db.w4.find().sort("_id")) == list(mongo_db.w1.find().sort("_id"))
+    with psycopg.connect(pg_url) as connection:
+        stored = [connection.execute("SELECT _id, hash FROM projection_hashes WHERE target = %s ORDER BY _id",
+                                     (f"{mongo_db.name}.w{writers}",)).fetchall() for writers in (1, 4)]
+        rejects = [connection.execute("SELECT doc_id, reason, detail FROM sync_rejects WHERE collection = %s"
+                                      " ORDER BY doc_id", (f"{mongo_db.name}.w{writers}",)).fetchall()
+                   for writers in (1, 4)]
+    assert stored[0] == stored[1] and len(stored[0]) == reports[1].written
+    assert rejects[0] == rejects[1] and rejects[0]
+    assert len(sessions[f"{mongo_db.name}.w1"]) == 1
+    used = sessions[f"{mongo_db.name}.w4"]
+    assert len({thread for thread, _ in used}) > 1 and len(used) == len({session for _, session in used})
+    # A second run writes nothing, whatever the number of writers.
+    again = export_orders(settings, "w4", batch_size=50, writers=4)
+    assert again.written == 0 and again.unchanged == reports[4].written

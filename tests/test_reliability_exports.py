@@ -636,8 +636,9 @@ def test_a_folder_made_read_only_mid_extract_fails_in_one_line_and_the_rerun_con
     with snapshot_trial(days, "readonly") as (target, root):
         (root / "postgres").mkdir(parents=True)
         with held_lock(days["source"], "LOCK TABLE shippers IN ACCESS EXCLUSIVE MODE"):
-            process = start_cli(*step_args(days, "extract-postgres", target, root), cwd=tmp_path, env_extra={},
-                                prefix=without_override)
+            # One session: the tables one after the other (more sessions would write the others meanwhile).
+            process = start_cli(*step_args(days, "extract-postgres", target, root), "--workers", "1", cwd=tmp_path,
+                                env_extra={}, prefix=without_override)
             wait_until(lambda: waiting_on_a_lock(days["server"], source), "the extract to reach shippers")
             (root / "postgres").chmod(0o555)  # the tables after shippers have no folder yet
         try:

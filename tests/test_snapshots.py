@@ -157,6 +157,76 @@ def test_a_second_run_gives_the_same_files_and_the_same_tables(pg_url, northwind
     assert (tmp_path / "data/results/2021-01-01/orders_with_details.json").read_bytes() == result
 
 
+def test_one_session_or_four_give_the_same_files_tables_and_ledger(pg_url, northwind, tmp_path, pg_server_url):
+    """extract-postgres and load in parallel sessions (``workers``): what they write is what one session writes."""
+    from tests.helpers import TEMPLATE, copy_database, drop_database, with_database
+    source, csv_path = northwind
+    second = copy_database(pg_server_url, TEMPLATE)
+    try:
+        results = []
+        for target, workers in ((pg_url, 1), (with_database(pg_server_url, second), 4)):
+            line = snapshot.Pipeline(target, tmp_path / f"data{workers}", source, csv_path, workers=workers)
+            assert snapshot.run_days(line, [D1]).ok
+            assert snapshot.run_days(line, [D1], force=True).ok  # again, over the day's partitions
+            with psycopg.connect(target) as connection:
+                ledger = connection.execute(
+                    "SELECT step, source, table_name, state, rows, bytes, checksum, bad_lines,"
+                    " replace(path, %s, '<root>') FROM snapshot_ledger ORDER BY 1, 2, 3",
+                    (str(tmp_path / f"data{workers}"),)).fetchall()
+                leftovers = connection.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n"
+                                               " ON n.oid = c.relnamespace WHERE n.nspname LIKE 'snap\\_%'"
+                                               " AND c.relname LIKE '%\\_n'").fetchone()[0]
+            assert leftovers == 0, "every new table is attached"
+            files = {pattern: digest_files(tmp_path / f"data{workers}", pattern)
+                     for pattern in ("*.pgcopy", "*.csv", "*.jsonl", "*.json")}  # manifests hold their times
+            files["*.json"] = {name: value for name, value in files["*.json"].items() if "results" in name}
+            results.append((files, target_state(target), ledger))
+        assert len(results[0][0]["*.pgcopy"]) == 13 and results[0][0]["*.json"] and len(results[0][1]) == 14
+        assert results[1] == results[0]
+    finally:
+        drop_database(pg_server_url, second)
+
+
+def test_tables_extracted_by_parallel_sessions_are_of_one_moment_of_the_source(pg_url, source_url, tmp_path,
+                                                                               monkeypatch):
+    """Rows committed after the extract began, before its other sessions even connect, are not in the files:
+    every session reads the snapshot the extract began with (as one session does)."""
+    import threading
+    names = ("aaa", "bbb", "ccc", "ddd")
+    with psycopg.connect(source_url, autocommit=True) as connection:
+        for name in names:
+            connection.execute(f"CREATE TABLE {name} (id int PRIMARY KEY)")
+            connection.execute(f"INSERT INTO {name} SELECT generate_series(1, 10)")
+    connect, sessions = psycopg.connect, []
+    waiting, written = threading.Event(), threading.Event()
+
+    def held(url, *args, **kwargs):  # the sessions beyond the extract's first to the source wait for the writes
+        if url == source_url:
+            sessions.append(url)
+            if len(sessions) > 1:
+                waiting.set()
+                written.wait(60)
+        return connect(url, *args, **kwargs)
+    monkeypatch.setattr(psycopg, "connect", held)
+    outcome = {}
+    line = snapshot.Pipeline(pg_url, tmp_path / "data", source_url, workers=2)
+    extracting = threading.Thread(target=lambda: outcome.update(report=snapshot.extract_postgres(line, D1)))
+    extracting.start()
+    try:
+        assert waiting.wait(60), "the extract's sessions did not start"
+        with connect(source_url, autocommit=True) as writer:
+            for name in names:
+                writer.execute(f"INSERT INTO {name} VALUES (11)")
+    finally:
+        written.set()
+        extracting.join(timeout=60)
+    assert outcome["report"].state == "succeeded" and outcome["report"].tables == 4
+    assert len(sessions) == 3  # the extract's own, and one per worker
+    rows = {name: json.loads((tmp_path / f"data/postgres/{name}/2021-01-01/manifest.json").read_text())["rows"]
+            for name in names}
+    assert rows == dict.fromkeys(names, 10)
+
+
 def test_load_before_the_extracts_is_refused_naming_the_step_to_run(pg_url, northwind, tmp_path, capsys):
     source, csv_path = northwind
     args = ["pipeline", "load", "--day", "2021-01-01", "--pg-url", pg_url, "--root", str(tmp_path / "data")]

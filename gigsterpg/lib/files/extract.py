@@ -8,11 +8,15 @@ All tables are read in one REPEATABLE READ transaction: one moment of the
 source. The CSV file is copied byte for byte to ``<root>/csv/<day>/``, with
 its columns inferred and its bad lines listed beside it.
 """
+import contextlib
 import dataclasses
 import datetime
 import fnmatch
 import json
+import os
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 from urllib.parse import quote
@@ -28,6 +32,8 @@ DATA_FILE = "data.pgcopy"
 FORMAT = "postgresql-copy-binary"
 BAD_LINES_FILE = "bad_lines.jsonl"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+# Sessions of a step at most, by default: a few COPYs at once keep a server's disks and cores busy.
+MAX_WORKERS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,38 +129,85 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+def default_workers() -> int:
+    """Sessions a step uses when none are asked for: one per core, at most ``MAX_WORKERS``."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
 def extract_postgres(source_url: str, root: Path, day: datetime.date, patterns: Optional[str] = None,
                      on_table: Callable[[str, str], None] = lambda table, path: None,
-                     on_done: Callable[[Extracted], None] = lambda done: None) -> List[Extracted]:
+                     on_done: Callable[[Extracted], None] = lambda done: None,
+                     workers: Optional[int] = None) -> List[Extracted]:
     """Every table of ``source_url`` into its partition for ``day``, from one snapshot of the source.
 
     ``on_table(table, path)`` is called as a table starts, ``on_done`` as its
-    partition is in place (the ledger listens to both).
+    partition is in place (the ledger listens to both; one call at a time).
+    With ``workers`` > 1 (default ``default_workers()``) the tables are written by that many sessions at once,
+    each in the one snapshot of the source (``pg_export_snapshot``, as ``pg_dump -j`` does): the same files.
     """
-    done = []
+    workers = default_workers() if workers is None else max(1, workers)
     with psycopg.connect(source_url) as connection, connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         version = connection.info.server_version
-        for table in list_tables(cursor, patterns):
-            final = partition.day_folder(root, "postgres", day, table.folder)
-            on_table(table.qualified, str(final))
-            started = _now()
-            with partition.writing(final) as temp:
-                with open(temp / DATA_FILE, "wb") as handle:
-                    count = pgcopy.copy_out(cursor, select_of(table), handle)
-                rows = cursor.rowcount
-                partition.write_manifest(temp, {
-                    "format": FORMAT, "file": DATA_FILE, "source": "postgres", "source_url": mask_url(source_url),
-                    "source_server_version": version, "schema": table.schema, "table": table.name,
-                    "day": day.isoformat(), "rows": rows, "bytes": count.bytes, "sha256": count.sha256,
-                    "columns": [{"name": name, "type": kind, "source_type": source_kind}
-                                for name, kind, source_kind in table.columns],
-                    "primary_key": list(table.primary_key), "tool": "gigsterpg", "tool_version": __version__,
-                    "started_at": started, "finished_at": _now()})
-            extracted = Extracted(table.qualified, str(final), rows, count.bytes, count.sha256)
-            on_done(extracted)
-            done.append(extracted)
-    return done
+        tables = list_tables(cursor, patterns)
+        if workers == 1 or len(tables) < 2:
+            return [_extract_table(cursor, table, source_url, version, root, day, on_table, on_done)
+                    for table in tables]
+        cursor.execute("SELECT pg_export_snapshot()")
+        snapshot = cursor.fetchone()[0]
+        called = threading.Lock()  # the callbacks (the ledger's one connection) one at a time
+
+        def locked(callback):
+            def call(*args):
+                with called:
+                    callback(*args)
+            return call
+
+        local = threading.local()
+        sessions = []
+
+        def one(table: SourceTable) -> Extracted:
+            if getattr(local, "cursor", None) is None:  # this thread's session, in the snapshot of the source
+                session = psycopg.connect(source_url)
+                sessions.append(session)
+                local.cursor = session.cursor()
+                local.cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                local.cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            return _extract_table(local.cursor, table, source_url, version, root, day, locked(on_table),
+                                  locked(on_done))
+
+        pool = ThreadPoolExecutor(min(workers, len(tables)), thread_name_prefix="gigsterpg-extract")
+        try:
+            futures = [pool.submit(one, table) for table in tables]
+            return [future.result() for future in futures]  # the tables' order; the first error raised
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # after an error: no table begins, those begun end
+            for session in sessions:
+                with contextlib.suppress(Exception):
+                    session.close()
+
+
+def _extract_table(cursor, table: SourceTable, source_url: str, version: int, root: Path, day: datetime.date,
+                   on_table, on_done) -> Extracted:
+    """One table into its partition for ``day``, through ``cursor`` (in the snapshot of the source)."""
+    final = partition.day_folder(root, "postgres", day, table.folder)
+    on_table(table.qualified, str(final))
+    started = _now()
+    with partition.writing(final) as temp:
+        with open(temp / DATA_FILE, "wb") as handle:
+            count = pgcopy.copy_out(cursor, select_of(table), handle)
+        rows = cursor.rowcount
+        partition.write_manifest(temp, {
+            "format": FORMAT, "file": DATA_FILE, "source": "postgres", "source_url": mask_url(source_url),
+            "source_server_version": version, "schema": table.schema, "table": table.name,
+            "day": day.isoformat(), "rows": rows, "bytes": count.bytes, "sha256": count.sha256,
+            "columns": [{"name": name, "type": kind, "source_type": source_kind}
+                        for name, kind, source_kind in table.columns],
+            "primary_key": list(table.primary_key), "tool": "gigsterpg", "tool_version": __version__,
+            "started_at": started, "finished_at": _now()})
+    extracted = Extracted(table.qualified, str(final), rows, count.bytes, count.sha256)
+    on_done(extracted)
+    return extracted
 
 
 def csv_table_name(path: Path) -> str:

@@ -9,9 +9,12 @@ attached: readers see the day as it was or as it is, never half, and a rerun
 replaces exactly what that day loaded before.
 """
 import codecs
+import contextlib
 import dataclasses
 import datetime
 import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -24,6 +27,8 @@ from gigsterpg.lib.files.ledger import rerun_command
 
 DAY_COLUMN = "snapshot_day"
 CSV_SCHEMA = "snap_csv"
+# The advisory lock under which a parallel load's sessions make their new tables, one at a time.
+NEW_TABLES_LOCK = 0x676967736E617073  # "gigsnaps"
 KINDS_OF_TYPES = {"bigint": "integer", "numeric": "numeric", "boolean": "boolean", "date": "date",
                   "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamp", "text": "text"}
 
@@ -113,9 +118,14 @@ def _definition(columns, not_null: str = "", default_day: Optional[datetime.date
 
 
 def _new_table(cursor, schema: str, table: str, columns, day: datetime.date) -> str:
-    """A standalone table of the day's rows, shaped to be attached as the day's partition (parent made if missing)."""
+    """A standalone table of the day's rows, shaped to be attached as the day's partition (parent made if missing).
+
+    One a load in parallel sessions left behind (its tables are committed before the one transaction that
+    attaches them) is dropped first: the step's lock says its writer is gone.
+    """
     cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     name = partition_name(table, day) + "_n"
+    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, name)))
     cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(
         sql.Identifier(schema, name), _definition([(DAY_COLUMN, "date")] + list(columns), default_day=day)))
     return name
@@ -145,13 +155,23 @@ CSV_FIELDS = {"file": str, "table": str, "rows": int, "bad_lines": int, "bytes":
               "dialect": dict, "columns": list}
 
 
-def _postgres_table(cursor, folder: Path, day: datetime.date, rerun=None) -> Tuple[Loaded, tuple]:
+def _postgres_table(cursor, folder: Path, day: datetime.date, rerun=None, parent: bool = True,
+                    made=None) -> Tuple[Loaded, tuple]:
+    """A table's partition into a new table of the target; (what was loaded, (schema, table, new table, what)).
+
+    ``parent``: also the partitioned table made or checked now (else by the caller, before attaching).
+    ``made``: called once the new table exists (a parallel load commits it there).
+    """
     manifest = _manifest(folder, "extract-postgres", POSTGRES_FIELDS, ("name", "type"), rerun or _default_rerun(day))
     columns = [(column["name"], column["type"]) for column in manifest["columns"]]
     _check_types(cursor, columns)
     schema, table = target_schema(manifest["schema"]), manifest["table"]
     new = _new_table(cursor, schema, table, columns, day)
-    ensure_parent(cursor, schema, table, new, f"{manifest['schema']}.{table}")
+    what = f"{manifest['schema']}.{table}"
+    if parent:
+        ensure_parent(cursor, schema, table, new, what)
+    if made is not None:
+        made()
     with open(Path(folder) / manifest["file"], "rb") as handle:
         count = pgcopy.copy_in(cursor, new, [name for name, _ in columns], handle, schema)
     rows = cursor.rowcount
@@ -161,10 +181,11 @@ def _postgres_table(cursor, folder: Path, day: datetime.date, rerun=None) -> Tup
                           f"{manifest['sha256'][:12]}",
                           f"re-extract it: {(rerun or _default_rerun(day))('extract-postgres')}")
     loaded = Loaded("postgres", f"{schema}.{table}", rows, count.bytes, count.sha256)
-    return loaded, (schema, table, new)
+    return loaded, (schema, table, new, what)
 
 
-def _csv_table(cursor, folder: Path, day: datetime.date, on_bad, rerun=None) -> Tuple[Loaded, tuple]:
+def _csv_table(cursor, folder: Path, day: datetime.date, on_bad, rerun=None, parent: bool = True,
+               made=None) -> Tuple[Loaded, tuple]:
     rerun = rerun or _default_rerun(day)
     manifest = _manifest(folder, "extract-csv", CSV_FIELDS, ("name", "kind", "type"), rerun)
     try:
@@ -194,7 +215,11 @@ def _csv_table(cursor, folder: Path, day: datetime.date, on_bad, rerun=None) -> 
                    for name, kind in existing[1:]]
     typed = pgcopy.pg_columns(columns)
     new = _new_table(cursor, CSV_SCHEMA, table, typed, day)
-    ensure_parent(cursor, CSV_SCHEMA, table, new, f"the CSV file {manifest['file']}")
+    what = f"the CSV file {manifest['file']}"
+    if parent:
+        ensure_parent(cursor, CSV_SCHEMA, table, new, what)
+    if made is not None:
+        made()
     path = Path(folder) / manifest["file"]
     if pgcopy.sha256_file(path) != manifest["sha256"]:
         raise SourceError(f"the partition {folder} changed on disk since it was extracted", "its checksum differs",
@@ -210,27 +235,36 @@ def _csv_table(cursor, folder: Path, day: datetime.date, on_bad, rerun=None) -> 
                                 schema=CSV_SCHEMA)
     count.bad = bad
     return Loaded("csv", f"{CSV_SCHEMA}.{table}", count.rows, manifest["bytes"], manifest["sha256"], count.bad), \
-        (CSV_SCHEMA, table, new)
+        (CSV_SCHEMA, table, new, what)
 
 
 def load_day(connection, day: datetime.date, postgres_folders: Sequence[Path], csv_folder: Path,
-             previous: Sequence[str] = (), on_bad=lambda bad: None, rerun=None) -> List[Loaded]:
+             previous: Sequence[str] = (), on_bad=lambda bad: None, rerun=None, connect=None,
+             workers: Optional[int] = None) -> List[Loaded]:
     """Load the day's partitions in the caller's transaction (the caller commits).
 
     ``previous``: the targets (``schema.table``) this day loaded before; a
     table no longer among the partitions loses its partition for the day.
     ``rerun(step)``: the command that extracts the day again, for the advice of a damaged partition.
+    ``connect()``: a new session of the target; given, the tables are COPYed by ``workers`` sessions at once
+    (default ``extract.default_workers()``; ``_load_parallel``), else all in the caller's transaction.
     """
-    loaded, swaps = [], []
+    workers = extract.default_workers() if workers is None else max(1, workers)
     with connection.cursor() as cursor:
-        for folder in postgres_folders:
-            done, swap = _postgres_table(cursor, Path(folder), day, rerun)
+        if connect is not None and workers > 1:
+            loaded, swaps = _load_parallel(connect, workers, day, postgres_folders, csv_folder, on_bad, rerun)
+            for schema, table, new, what in swaps:
+                ensure_parent(cursor, schema, table, new, what)
+        else:
+            loaded, swaps = [], []
+            for folder in postgres_folders:
+                done, swap = _postgres_table(cursor, Path(folder), day, rerun)
+                loaded.append(done)
+                swaps.append(swap)
+            done, swap = _csv_table(cursor, Path(csv_folder), day, on_bad, rerun)
             loaded.append(done)
             swaps.append(swap)
-        done, swap = _csv_table(cursor, Path(csv_folder), day, on_bad, rerun)
-        loaded.append(done)
-        swaps.append(swap)
-        for schema, table, new in swaps:
+        for schema, table, new, _ in swaps:
             _swap(cursor, schema, table, new, day)
         now = {done.target for done in loaded}
         for target in sorted(set(previous) - now):
@@ -239,6 +273,46 @@ def load_day(connection, day: datetime.date, postgres_folders: Sequence[Path], c
                 sql.Identifier(schema, partition_name(table, day))))
         faults.point("snapshot-loaded")
     return loaded
+
+
+def _load_parallel(connect, workers: int, day: datetime.date, postgres_folders: Sequence[Path], csv_folder: Path,
+                   on_bad, rerun) -> Tuple[List[Loaded], list]:
+    """Each partition COPYed into its new table by one of ``workers`` sessions, and committed there (the new
+    tables are standalone: no reader of the partitioned tables sees them); the caller's one transaction then
+    checks the partitioned tables and attaches them all. The CSV, the largest part, goes first.
+
+    A load that dies here leaves new tables behind, which its rerun drops (``_new_table``).
+    """
+    jobs = [lambda cursor, made: _csv_table(cursor, Path(csv_folder), day, on_bad, rerun, False, made)] + [
+        (lambda cursor, made, folder=folder: _postgres_table(cursor, Path(folder), day, rerun, False, made))
+        for folder in postgres_folders]
+    local = threading.local()
+    sessions = []
+
+    def one(job):
+        if getattr(local, "connection", None) is None:
+            local.connection = connect()
+            sessions.append(local.connection)
+        connection = local.connection
+        with connection.cursor() as cursor:
+            # CREATE SCHEMA IF NOT EXISTS in two sessions at once fails in one: the new tables are made and
+            # committed one session at a time (their rows then COPY in parallel).
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (NEW_TABLES_LOCK,))
+            result = job(cursor, connection.commit)
+        connection.commit()
+        return result
+
+    pool = ThreadPoolExecutor(min(workers, len(jobs)), thread_name_prefix="gigsterpg-load")
+    try:
+        futures = [pool.submit(one, job) for job in jobs]
+        results = [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for session in sessions:
+            with contextlib.suppress(Exception):
+                session.close()
+    results = results[1:] + results[:1]  # the order of the load in one session: the tables, then the CSV
+    return [done for done, _ in results], [swap for _, swap in results]
 
 
 def _swap(cursor, schema: str, table: str, new: str, day: datetime.date) -> None:

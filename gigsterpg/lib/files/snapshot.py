@@ -47,6 +47,7 @@ class Pipeline:
     csv_path: Optional[Path] = None
     tables: Optional[str] = None  # comma-separated globs of schema.table; !glob excludes
     csv_types: Optional[Dict[str, str]] = None  # declared kinds of CSV columns; the others are inferred
+    workers: Optional[int] = None  # sessions that extract and load tables at once (default: one per core, <= 4)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Pipeline":
@@ -146,7 +147,8 @@ def extract_postgres(pipeline: Pipeline, day: datetime.date, force: bool = False
         done = extract.extract_postgres(
             pipeline.source_url, pipeline.root, day, pipeline.tables,
             on_table=lambda table, path: ledger.start(day, step, "postgres", table, path),
-            on_done=lambda e: ledger.succeed(day, step, "postgres", e.table, e.rows, e.bytes, e.sha256, path=e.path))
+            on_done=lambda e: ledger.succeed(day, step, "postgres", e.table, e.rows, e.bytes, e.sha256, path=e.path),
+            workers=pipeline.workers)
         for gone in previous - {e.table for e in done}:
             ledger.forget(day, step, "postgres", gone)
         rows, size = sum(e.rows for e in done), sum(e.bytes for e in done)
@@ -231,7 +233,8 @@ def load_day(pipeline: Pipeline, day: datetime.date) -> StepReport:
         previous = [row["table_name"] for row in ledger.rows(day, step, tables=True)]
         with psycopg.connect(pipeline.target_url) as connection:
             loaded = load.load_day(connection, day, folders, csv_folder, previous,
-                                   rerun=lambda extract_step: _rerun(pipeline, extract_step, day) + " --force")
+                                   rerun=lambda extract_step: _rerun(pipeline, extract_step, day) + " --force",
+                                   connect=lambda: psycopg.connect(pipeline.target_url), workers=pipeline.workers)
             with connection.cursor() as cursor:
                 for gone in set(previous) - {done.target for done in loaded}:
                     ledger.forget(day, step, "target", gone, cursor=cursor)

@@ -7,6 +7,7 @@ found by streaming the collection's ``_id``s a batch at a time. Memory stays
 bounded by the batch size.
 """
 import logging
+import os
 import queue
 import threading
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
@@ -106,19 +107,31 @@ def delete_gone(collection, gone: Callable[[List], List], batch_size: int = BATC
     return deleted
 
 
+def default_writers() -> int:
+    """Writer threads when none are asked for: one per core, at most 4 (each with its own sessions)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class Background:
-    """Runs submitted work in order on one thread of its own, at most ``depth`` pieces waiting.
+    """Runs submitted work on ``threads`` threads of its own (one: in order), at most ``depth`` pieces waiting.
 
     The writes to MongoDB wait on the server; meanwhile the caller reads and builds the next batch. An
-    error in the thread stops it and is raised again by the next ``submit`` or by ``drain``.
+    error in a thread stops them all and is raised again by the next ``submit`` or by ``drain``. Work on
+    several threads must not depend on its order (``export-orders``' batches hold disjoint ``_id``s).
     """
 
-    def __init__(self, depth: int = 2):
-        self.queue: "queue.Queue" = queue.Queue(maxsize=depth)
+    def __init__(self, depth: int = 2, threads: int = 1):
+        self.queue: "queue.Queue" = queue.Queue(maxsize=max(depth, threads))
         self.error: Optional[BaseException] = None
         self.stopped = False
-        self.thread = threading.Thread(target=self._run, name="gigsterpg-writer", daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._run, name=f"gigsterpg-writer-{index}", daemon=True)
+                        for index in range(max(1, threads))]
+        for thread in self.threads:
+            thread.start()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self.threads[0]
 
     def _run(self) -> None:
         while True:
@@ -129,7 +142,8 @@ class Background:
                 try:
                     work()
                 except BaseException as err:  # handed to the caller's thread
-                    self.error = err
+                    if self.error is None:
+                        self.error = err
 
     def submit(self, work: Callable[[], None]) -> None:
         self._raise()
@@ -137,9 +151,11 @@ class Background:
 
     def drain(self) -> None:
         """Wait for everything submitted; raise the first error met."""
-        if self.thread.is_alive():
+        alive = [thread for thread in self.threads if thread.is_alive()]
+        for _ in alive:
             self.queue.put(None)
-            self.thread.join()
+        for thread in alive:
+            thread.join()
         self._raise()
 
     def stop(self) -> None:

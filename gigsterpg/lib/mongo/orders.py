@@ -17,6 +17,7 @@ Each run (CLI or API job) leaves a record in ``projection_runs`` (``runs.recorde
 """
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -71,15 +72,47 @@ class OrdersReport:
         return {"written": self.written, "unchanged": self.unchanged, "rejected": self.rejected}
 
 
+class _Sessions:
+    """A PostgreSQL session per writer thread for the hashes: the first thread gets ``first``, each other one
+    its own from ``connect()`` (closed by ``close``)."""
+
+    def __init__(self, first, connect: Optional[Callable[[], object]]):
+        self.first, self.connect, self.made = first, connect, []
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.taken = False
+
+    def get(self):
+        connection = getattr(self.local, "connection", None)
+        if connection is None:
+            with self.lock:
+                if not self.taken or self.connect is None:
+                    self.taken, connection = True, self.first
+                else:
+                    connection = self.connect()
+                    self.made.append(connection)
+            self.local.connection = connection
+        return connection
+
+    def close(self) -> None:
+        for connection in self.made:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
 def project(source, ledger_connection, hash_connection, collection, projection: Projection, rate: Decimal,
             zone: str = "UTC", batch_size: int = bulk.BATCH,
-            progress: Optional[Callable[[int], None]] = None) -> OrdersReport:
+            progress: Optional[Callable[[int], None]] = None, writers: int = 1,
+            connect: Optional[Callable[[], object]] = None) -> OrdersReport:
     """Run ``projection`` on ``source`` into ``collection``; bookkeeping on the two connections to
     gigsterpg's own database (the second stores hashes from the writer thread).
 
     PostgreSQL hashes each result row (``md5`` of its text); a document is built, hashed and written only
     when that hash differs from the one stored for its ``_id``, so an unchanged order costs a look-up.
-    The writes (documents, then their hashes) run on a thread of their own while the next batch is read.
+    The writes (documents, then their hashes) run on threads of their own while the next batch is read:
+    ``writers`` of them, each batch (a range of the projection's orders, its ``_id``s its own: duplicates are
+    rejected before) written by whichever is free, each thread storing its hashes through its own session
+    (``connect()`` makes those beyond ``hash_connection``; without it, one writer).
     """
     target = f"{collection.database.name}.{collection.name}"
     report = OrdersReport(projection.name, target, str(rate), zone)
@@ -88,10 +121,14 @@ def project(source, ledger_connection, hash_connection, collection, projection: 
     documents = collection.estimated_document_count()
     trusted = ledger.trust(documents)
     writer = bulk.BulkWriter(collection, empty=documents == 0)
-    background = bulk.Background()
-    equal = [0]  # documents sent that the server found equal to the stored ones (counted on the writer thread)
+    writers = max(1, writers) if connect is not None else 1
+    background = bulk.Background(depth=2 * writers, threads=writers)
+    sessions = _Sessions(hash_connection, connect)
+    # Documents sent that the server found equal to the stored ones, and the report's counts, as the writer
+    # threads count them.
+    equal = [0, threading.Lock()]
     try:
-        only_text_ids = _batches(source, ledger, hash_connection, writer, background, projection, rate, batch_size,
+        only_text_ids = _batches(source, ledger, sessions, writer, background, projection, rate, batch_size,
                                  progress, report, equal)
         background.drain()
     except BaseException:
@@ -99,6 +136,7 @@ def project(source, ledger_connection, hash_connection, collection, projection: 
         raise
     finally:
         report.unchanged += equal[0]
+        sessions.close()
     if trusted and only_text_ids:  # the hashes mirror the collection: what was not seen is what to delete
         for gone in ledger.unseen(batch_size):
             report.deleted += collection.delete_many({"_id": {"$in": gone}}).deleted_count
@@ -111,7 +149,7 @@ def project(source, ledger_connection, hash_connection, collection, projection: 
     return report
 
 
-def _batches(source, ledger, hash_connection, writer, background, projection, rate, batch_size, progress,
+def _batches(source, ledger, sessions, writer, background, projection, rate, batch_size, progress,
              report, equal) -> bool:
     """Read, compare and hand the changed documents to the writer thread; whether every _id was text."""
     only_text_ids = True
@@ -148,7 +186,7 @@ def _batches(source, ledger, hash_connection, writer, background, projection, ra
                     NOT_DECIMAL128, f"{err.field} is {err.value}: money is stored as Decimal128, which holds finite"
                     " numbers of at most 34 digits; fix the value at the source", shape.shown(kept[place][1:]),
                     doc_id=ids[place], duplicate=False))
-        background.submit(partial(_write, writer, hash_connection, ledger.target, documents,
+        background.submit(partial(_write, writer, sessions, ledger.target, documents,
                                   [ids[place] for place in written], [hashes[place] for place in written], report,
                                   equal))
         if rejects:
@@ -163,15 +201,16 @@ def _batches(source, ledger, hash_connection, writer, background, projection, ra
     return only_text_ids
 
 
-def _write(writer, hash_connection, target: str, documents, ids, hashes, report: OrdersReport, equal) -> None:
-    """On the writer thread: the documents, then their hashes (committed: never ahead of MongoDB). A document
+def _write(writer, sessions: _Sessions, target: str, documents, ids, hashes, report: OrdersReport, equal) -> None:
+    """On a writer thread: the documents, then their hashes (committed: never ahead of MongoDB). A document
     the server found equal to the stored one (a rerun after a kill, a setting that changed the row's text but
     not its document) is unchanged."""
     written = writer.write(documents)
-    report.written += written
-    equal[0] += len(documents) - written
+    with equal[1]:
+        report.written += written
+        equal[0] += len(documents) - written
     faults.point("orders-written")
-    remember(hash_connection, target, ids, hashes)
+    remember(sessions.get(), target, ids, hashes)
     faults.point("orders-remembered")
 
 
@@ -185,10 +224,11 @@ def _reject(reason: str, detail: str, document: dict, doc_id: Optional[str] = No
 
 def export_orders(settings: Settings, collection: str = "orders", projection: str = "orders",
                   batch_size: int = bulk.BATCH, progress: Optional[Callable[[int], None]] = None,
-                  total: Optional[Callable[[int], None]] = None) -> OrdersReport:
+                  total: Optional[Callable[[int], None]] = None, writers: Optional[int] = None) -> OrdersReport:
     """The orders of the source (``settings.source_pg_url``) into ``collection`` of ``settings.mongo_url``'s
     database; hashes and rejects in gigsterpg's own PostgreSQL (``settings.pg_url``). ``total`` is told the
-    number of rows to come before the first is read."""
+    number of rows to come before the first is read. ``writers``: threads writing batches at once, each with
+    its own session (default ``bulk.default_writers()``)."""
     source_url = require_source(settings)
     own_url = settings.require_pg()
     if _same_database(source_url, own_url):
@@ -214,8 +254,10 @@ def export_orders(settings: Settings, collection: str = "orders", projection: st
                 total(count_rows(source, found))
         with source_errors(source_url), mongo_errors_translated(settings.mongo_url):
             try:
-                record.report = project(source, ledger_connection, hash_connection, database[collection], found,
-                                        rate, zone, batch_size, progress)
+                record.report = project(
+                    source, ledger_connection, hash_connection, database[collection], found, rate, zone, batch_size,
+                    progress, bulk.default_writers() if writers is None else writers,
+                    connect=lambda: psycopg.connect(own_url, application_name="gigsterpg-orders"))
                 return record.report
             except psycopg.Error as err:
                 if any(c.broken or c.closed for c in (ledger_connection, hash_connection)):  # not the source's

@@ -19,6 +19,8 @@ PARAMS = (
     Param("projection", PATH, "a shipped projection's name, or a .sql file of your own (default: %(default)s)",
           default="orders", names=("orders",)),
     Param("batch_size", INTEGER, "orders per batch (default: 2000)", default=2000, minimum=1, parse=positive),
+    Param("workers", INTEGER, "batches written at once, each by its own thread and PostgreSQL session (default:"
+                              " one per core, at most 4)", minimum=1, parse=positive, metavar="N"),
 )
 
 
@@ -26,7 +28,8 @@ def run(context: Context, params: dict):
     progress = context.progress
     return export_orders(context.settings, params["collection"], str(params["projection"]), params["batch_size"],
                          progress=progress.done_so_far if progress else None,
-                         total=(lambda total: progress.start("orders", total)) if progress else None)
+                         total=(lambda total: progress.start("orders", total)) if progress else None,
+                         writers=params["workers"])
 
 
 def report(native) -> Report:

@@ -48,7 +48,8 @@ def run(args, progress_stream=None) -> int:
     try:
         report = export_orders(settings, args.collection, args.projection, args.batch_size,
                                progress=bar.done_so_far if bar else None,
-                               total=(lambda total: bar.start("orders", total)) if bar else None)
+                               total=(lambda total: bar.start("orders", total)) if bar else None,
+                               writers=args.workers)
     finally:
         if bar:
             bar.close()

@@ -27,6 +27,8 @@ PARAMS = (
                          " (default: every table; GIGSTERPG_SNAPSHOT_TABLES)"),
     Param("csv_types", help=f"declared kinds of CSV columns ({', '.join(KINDS)}); the others are inferred",
           metavar="COL=KIND,..."),
+    Param("workers", INTEGER, "extract and load: N tables at once, each in its own session (default: one per"
+                              " core, at most 4; 1: one after the other)", minimum=1, metavar="N"),
     Param("force", FLAG, "extract again a day that already succeeded", default=False),
     Param("max_days", INTEGER, "run: the longest backfill started without asking (default: %(default)s days)",
           default=snapshot.MAX_DAYS, minimum=1, parse=int),
@@ -39,6 +41,8 @@ def run(context: Context, params: dict):
     pipeline = snapshot.Pipeline.from_settings(context.settings)
     if params["csv_types"]:
         pipeline = dataclasses.replace(pipeline, csv_types=declared_kinds(params["csv_types"]))
+    if params["workers"]:
+        pipeline = dataclasses.replace(pipeline, workers=params["workers"])
     days = days_asked(types.SimpleNamespace(day=_date(params["day"]), first=_date(params["from"]),
                                             last=_date(params["to"]), max_days=params["max_days"]))
     done = snapshot.run_days(pipeline, days, force=params["force"],

@@ -88,6 +88,8 @@ def run_pipeline(settings: Settings, args) -> int:
     pipeline = snapshot.Pipeline.from_settings(settings)
     if getattr(args, "csv_types", None):
         pipeline = dataclasses.replace(pipeline, csv_types=declared_kinds(args.csv_types))
+    if getattr(args, "workers", None):
+        pipeline = dataclasses.replace(pipeline, workers=args.workers)
     if args.action == "status":
         with pg_errors(pipeline.target_url):
             print(format_status(snapshot_status(pipeline.target_url, days=args.days)))

@@ -12,7 +12,7 @@ import sys
 
 from gigsterpg import commands
 from gigsterpg.exc import ConfigError
-from gigsterpg.lib.pg.db.states import AUTO, INCREMENTAL
+from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL
 from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
 from gigsterpg.pipelines.execute import note
 from gigsterpg.pipelines.progress import Bar
@@ -50,9 +50,25 @@ def run(args, settings, progress) -> int:
 
 
 def _run(args, settings, progress, scheduler) -> int:
-    """Open the cluster, print its dashboard, sync, print the report."""
+    """Open the cluster, print its dashboard, sync, print the report.
+
+    ``--workers N`` into empty tables (a first load) needs no cluster: the load workers of this machine
+    (``parallel``: forked processes, no scheduler between them and the coordinator) run the same batches
+    for less CPU a document than a local Dask cluster (BENCHMARKS.md, "The first load on Dask").
+    """
     from gigsterpg.lib.pg.sync.engine.distributed import open_cluster
 
+    collections = commands.parse_collections(args.collections)
+    if args.workers and not scheduler and (args.mode or AUTO) != INCREMENTAL \
+            and commands.first_load_ahead(settings, collections):
+        report = commands.sync(settings, collections, progress=progress and Bar(progress.stream),  # documents
+                               full_compare=args.full_compare,
+                               retry=RetryPolicy(attempts=args.retries), wait_s=args.wait, mode=FULL,
+                               load_workers=args.workers)
+        note(report)
+        print(format_run(report))
+        print(f"Load workers: {args.workers} processes of this machine (a first load: no Dask cluster needed)")
+        return 0 if report.balanced else 1
     with open_cluster(args.workers, scheduler) as client:
         link = dashboard_link(client)
         if link:

@@ -34,6 +34,8 @@ import contextlib
 import json
 import logging
 import math
+import queue
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,12 +50,12 @@ from gigsterpg.connections import is_transient, short_reason
 from gigsterpg.exc import ConfigError, ConnectError, GigsterPgError, TerminalError
 from gigsterpg.lib.pg.db.states import FAILED, FULL, INTERRUPTED, SUCCEEDED
 from gigsterpg.lib.pg.sync import registry
-from gigsterpg.lib.pg.sync.engine import runner
+from gigsterpg.lib.pg.sync.engine import firstload, parallel, runner
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, Prepared, rollback
 from gigsterpg.lib.pg.sync.engine.plan import RAW, plan
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
-from gigsterpg.lib.pg.sync.engine.task import (SCRATCH_PREFIX, RangeTask, attempts_table, create_scratch, restore,
-                                               scratch_table, stage_range)
+from gigsterpg.lib.pg.sync.engine.task import (SCRATCH_PREFIX, BatchTask, RangeTask, attempts_table, create_scratch,
+                                               load_batch, restore, scratch_table, stage_range)
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +119,8 @@ def open_cluster(workers: Optional[int] = None, scheduler: Optional[str] = None,
 def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, collections=registry.COLLECTIONS,
                     batch_size: int = 5000, progress: Optional[runner.Progress] = None, skip_unchanged: bool = True,
                     wait_s: Optional[float] = None, ranges: Optional[int] = None,
-                    retries: int = TASK_RETRIES, retry: runner.RetryPolicy = runner.RetryPolicy()) -> runner.RunReport:
+                    retries: int = TASK_RETRIES, retry: runner.RetryPolicy = runner.RetryPolicy(),
+                    first_load: bool = True) -> runner.RunReport:
     """A full sync of ``collections`` with the reading and mapping done by ``client``'s workers.
 
     The result equals ``runner.run_sync``'s on the same data (see the module's docstring).
@@ -131,6 +134,8 @@ def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, colle
         retries: how often Dask runs a failed task again.
         retry: how often the coordinator reconnects after a transient error (a lost connection) and
             replays the collection it was merging from its start (what was committed is skipped by hash).
+        first_load: into empty tables, a first load whose batches are the cluster's tasks
+            (``_first_load``); False stages ranges and merges, as into full tables.
     """
     faults.check()
     progress = progress or runner.Progress()
@@ -146,11 +151,18 @@ def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, colle
         report.tasks = stats
         _drop_scratch(run.connection)
         with run.connection.cursor() as cursor:
-            create_scratch(cursor, report.run_id, ordered)
+            first = first_load and firstload.applies(cursor, ordered, False)
+            create_scratch(cursor, report.run_id, () if first else ordered)  # a first load: the attempts only
         run.connection.commit()
+        stats.workers = max(1, len(client.scheduler_info().get("workers", {})))
+        if first:
+            _first_load(run, client, pg_url, ordered, stats, retries)
+            report.status = SUCCEEDED
+            _end(engine, run.connection, run.raw, report, stats, None)
+            run.close()
+            return report
         # Each collection's watermark: the server's clock before anything of it is read.
         marks = {name: runner.server_time(mongo_db) for name in ordered}
-        stats.workers = max(1, len(client.scheduler_info().get("workers", {})))
         futures = _submit(client, report.run_id, mongo_db, ordered, stats, pg_url, mongo_url, batch_size,
                           skip_unchanged, ranges or stats.workers * RANGES_PER_WORKER, retries)
         merges = sum(math.ceil(stats.planned[name] / batch_size) for name in ordered)
@@ -176,6 +188,117 @@ def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, colle
     _end(engine, run.connection, run.raw, report, stats, None)
     run.close()
     return report
+
+
+def _first_load(run, client, pg_url: str, ordered: list, stats: TaskStats, retries: int) -> None:
+    """A first load (``firstload.load_parallel``) whose batches are tasks of the cluster (``DaskBatches``).
+
+    The coordinator reads each collection through one cursor, as the local first load does, and submits
+    each raw batch as a task that runs the local load workers' own code (``task.load_batch``); the same
+    set-wise transaction then puts the rows into the tables: the same tables as any local first load.
+    """
+    token = uuid.uuid4().hex[:8]
+    pending = list(ordered)
+    batches = []
+
+    def pool(count: int, _url: str) -> "DaskBatches":
+        batches.append(DaskBatches(client, pg_url, count, retries, token))
+        return batches[0]
+
+    try:
+        firstload.load_parallel(run, pending, False, stats.workers, pool=pool)
+    finally:
+        for made in batches:
+            stats.tasks, stats.failed = made.submitted, made.failed
+            stats.read.update(made.documents)
+            stats.planned.update(made.documents)
+            stats.ranges.update(made.batches)
+
+
+class DaskBatches:
+    """``parallel.Workers``' interface over a Dask cluster: each raw batch one task (``task.load_batch``).
+
+    At most ``QUEUED_PER_WORKER`` batches per worker wait beyond those running (raw bytes held by the
+    coordinator until their task ends): memory stays bounded. Dask runs a task again when its worker dies
+    (``retries`` more times when it fails); ``task.load_batch`` makes that idempotent.
+    """
+
+    def __init__(self, client, pg_url: str, count: int, retries: int, token: str):
+        self.client, self.pg_url, self.count, self.retries, self.token = client, pg_url, count, retries, token
+        self.stats: List[tuple] = []
+        self.submitted = self.failed = 0
+        self.documents: Dict[str, int] = {}
+        self.batches: Dict[str, int] = {}
+        self.results: "queue.Queue" = queue.Queue()
+        self.room = threading.Semaphore(count * (parallel.QUEUED_PER_WORKER + 1))
+        self.pending: set = set()
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def put(self, task) -> None:
+        """Submit a batch, waiting for room (raises once the pool is closed)."""
+        model, run_id, base, payload = task
+        while not self.room.acquire(timeout=parallel._POLL_S):
+            if self.closed:
+                raise TerminalError("the load was stopped", "the run ended", "see the run's error")
+        batch = BatchTask(run_id, model, base, payload, self.pg_url, self.token)
+        future = self.client.submit(load_batch, batch, key=batch.key, retries=self.retries, pure=False)
+        with self.lock:
+            self.pending.add(future)
+            self.submitted += 1
+            self.batches[model.collection] = self.batches.get(model.collection, 0) + 1
+        future.add_done_callback(lambda done: self._done(done, model.collection, base))
+
+    def _done(self, future, collection: str, base: int) -> None:
+        """A task ended (on Dask's callback thread): its answer to ``results``, its room back."""
+        try:
+            answer = (collection, base, future.result(), None)
+        except BaseException as err:  # noqa: every error of a task goes to the coordinator
+            answer = (None, future.key, 0, err)
+        with self.lock:
+            self.pending.discard(future)
+        self.results.put(answer)
+        self.room.release()
+
+    def get(self, check=None):
+        """The next loaded batch: (collection, base, documents); raises a task's error, or ``check()``'s."""
+        while True:
+            try:
+                collection, base, documents, error = self.results.get(timeout=parallel._POLL_S)
+            except queue.Empty:
+                if check is not None:
+                    check()
+                continue
+            if error is not None:
+                self.failed += 1
+                if isinstance(error, GigsterPgError):
+                    raise error
+                raise TerminalError(f"sync task {base} failed", short_reason(error) or type(error).__name__,
+                                    "see the Dask workers' logs, then run the sync again") from error
+            self.documents[collection] = self.documents.get(collection, 0) + documents
+            return collection, base, documents
+
+    def check(self) -> None:
+        """Nothing to check here: Dask reschedules a dead worker's tasks, and a failed task answers."""
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel what has not run; ``stats`` then holds (CPU seconds, peak RSS MB) of each worker process
+        (its whole life: a cluster's workers outlive runs)."""
+        self.closed = True
+        with self.lock:
+            pending = list(self.pending)
+        if pending:
+            with contextlib.suppress(Exception):
+                self.client.cancel(pending)
+        with contextlib.suppress(Exception):
+            self.stats = list(self.client.run(_usage, wait=True).values())
+
+
+def _usage() -> tuple:
+    """(CPU seconds, peak RSS MB) of this process (run on each Dask worker)."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def _submit(client, run_id, mongo_db, ordered, stats, pg_url, mongo_url, batch_size, skip_unchanged, ranges,

@@ -283,8 +283,11 @@ def _empty(cursor, collections) -> None:
         cursor.execute(f"DELETE FROM {table} WHERE collection = ANY(%s)", (list(collections),))
 
 
-def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
+def load_parallel(run, pending: list, rebuild: bool, workers: int, pool=None) -> None:
     """``load`` with the decoding, mapping and COPY encoding in ``workers`` processes (``parallel``).
+
+    ``pool(workers, pg_url)`` makes what runs the batches (default ``parallel.Workers``, processes of this
+    machine; ``distributed.DaskBatches``: tasks on a Dask cluster), made once the load tables exist.
 
     The coordinator reads each collection through one cursor and numbers its documents in scan order;
     the workers load them into the run's load tables through their own sessions; then, in the load's one
@@ -308,7 +311,7 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
             side_raw.close()
         load(run, pending, rebuild)
         return
-    pool = parallel.Workers(workers, parallel.libpq_url(run.engine))
+    pool = (pool or parallel.Workers)(workers, parallel.libpq_url(run.engine))
     stop, read, failed = threading.Event(), {}, []
     reader = None
     try:

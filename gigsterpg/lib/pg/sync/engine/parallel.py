@@ -238,13 +238,30 @@ class _JsonTextDumper(Dumper):
         return b"\x01" + obj.encode()  # jsonb's binary format: version 1, then the text
 
 
+def connect(pg_url: str):
+    """A load worker's PostgreSQL session (a worker process's, or a Dask worker's: ``task.load_batch``)."""
+    connection = psycopg.connect(pg_url, application_name="gigsterpg load worker")
+    connection.adapters.register_dumper(_JsonText, _JsonTextDumper)  # and so for the jsonb oid
+    return connection
+
+
+def load_batch(connection, model, run_id: int, base: int, payload: bytes) -> int:
+    """Decode, hash, map and COPY one raw batch (its first document number ``base`` of the scan) into the
+    run's load tables, committed in one transaction (the connection's, which the caller may have begun);
+    the documents it held. What every load worker runs: a worker process (``work``) and a Dask task
+    (``task.load_batch``)."""
+    docs = split_batch(payload)
+    rows, children = load_rows(model, base, docs)
+    write_batch(connection, model, run_id, rows, docs, children)
+    return len(docs)
+
+
 def work(pg_url: str, tasks, results, parent: int) -> None:
     """A worker process: load the batches of ``tasks`` until ``None``; report each to ``results``."""
     connection = None
     threading.Thread(target=_watch, args=(parent,), name="gigsterpg-load-watch", daemon=True).start()
     try:
-        connection = psycopg.connect(pg_url, application_name="gigsterpg load worker")
-        connection.adapters.register_dumper(_JsonText, _JsonTextDumper)  # and so for the jsonb oid
+        connection = connect(pg_url)
         while True:
             try:
                 task = tasks.get(timeout=_POLL_S)
@@ -257,10 +274,7 @@ def work(pg_url: str, tasks, results, parent: int) -> None:
                 results.put((None, None, 0, ("stats", usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)))
                 return
             model, run_id, base, payload = task  # the model itself: one a caller added to the registry too
-            docs = split_batch(payload)
-            rows, children = load_rows(model, base, docs)
-            write_batch(connection, model, run_id, rows, docs, children)
-            results.put((model.collection, base, len(docs), None))
+            results.put((model.collection, base, load_batch(connection, model, run_id, base, payload), None))
     except BaseException as err:  # handed to the coordinator, which fails the run (or retries it: a lost
         with contextlib.suppress(Exception):  # connection is transient there too)
             results.put((None, None, 0, (is_transient(err), short_reason(err) or type(err).__name__)))

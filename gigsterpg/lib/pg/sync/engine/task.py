@@ -18,6 +18,7 @@ worker died, or the first attempt's answer was lost) leaves exactly one copy.
 import os
 import pickle
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -28,7 +29,7 @@ from bson.raw_bson import RawBSONDocument
 
 from gigsterpg.exc import RejectedDocument
 from gigsterpg.lib.pg.sync import registry
-from gigsterpg.lib.pg.sync.engine import fingerprint
+from gigsterpg.lib.pg.sync.engine import fingerprint, parallel
 from gigsterpg.lib.pg.sync.engine.bulk import map_document
 from gigsterpg.lib.pg.sync.engine.plan import IdRange, find_range, split_record_id
 from gigsterpg.lib.pg.sync.engine.reader import batches
@@ -161,3 +162,67 @@ def restore(mapped: Optional[bytes]):
     if type(value) is tuple and value[:1] == ("rejected",):  # a row is a NamedTuple, never a plain tuple
         return RejectedDocument(value[1], detail=value[2])
     return value
+
+
+# ---- a first load on the cluster: one raw batch per task, the local load workers' own code ----------------
+
+@dataclass(frozen=True)
+class BatchTask:
+    """One raw batch of a first load (``parallel``'s worker code, run by a Dask worker)."""
+
+    run_id: int
+    model: type  # the model itself, as the local workers get it (pickled by reference: importable there)
+    base: int  # the batch's first document's number in the scan
+    payload: bytes = field(repr=False)
+    pg_url: str = field(repr=False)  # a libpq URL (postgresql://...)
+    token: str = ""
+
+    @property
+    def key(self) -> str:
+        """The task's name in Dask: no URL in it."""
+        return f"gigsterpg-load-{self.run_id}-{self.model.collection}-{self.base}-{self.token}"
+
+
+# A Dask worker's sessions, one per URL and thread: kept from task to task (a connection costs more than a batch).
+_SESSIONS: dict = {}
+
+
+def _session(pg_url: str):
+    key = (pg_url, threading.get_ident())
+    connection = _SESSIONS.get(key)
+    if connection is None or connection.closed or connection.broken:
+        connection = _SESSIONS[key] = parallel.connect(pg_url)
+    return connection
+
+
+def load_batch(task: BatchTask) -> int:
+    """Load one raw batch into the run's load tables (``parallel.load_batch``); the documents it held.
+
+    Runs on a Dask worker; Dask runs it again if its worker dies (or it fails). Idempotent: the attempt is
+    recorded first (committed: counted even if this process dies now); then ONE transaction, under a lock
+    of this batch, checks that no earlier attempt committed it, marks it done and COPYs its rows. A worker
+    that dies commits nothing; an attempt after one that committed (Dask lost its answer) loads nothing.
+    """
+    collection, attempts = task.model.collection, attempts_table(task.run_id)
+    connection = _session(task.pg_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {attempts} (collection, task, pid, host) VALUES (%s, %s, %s, %s)"
+                           " RETURNING id", (collection, task.base, os.getpid(), socket.gethostname()))
+            attempt = cursor.fetchone()[0]
+        connection.commit()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (attempts + collection, task.base))
+            cursor.execute(f"SELECT documents FROM {attempts} WHERE collection = %s AND task = %s"
+                           " AND documents IS NOT NULL", (collection, task.base))
+            done = cursor.fetchone()
+            if done is not None:
+                connection.commit()
+                return done[0]
+            cursor.execute(f"UPDATE {attempts} SET documents = %s WHERE id = %s",
+                           (parallel.count_documents(task.payload), attempt))
+        return parallel.load_batch(connection, task.model, task.run_id, task.base, task.payload)  # commits
+    except BaseException:
+        _SESSIONS.pop((task.pg_url, threading.get_ident()), None)
+        connection.close()  # rolls back: nothing of this attempt but its record
+        raise

@@ -486,8 +486,9 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
     ``declared`` maps column names to kinds (one of ``KINDS``) that are taken as
     given; a column with no value at all is text. Lines with the wrong number
     of fields take no part (``read_batches`` reports them). ``counts``, when
-    given, receives ``records`` (the records of the header's width) and
-    ``misfits`` (the others).
+    given, receives ``records`` (the records of the header's width, a last
+    record with a quote never closed left out), ``misfits`` (the others) and
+    ``unclosed`` (1 for such a last record: ``read_batches`` reports it).
     """
     path = Path(path)
     names = header(path, dialect)
@@ -515,12 +516,15 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
             zones[index] |= found | ({False} if "date" in (kind, previous) else set())
 
     # Arrow's kernels let go of the GIL: the columns of a batch are checked on two threads
+    last = None
     with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gigsterpg-csv") as pool:
         for batch in reader.batches():
             list(pool.map(lambda index: check(index, batch.column(index)), open_columns))
             open_columns = [index for index in open_columns if kinds[index] != "text"]  # nothing widens text
+            last = batch if batch.num_rows else last
     if counts is not None:
-        counts.update(records=reader.rows, misfits=len(reader.misfits))
+        unclosed = int(last is not None and _unclosed(path, dialect, last))
+        counts.update(records=reader.rows - unclosed, misfits=len(reader.misfits), unclosed=unclosed)
     columns = []
     for index, name in enumerate(names):
         if name in declared:

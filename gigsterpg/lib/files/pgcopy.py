@@ -6,9 +6,10 @@ the bookkeeping beside it commit together or not at all.
 """
 import dataclasses
 import hashlib
-import itertools
 import logging
-from typing import BinaryIO, Iterable, Optional, Sequence, Tuple
+import queue
+import threading
+from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import psycopg
 from psycopg import sql
@@ -51,48 +52,139 @@ class LoadCount:
 
 
 def copy_batches(cursor, table: str, columns: Sequence[Tuple[str, str]], batches: Iterable,
-                 schema: Optional[str] = None) -> LoadCount:
+                 schema: Optional[str] = None, retype: Optional[Callable[[csvsource.Retype], None]] = None
+                 ) -> LoadCount:
     """Binary ``COPY table (columns) FROM STDIN`` of Arrow batches; returns the rows written.
 
-    The batches are ``csvsource.read_batches``'s: strings in the form
-    PostgreSQL reads as the columns' types (dates ISO), bad lines already set
-    aside. ``pgbinary`` encodes each batch in compiled code; should Arrow fail
-    to cast a batch, it and the rest go by ``COPY ... (FORMAT csv)`` instead
-    (Arrow's CSV writer; PostgreSQL parses the text). No Python code touches
-    a value but a numeric of more than 15 digits or with an exponent.
+    The batches are ``csvsource.read_batches``'s (or ``stream``'s): strings in
+    the form PostgreSQL reads as the columns' types (dates ISO), bad lines
+    already set aside. The file is read and each batch encoded (``pgbinary``,
+    compiled code) on a thread of its own, a few batches ahead, while this one
+    sends them: PostgreSQL writes one batch while the next is read. A
+    ``csvsource.Retype`` in the stream ends the COPY, ``retype`` changes the
+    table's columns, and a new COPY goes on in the same transaction. Should
+    Arrow fail to cast a batch, it and the rest go by ``COPY ... (FORMAT csv)``
+    instead (Arrow's CSV writer; PostgreSQL parses the text). No Python code
+    touches a value but a numeric of more than 15 digits or with an exponent.
     """
     count = LoadCount()
     names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
-    types = [kind for _, kind in columns]
-    batches = iter(batches)
-    left = None
+    statements = {True: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(qualified(table, schema), names),
+                  False: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
+                      qualified(table, schema), names)}
+    binary, carry, done = True, None, False
+    items = _Ahead(_encoded(batches, [kind for _, kind in columns], table))
     try:
-        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                qualified(table, schema), names)) as copy:
-            copy.write(pgbinary.HEADER)
-            for batch in batches:
-                if not batch.num_rows:
-                    continue
-                try:
-                    data = pgbinary.encode(batch, types)
-                except ValueError as err:
-                    logger.info("binary COPY into %s stops, the rest goes as CSV: %s", table, err)
-                    left = batch
-                    break
-                copy.write(data)
-                count.rows += batch.num_rows
-            copy.write(pgbinary.TRAILER)
-        if left is not None:
-            with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
-                    qualified(table, schema), names)) as copy:
-                for batch in itertools.chain([left], batches):
-                    if batch.num_rows:
-                        copy.write(csvsource.write_batch(batch))
-                        count.rows += batch.num_rows
+        while not done:
+            retyped = None
+            with cursor.copy(statements[binary]) as copy:
+                if binary:
+                    copy.write(pgbinary.HEADER)
+                if carry is not None:
+                    copy.write(csvsource.write_batch(carry))
+                    count.rows, carry = count.rows + carry.num_rows, None
+                for item in items:
+                    if isinstance(item, csvsource.Retype):
+                        retyped = item
+                        break
+                    batch, data = item
+                    if binary and data is None:
+                        carry = batch
+                        break
+                    copy.write(data if binary else csvsource.write_batch(batch))
+                    count.rows += batch.num_rows
+                else:
+                    done = True
+                if binary:
+                    copy.write(pgbinary.TRAILER)
+            binary = binary and carry is None
+            if retyped is not None and retype is not None:
+                retype(retyped)
     except (psycopg.errors.ProgramLimitExceeded, psycopg.errors.DataError) as err:
         raise SourceError(f"PostgreSQL refused a row of the CSV file for {table}", str(err).splitlines()[0],
                           "load fewer or narrower columns (a row must fit in 8 kB less its long texts)") from err
+    finally:
+        items.close()
     return count
+
+
+def _encoded(batches: Iterable, types: List[str], table: str) -> Iterator:
+    """``(batch, binary COPY bytes)`` of each batch (bytes None once a batch would not cast), Retypes as they come."""
+    binary = True
+    for item in batches:
+        if isinstance(item, csvsource.Retype):
+            types = [column.pg_type for column in item.columns]
+            yield item
+            continue
+        if not item.num_rows:
+            continue
+        data = None
+        if binary:
+            try:
+                data = pgbinary.encode(item, types)
+            except ValueError as err:
+                logger.info("binary COPY into %s stops, the rest goes as CSV: %s", table, err)
+                binary = False
+        yield item, data
+
+
+class _Ahead:
+    """The items of ``source`` made on a thread of their own, at most ``depth`` ahead of the one taking them.
+
+    Arrow's reader and kernels let go of the GIL, so the reading and encoding
+    of the next batches go on while this thread waits for PostgreSQL. An
+    exception of the source comes out where the items are taken; ``close``
+    stops the source (closed on its own thread) and waits for it.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterable, depth: int = 2):
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(iter(source),), name="gigsterpg-csv-read",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, source: Iterator) -> None:
+        try:
+            for item in source:
+                if not self._put((item, None)):
+                    break
+            else:
+                self._put((self._END, None))
+        except BaseException as err:  # handed to the taking thread, raised there
+            self._put((None, err))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, entry) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator:
+        return self
+
+    def __next__(self):
+        item, err = self.queue.get()
+        if err is not None:
+            self.queue.put((None, err))  # raised again should it be asked again
+            raise err
+        if item is self._END:
+            self.queue.put((self._END, None))
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 @dataclasses.dataclass

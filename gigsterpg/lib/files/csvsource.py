@@ -30,8 +30,10 @@ import concurrent.futures
 import csv
 import dataclasses
 import io
+import queue
+import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -409,6 +411,65 @@ def convert(column: Column, values: pa.Array, day_first: bool, trusted: bool = F
 # ---------------------------------------------------------------------------------------------- the file
 
 
+class Ahead:
+    """The items of ``source`` made on a thread of their own, at most ``depth`` ahead of the one taking them.
+
+    Arrow's reader and kernels let go of the GIL, so the reading and encoding
+    of the next batches go on while this thread waits for PostgreSQL. An
+    exception of the source comes out where the items are taken; ``close``
+    stops the source (closed on its own thread) and waits for it.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterable, depth: int = 2, name: str = "gigsterpg-csv"):
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(iter(source),), name=name,
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, source: Iterator) -> None:
+        try:
+            for item in source:
+                if not self._put((item, None)):
+                    break
+            else:
+                self._put((self._END, None))
+        except BaseException as err:  # handed to the taking thread, raised there
+            self._put((None, err))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, entry) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator:
+        return self
+
+    def __next__(self):
+        item, err = self.queue.get()
+        if err is not None:
+            self.queue.put((None, err))  # raised again should it be asked again
+            raise err
+        if item is self._END:
+            self.queue.put((self._END, None))
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 class _Reader:
     """One streamed pass of Arrow's CSV reader over the file, every column a string, misfit rows set aside.
 
@@ -466,6 +527,17 @@ class _Reader:
                     continue
             self.rows += batch.num_rows
             yield batch
+
+    def tagged(self) -> Iterator[Tuple[pa.RecordBatch, List[Tuple[int, int, str]]]]:
+        """Each batch with the misfit rows Arrow set aside up to its end and not given with an earlier one."""
+        given = 0
+        for batch in self.batches():
+            found = self.misfits[given:]
+            given += len(found)
+            yield batch, found
+        if self.misfits[given:]:  # set aside after the last batch: given with an empty one
+            empty = pa.array([], pa.string())
+            yield pa.RecordBatch.from_arrays([empty] * len(self.names), names=list(self.names)), self.misfits[given:]
 
     def _error(self, err: Exception) -> SourceError:
         text = str(err).splitlines()[0]
@@ -638,10 +710,22 @@ def _read(path: Path, dialect: Dialect, names: List[str], columns: Optional[List
           on_bad: Callable[[BadLine], None], trusted: Sequence[str],
           kinds: Optional[_Kinds]) -> Iterator[Union[Retype, pa.RecordBatch]]:
     reader = _Reader(path, dialect, names)
+    # Arrow parses the next batches on a thread of its own while this one checks, converts (and the caller encodes)
+    parsed = Ahead(reader.tagged(), name="gigsterpg-csv-parse")
+    try:
+        yield from _converted(path, dialect, names, columns, on_bad, trusted, kinds, parsed)
+    finally:
+        parsed.close()
+
+
+def _converted(path: Path, dialect: Dialect, names: List[str], columns: Optional[List[Column]],
+               on_bad: Callable[[BadLine], None], trusted: Sequence[str], kinds: Optional[_Kinds],
+               parsed: Iterable) -> Iterator[Union[Retype, pa.RecordBatch]]:
     lines = _Lines(path, dialect)
     shown, width, good = str(path), len(names), 0
-    reported, pending = 0, None
-    for batch in reader.batches():
+    pending, seen = None, []  # seen: the misfits so far (Arrow's row number, fields, text)
+    for batch, misfits in parsed:
+        seen.extend(misfits)
         if kinds is not None:
             empty = [not kind for kind in kinds.kinds]
             kinds.check(batch)
@@ -670,15 +754,13 @@ def _read(path: Path, dialect: Dialect, names: List[str], columns: Optional[List
         bad_values = [] if _all(every) else pc.indices_nonzero(pc.invert(every)).to_pylist()
         found = []
         for index in bad_values:
-            row = lines.row_of_good(good + index, reader.misfits)
+            row = lines.row_of_good(good + index, seen)
             for column, ok, values in zip(columns, oks, batch.columns):
                 if not ok[index].as_py():
                     value = values[index].as_py()
                     found.append((row, column.name, _reason(column, value),
                                   _cut([v[index].as_py() or "" for v in batch.columns], dialect.delimiter)))
                     break
-        misfits = reader.misfits[reported:]
-        reported = len(reader.misfits)
         for number, fields, text in misfits:
             found.append((number, None, f"{fields} fields, the header has {width}", _cut([text], "")))
         for number, column_name, reason, text in sorted(found, key=lambda item: item[0]):
@@ -696,7 +778,7 @@ def _read(path: Path, dialect: Dialect, names: List[str], columns: Optional[List
     table, batch, ordinal, kept = pending
     if kept and _unclosed(path, dialect, batch):
         # Arrow reads a quote never closed as a value running to the end of the file: the record is set aside
-        row = lines.row_of_good(ordinal, reader.misfits)
+        row = lines.row_of_good(ordinal, seen)
         on_bad(BadLine(shown, lines.line(row), None, "a quote opened on this record is never closed: the rest of"
                        " the file would be one value", _cut([v[-1].as_py() or "" for v in batch.columns],
                                                             dialect.delimiter)))

@@ -7,8 +7,6 @@ the bookkeeping beside it commit together or not at all.
 import dataclasses
 import hashlib
 import logging
-import queue
-import threading
 from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import psycopg
@@ -73,7 +71,7 @@ def copy_batches(cursor, table: str, columns: Sequence[Tuple[str, str]], batches
                   False: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
                       qualified(table, schema), names)}
     binary, carry, done = True, None, False
-    items = _Ahead(_encoded(batches, [kind for _, kind in columns], table))
+    items = csvsource.Ahead(_encoded(batches, [kind for _, kind in columns], table))
     try:
         while not done:
             retyped = None
@@ -126,65 +124,6 @@ def _encoded(batches: Iterable, types: List[str], table: str) -> Iterator:
                 logger.info("binary COPY into %s stops, the rest goes as CSV: %s", table, err)
                 binary = False
         yield item, data
-
-
-class _Ahead:
-    """The items of ``source`` made on a thread of their own, at most ``depth`` ahead of the one taking them.
-
-    Arrow's reader and kernels let go of the GIL, so the reading and encoding
-    of the next batches go on while this thread waits for PostgreSQL. An
-    exception of the source comes out where the items are taken; ``close``
-    stops the source (closed on its own thread) and waits for it.
-    """
-
-    _END = object()
-
-    def __init__(self, source: Iterable, depth: int = 2):
-        self.queue: queue.Queue = queue.Queue(depth)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(iter(source),), name="gigsterpg-csv-read",
-                                       daemon=True)
-        self.thread.start()
-
-    def _run(self, source: Iterator) -> None:
-        try:
-            for item in source:
-                if not self._put((item, None)):
-                    break
-            else:
-                self._put((self._END, None))
-        except BaseException as err:  # handed to the taking thread, raised there
-            self._put((None, err))
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
-
-    def _put(self, entry) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator:
-        return self
-
-    def __next__(self):
-        item, err = self.queue.get()
-        if err is not None:
-            self.queue.put((None, err))  # raised again should it be asked again
-            raise err
-        if item is self._END:
-            self.queue.put((self._END, None))
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ The server then parses no text: binary COPY is the cheapest way in.
 """
 import struct
 from decimal import Decimal
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -158,8 +158,11 @@ def _numeric(values: pa.Array) -> pa.Array:
     return fields
 
 
-def encode(batch: pa.RecordBatch, pg_types: Sequence[str]) -> memoryview:
-    """The batch's rows in binary COPY format (no header, no trailer); ValueError when a column will not cast."""
+def encode(batch: pa.RecordBatch, pg_types: Sequence[str], numbered_from: Optional[int] = None) -> memoryview:
+    """The batch's rows in binary COPY format (no header, no trailer); ValueError when a column will not cast.
+
+    ``numbered_from``: a last bigint field, the rows numbered from it.
+    """
     columns = []
     for values, kind in zip(batch.columns, pg_types):
         try:
@@ -177,6 +180,9 @@ def encode(batch: pa.RecordBatch, pg_types: Sequence[str]) -> memoryview:
                 columns.append(_text(values))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise ValueError(f"{kind}: {err}") from err
+    if numbered_from is not None:
+        numbers = np.arange(numbered_from, numbered_from + batch.num_rows, dtype=">i8")
+        columns.append(_fields(numbers.view(np.uint8).reshape(batch.num_rows, 8), np.ones(batch.num_rows, bool)))
     count = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(2), batch.num_rows, [None, pa.py_buffer(np.full(batch.num_rows, len(columns), ">i2").tobytes())])
     rows = pc.binary_join_element_wise(count.cast(pa.binary()), *columns, pa.scalar(b"", pa.binary()))

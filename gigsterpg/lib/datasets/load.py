@@ -3,9 +3,10 @@
 Each file goes into a table named after it (or ``--table``) in the datasets
 schema (or ``--schema``). Its dialect and column types come from the shared
 CSV reader (``gigsterpg.lib.files.csvsource``, on Arrow's CSV reader: the
-file read twice, types over every value, then the rows as Arrow batches),
-the COPY from ``gigsterpg.lib.files.pgcopy`` (Arrow's CSV writer into
-``COPY ... FORMAT csv``, in the file's transaction). By default the file
+file read once, the kinds found as the batches go in, ``csvsource.stream``;
+a file whose kind widens into text after rows were written is read again),
+the binary COPY from ``gigsterpg.lib.files.pgcopy`` (each batch encoded on a
+thread of its own, in the file's transaction). By default the file
 replaces the table's content (a new table swapped in, see ``tables``); with ``merge`` and a
 ``key`` its rows are upserted by that key instead (the last line of a key
 wins). Lines that do not fit are counted, and the first ``REJECTS_KEPT`` of

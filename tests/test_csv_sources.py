@@ -372,3 +372,17 @@ def test_a_kind_widening_into_text_after_rows_were_written_keeps_every_value_as_
     assert got[0] == ("+5", "9/26/2022", "yes") and got[-1] == ("N/A", "soon", "maybe") and len(got) == 42
     # the bad line is recorded once, not once per read
     assert rows(pg_url, "SELECT line, column_name FROM csv_rejects WHERE dataset = 'later'") == [(3, None)]
+
+
+def test_a_header_alone_and_misfits_after_the_last_good_batch(tmp_path, conf, pg_url, monkeypatch):
+    from gigsterpg.lib.files import csvsource
+    load, = load_csv(conf, [write(tmp_path, "bare.csv", "a,b\n")]).files
+    assert (load.rows, load.bad_lines) == (0, 0)
+    assert column_types(pg_url, "datasets", "bare") == {"_row": "bigint", "a": "text", "b": "text"}
+    monkeypatch.setattr(csvsource, "BLOCK", 64)
+    lines = ["a,b"] + [f"{i},{i}" for i in range(30)] + ["x,y,z"] * 12
+    load, = load_csv(conf, [write(tmp_path, "tail.csv", "\n".join(lines) + "\n")]).files
+    assert (load.rows, load.bad_lines) == (30, 12)
+    assert [r[0] for r in rows(pg_url, "SELECT line FROM csv_rejects WHERE dataset = 'tail' ORDER BY line")] == \
+        list(range(32, 44))
+    assert rows(pg_url, "SELECT max(_row), sum(b) FROM datasets.tail") == [(30, sum(range(30)))]

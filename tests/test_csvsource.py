@@ -252,3 +252,27 @@ def test_extract_csv_counts_a_last_quote_never_closed_as_a_bad_line_not_a_row(tm
     path = write(tmp_path, 'a,b\n1,ok\n2,"two\nlines"\n', name="closed.csv")
     done = extract.extract_csv(path, tmp_path / "root2", datetime.date(2026, 12, 5))
     assert (done.rows, done.bad_lines) == (2, 0)
+
+
+def test_a_batch_arrow_cannot_cast_goes_on_as_csv_numbered_and_retyped_like_the_rest(empty_pg_url, monkeypatch):
+    import pyarrow as pa
+
+    from gigsterpg.lib.files import pgbinary
+    encode = pgbinary.encode
+
+    def failing(batch, types, numbered_from=None):
+        if batch.column(0)[0].as_py() == "3":
+            raise ValueError("bigint: cannot cast")  # as a value Arrow's cast refuses would
+        return encode(batch, types, numbered_from)
+
+    monkeypatch.setattr(pgbinary, "encode", failing)
+    batch = (lambda *values: pa.RecordBatch.from_pydict({"n": pa.array(list(values), pa.string())}))
+    items = [batch("1", "2"), csvsource.Retype((Column("n", "numeric"),), ("n",)), batch("3", "4.5"),
+             batch("6", None)]
+    with psycopg.connect(empty_pg_url) as connection, connection.cursor() as cursor:
+        pgcopy.create_table(cursor, "falls_back", [("n", "bigint"), ("_row", "bigint")])
+        count = pgcopy.copy_batches(cursor, "falls_back", [("n", "bigint")], items, numbered="_row",
+                                    retype=lambda change: cursor.execute("ALTER TABLE falls_back ALTER n TYPE numeric"))
+        cursor.execute("SELECT _row, n::text FROM falls_back ORDER BY _row")
+        assert cursor.fetchall() == [(1, "1"), (2, "2"), (3, "3"), (4, "4.5"), (5, "6"), (6, None)]
+    assert count.rows == 6

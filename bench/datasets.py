@@ -4,7 +4,7 @@
 - ``load-csv`` of one generated file (integer, text, numeric, month-first date, timestamp, boolean columns)
   against a plain ``COPY ... FROM STDIN (FORMAT csv)`` of the same file into a table of the right types, and
   against what a user of the briefs writes (pandas ``read_csv`` + ``to_sql``), in the same run; load-csv
-  reads the file twice (inference, then the rows). load-csv and pandas each run in a process of their own
+  reads the file once (kinds inferred as the batches go in). load-csv and pandas each run in a process of their own
   (``python -m bench.datasets --child load-csv|pandas FILE PG_URL``), so that their peak RSS is their own.
 - ``GET /read/{dataset}/first-chunk`` under a concurrent load: ``serve`` in its own process, CLIENTS threads
   with a keep-alive connection each on loopback, for a bounded number of requests; requests/s, p50 and p99.

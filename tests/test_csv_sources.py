@@ -332,3 +332,57 @@ def test_timestamps_with_slashes_dots_and_one_digit_hours(tmp_path, conf, pg_url
     load_csv(conf, [path], day_first=True)
     assert rows(pg_url, "SELECT at FROM datasets.stamps ORDER BY id") == [
         (datetime.datetime(2022, 9, 26, 9, 5),), (datetime.datetime(2022, 2, 1),)]
+
+
+def test_one_read_widens_a_column_in_place_when_a_later_batch_needs_it(tmp_path, conf, pg_url, monkeypatch, caplog):
+    from gigsterpg.lib.files import csvsource
+    monkeypatch.setattr(csvsource, "BLOCK", 64)  # a few records a batch: the first batches decide the table's types
+    lines = ["n,d,e,t"] + [f"{i},2022-01-{i % 28 + 1:02},,x{i}" for i in range(40)]
+    lines += ["1.25,2022-03-04 05:06:07,7,y", "41,2022-01-05,,z"]
+    path = write(tmp_path, "widen.csv", "\n".join(lines) + "\n")
+    caplog.set_level("INFO", "gigsterpg.lib.datasets.load")
+    load, = load_csv(conf, [path]).files
+    assert (load.rows, load.bad_lines) == (42, 0)
+    assert "read again" not in caplog.text  # every change was made in place (ALTER ... TYPE), in one read
+    assert column_types(pg_url, "datasets", "widen") == {
+        "_row": "bigint", "n": "numeric", "d": "timestamp without time zone", "e": "bigint", "t": "text"}
+    dialect = csvsource.detect_dialect(path)
+    assert {c["name"]: c["kind"] for c in load.columns if c["name"] != "_row"} == \
+        {c.name: c.kind for c in csvsource.infer_columns(path, dialect)}  # what the whole file says, as before
+    got = rows(pg_url, "SELECT n, d, e, t FROM datasets.widen ORDER BY _row")
+    assert got[0] == (Decimal(0), datetime.datetime(2022, 1, 1), None, "x0")
+    assert got[40:] == [(Decimal("1.25"), datetime.datetime(2022, 3, 4, 5, 6, 7), 7, "y"),
+                        (Decimal(41), datetime.datetime(2022, 1, 5), None, "z")]
+    assert [r[0] for r in rows(pg_url, "SELECT _row FROM datasets.widen ORDER BY _row")] == list(range(1, 43))
+
+
+def test_a_kind_widening_into_text_after_rows_were_written_keeps_every_value_as_written(
+        tmp_path, conf, pg_url, monkeypatch, caplog):
+    from gigsterpg.lib.files import csvsource
+    monkeypatch.setattr(csvsource, "BLOCK", 64)
+    lines = ["c,u,b", "+5,9/26/2022,yes", "1,2,3,4"] + [f"{i},1/{i % 28 + 1}/2022,no" for i in range(40)]
+    lines += ["N/A,soon,maybe"]
+    path = write(tmp_path, "later.csv", "\n".join(lines) + "\n")
+    caplog.set_level("INFO", "gigsterpg.lib.datasets.load")
+    load, = load_csv(conf, [path]).files
+    assert "read again" in caplog.text
+    assert (load.rows, load.bad_lines) == (42, 1)
+    assert column_types(pg_url, "datasets", "later") == {"_row": "bigint", "c": "text", "u": "text", "b": "text"}
+    got = rows(pg_url, "SELECT c, u, b FROM datasets.later ORDER BY _row")
+    assert got[0] == ("+5", "9/26/2022", "yes") and got[-1] == ("N/A", "soon", "maybe") and len(got) == 42
+    # the bad line is recorded once, not once per read
+    assert rows(pg_url, "SELECT line, column_name FROM csv_rejects WHERE dataset = 'later'") == [(3, None)]
+
+
+def test_a_header_alone_and_misfits_after_the_last_good_batch(tmp_path, conf, pg_url, monkeypatch):
+    from gigsterpg.lib.files import csvsource
+    load, = load_csv(conf, [write(tmp_path, "bare.csv", "a,b\n")]).files
+    assert (load.rows, load.bad_lines) == (0, 0)
+    assert column_types(pg_url, "datasets", "bare") == {"_row": "bigint", "a": "text", "b": "text"}
+    monkeypatch.setattr(csvsource, "BLOCK", 64)
+    lines = ["a,b"] + [f"{i},{i}" for i in range(30)] + ["x,y,z"] * 12
+    load, = load_csv(conf, [write(tmp_path, "tail.csv", "\n".join(lines) + "\n")]).files
+    assert (load.rows, load.bad_lines) == (30, 12)
+    assert [r[0] for r in rows(pg_url, "SELECT line FROM csv_rejects WHERE dataset = 'tail' ORDER BY line")] == \
+        list(range(32, 44))
+    assert rows(pg_url, "SELECT max(_row), sum(b) FROM datasets.tail") == [(30, sum(range(30)))]

@@ -93,7 +93,7 @@ def test_misfit_lines_are_counted_across_batches(tmp_path):
     columns = infer_columns(path, detect_dialect(path), counts=counts)
     # records of width 2: 1,2 / 7,8 / 9,"broken"x (Arrow reads brokenx) / 10,11 / 12,13 / 14,15;
     # misfits: "3", "4,5,6"
-    assert counts == {"records": 6, "misfits": 2}
+    assert counts == {"records": 6, "misfits": 2, "unclosed": 0}
     assert [column.kind for column in columns] == ["integer", "text"]
 
 
@@ -102,7 +102,7 @@ def test_a_header_only_file_has_text_columns(tmp_path):
     path.write_text("a,b\n", encoding="utf-8")
     counts: dict = {}
     assert [c.kind for c in infer_columns(path, detect_dialect(path), counts=counts)] == ["text", "text"]
-    assert counts == {"records": 0, "misfits": 0}
+    assert counts == {"records": 0, "misfits": 0, "unclosed": 0}
 
 
 def test_small_batches_infer_what_one_batch_infers(tmp_path, monkeypatch):
@@ -144,7 +144,7 @@ def test_a_record_longer_than_a_block_restarts_the_pass_and_loses_or_repeats_not
     counts: dict = {}
     dialect = detect_dialect(path)
     columns = infer_columns(path, dialect, counts=counts)
-    assert counts == {"records": 9, "misfits": 2}
+    assert counts == {"records": 9, "misfits": 2, "unclosed": 0}
     bad = []
     rows = csvsource.records(csvsource.read_batches(path, dialect, columns, bad.append))
     assert [row[0] for row in rows] == ["1", "3"] + [str(i) for i in range(5, 12)]

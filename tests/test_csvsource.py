@@ -239,3 +239,40 @@ def test_binary_copy_stores_what_postgresql_reads_from_the_text(tmp_path, empty_
     assert len(by_binary) == size and by_binary == by_text
     assert by_binary[1][7] == "-0" or by_binary[1][7] == "0"
     assert by_binary[4][7] == "2.50" and by_binary[5][7] == "-3395.63" and by_binary[17][7] == "1" * 300
+
+
+def test_extract_csv_counts_a_last_quote_never_closed_as_a_bad_line_not_a_row(tmp_path):
+    from gigsterpg.lib.files import extract
+    path = write(tmp_path, 'a,b\n1,ok\n2,"open\n3,x\n4,y\n', name="open.csv")
+    done = extract.extract_csv(path, tmp_path / "root", datetime.date(2026, 12, 5))
+    assert (done.rows, done.bad_lines) == (1, 1)
+    bad = (tmp_path / "root/csv/2026-12-05/bad_lines.jsonl").read_text().splitlines()
+    assert len(bad) == 1 and '"line": 3' in bad[0] and "never closed" in bad[0]
+    # a quoted value over two lines that is closed is one row, and the file needs no second pass
+    path = write(tmp_path, 'a,b\n1,ok\n2,"two\nlines"\n', name="closed.csv")
+    done = extract.extract_csv(path, tmp_path / "root2", datetime.date(2026, 12, 5))
+    assert (done.rows, done.bad_lines) == (2, 0)
+
+
+def test_a_batch_arrow_cannot_cast_goes_on_as_csv_numbered_and_retyped_like_the_rest(empty_pg_url, monkeypatch):
+    import pyarrow as pa
+
+    from gigsterpg.lib.files import pgbinary
+    encode = pgbinary.encode
+
+    def failing(batch, types, numbered_from=None):
+        if batch.column(0)[0].as_py() == "3":
+            raise ValueError("bigint: cannot cast")  # as a value Arrow's cast refuses would
+        return encode(batch, types, numbered_from)
+
+    monkeypatch.setattr(pgbinary, "encode", failing)
+    batch = (lambda *values: pa.RecordBatch.from_pydict({"n": pa.array(list(values), pa.string())}))
+    items = [batch("1", "2"), csvsource.Retype((Column("n", "numeric"),), ("n",)), batch("3", "4.5"),
+             batch("6", None)]
+    with psycopg.connect(empty_pg_url) as connection, connection.cursor() as cursor:
+        pgcopy.create_table(cursor, "falls_back", [("n", "bigint"), ("_row", "bigint")])
+        count = pgcopy.copy_batches(cursor, "falls_back", [("n", "bigint")], items, numbered="_row",
+                                    retype=lambda change: cursor.execute("ALTER TABLE falls_back ALTER n TYPE numeric"))
+        cursor.execute("SELECT _row, n::text FROM falls_back ORDER BY _row")
+        assert cursor.fetchall() == [(1, "1"), (2, "2"), (3, "3"), (4, "4.5"), (5, "6"), (6, None)]
+    assert count.rows == 6

@@ -3,9 +3,10 @@
 Each file goes into a table named after it (or ``--table``) in the datasets
 schema (or ``--schema``). Its dialect and column types come from the shared
 CSV reader (``gigsterpg.lib.files.csvsource``, on Arrow's CSV reader: the
-file read twice, types over every value, then the rows as Arrow batches),
-the COPY from ``gigsterpg.lib.files.pgcopy`` (Arrow's CSV writer into
-``COPY ... FORMAT csv``, in the file's transaction). By default the file
+file read once, the kinds found as the batches go in, ``csvsource.stream``;
+a file whose kind widens into text after rows were written is read again),
+the binary COPY from ``gigsterpg.lib.files.pgcopy`` (each batch encoded on a
+thread of its own, in the file's transaction). By default the file
 replaces the table's content (a new table swapped in, see ``tables``); with ``merge`` and a
 ``key`` its rows are upserted by that key instead (the last line of a key
 wins). Lines that do not fit are counted, and the first ``REJECTS_KEPT`` of
@@ -133,11 +134,6 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
             declared = {column["name"]: column["kind"] for column in current["columns"]}
         if several or merging:
             declared = _for_file(declared, path, dialect)
-        columns = csvsource.infer_columns(path, dialect, declared)
-        tables.check_columns([column.name for column in columns], key, str(path))
-        if key and key not in [column.name for column in columns]:
-            raise ConfigError(f"no key column {key!r} in {path}", f"its columns are {[c.name for c in columns]}",
-                              "give --key one of them", value=key)
         rejects: List[csvsource.BadLine] = []
         bad = 0
 
@@ -147,12 +143,25 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
             if len(rejects) < REJECTS_KEPT:
                 rejects.append(line)
 
-        trusted = [column.name for column in columns if column.name not in (declared or {})]
-        batches = csvsource.read_batches(path, dialect, columns, keep, trusted)
-        if merging:
-            count = _merge(cursor, schema, table, columns, key, batches)
-        else:
-            count = _replace(cursor, schema, table, columns, key, batches)
+        # One read: the kinds are found as the rows go in, each batch checked before it is written
+        items = csvsource.stream(path, dialect, declared, keep)
+        try:
+            first = next(items)
+            _check_key(path, first.columns, key)
+            try:
+                with connection.transaction():  # a savepoint: the file is loaded again should a kind widen into text
+                    count, columns = (_merge if merging else _replace)(cursor, schema, table, first.columns, key,
+                                                                       items)
+            except csvsource.KindsChanged as err:
+                logger.info("%s after rows were written: %s is read again, its kinds inferred first", err, path)
+                bad = 0
+                rejects.clear()
+                columns = csvsource.infer_columns(path, dialect, declared)
+                trusted = [column.name for column in columns if column.name not in (declared or {})]
+                count, columns = (_merge if merging else _replace)(
+                    cursor, schema, table, columns, key, csvsource.read_batches(path, dialect, columns, keep, trusted))
+        finally:
+            items.close()
         count.bad, parser = bad, "arrow"
         faults.point("csv-swapped")
         table_rows = count.rows
@@ -199,22 +208,47 @@ def _for_file(declared, path: Path, dialect) -> Optional[Dict[str, str]]:
     return {name: kind for name, kind in declared.items() if name in names}
 
 
-def _replace(cursor, schema, table, columns, key, batches) -> pgcopy.LoadCount:
+def _check_key(path: Path, columns, key: Optional[str]) -> None:
+    tables.check_columns([column.name for column in columns], key, str(path))
+    if key and key not in [column.name for column in columns]:
+        raise ConfigError(f"no key column {key!r} in {path}", f"its columns are {[c.name for c in columns]}",
+                          "give --key one of them", value=key)
+
+
+def _retyping(cursor, schema: str, table: str, columns):
+    """A ``Retype`` handler for ``copy_batches``: the table's columns changed in place; ``.columns`` the last."""
+    def retype(change: csvsource.Retype) -> None:
+        changed = [column for column in change.columns if column.name in change.changed]
+        cursor.execute(sql.SQL("ALTER TABLE {} {}").format(
+            sql.Identifier(schema, table) if schema else sql.Identifier(table), sql.SQL(", ").join(
+                sql.SQL("ALTER COLUMN {0} TYPE {1} USING {0}::{1}").format(
+                    sql.Identifier(column.name), sql.SQL(column.pg_type)) for column in changed)))
+        retype.columns = list(change.columns)
+
+    retype.columns = list(columns)
+    return retype
+
+
+def _replace(cursor, schema, table, columns, key, batches):
     work = tables.work_table(cursor, schema, table)
     pairs = pgcopy.pg_columns(columns)
     pgcopy.create_table(cursor, work, pairs, schema=schema)
     if not key:
-        cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
+        # the lines' order, numbered by gigsterpg in the COPY: an identity column's nextval per row cost the
+        # server about 40 % over the COPY itself
+        cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint NOT NULL").format(
             sql.Identifier(schema, work), sql.Identifier(tables.ROW_KEY)))
-    count = pgcopy.copy_batches(cursor, work, pairs, batches, schema=schema)
+    retype = _retyping(cursor, schema, work, columns)
+    count = pgcopy.copy_batches(cursor, work, pairs, batches, schema=schema, retype=retype,
+                                numbered=None if key else tables.ROW_KEY)
     # The key's index is sorted in memory (the default 64 MB spills a few million keys to disk).
     cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
     tables.add_key(cursor, schema, work, key or tables.ROW_KEY, f"loading {schema}.{table}")
     tables.swap(cursor, schema, work, table)
-    return count
+    return count, retype.columns
 
 
-def _merge(cursor, schema, table, columns, key, batches) -> pgcopy.LoadCount:
+def _merge(cursor, schema, table, columns, key, batches):
     pairs = pgcopy.pg_columns(columns)
     staging, order = "gigsterpg_merge", "_ord"
     while order in [n for n, _ in pairs]:  # a column of the file's own name
@@ -224,7 +258,9 @@ def _merge(cursor, schema, table, columns, key, batches) -> pgcopy.LoadCount:
         sql.Identifier(staging),
         sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in pairs),
         sql.Identifier(order)))
-    count = pgcopy.copy_batches(cursor, staging, pairs, batches)
+    retype = _retyping(cursor, None, staging, columns)
+    count = pgcopy.copy_batches(cursor, staging, pairs, batches, retype=retype)
+    pairs = pgcopy.pg_columns(retype.columns)
     names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in pairs)
     updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n, _ in pairs if n != key)
     cursor.execute(sql.SQL("INSERT INTO {table} ({names}) SELECT DISTINCT ON ({key}) {names} FROM {staging}"
@@ -233,4 +269,4 @@ def _merge(cursor, schema, table, columns, key, batches) -> pgcopy.LoadCount:
         table=sql.Identifier(schema, table), names=names, key=sql.Identifier(key), staging=sql.Identifier(staging),
         order=sql.Identifier(order),
         action=sql.SQL("UPDATE SET {}").format(updates) if len(pairs) > 1 else sql.SQL("NOTHING")))
-    return count
+    return count, retype.columns

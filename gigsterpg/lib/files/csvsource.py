@@ -30,8 +30,10 @@ import concurrent.futures
 import csv
 import dataclasses
 import io
+import queue
+import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -409,6 +411,65 @@ def convert(column: Column, values: pa.Array, day_first: bool, trusted: bool = F
 # ---------------------------------------------------------------------------------------------- the file
 
 
+class Ahead:
+    """The items of ``source`` made on a thread of their own, at most ``depth`` ahead of the one taking them.
+
+    Arrow's reader and kernels let go of the GIL, so the reading and encoding
+    of the next batches go on while this thread waits for PostgreSQL. An
+    exception of the source comes out where the items are taken; ``close``
+    stops the source (closed on its own thread) and waits for it.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterable, depth: int = 2, name: str = "gigsterpg-csv"):
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(iter(source),), name=name,
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, source: Iterator) -> None:
+        try:
+            for item in source:
+                if not self._put((item, None)):
+                    break
+            else:
+                self._put((self._END, None))
+        except BaseException as err:  # handed to the taking thread, raised there
+            self._put((None, err))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, entry) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator:
+        return self
+
+    def __next__(self):
+        item, err = self.queue.get()
+        if err is not None:
+            self.queue.put((None, err))  # raised again should it be asked again
+            raise err
+        if item is self._END:
+            self.queue.put((self._END, None))
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 class _Reader:
     """One streamed pass of Arrow's CSV reader over the file, every column a string, misfit rows set aside.
 
@@ -467,6 +528,17 @@ class _Reader:
             self.rows += batch.num_rows
             yield batch
 
+    def tagged(self) -> Iterator[Tuple[pa.RecordBatch, List[Tuple[int, int, str]]]]:
+        """Each batch with the misfit rows Arrow set aside up to its end and not given with an earlier one."""
+        given = 0
+        for batch in self.batches():
+            found = self.misfits[given:]
+            given += len(found)
+            yield batch, found
+        if self.misfits[given:]:  # set aside after the last batch: given with an empty one
+            empty = pa.array([], pa.string())
+            yield pa.RecordBatch.from_arrays([empty] * len(self.names), names=list(self.names)), self.misfits[given:]
+
     def _error(self, err: Exception) -> SourceError:
         text = str(err).splitlines()[0]
         if isinstance(err, UnicodeDecodeError) or "utf8" in text.lower() or "decode" in text.lower():
@@ -479,6 +551,88 @@ class _Reader:
         return SourceError(f"cannot read the CSV file {self.path}", text, "check that it is a CSV file")
 
 
+class KindsChanged(Exception):
+    """A column's kind changed after rows of it were written, into one their text would not survive (text).
+
+    ``stream`` raises it; the caller starts again with the kinds of the whole file (``infer_columns``).
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class Retype:
+    """In ``stream``: the columns' types from the next batch on (the first item: the types to make the table with)."""
+
+    columns: Tuple[Column, ...]
+    changed: Tuple[str, ...] = ()  # the names of the columns whose type changed (none in the first)
+
+
+class _Kinds:
+    """The kinds of a file's columns as its batches are read: each batch checked against the kinds so far."""
+
+    def __init__(self, names: Sequence[str], declared: Dict[str, str], day_first: bool):
+        self.names, self.declared, self.day_first = list(names), declared, day_first
+        self.kinds = [""] * len(self.names)
+        self.zones: List[set] = [set() for _ in self.names]
+        self.open = [index for index, name in enumerate(self.names) if name not in declared]
+        # Arrow's kernels let go of the GIL: the columns of a batch are checked on two threads
+        self.pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gigsterpg-csv")
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+    def _check(self, index: int, values: pa.Array) -> None:
+        kinds, zones = self.kinds, self.zones
+        if kinds[index] and _keeps(kinds[index], values, self.day_first, zones[index]):
+            return
+        previous = kinds[index]
+        kind, found = _batch_kind(values, self.day_first)
+        kinds[index] = _widen(previous, kind)
+        if kinds[index] == "timestamp":
+            # a date in a timestamp column is midnight, with no offset
+            zones[index] |= found | ({False} if "date" in (kind, previous) else set())
+
+    def check(self, batch: pa.RecordBatch) -> None:
+        """Widen the kinds to hold every value of ``batch``."""
+        if self.open:
+            list(self.pool.map(lambda index: self._check(index, batch.column(index)), self.open))
+            self.open = [index for index in self.open if self.kinds[index] != "text"]  # nothing widens text
+
+    def columns(self) -> List[Column]:
+        """The columns of the kinds so far (a column with no value yet is text)."""
+        columns = []
+        for index, name in enumerate(self.names):
+            if name in self.declared:
+                columns.append(Column(name, self.declared[name]))
+                continue
+            kind = self.kinds[index] or "text"
+            if kind == "timestamp" and len(self.zones[index]) > 1:
+                kind = "text"  # offsets on some values and none on others: no one type says what they mean
+            columns.append(Column(name, kind, timezone=kind == "timestamp" and self.zones[index] == {True}))
+        return columns
+
+
+def _lossless(before: Column, after: Column, empty: bool) -> bool:
+    """Whether values written as ``before`` become exactly what ``after`` would have made of their text.
+
+    A column with no value yet (``empty``) takes any type; bigint widens to numeric and a date to midnight
+    of a timestamp without offset, exactly; into text, a value's own text is not PostgreSQL's (1e3, +5,
+    9/26/2022, yes): those are lost, so not lossless.
+    """
+    if empty or before == after:
+        return True
+    return (before.kind, after.kind) == ("integer", "numeric") or \
+        (before.kind, after.kind, after.timezone) == ("date", "timestamp", False)
+
+
+def _check_declared(path: Path, names: Sequence[str], declared: Dict[str, str]) -> None:
+    unknown = sorted(set(declared) - set(names))
+    bad_kinds = sorted(f"{name}={kind}" for name, kind in declared.items() if kind not in KINDS)
+    if unknown or bad_kinds:
+        raise ConfigError(f"bad column declaration for {path}",
+                          f"unknown columns {unknown}" if unknown else f"unknown kinds {bad_kinds}",
+                          f"declare columns of {names} as one of {', '.join(KINDS)}", value=declared)
+
+
 def infer_columns(path: Union[str, Path], dialect: Dialect,
                   declared: Optional[Dict[str, str]] = None, counts: Optional[dict] = None) -> List[Column]:
     """The columns of ``path`` with their kinds, inferred from every value of the file (one read).
@@ -486,51 +640,28 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
     ``declared`` maps column names to kinds (one of ``KINDS``) that are taken as
     given; a column with no value at all is text. Lines with the wrong number
     of fields take no part (``read_batches`` reports them). ``counts``, when
-    given, receives ``records`` (the records of the header's width) and
-    ``misfits`` (the others).
+    given, receives ``records`` (the records of the header's width, a last
+    record with a quote never closed left out), ``misfits`` (the others) and
+    ``unclosed`` (1 for such a last record: ``read_batches`` reports it).
     """
     path = Path(path)
     names = header(path, dialect)
     _check_header(names, path)
     declared = dict(declared or {})
-    unknown = sorted(set(declared) - set(names))
-    bad_kinds = sorted(f"{name}={kind}" for name, kind in declared.items() if kind not in KINDS)
-    if unknown or bad_kinds:
-        raise ConfigError(f"bad column declaration for {path}",
-                          f"unknown columns {unknown}" if unknown else f"unknown kinds {bad_kinds}",
-                          f"declare columns of {names} as one of {', '.join(KINDS)}", value=declared)
-    open_columns = [index for index, name in enumerate(names) if name not in declared]
-    kinds = [""] * len(names)
-    zones: List[set] = [set() for _ in names]
+    _check_declared(path, names, declared)
+    kinds = _Kinds(names, declared, dialect.day_first)
     reader = _Reader(path, dialect, names, threads=True)
-
-    def check(index: int, values: pa.Array) -> None:
-        if kinds[index] and _keeps(kinds[index], values, dialect.day_first, zones[index]):
-            return
-        previous = kinds[index]
-        kind, found = _batch_kind(values, dialect.day_first)
-        kinds[index] = _widen(previous, kind)
-        if kinds[index] == "timestamp":
-            # a date in a timestamp column is midnight, with no offset
-            zones[index] |= found | ({False} if "date" in (kind, previous) else set())
-
-    # Arrow's kernels let go of the GIL: the columns of a batch are checked on two threads
-    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gigsterpg-csv") as pool:
+    last = None
+    try:
         for batch in reader.batches():
-            list(pool.map(lambda index: check(index, batch.column(index)), open_columns))
-            open_columns = [index for index in open_columns if kinds[index] != "text"]  # nothing widens text
+            kinds.check(batch)
+            last = batch if batch.num_rows else last
+    finally:
+        kinds.close()
     if counts is not None:
-        counts.update(records=reader.rows, misfits=len(reader.misfits))
-    columns = []
-    for index, name in enumerate(names):
-        if name in declared:
-            columns.append(Column(name, declared[name]))
-            continue
-        kind = kinds[index] or "text"
-        if kind == "timestamp" and len(zones[index]) > 1:
-            kind = "text"  # offsets on some values and none on others: no one type says what they mean
-        columns.append(Column(name, kind, timezone=kind == "timestamp" and zones[index] == {True}))
-    return columns
+        unclosed = int(last is not None and _unclosed(path, dialect, last))
+        counts.update(records=reader.rows - unclosed, misfits=len(reader.misfits), unclosed=unclosed)
+    return kinds.columns()
 
 
 def read_batches(path: Union[str, Path], dialect: Dialect, columns: Sequence[Column],
@@ -547,11 +678,70 @@ def read_batches(path: Union[str, Path], dialect: Dialect, columns: Sequence[Col
     if names != [column.name for column in columns]:
         raise SourceError(f"the header of {path} changed", f"it is {names}, not {[c.name for c in columns]}",
                           "infer the columns again")
+    return _read(path, dialect, names, list(columns), on_bad, trusted, None)
+
+
+def stream(path: Union[str, Path], dialect: Dialect, declared: Optional[Dict[str, str]],
+           on_bad: Callable[[BadLine], None]) -> Iterator[Union[Retype, pa.RecordBatch]]:
+    """``read_batches`` with the kinds inferred as the file is read: one pass instead of two.
+
+    The first item is a ``Retype``: the columns as the first batch shows them
+    (the table is made of those). Then the batches; before a batch whose
+    values widen a column, a ``Retype`` naming the columns changed, whose
+    rows already written convert exactly (no value yet, bigint to numeric,
+    date to timestamp: ``ALTER ... TYPE`` in place). A change whose earlier
+    values would not survive (into text) raises ``KindsChanged``. The last
+    ``Retype`` gives what ``infer_columns`` would have found.
+    """
+    path = Path(path)
+    names = header(path, dialect)
+    _check_header(names, path)
+    declared = dict(declared or {})
+    _check_declared(path, names, declared)
+    kinds = _Kinds(names, declared, dialect.day_first)
+    trusted = [name for name in names if name not in declared]
+    try:
+        yield from _read(path, dialect, names, None, on_bad, trusted, kinds)
+    finally:
+        kinds.close()
+
+
+def _read(path: Path, dialect: Dialect, names: List[str], columns: Optional[List[Column]],
+          on_bad: Callable[[BadLine], None], trusted: Sequence[str],
+          kinds: Optional[_Kinds]) -> Iterator[Union[Retype, pa.RecordBatch]]:
     reader = _Reader(path, dialect, names)
+    # Arrow parses the next batches on a thread of its own while this one checks, converts (and the caller encodes)
+    parsed = Ahead(reader.tagged(), name="gigsterpg-csv-parse")
+    try:
+        yield from _converted(path, dialect, names, columns, on_bad, trusted, kinds, parsed)
+    finally:
+        parsed.close()
+
+
+def _converted(path: Path, dialect: Dialect, names: List[str], columns: Optional[List[Column]],
+               on_bad: Callable[[BadLine], None], trusted: Sequence[str], kinds: Optional[_Kinds],
+               parsed: Iterable) -> Iterator[Union[Retype, pa.RecordBatch]]:
     lines = _Lines(path, dialect)
-    shown, width, good = str(path), len(columns), 0
-    reported, pending = 0, None
-    for batch in reader.batches():
+    shown, width, good = str(path), len(names), 0
+    pending, seen = None, []  # seen: the misfits so far (Arrow's row number, fields, text)
+    for batch, misfits in parsed:
+        seen.extend(misfits)
+        if kinds is not None:
+            empty = [not kind for kind in kinds.kinds]
+            kinds.check(batch)
+            now = kinds.columns()
+            if columns is None:
+                columns = now
+                yield Retype(tuple(columns))
+            elif now != columns:
+                if not all(_lossless(*pair, was_empty) for pair, was_empty in zip(zip(columns, now), empty)):
+                    raise KindsChanged(f"{path}: {[c.name for c, n in zip(columns, now) if c != n]} widen to text")
+                if pending is not None:
+                    yield pending[0]  # written in the kinds it was read in
+                    pending = None
+                changed = tuple(c.name for c, n in zip(columns, now) if c != n)
+                columns = now
+                yield Retype(tuple(columns), changed)
         outs, oks = [], []
         for column, values in zip(columns, batch.columns):
             out, ok = convert(column, values, dialect.day_first, column.name in trusted)
@@ -564,15 +754,13 @@ def read_batches(path: Union[str, Path], dialect: Dialect, columns: Sequence[Col
         bad_values = [] if _all(every) else pc.indices_nonzero(pc.invert(every)).to_pylist()
         found = []
         for index in bad_values:
-            row = lines.row_of_good(good + index, reader.misfits)
+            row = lines.row_of_good(good + index, seen)
             for column, ok, values in zip(columns, oks, batch.columns):
                 if not ok[index].as_py():
                     value = values[index].as_py()
                     found.append((row, column.name, _reason(column, value),
                                   _cut([v[index].as_py() or "" for v in batch.columns], dialect.delimiter)))
                     break
-        misfits = reader.misfits[reported:]
-        reported = len(reader.misfits)
         for number, fields, text in misfits:
             found.append((number, None, f"{fields} fields, the header has {width}", _cut([text], "")))
         for number, column_name, reason, text in sorted(found, key=lambda item: item[0]):
@@ -583,12 +771,14 @@ def read_batches(path: Union[str, Path], dialect: Dialect, columns: Sequence[Col
         pending = (table if not bad_values else table.filter(every), batch, good + batch.num_rows - 1,
                    bool(every[batch.num_rows - 1].as_py()) if batch.num_rows else False)
         good += batch.num_rows
+    if columns is None:
+        yield Retype(tuple(kinds.columns()))  # no record at all: every column text
     if pending is None:
         return
     table, batch, ordinal, kept = pending
     if kept and _unclosed(path, dialect, batch):
         # Arrow reads a quote never closed as a value running to the end of the file: the record is set aside
-        row = lines.row_of_good(ordinal, reader.misfits)
+        row = lines.row_of_good(ordinal, seen)
         on_bad(BadLine(shown, lines.line(row), None, "a quote opened on this record is never closed: the rest of"
                        " the file would be one value", _cut([v[-1].as_py() or "" for v in batch.columns],
                                                             dialect.delimiter)))

@@ -232,8 +232,9 @@ def extract_csv(csv_path: Path, root: Path, day: datetime.date,
         columns = csvsource.infer_columns(copied, dialect, declared, counts=counts)
         rows, bad = counts["records"], 0
         with open(temp / BAD_LINES_FILE, "w", encoding="utf-8") as bad_lines:
-            # Inferred kinds fit every value of a line of the right width: only misfit lines need a second pass.
-            if counts["misfits"] or declared:
+            # Inferred kinds fit every value of a line of the right width: only misfit lines (and a last record
+            # with a quote never closed) need a second pass.
+            if counts["misfits"] or counts["unclosed"] or declared:
                 def record(line: csvsource.BadLine) -> None:
                     nonlocal bad
                     bad += 1

@@ -14,7 +14,7 @@ The server then parses no text: binary COPY is the cheapest way in.
 """
 import struct
 from decimal import Decimal
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +34,7 @@ def _fields(payload: np.ndarray, valid: np.ndarray) -> pa.Array:
     out = np.empty((n, 4 + width), dtype=np.uint8)
     out[:, :4] = np.frombuffer(struct.pack("!i", width), dtype=np.uint8)
     out[:, 4:] = payload
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 + width), n, [None, pa.py_buffer(out.tobytes())])
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 + width), n, [None, pa.py_buffer(out)])
     return _nulls(fixed.cast(pa.binary()), valid)
 
 
@@ -78,7 +78,7 @@ def _timestamp(values: pa.Array, zoned: bool) -> pa.Array:
 def _text(values: pa.Array) -> pa.Array:
     lengths = pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False).astype(">i4")
     prefix = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), len(values),
-                                                  [None, pa.py_buffer(lengths.tobytes())]).cast(pa.binary())
+                                                  [None, pa.py_buffer(np.ascontiguousarray(lengths))]).cast(pa.binary())
     fields = pc.binary_join_element_wise(prefix, values.cast(pa.binary()), pa.scalar(b"", pa.binary()))
     return _nulls(fields.fill_null(pa.scalar(_NULL, pa.binary())), _valid(values))
 
@@ -158,8 +158,11 @@ def _numeric(values: pa.Array) -> pa.Array:
     return fields
 
 
-def encode(batch: pa.RecordBatch, pg_types: Sequence[str]) -> memoryview:
-    """The batch's rows in binary COPY format (no header, no trailer); ValueError when a column will not cast."""
+def encode(batch: pa.RecordBatch, pg_types: Sequence[str], numbered_from: Optional[int] = None) -> memoryview:
+    """The batch's rows in binary COPY format (no header, no trailer); ValueError when a column will not cast.
+
+    ``numbered_from``: a last bigint field, the rows numbered from it.
+    """
     columns = []
     for values, kind in zip(batch.columns, pg_types):
         try:
@@ -177,8 +180,11 @@ def encode(batch: pa.RecordBatch, pg_types: Sequence[str]) -> memoryview:
                 columns.append(_text(values))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise ValueError(f"{kind}: {err}") from err
+    if numbered_from is not None:
+        numbers = np.arange(numbered_from, numbered_from + batch.num_rows, dtype=">i8")
+        columns.append(_fields(numbers.view(np.uint8).reshape(batch.num_rows, 8), np.ones(batch.num_rows, bool)))
     count = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(2), batch.num_rows, [None, pa.py_buffer(np.full(batch.num_rows, len(columns), ">i2").tobytes())])
+        pa.binary(2), batch.num_rows, [None, pa.py_buffer(np.full(batch.num_rows, len(columns), ">i2"))])
     rows = pc.binary_join_element_wise(count.cast(pa.binary()), *columns, pa.scalar(b"", pa.binary()))
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)
     start, end = int(offsets[rows.offset]), int(offsets[rows.offset + len(rows)])

@@ -6,11 +6,12 @@ the bookkeeping beside it commit together or not at all.
 """
 import dataclasses
 import hashlib
-import itertools
 import logging
-from typing import BinaryIO, Iterable, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from gigsterpg.exc import SourceError
@@ -51,48 +52,91 @@ class LoadCount:
 
 
 def copy_batches(cursor, table: str, columns: Sequence[Tuple[str, str]], batches: Iterable,
-                 schema: Optional[str] = None) -> LoadCount:
+                 schema: Optional[str] = None, retype: Optional[Callable[[csvsource.Retype], None]] = None,
+                 numbered: Optional[str] = None) -> LoadCount:
     """Binary ``COPY table (columns) FROM STDIN`` of Arrow batches; returns the rows written.
 
-    The batches are ``csvsource.read_batches``'s: strings in the form
-    PostgreSQL reads as the columns' types (dates ISO), bad lines already set
-    aside. ``pgbinary`` encodes each batch in compiled code; should Arrow fail
-    to cast a batch, it and the rest go by ``COPY ... (FORMAT csv)`` instead
-    (Arrow's CSV writer; PostgreSQL parses the text). No Python code touches
-    a value but a numeric of more than 15 digits or with an exponent.
+    The batches are ``csvsource.read_batches``'s (or ``stream``'s): strings in
+    the form PostgreSQL reads as the columns' types (dates ISO), bad lines
+    already set aside. The file is read and each batch encoded (``pgbinary``,
+    compiled code) on a thread of its own, a few batches ahead, while this one
+    sends them: PostgreSQL writes one batch while the next is read. A
+    ``csvsource.Retype`` in the stream ends the COPY, ``retype`` changes the
+    table's columns, and a new COPY goes on in the same transaction. Should
+    Arrow fail to cast a batch, it and the rest go by ``COPY ... (FORMAT csv)``
+    instead (Arrow's CSV writer; PostgreSQL parses the text). No Python code
+    touches a value but a numeric of more than 15 digits or with an exponent.
+    ``numbered`` names a bigint column that gets each row's number (1, 2, ...
+    in the order written: the lines' order), sent with the row: cheaper for
+    the server than an identity column's ``nextval`` per row.
     """
     count = LoadCount()
-    names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
-    types = [kind for _, kind in columns]
-    batches = iter(batches)
-    left = None
+    names = sql.SQL(", ").join(sql.Identifier(name) for name in [n for n, _ in columns] + [numbered] if name)
+    statements = {True: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(qualified(table, schema), names),
+                  False: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
+                      qualified(table, schema), names)}
+    binary, carry, done = True, None, False
+    items = csvsource.Ahead(_encoded(batches, [kind for _, kind in columns], table, numbered is not None))
     try:
-        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                qualified(table, schema), names)) as copy:
-            copy.write(pgbinary.HEADER)
-            for batch in batches:
-                if not batch.num_rows:
-                    continue
-                try:
-                    data = pgbinary.encode(batch, types)
-                except ValueError as err:
-                    logger.info("binary COPY into %s stops, the rest goes as CSV: %s", table, err)
-                    left = batch
-                    break
-                copy.write(data)
-                count.rows += batch.num_rows
-            copy.write(pgbinary.TRAILER)
-        if left is not None:
-            with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
-                    qualified(table, schema), names)) as copy:
-                for batch in itertools.chain([left], batches):
-                    if batch.num_rows:
-                        copy.write(csvsource.write_batch(batch))
-                        count.rows += batch.num_rows
+        while not done:
+            retyped = None
+            with cursor.copy(statements[binary]) as copy:
+                if binary:
+                    copy.write(pgbinary.HEADER)
+                if carry is not None:
+                    copy.write(csvsource.write_batch(_numbered(carry, numbered, count.rows)))
+                    count.rows, carry = count.rows + carry.num_rows, None
+                for item in items:
+                    if isinstance(item, csvsource.Retype):
+                        retyped = item
+                        break
+                    batch, data = item
+                    if binary and data is None:
+                        carry = batch
+                        break
+                    copy.write(data if binary else csvsource.write_batch(_numbered(batch, numbered, count.rows)))
+                    count.rows += batch.num_rows
+                else:
+                    done = True
+                if binary:
+                    copy.write(pgbinary.TRAILER)
+            binary = binary and carry is None
+            if retyped is not None and retype is not None:
+                retype(retyped)
     except (psycopg.errors.ProgramLimitExceeded, psycopg.errors.DataError) as err:
         raise SourceError(f"PostgreSQL refused a row of the CSV file for {table}", str(err).splitlines()[0],
                           "load fewer or narrower columns (a row must fit in 8 kB less its long texts)") from err
+    finally:
+        items.close()
     return count
+
+
+def _numbered(batch, numbered: Optional[str], before: int):
+    """The batch with its rows' numbers as a last column (for the CSV way in)."""
+    if not numbered:
+        return batch
+    return batch.append_column(numbered, pa.array(np.arange(before + 1, before + 1 + batch.num_rows, dtype=np.int64)))
+
+
+def _encoded(batches: Iterable, types: List[str], table: str, numbered: bool) -> Iterator:
+    """``(batch, binary COPY bytes)`` of each batch (bytes None once a batch would not cast), Retypes as they come."""
+    binary, before = True, 0
+    for item in batches:
+        if isinstance(item, csvsource.Retype):
+            types = [column.pg_type for column in item.columns]
+            yield item
+            continue
+        if not item.num_rows:
+            continue
+        data = None
+        if binary:
+            try:
+                data = pgbinary.encode(item, types, before + 1 if numbered else None)
+            except ValueError as err:
+                logger.info("binary COPY into %s stops, the rest goes as CSV: %s", table, err)
+                binary = False
+        before += item.num_rows
+        yield item, data
 
 
 @dataclasses.dataclass

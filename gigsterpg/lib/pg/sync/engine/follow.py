@@ -187,8 +187,8 @@ class Follower:
             self.connection.commit()
         # The follower's own lock: one follower per database; a scan may run beside it.
         self.run_id = begin_run(self.connection, registry.COLLECTIONS, mode=FOLLOW)
-        self.loaders = {name: BatchLoader(self.connection, registry.model(name), self.run_id, scan=False)
-                        for name in registry.COLLECTIONS}
+        self.loaders = {name: BatchLoader(self.connection, registry.model(name), self.run_id, scan=False,
+                                          source=self.mongo_db[name]) for name in registry.COLLECTIONS}
         while not self.stop.is_set():
             try:
                 self._follow(token)

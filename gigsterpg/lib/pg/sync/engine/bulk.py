@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence
 
 import bson
 import psycopg
+from bson import json_util
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import InvalidBSON
 from bson.raw_bson import RawBSONDocument
@@ -283,16 +284,29 @@ class BatchLoader:
                                           self.run_id))
 
     def _stored_keys(self, cursor, todo: Sequence[Prepared]) -> dict:
-        """{text id: id key} of the stored rows of ``todo``'s ids that another document (another id of that
-        text form: 1 and "1") was stored from. Only changed documents can be such a one: an unchanged run
-        asks nothing."""
+        """{text id: id key} of the documents that hold ``todo``'s ids' text forms from earlier runs, where
+        that is another document (another id of the text form: 1 and "1"): a stored row's (its key in the
+        hash cache), or an open reject's (its key from the reject's document). Only changed or rejected
+        documents can be such a one: an unchanged run asks nothing."""
         if not todo:
             return {}
-        cursor.execute("SELECT _id, stored FROM (SELECT s._id, s.id_key, (SELECT h.id_key FROM sync_hashes h"
-                       "  WHERE h.collection = %s AND h._id = s._id) AS stored FROM stage_hashes s"
-                       "  WHERE s.seq = ANY(%s)) x WHERE stored IS NOT NULL AND stored IS DISTINCT FROM id_key",
-                       (self.model.collection, [item.seq for item in todo]))
-        return dict(cursor.fetchall())
+        cursor.execute("SELECT _id, id_key, stored, rejected FROM (SELECT s._id, s.id_key,"
+                       "  (SELECT h.id_key FROM sync_hashes h WHERE h.collection = %(c)s AND h._id = s._id) AS stored,"
+                       "  (SELECT (r.document->'_id')::text FROM sync_rejects r WHERE r.collection = %(c)s"
+                       "   AND r.doc_id = s._id AND r.resolved_at IS NULL) AS rejected"
+                       "  FROM stage_hashes s WHERE s.seq = ANY(%(seqs)s)) x"
+                       " WHERE stored IS DISTINCT FROM id_key AND (stored IS NOT NULL OR rejected IS NOT NULL)",
+                       {"c": self.model.collection, "seqs": [item.seq for item in todo]})
+        found = {}
+        for doc_id, own, stored, rejected in cursor.fetchall():
+            if stored is None:
+                try:
+                    stored = document.id_order_key(json_util.loads(rejected))
+                except (ValueError, TypeError):
+                    continue
+            if stored is not None and bytes(stored) != (own and bytes(own)):
+                found[doc_id] = bytes(stored)
+        return found
 
     def _mark_seen(self, cursor, batch: Sequence[Prepared], stored: dict):
         """Add the batch's ids to the ids seen in this run: (the seqs that lose their id's text form, the

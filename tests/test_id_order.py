@@ -206,3 +206,31 @@ def test_an_incremental_run_and_a_resync_reach_the_same_tables(databases):
     assert again.balanced and outcome(url) == reference
     for name in ("users", "gigs"):
         assert again.collections[name].counts.inserted == again.collections[name].counts.updated == 0, name
+
+
+def test_a_follower_applies_the_same_rule(settings, mongo_db, pg_server_url):
+    """Change events in the worst order for the old rule: the holders first, then the documents whose ids come
+    first. The follower ends where a full sync of the same documents does; a displaced holder's reject
+    carries its document, read back from MongoDB."""
+    from tests.test_follow import Background, reference, wait_caught_up
+    mongo_db.users.insert_many([user("1"), user(OID1, "c@example.com"), user("u-1", "u1@example.com")])
+    mongo_db.gigs.insert_one({"_id": "g", "name": "a gig", "state": "done", "poster": OID1})
+    with Background(settings):
+        wait_caught_up(settings.pg_url, mongo_db)  # the first sync done: the holders are stored
+        mongo_db.users.insert_many([user(1), user("zzz", "C@example.com")])
+        mongo_db.users.update_one({"_id": "1"}, {"$set": {"name": "one, renamed"}})  # still the duplicate
+        wait_caught_up(settings.pg_url, mongo_db)
+        with psycopg.connect(settings.pg_url) as connection:
+            rejected = dict(connection.execute("SELECT doc_id, document->>'name' FROM sync_rejects"
+                                               " WHERE resolved_at IS NULL").fetchall())
+        assert [name for doc_id, name in rejected.items() if doc_id.startswith("1 (duplicate ")] == ["one, renamed"]
+        mongo_db.users.delete_one({"_id": "1"})  # the duplicate goes: the row of 1 stays, its reject closes
+        wait_caught_up(settings.pg_url, mongo_db)
+    assert state(settings.pg_url)["open rejects"] == reference(pg_server_url, settings.mongo_url)["open rejects"]
+    assert {name: value for name, value in state(settings.pg_url).items() if name != "hashes"} == {
+        name: value for name, value in reference(pg_server_url, settings.mongo_url).items() if name != "hashes"}
+    with psycopg.connect(settings.pg_url) as connection:
+        rejected = dict(connection.execute("SELECT doc_id, document->>'name' FROM sync_rejects"
+                                           " WHERE resolved_at IS NULL").fetchall())
+    assert rejected[str(OID1)] == f"user {OID1}"
+    assert not [doc_id for doc_id in rejected if doc_id.startswith("1 (")]

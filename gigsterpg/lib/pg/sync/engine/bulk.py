@@ -523,19 +523,48 @@ class BatchLoader:
             cursor.execute("DELETE FROM sync_hashes WHERE collection = %s AND _id = ANY(%s)",
                            (collection, rejected_ids))
 
-    def delete(self, doc_ids: List[str]) -> None:
+    def delete(self, doc_ids: List[str], keys: Optional[List[Optional[bytes]]] = None) -> None:
         """Delete the rows of documents deleted in MongoDB, close their rejects, forget their hashes.
 
-        Does not commit (the follower commits with its position). User deletes cascade to
-        user_skills; gigs of a deleted user keep ``poster_ref`` and lose ``poster_id``.
+        With ``keys`` (the deleted ids' order keys), a row another id of the same text form was stored
+        from (1 and "1") is left to that one. Does not commit (the follower commits with its position).
+        User deletes cascade to user_skills; gigs of a deleted user keep ``poster_ref`` and lose ``poster_id``.
         """
         collection = self.model.collection
         with self.connection.cursor() as cursor:
+            if keys is not None:
+                cursor.execute("SELECT k._id FROM unnest(%s::text[], %s::bytea[]) AS k(_id, id_key) WHERE EXISTS"
+                               " (SELECT 1 FROM sync_hashes h WHERE h.collection = %s AND h._id = k._id"
+                               "  AND h.id_key IS NOT NULL AND h.id_key IS DISTINCT FROM k.id_key)",
+                               (doc_ids, keys, collection))
+                others = {doc_id for (doc_id,) in cursor.fetchall()}
+                self._close_duplicates(cursor, [(doc_id, key) for doc_id, key in zip(doc_ids, keys)
+                                                if doc_id in others])
+                doc_ids = [doc_id for doc_id in doc_ids if doc_id not in others]
             cursor.execute(f"DELETE FROM {self.model.table} WHERE _id = ANY(%s)", (doc_ids,))
             self.counts.deleted += cursor.rowcount
             cursor.execute("UPDATE sync_rejects SET resolved_at = now(), changed_at = now()"
                            " WHERE collection = %s AND resolved_at IS NULL AND doc_id = ANY(%s)", (collection, doc_ids))
             cursor.execute("DELETE FROM sync_hashes WHERE collection = %s AND _id = ANY(%s)", (collection, doc_ids))
+
+    def _close_duplicates(self, cursor, deleted: List[tuple]) -> None:
+        """Close the ``duplicate _id`` rejects of deleted documents (text id, order key): keyed by the text and
+        a piece of their hash, they are found by the id in their document."""
+        if not deleted:
+            return
+        cursor.execute("SELECT doc_id, (document->'_id')::text FROM sync_rejects WHERE collection = %s"
+                       " AND resolved_at IS NULL AND reason = %s AND split_part(doc_id, ' (duplicate ', 1) = ANY(%s)",
+                       (self.model.collection, DUPLICATE_ID, [doc_id for doc_id, _ in deleted]))
+        gone = set(deleted)
+        closed = []
+        for doc_id, value in cursor.fetchall():
+            with contextlib.suppress(ValueError, TypeError):
+                if (doc_id.split(" (duplicate ")[0], document.id_order_key(json_util.loads(value))) in gone:
+                    closed.append(doc_id)
+        if closed:
+            cursor.execute("UPDATE sync_rejects SET resolved_at = now(), changed_at = now()"
+                           " WHERE collection = %s AND resolved_at IS NULL AND doc_id = ANY(%s)",
+                           (self.model.collection, closed))
 
     def finish(self, complete: bool, watermark: Optional[tuple] = None) -> None:
         """After the scan: delete what MongoDB no longer has (only if the scan was complete), and set

@@ -72,6 +72,14 @@ def order_key(doc) -> Optional[bytes]:
             if kind in (0x10, 0x12):
                 width = 4 if kind == 0x10 else 8
                 return document.id_order_key(int.from_bytes(raw[9:9 + width], "little", signed=True))
+            if kind == 0x02:  # a string's UTF-8 bytes are its key (a RawBSONDocument's get decodes it all)
+                size = int.from_bytes(raw[9:13], "little", signed=True)
+                body = bytes(raw[13:13 + size - 1])
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+                return b"\x02" + body if body and b"\x00" not in body else None
     try:
         return document.id_order_key(doc.get("_id"))
     except (InvalidBSON, ValueError, OverflowError):

@@ -184,7 +184,7 @@ def transform_load(pg_url, mongo_url, batch_size):
     run_id = begin_run(connection, ["users", "gigs"])
     seconds, docs = 0.0, 0
     for model, loaded in _in_memory_batches(database, batch_size):
-        loader = BatchLoader(connection, model, run_id)
+        loader = BatchLoader(connection, model, run_id, source=database[model.collection])
         started = time.perf_counter()
         for batch in loaded:
             loader.load(prepare(batch))
@@ -209,7 +209,8 @@ def transform_first_load(pg_url, mongo_url, batch_size):
     connection, side = raw.driver_connection, side_raw.driver_connection
     side.autocommit = True
     run_id = begin_run(connection, ["users", "gigs"])
-    loaders = [firstload.FirstLoader(connection, side, model, run_id) for model in (UserSync, GigSync)]
+    loaders = [firstload.FirstLoader(connection, side, model, run_id, database[model.collection])
+               for model in (UserSync, GigSync)]
     seconds, docs = 0.0, 0
     started = time.perf_counter()
     with connection.cursor() as cursor:

@@ -22,7 +22,7 @@ from distributed import Client, LocalCluster
 from gigsterpg import cli
 from gigsterpg.config import Settings, load_settings
 from gigsterpg.lib.pg.db import SqlAlchemy
-from gigsterpg.lib.pg.sync.document import id_text
+from gigsterpg.lib.pg.sync.document import id_order_key, id_text
 from gigsterpg.lib.pg.sync.engine import distributed
 from gigsterpg.lib.pg.sync.engine.distributed import run_distributed
 from gigsterpg.lib.pg.sync.engine.plan import RAW, find_range, plan, split_record_id
@@ -224,12 +224,13 @@ def test_a_distributed_run_equals_the_single_process_run_on_messy_data(cluster, 
     for name in ("users", "gigs"):
         assert spread.collections[name].as_dict() | {"seconds": 0} == single.collections[name].as_dict() | {
             "seconds": 0}
-    # What the order decides, worked out here from the insertion order: the first user of an address keeps it.
-    # (Of two ids with one text form, 7 and "7", the first keeps the row; a double or sub-document id is refused.)
+    # What the ids decide, worked out here (the data contract: MongoDB's order of ids, not the scan order, which
+    # replaced "the later-seen one is rejected"): of the users of an address, the one whose id comes first keeps
+    # it; of two ids with one text form, 7 and "7", the one that comes first keeps the row; a double or
+    # sub-document id is refused.
     holder, texts = {}, set()
-    for doc in docs:
-        if isinstance(doc["_id"], (float, dict)):
-            continue
+    for doc in sorted((doc for doc in docs if not isinstance(doc["_id"], (float, dict))),
+                      key=lambda doc: id_order_key(doc["_id"])):
         text = id_text(doc["_id"])
         if text in texts:
             continue
@@ -453,8 +454,9 @@ def test_an_unchanged_document_that_becomes_a_later_duplicate_is_fetched_again_f
                                 {"_id": 8, "name": "eight"}])
     for url, sync in ((pg_url, _single), (second_pg_url, lambda url, db: _distributed(url, db, cluster))):
         sync(url, mongo_db)
-    # The int 7 comes back unchanged but after "7" in scan order: now "7" keeps the row, and the int 7 (whose
-    # bytes the stored hash still matches, so no task shipped them) is the duplicate.
+    # The int 7 comes back unchanged but after "7" in scan order: it keeps the row all the same (the data
+    # contract: the id that comes first in MongoDB's order of ids, a number before a string, not the first
+    # seen), and "7" stays the duplicate; the single process and the replay agree.
     mongo_db.users.delete_one({"_id": 7})
     mongo_db.users.insert_one({"_id": 7, "name": "int seven"})
     _single(pg_url, mongo_db)
@@ -466,7 +468,7 @@ def test_an_unchanged_document_that_becomes_a_later_duplicate_is_fetched_again_f
             rejects.append(connection.execute("SELECT doc_id, reason, document FROM sync_rejects"
                                               " WHERE resolved_at IS NULL").fetchall())
     assert rejects[0] == rejects[1]
-    assert [(reason, document["name"]) for _, reason, document in rejects[1]] == [("duplicate _id", "int seven")]
+    assert [(reason, document["name"]) for _, reason, document in rejects[1]] == [("duplicate _id", "text seven")]
 
 
 @pytest.mark.parametrize("first_load, key", [(False, "gigsterpg-sync-1-users-"), (True, "gigsterpg-load-1-users-")])

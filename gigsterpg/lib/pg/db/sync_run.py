@@ -78,6 +78,8 @@ class SyncHash(Base):
     collection: Mapped[str] = mapped_column(Text, primary_key=True)
     doc_id: Mapped[str] = mapped_column("_id", Text, primary_key=True)
     hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # The id's place in MongoDB's order of ids (``document.id_order_key``): who keeps what two share.
+    id_key: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
 
 
 class SyncWatermark(Base):

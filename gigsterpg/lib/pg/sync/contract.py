@@ -68,9 +68,21 @@ class SyncModel(Protocol):
         """COPY a batch of rows (no two of one ``_id``) into the staging tables."""
 
     @staticmethod
-    def conflicts(cursor) -> List[Tuple[str, str, str]]:
+    def conflicts(cursor, keys: str) -> List[Tuple[str, str, str]]:
         """(``_id``, reason, detail) of staged rows the table's constraints would refuse (a taken e-mail):
-        recorded as rejects instead of failing the batch. Runs before ``merge``."""
+        recorded as rejects instead of failing the batch. Runs before ``merge``. ``keys`` is a FROM item of
+        the stored rows' (``_id``, ``id_key``): what two documents share goes to the one whose id comes first
+        in MongoDB's order of ids."""
+
+    @staticmethod
+    def displaced(cursor, keys: str) -> List[Tuple[str, bytes, str, str]]:
+        """(``_id``, ``id_key``, reason, detail) of stored rows (not staged) that lose what they share to a
+        staged row whose id comes first: rejected (read back from MongoDB) and deleted before ``merge``."""
+
+    @staticmethod
+    def settle(cursor) -> None:
+        """After a scan, set-wise: what the batches decided one by one made to not depend on their order
+        (the rejects' details)."""
 
     @staticmethod
     def unstage(cursor, mongo_ids: List[str]) -> None:

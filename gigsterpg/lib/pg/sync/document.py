@@ -45,6 +45,44 @@ def id_text(value: Any, field: str = "_id") -> str:
     raise RejectedDocument(f"unsupported {field}", field, value)
 
 
+# MongoDB's order of ids (BSON comparison order) as bytes that PostgreSQL's bytea order (memcmp, then
+# length) keeps: a class byte in BSON's type order (numbers < strings < binary < ObjectIds), then the value
+# in an order-keeping form. Only the id types ``id_text`` accepts have a key.
+_KEY_NUMBER, _KEY_STRING, _KEY_BINARY, _KEY_OBJECT_ID = b"\x01", b"\x02", b"\x03", b"\x04"
+_INT64_BIAS = 1 << 63
+
+
+def id_order_key(value: Any) -> Optional[bytes]:
+    """The sort key of an id in MongoDB's own order of ids; None for an id ``id_text`` rejects.
+
+    Numbers by value, strings by their UTF-8 bytes, binary (UUID) by length, subtype, then bytes,
+    ObjectIds by their 12 bytes: the order of MongoDB's ``_id`` index, whatever order a scan returns.
+    """
+    if isinstance(value, ObjectId):
+        return _KEY_OBJECT_ID + value.binary
+    if isinstance(value, UUID):
+        value = Binary.from_uuid(value)
+    if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE:
+        return _KEY_BINARY + len(value).to_bytes(4, "big") + bytes((value.subtype,)) + bytes(value)
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT64_BIAS <= value < _INT64_BIAS:
+        return _KEY_NUMBER + (value + _INT64_BIAS).to_bytes(8, "big")
+    if isinstance(value, str) and value and "\x00" not in value:
+        return _KEY_STRING + value.encode("utf-8", "surrogatepass")
+    return None
+
+
+def id_from_order_key(key: bytes) -> Any:
+    """The id an ``id_order_key`` was made from (an int for any number: a query for it finds int32 and int64)."""
+    kind, body = key[:1], bytes(key[1:])
+    if kind == _KEY_OBJECT_ID:
+        return ObjectId(body)
+    if kind == _KEY_BINARY:
+        return Binary(body[5:], body[4])
+    if kind == _KEY_NUMBER:
+        return int.from_bytes(body, "big") - _INT64_BIAS
+    return body.decode("utf-8", "surrogatepass")
+
+
 def describe_id(value: Any) -> str:
     """The id as text for the rejects table, whatever its type (never raises)."""
     try:

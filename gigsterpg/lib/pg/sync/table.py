@@ -120,9 +120,18 @@ class TableSync:
         copy(cls.stage_table(), rows)
 
     @staticmethod
-    def conflicts(cursor):
+    def conflicts(cursor, keys: str):
         """No constraint beyond what ``to_row`` checks."""
         return []
+
+    @staticmethod
+    def displaced(cursor, keys: str):
+        """No stored row loses anything to a staged one."""
+        return []
+
+    @staticmethod
+    def settle(cursor) -> None:
+        """Nothing to settle after a scan."""
 
     @classmethod
     def unstage(cls, cursor, mongo_ids) -> None:

@@ -43,6 +43,9 @@ class UserRow(NamedTuple):
     extra: str
     # (display name, lower-case key) per distinct skill, in document order.
     skills: Tuple[Tuple[str, str], ...]
+    # The id's place in MongoDB's order of ids (``document.id_order_key``): of users with one e-mail, the
+    # first keeps it.
+    order_key: Optional[bytes] = None
 
 
 def user_row(doc: Mapping) -> UserRow:
@@ -55,6 +58,7 @@ def user_row(doc: Mapping) -> UserRow:
         email=clean_email(doc.get("email")),
         extra=document.extra_json(doc, KNOWN_FIELDS),
         skills=clean_skills(doc.get("skills")),
+        order_key=document.id_order_key(doc.get("_id")),
     )
 
 
@@ -110,7 +114,7 @@ class UserSync(TableSync):
         rows; a name not seen before becomes a new ``Skill``.
         """
         row = user_row(mongo_entry)
-        document.fill(instance, row, skip=("skills",))
+        document.fill(instance, row, skip=("skills", "order_key"))
         wanted = _skills_by_key(session, row.skills)
         kept = [link for link in instance.skills if link.skill.name.lower() in wanted]
         have = {link.skill.name.lower() for link in kept}
@@ -121,9 +125,9 @@ class UserSync(TableSync):
     # ---- bulk path: staging tables, COPY and a set-wise merge -------------------------
 
     # Staging tables and their columns: the temp tables are created from these, and COPY uses them.
-    # ``seq`` (place in the batch) decides which of two users with one e-mail came first.
+    # ``id_key`` (``UserRow.order_key``) decides which of two users with one e-mail keeps it.
     staging = {
-        "stage_users": (("seq", "int4"),) + columns,
+        "stage_users": (("id_key", "bytea"),) + columns,
         "stage_user_skills": (("_id", "text"), ("name", "text"), ("key", "text")),
         "stage_user_skill_ids": (("user_id", "int8"), ("skill_id", "int4")),
     }
@@ -131,23 +135,53 @@ class UserSync(TableSync):
     @staticmethod
     def stage(copy, rows) -> None:
         """COPY the batch's rows and (user, skill) pairs into the staging tables."""
-        copy("stage_users", ((seq,) + row[:6] for seq, row in enumerate(rows)))
+        copy("stage_users", ((row.order_key,) + row[:6] for row in rows))
         copy("stage_user_skills", ((row.mongo_id, name, key) for row in rows for name, key in row.skills))
 
+    # Of users with one e-mail, the one whose ``_id`` comes first in MongoDB's order of ids keeps it (the data
+    # contract; not the first the scan met). A stored holder whose key is unknown (``keys`` has none: a
+    # row of before the keys, or after a crash emptied the hash cache) keeps it.
+
     @staticmethod
-    def conflicts(cursor):
-        """Staged users whose e-mail another user holds: the later-seen one is rejected."""
+    def conflicts(cursor, keys: str):
+        """Staged users whose e-mail a user whose id comes first holds (stored, not in the batch) or is
+        given in the batch; ``keys``: the stored users' (``_id``, ``id_key``), a FROM item."""
         cursor.execute(
             "SELECT s._id, 'duplicate email', 'duplicate email: ' || s.email || ' is already used by user ' || u._id"
             " FROM stage_users s CROSS JOIN LATERAL"
-            "  (SELECT u._id FROM users u WHERE u.email = s.email AND u._id <> s._id LIMIT 1) u"
+            f"  (SELECT u._id FROM users u LEFT JOIN {keys} h ON h._id = u._id WHERE u.email = s.email"
+            "   AND u._id <> s._id AND NOT EXISTS (SELECT 1 FROM stage_users x WHERE x._id = u._id)"
+            "   AND (h.id_key IS NULL OR h.id_key < s.id_key) LIMIT 1) u"
             " UNION ALL"
-            " SELECT _id, 'duplicate email', 'duplicate email: ' || email || ' is also on user ' || first_id"
-            " || ', seen earlier'"
+            " SELECT _id, 'duplicate email', 'duplicate email: ' || email || ' is already used by user ' || first_id"
             " FROM (SELECT _id, email, first_value(_id) OVER w AS first_id, row_number() OVER w AS n"
-            "  FROM stage_users WHERE email IS NOT NULL WINDOW w AS (PARTITION BY email ORDER BY seq)) d"
+            "  FROM stage_users WHERE email IS NOT NULL WINDOW w AS (PARTITION BY email ORDER BY id_key)) d"
             " WHERE n > 1")
         return cursor.fetchall()
+
+    @staticmethod
+    def displaced(cursor, keys: str):
+        """(``_id``, ``id_key``, reason, detail) of stored users (not in the batch) whose e-mail a staged
+        user (left after ``conflicts``) takes, its id coming first: they become rejects."""
+        cursor.execute(
+            "SELECT u._id, h.id_key, 'duplicate email', 'duplicate email: ' || u.email || ' is already used by user '"
+            f" || s._id FROM stage_users s JOIN users u ON u.email = s.email AND u._id <> s._id JOIN {keys} h"
+            " ON h._id = u._id WHERE s.id_key < h.id_key AND NOT EXISTS (SELECT 1 FROM stage_users x"
+            " WHERE x._id = u._id)")
+        return cursor.fetchall()
+
+    @staticmethod
+    def settle(cursor) -> None:
+        """After a scan: each open duplicate-e-mail reject names the user that holds the address in the end
+        (a holder may have lost it since to a user whose id comes first)."""
+        cursor.execute(
+            "UPDATE sync_rejects r SET detail = 'duplicate email: ' || u.email || ' is already used by user '"
+            " || u._id, changed_at = now() FROM users u WHERE r.collection = 'users' AND r.resolved_at IS NULL"
+            " AND r.reason = 'duplicate email' AND u.email = split_part(r.detail, ' ', 3)"
+            " AND r.detail <> 'duplicate email: ' || u.email || ' is already used by user ' || u._id")
+
+    # A user's rows elsewhere, deleted with the user's (a first load has no foreign key to cascade).
+    dependents = (("user_skills", "user_id"),)
 
     @classmethod
     def merge(cls, cursor) -> dict:
@@ -196,21 +230,26 @@ class UserSync(TableSync):
 
     @staticmethod
     def reject_loaded(cursor, load: str, batch_size: int) -> None:
-        """Of the loaded users with one e-mail, the first in scan order keeps it; the others are rejected.
+        """Of the loaded users with one e-mail, the one whose id comes first in MongoDB's order of ids keeps
+        it; the others are rejected.
 
         The merge path's rule, decided set-wise over the whole collection: the same rejects with the same
-        details (a user whose e-mail came earlier in its own batch is told so, as the merge path tells it),
-        whatever the number of workers that loaded them.
+        details, whatever the scan order and the number of workers that loaded them.
         """
         cursor.execute(
             f"UPDATE {load} l SET reason = 'duplicate email', detail = 'duplicate email: ' || d.email"
-            "  || CASE WHEN d.bn > 1 THEN ' is also on user ' || d.batch_first || ', seen earlier'"
-            "   ELSE ' is already used by user ' || d.holder END"
-            " FROM (SELECT pos, email, first_value(_id) OVER e AS holder, row_number() OVER e AS n,"
-            "  first_value(_id) OVER b AS batch_first, row_number() OVER b AS bn"
+            "  || ' is already used by user ' || d.holder"
+            " FROM (SELECT pos, email, first_value(_id) OVER e AS holder, row_number() OVER e AS n"
             f"  FROM {load} WHERE reason IS NULL AND email IS NOT NULL"
-            "  WINDOW e AS (PARTITION BY email ORDER BY pos), b AS (PARTITION BY email, pos / %s ORDER BY pos)) d"
-            " WHERE d.n > 1 AND l.pos = d.pos", (batch_size,))
+            "  WINDOW e AS (PARTITION BY email ORDER BY id_key, pos)) d"
+            " WHERE d.n > 1 AND l.pos = d.pos")
+        # Held: a loser the batch-by-batch paths store until a user whose id comes first arrives (none with
+        # one before its own in a batch up to its own).
+        cursor.execute(
+            f"UPDATE {load} l SET held = true FROM (SELECT pos, id_key, reason,"
+            "  min(id_key) OVER (PARTITION BY email ORDER BY pos / %s) AS least"
+            f"  FROM {load} WHERE email IS NOT NULL AND (reason IS NULL OR reason = 'duplicate email')) d"
+            " WHERE d.reason = 'duplicate email' AND d.id_key = d.least AND l.pos = d.pos", (batch_size,))
 
     @staticmethod
     def after_loaded(cursor, load: str, children: dict, batch_size: int) -> dict:
@@ -219,14 +258,19 @@ class UserSync(TableSync):
         skills = children["user_skills"]
         cursor.execute(
             "INSERT INTO skills (name) SELECT f.name FROM (SELECT DISTINCT ON (k.key) k.key, k.name, k.pos / %s AS b"
-            f"  FROM {skills} k JOIN {load} s ON s.pos = k.pos WHERE s.reason IS NULL ORDER BY k.key, k.pos / %s,"
+            f"  FROM {skills} k JOIN {load} s ON s.pos = k.pos WHERE s.reason IS NULL OR s.held"
+            "  ORDER BY k.key, k.pos / %s,"
             "  k.name) f WHERE NOT EXISTS (SELECT 1 FROM skills x WHERE lower(x.name) = f.key)"
             " ORDER BY f.b, f.key ON CONFLICT DO NOTHING", (batch_size, batch_size))
         skills_added = cursor.rowcount
         cursor.execute(f"INSERT INTO user_skills (user_id, skill_id) SELECT u.id, x.id FROM {skills} k"
                        f" JOIN {load} s ON s.pos = k.pos AND s.reason IS NULL JOIN users u ON u._id = s._id"
                        " JOIN skills x ON lower(x.name) = k.key")
-        return {"skills_added": skills_added, "user_skills_inserted": cursor.rowcount, "user_skills_deleted": 0}
+        linked = cursor.rowcount
+        # The links of held users (stored, then rejected), which the batch-by-batch paths insert and delete.
+        cursor.execute(f"SELECT count(*) FROM {skills} k JOIN {load} s ON s.pos = k.pos AND s.held")
+        linked += cursor.fetchone()[0]
+        return {"skills_added": skills_added, "user_skills_inserted": linked, "user_skills_deleted": 0}
 
 
 def _skills_by_key(session: Session, skills) -> dict:

@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence
 
 import bson
 import psycopg
+from bson import json_util
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import InvalidBSON
 from bson.raw_bson import RawBSONDocument
@@ -40,9 +41,10 @@ logger = logging.getLogger(__name__)
 
 # Dates outside Python's range decode as DatetimeMS (and are then rejected), not as an error for the batch.
 DECODE = CodecOptions(tz_aware=True, tzinfo=timezone.utc, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
-HASH_COLUMNS = (("seq", "int4"), ("_id", "text"), ("hash", "bytea"))
+HASH_COLUMNS = (("seq", "int4"), ("_id", "text"), ("hash", "bytea"), ("id_key", "bytea"))
 REJECT_COLUMNS = (("doc_id", "text"), ("reason", "text"), ("detail", "text"), ("document", "text"))
 DUPLICATE_ID = "duplicate _id"
+RAW_DOCUMENTS = CodecOptions(document_class=RawBSONDocument)
 # The staged rejects (stage_rejects) opened, or refreshed if they differ; params: collection, run id.
 OPEN_REJECTS = (
     "INSERT INTO sync_rejects AS r (collection, doc_id, run_id, reason, detail, document)"
@@ -83,6 +85,8 @@ class Prepared:
     seq: int = 0  # place in its batch
     # Its row, or the RejectedDocument; the decoded document is not kept (memory): a reject decodes again.
     mapped: Optional[object] = None
+    # Its id's place in MongoDB's order of ids (``document.id_order_key``); None for an id without one.
+    key: Optional[bytes] = None
 
 
 def prepare(docs: Sequence, model: Optional[SyncModel] = None) -> List[Prepared]:
@@ -94,7 +98,7 @@ def prepare(docs: Sequence, model: Optional[SyncModel] = None) -> List[Prepared]
     prepared = []
     for seq, doc in enumerate(docs):
         raw = doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc)
-        item = Prepared(doc, fingerprint.doc_id(doc), fingerprint.digest(raw), seq)
+        item = Prepared(doc, fingerprint.doc_id(doc), fingerprint.digest(raw), seq, key=fingerprint.order_key(doc))
         if model is not None:
             item.mapped = map_document(model, item.raw)
         prepared.append(item)
@@ -145,14 +149,20 @@ class Reject:
     document: str
 
 
-def _duplicate(item: Prepared, holder: str) -> Reject:
-    """The reject of a document whose id has the text form of one already stored in this run (1 and "1").
+def _duplicate(item: Prepared, holder: str = "another document of this collection") -> Reject:
+    """The reject of a document whose id has the text form of another's (1 and "1").
 
-    The first in scan order keeps the row; this one is recorded under its id and a piece of its hash.
+    The one whose id comes first in MongoDB's order of ids keeps the row (the data contract: a rule that
+    does not depend on scan order); this one is recorded under its id and a piece of its hash.
     """
     return Reject(f"{item.doc_id} (duplicate {item.digest.hex()[:12]})", DUPLICATE_ID,
                   f"{DUPLICATE_ID}: {item.doc_id!r} is already used by {holder} (an id of another type"
                   " with the same text form)", document_json(item.raw))
+
+
+def _first(key: Optional[bytes]) -> tuple:
+    """Sorts ids in MongoDB's order of ids; an id without a key (never stored) after every other."""
+    return (key is None, key or b"")
 
 
 @dataclass
@@ -187,8 +197,14 @@ class BatchLoader:
             (False re-maps and compares every document).
     """
 
-    def __init__(self, connection, model: SyncModel, run_id: int, skip_unchanged: bool = True, scan: bool = True):
+    def __init__(self, connection, model: SyncModel, run_id: int, skip_unchanged: bool = True, scan: bool = True,
+                 source=None):
         self.connection = connection
+        # The collection (pymongo): a stored document that loses what it shared to one whose id comes
+        # first is read back from it for its reject's document.
+        self.source = source
+        # The stored rows' id order keys (``_id``, ``id_key``), for the model's ``conflicts``.
+        self.keys = f"(SELECT _id, id_key FROM sync_hashes WHERE collection = '{model.collection}')"
         self.model = model
         self.run_id = run_id
         self.skip_unchanged = skip_unchanged
@@ -209,7 +225,10 @@ class BatchLoader:
             # Every id seen in this run, for the deletes after a complete scan.
             cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
             # Keyed, so a second document with an id already seen in this run (1 and "1") is caught.
-            cursor.execute(f"CREATE TEMP TABLE {self.seen_table} (_id text PRIMARY KEY)")
+            # ``id_key``: of the document that holds the id's text form; ``presumed``: the stored row's document,
+            # not met by the scan yet (another document of that text form was).
+            cursor.execute(f"CREATE TEMP TABLE {self.seen_table} (_id text PRIMARY KEY, id_key bytea,"
+                           " presumed bool NOT NULL DEFAULT false)")
             self._record_progress(cursor, "loading", 0)
         connection.commit()
 
@@ -230,14 +249,15 @@ class BatchLoader:
                 # follower loads both collections in one transaction.
                 self._clear(cursor, ("stage_hashes", "stage_rejects"))
                 copy_rows(cursor, "stage_hashes", HASH_COLUMNS,
-                          ((seq, item.doc_id, item.digest) for seq, item in enumerate(batch)))
-                again = self._mark_seen(cursor, batch)
+                          ((seq, item.doc_id, item.digest, item.key) for seq, item in enumerate(batch)))
                 todo = self._changed(cursor, batch)
+                again, displaced = self._mark_seen(cursor, batch, self._stored_keys(cursor, todo))
                 if self.skip_unchanged:
                     self.map_ahead = len(todo) * 2 > len(batch)
                 todo = [item for item in todo if item.seq not in again]  # no two of one id left
                 rows, originals, rejects = self._rows(todo)
-                rejects.extend(_duplicate(batch[seq], "another document of this collection") for seq in sorted(again))
+                rejects.extend(_duplicate(batch[seq]) for seq in sorted(again))
+                rejects.extend(self._displace(cursor, displaced, DUPLICATE_ID))
                 stored = [row.mongo_id for row in self._merge(cursor, rows, originals, rejects)]
                 self._record_rejects(cursor, rejects, stored)
                 self._mark_seen_keys(cursor, [r.doc_id for r in rejects if r.reason == DUPLICATE_ID])
@@ -263,21 +283,77 @@ class BatchLoader:
                        " WHERE id = %s", (f"{self.model.collection}: {stage}", self.model.collection, documents,
                                           self.run_id))
 
-    def _mark_seen(self, cursor, batch: Sequence[Prepared]) -> set:
-        """Add the batch's ids to the ids seen in this run; the seqs of ids seen before (in it or earlier).
+    def _stored_keys(self, cursor, todo: Sequence[Prepared]) -> dict:
+        """{text id: id key} of the documents that hold ``todo``'s ids' text forms from earlier runs, where
+        that is another document (another id of the text form: 1 and "1"): a stored row's (its key in the
+        hash cache), or an open reject's (its key from the reject's document). Only changed or rejected
+        documents can be such a one: an unchanged run asks nothing."""
+        if not todo:
+            return {}
+        cursor.execute("SELECT _id, id_key, stored, rejected FROM (SELECT s._id, s.id_key,"
+                       "  (SELECT h.id_key FROM sync_hashes h WHERE h.collection = %(c)s AND h._id = s._id) AS stored,"
+                       "  (SELECT (r.document->'_id')::text FROM sync_rejects r WHERE r.collection = %(c)s"
+                       "   AND r.doc_id = s._id AND r.resolved_at IS NULL) AS rejected"
+                       "  FROM stage_hashes s WHERE s.seq = ANY(%(seqs)s)) x"
+                       " WHERE stored IS DISTINCT FROM id_key AND (stored IS NOT NULL OR rejected IS NOT NULL)",
+                       {"c": self.model.collection, "seqs": [item.seq for item in todo]})
+        found = {}
+        for doc_id, own, stored, rejected in cursor.fetchall():
+            if stored is None:
+                try:
+                    stored = document.id_order_key(json_util.loads(rejected))
+                except (ValueError, TypeError):
+                    continue
+            if stored is not None and bytes(stored) != (own and bytes(own)):
+                found[doc_id] = bytes(stored)
+        return found
 
-        Two documents whose ids have one text form (1 and "1"): the first in scan order keeps the row.
+    def _mark_seen(self, cursor, batch: Sequence[Prepared], stored: dict):
+        """Add the batch's ids to the ids seen in this run: (the seqs that lose their id's text form, the
+        (text, key) of the documents that held it, stored or seen earlier in the run, and lose it now).
+
+        Two documents whose ids have one text form (1 and "1"): the one whose id comes first in MongoDB's
+        order of ids keeps the row (an int before a string), whichever the scan meets first, in this run or
+        an earlier one (``stored``: the keys of rows another document of the text form was stored from).
         """
-        again = set()
-        if self.scan and not self._insert_seen(cursor):
-            cursor.execute(f"WITH fresh AS (INSERT INTO {self.seen_table} (_id) SELECT _id FROM stage_hashes"
-                           "  ON CONFLICT DO NOTHING RETURNING _id) SELECT s.seq FROM stage_hashes s"
-                           " WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f._id = s._id)")
-            again = {seq for (seq,) in cursor.fetchall()}
-        if len({item.doc_id for item in batch}) < len(batch):
-            first = {}
-            again.update(item.seq for item in batch if first.setdefault(item.doc_id, item.seq) != item.seq)
-        return again
+        if not stored and len({item.doc_id for item in batch}) == len(batch) and (
+                not self.scan or self._insert_seen(cursor)):
+            return set(), []
+        earlier = {}  # text -> (key, presumed) of what holds it, seen before this batch
+        if self.scan:
+            cursor.execute(f"SELECT x._id, x.id_key, x.presumed FROM {self.seen_table} x"
+                           " WHERE x._id IN (SELECT _id FROM stage_hashes)")
+            earlier = {doc_id: (key, presumed) for doc_id, key, presumed in cursor.fetchall()}
+        claims = {}
+        for item in batch:
+            claims.setdefault(item.doc_id, []).append(item)
+        again, displaced, holders = set(), [], []
+        for doc_id, items in claims.items():
+            held = earlier.get(doc_id)
+            if held is None and doc_id in stored:
+                held = (stored[doc_id], True)  # the stored row's document: presumed to come later
+            if len(items) == 1 and held is None:
+                continue
+            winner = min(items, key=lambda item: _first(item.key))  # the first in the batch of equal keys
+            again.update(item.seq for item in items if item is not winner)
+            if held is None:
+                holders.append((doc_id, winner.key, False))
+            elif held[0] is not None and held[0] == winner.key:  # the presumed holder itself
+                holders.append((doc_id, winner.key, False))
+            elif _first(held[0]) <= _first(winner.key):
+                again.add(winner.seq)
+                holders.append((doc_id, held[0], held[1]))
+            else:
+                displaced.append((doc_id, held[0]))
+                holders.append((doc_id, winner.key, False))
+        if self.scan:
+            cursor.execute(f"INSERT INTO {self.seen_table} (_id, id_key) SELECT _id, id_key FROM stage_hashes"
+                           " ON CONFLICT DO NOTHING")
+            if holders:
+                cursor.execute(f"UPDATE {self.seen_table} x SET id_key = k.id_key, presumed = k.presumed"
+                               " FROM unnest(%s::text[], %s::bytea[], %s::bool[]) AS k(_id, id_key, presumed)"
+                               " WHERE x._id = k._id", tuple(map(list, zip(*holders))))
+        return again, displaced
 
     def _insert_seen(self, cursor) -> bool:
         """The batch's ids into the seen ids by a plain insert; False (and nothing inserted) if one was there.
@@ -287,12 +363,48 @@ class BatchLoader:
         """
         cursor.execute("SAVEPOINT seen_ids")
         try:
-            cursor.execute(f"INSERT INTO {self.seen_table} (_id) SELECT _id FROM stage_hashes")
+            cursor.execute(f"INSERT INTO {self.seen_table} (_id, id_key) SELECT _id, id_key FROM stage_hashes")
         except psycopg.errors.UniqueViolation:
             cursor.execute("ROLLBACK TO SAVEPOINT seen_ids")
             return False
         cursor.execute("RELEASE SAVEPOINT seen_ids")
         return True
+
+    def _displace(self, cursor, displaced: List[tuple], reason: str, delete: bool = True) -> List[Reject]:
+        """Rejects of stored documents (text id, id key) that lose what they shared to one whose id comes first:
+        their rows deleted, each read back from MongoDB for its reject's document (one deleted there since
+        is left to the deletes).
+
+        ``reason`` ``duplicate _id``: the reject is keyed by the text and a piece of the loser's hash, as
+        ``_duplicate`` keys it; any other: by the text, with the detail each tuple ends with (the model's).
+        """
+        if not displaced:
+            return []
+        if delete:
+            self._delete_rows(cursor, [doc_id for doc_id, *_ in displaced])
+        rejects = []
+        for doc_id, key, *own in displaced:
+            if key is None:
+                continue
+            wanted = {"_id": document.id_from_order_key(key)}
+            if self.source is None:  # a loader without its collection: the reject names the id only
+                raw = RawBSONDocument(bson.encode(wanted))
+            else:
+                raw = self.source.with_options(codec_options=RAW_DOCUMENTS).find_one(wanted)
+                if raw is None:  # deleted from MongoDB since: the deletes see to it
+                    continue
+            item = Prepared(raw, doc_id, fingerprint.digest(raw.raw), key=key)
+            rejects.append(_duplicate(item) if reason == DUPLICATE_ID
+                           else Reject(doc_id, reason, own[0], document_json(raw)))
+        return rejects
+
+    def _delete_rows(self, cursor, doc_ids: List[str]) -> None:
+        """Delete the rows of ``doc_ids`` and the rows that belong to them (``model.dependents``: a first
+        load holds no foreign keys to cascade)."""
+        for table, column in getattr(self.model, "dependents", ()):
+            cursor.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT id FROM {self.model.table}"
+                           " WHERE _id = ANY(%s))", (doc_ids,))
+        cursor.execute(f"DELETE FROM {self.model.table} WHERE _id = ANY(%s)", (doc_ids,))
 
     def _mark_seen_keys(self, cursor, keys: List[str]) -> None:
         """Count the keys of duplicate-id rejects as seen, so the end of the scan does not close them."""
@@ -335,9 +447,12 @@ class BatchLoader:
         try:
             self._clear(cursor, self.model.staging)
             self.model.stage(lambda table, values: copy_rows(cursor, table, self.model.staging[table], values), rows)
-            found = {doc_id: (reason, detail) for doc_id, reason, detail in self.model.conflicts(cursor)}
+            found = {doc_id: (reason, detail) for doc_id, reason, detail in self.model.conflicts(cursor, self.keys)}
             if found:
                 self.model.unstage(cursor, list(found))
+            displaced = self.model.displaced(cursor, self.keys)
+            if displaced:
+                self._delete_rows(cursor, [doc_id for doc_id, *_ in displaced])
             counts = self._store(cursor)
         except (psycopg.DataError, psycopg.IntegrityError) as err:
             cursor.execute("ROLLBACK TO SAVEPOINT merge_batch")
@@ -351,6 +466,8 @@ class BatchLoader:
             return (self._merge(cursor, rows[:half], originals[:half], rejects)
                     + self._merge(cursor, rows[half:], originals[half:], rejects))
         cursor.execute("RELEASE SAVEPOINT merge_batch")
+        rejects.extend(self._displace(cursor, [(doc_id, key, detail) for doc_id, key, _, detail in displaced],
+                                      displaced[0][2], delete=False) if displaced else [])
         self.counts.inserted += counts.pop("inserted")
         self.counts.updated += counts.pop("updated")
         self.counts.extra.update(counts)
@@ -397,27 +514,57 @@ class BatchLoader:
         collection = self.model.collection
         if stored_seqs:
             cursor.execute(
-                "INSERT INTO sync_hashes AS h (collection, _id, hash)"
-                " SELECT %s, s._id, s.hash FROM stage_hashes s JOIN unnest(%s::int4[]) AS k(seq) ON k.seq = s.seq"
-                " ON CONFLICT (collection, _id) DO UPDATE SET hash = excluded.hash WHERE h.hash <> excluded.hash",
+                "INSERT INTO sync_hashes AS h (collection, _id, hash, id_key)"
+                " SELECT %s, s._id, s.hash, s.id_key FROM stage_hashes s JOIN unnest(%s::int4[]) AS k(seq)"
+                " ON k.seq = s.seq ON CONFLICT (collection, _id) DO UPDATE SET hash = excluded.hash,"
+                " id_key = excluded.id_key WHERE (h.hash, h.id_key) IS DISTINCT FROM (excluded.hash, excluded.id_key)",
                 (collection, stored_seqs))
         if rejected_ids:
             cursor.execute("DELETE FROM sync_hashes WHERE collection = %s AND _id = ANY(%s)",
                            (collection, rejected_ids))
 
-    def delete(self, doc_ids: List[str]) -> None:
+    def delete(self, doc_ids: List[str], keys: Optional[List[Optional[bytes]]] = None) -> None:
         """Delete the rows of documents deleted in MongoDB, close their rejects, forget their hashes.
 
-        Does not commit (the follower commits with its position). User deletes cascade to
-        user_skills; gigs of a deleted user keep ``poster_ref`` and lose ``poster_id``.
+        With ``keys`` (the deleted ids' order keys), a row another id of the same text form was stored
+        from (1 and "1") is left to that one. Does not commit (the follower commits with its position).
+        User deletes cascade to user_skills; gigs of a deleted user keep ``poster_ref`` and lose ``poster_id``.
         """
         collection = self.model.collection
         with self.connection.cursor() as cursor:
+            if keys is not None:
+                cursor.execute("SELECT k._id FROM unnest(%s::text[], %s::bytea[]) AS k(_id, id_key) WHERE EXISTS"
+                               " (SELECT 1 FROM sync_hashes h WHERE h.collection = %s AND h._id = k._id"
+                               "  AND h.id_key IS NOT NULL AND h.id_key IS DISTINCT FROM k.id_key)",
+                               (doc_ids, keys, collection))
+                others = {doc_id for (doc_id,) in cursor.fetchall()}
+                self._close_duplicates(cursor, [(doc_id, key) for doc_id, key in zip(doc_ids, keys)
+                                                if doc_id in others])
+                doc_ids = [doc_id for doc_id in doc_ids if doc_id not in others]
             cursor.execute(f"DELETE FROM {self.model.table} WHERE _id = ANY(%s)", (doc_ids,))
             self.counts.deleted += cursor.rowcount
             cursor.execute("UPDATE sync_rejects SET resolved_at = now(), changed_at = now()"
                            " WHERE collection = %s AND resolved_at IS NULL AND doc_id = ANY(%s)", (collection, doc_ids))
             cursor.execute("DELETE FROM sync_hashes WHERE collection = %s AND _id = ANY(%s)", (collection, doc_ids))
+
+    def _close_duplicates(self, cursor, deleted: List[tuple]) -> None:
+        """Close the ``duplicate _id`` rejects of deleted documents (text id, order key): keyed by the text and
+        a piece of their hash, they are found by the id in their document."""
+        if not deleted:
+            return
+        cursor.execute("SELECT doc_id, (document->'_id')::text FROM sync_rejects WHERE collection = %s"
+                       " AND resolved_at IS NULL AND reason = %s AND split_part(doc_id, ' (duplicate ', 1) = ANY(%s)",
+                       (self.model.collection, DUPLICATE_ID, [doc_id for doc_id, _ in deleted]))
+        gone = set(deleted)
+        closed = []
+        for doc_id, value in cursor.fetchall():
+            with contextlib.suppress(ValueError, TypeError):
+                if (doc_id.split(" (duplicate ")[0], document.id_order_key(json_util.loads(value))) in gone:
+                    closed.append(doc_id)
+        if closed:
+            cursor.execute("UPDATE sync_rejects SET resolved_at = now(), changed_at = now()"
+                           " WHERE collection = %s AND resolved_at IS NULL AND doc_id = ANY(%s)",
+                           (self.model.collection, closed))
 
     def finish(self, complete: bool, watermark: Optional[tuple] = None) -> None:
         """After the scan: delete what MongoDB no longer has (only if the scan was complete), and set
@@ -426,6 +573,8 @@ class BatchLoader:
         deleted = 0
         with self.connection.cursor() as cursor:
             if complete:
+                # A stored row's document presumed to come, that did not: deleted from MongoDB.
+                cursor.execute(f"DELETE FROM {self.seen_table} WHERE presumed")
                 cursor.execute(f"ANALYZE {self.seen_table}")
                 cursor.execute(f"DELETE FROM {self.model.table} t WHERE NOT EXISTS"
                                f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = t._id)")
@@ -436,6 +585,7 @@ class BatchLoader:
                 cursor.execute("DELETE FROM sync_hashes h WHERE collection = %s AND NOT EXISTS"
                                f" (SELECT 1 FROM {self.seen_table} s WHERE s._id = h._id)", (collection,))
                 faults.point("deleting")
+            self.model.settle(cursor)
             extra = link_children(cursor, self.model.collection)
             if watermark is not None:
                 # Moved only by a scan that wrote something: a re-run on unchanged data changes nothing,

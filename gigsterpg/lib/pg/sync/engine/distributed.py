@@ -50,7 +50,7 @@ from gigsterpg.connections import is_transient, short_reason
 from gigsterpg.exc import ConfigError, ConnectError, GigsterPgError, TerminalError
 from gigsterpg.lib.pg.db.states import FAILED, FULL, INTERRUPTED, SUCCEEDED
 from gigsterpg.lib.pg.sync import registry
-from gigsterpg.lib.pg.sync.engine import firstload, parallel, runner
+from gigsterpg.lib.pg.sync.engine import fingerprint, firstload, parallel, runner
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, Prepared, rollback
 from gigsterpg.lib.pg.sync.engine.plan import RAW, plan
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
@@ -360,7 +360,8 @@ class _FetchedLater(RawBSONDocument):
 def _prepared(rows, collection) -> List[Prepared]:
     """Scratch rows (in record-id order) as the batch ``BatchLoader.load`` takes."""
     return [Prepared(RawBSONDocument(bytes(raw)) if raw is not None else _FetchedLater(bytes(idb), collection),
-                     doc_id, bytes(digest), seq, restore(mapped))
+                     doc_id, bytes(digest), seq, restore(mapped),
+                     fingerprint.order_key(RawBSONDocument(bytes(raw if raw is not None else idb))))
             for seq, (doc_id, digest, raw, idb, mapped) in enumerate(rows)]
 
 
@@ -373,7 +374,8 @@ def _merge_retrying(run, name: str, mark, stats: TaskStats, retry: runner.RetryP
     while True:
         loader = None
         try:
-            loader = BatchLoader(run.connection, registry.model(name), run.report.run_id, run.skip_unchanged)
+            loader = BatchLoader(run.connection, registry.model(name), run.report.run_id, run.skip_unchanged,
+                                 source=run.mongo_db[name])
             report = _merge(run, loader, name, mark, stats.read[name])
         except BaseException as err:
             if loader is not None:

@@ -13,7 +13,8 @@ from bson.raw_bson import RawBSONDocument
 from gigsterpg.lib.pg.sync import document
 
 # Part of every hash: change it when a mapping changes, and the next run re-maps every document.
-MAPPING_VERSION = b"gigsterpg-map-1"
+# map-2: the id order keys (``order_key``) kept beside the hashes; every row re-checked once, none rewritten.
+MAPPING_VERSION = b"gigsterpg-map-2"
 _ID_NAME = b"_id\x00"
 
 
@@ -57,3 +58,29 @@ def doc_id(doc) -> str:
         return document.describe_id(doc.get("_id"))
     except (InvalidBSON, ValueError, OverflowError):  # a raw document that cannot be decoded: name it by its bytes
         return "undecodable " + digest(doc.raw).hex()
+
+
+def order_key(doc) -> Optional[bytes]:
+    """``document.id_order_key`` of a raw or decoded document's ``_id``, read off the first element where
+    that is simple (ObjectId, int32, int64, string), else decoded; None for an id that has no key."""
+    if isinstance(doc, RawBSONDocument):
+        raw = doc.raw
+        if raw[5:9] == _ID_NAME:
+            kind = raw[4]
+            if kind == 0x07:
+                return b"\x04" + bytes(raw[9:21])
+            if kind in (0x10, 0x12):
+                width = 4 if kind == 0x10 else 8
+                return document.id_order_key(int.from_bytes(raw[9:9 + width], "little", signed=True))
+            if kind == 0x02:  # a string's UTF-8 bytes are its key (a RawBSONDocument's get decodes it all)
+                size = int.from_bytes(raw[9:13], "little", signed=True)
+                body = bytes(raw[13:13 + size - 1])
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+                return b"\x02" + body if body and b"\x00" not in body else None
+    try:
+        return document.id_order_key(doc.get("_id"))
+    except (InvalidBSON, ValueError, OverflowError):
+        return None

@@ -128,13 +128,15 @@ class FirstLoader(BatchLoader):
     ``_merge``'s split of a refused batch) is the merge path's own.
     """
 
-    def __init__(self, connection, side, model, run_id: int):
+    def __init__(self, connection, side, model, run_id: int, source=None):
         self.side = side  # autocommit: the progress is seen while the load's transaction is open
         self.hashes = f"first_hashes_{model.collection}"
         self.rejects = f"first_rejects_{model.collection}"
         self.watermark = None
-        super().__init__(connection, model, run_id, skip_unchanged=True)
+        super().__init__(connection, model, run_id, skip_unchanged=True, source=source)
         self.map_ahead = True  # nothing is stored: every document is mapped
+        self.keys = self.hashes  # the stored rows' id order keys: nothing is in sync_hashes until the end
+        self.gone: List[str] = []  # stored earlier in the load, displaced in this batch: their hashes go
 
     def begin(self, cursor) -> None:
         """The temp tables the stored documents' hashes and the rejects collect in (dropped at the commit).
@@ -142,7 +144,9 @@ class FirstLoader(BatchLoader):
         Rejects and the watermark are written at the end: their key to ``sync_runs`` would lock the
         run's row against those who wait for the run there (``SELECT … FOR UPDATE``) for all the load.
         """
-        cursor.execute(f"CREATE TEMP TABLE {self.hashes} (_id text, hash bytea) ON COMMIT DROP")
+        cursor.execute(f"CREATE TEMP TABLE {self.hashes} (_id text, hash bytea, id_key bytea) ON COMMIT DROP")
+        # Looked up by the model's conflicts (a user whose e-mail another holds), as sync_hashes is.
+        cursor.execute(f"CREATE INDEX ON {self.hashes} (_id)")
         cursor.execute(f"CREATE TEMP TABLE {self.rejects} (n serial, doc_id text, reason text, detail text,"
                        " document text) ON COMMIT DROP")
 
@@ -157,6 +161,9 @@ class FirstLoader(BatchLoader):
     def _changed(self, cursor, batch):
         return list(batch)  # nothing is stored yet
 
+    def _stored_keys(self, cursor, todo):
+        return {}  # nothing was stored before the load
+
     def _record_progress(self, cursor, stage: str, documents: int) -> None:
         with self.side.cursor() as side:
             super()._record_progress(side, f"first load: {stage}", documents)
@@ -167,9 +174,16 @@ class FirstLoader(BatchLoader):
             copy_rows(cursor, self.rejects, REJECT_COLUMNS,
                       ((r.doc_id, r.reason, r.detail, r.document) for r in rejects))
 
+    def _displace(self, cursor, displaced, reason, delete=True):
+        self.gone.extend(doc_id for doc_id, *_ in displaced)
+        return super()._displace(cursor, displaced, reason, delete)
+
     def _record_hashes(self, cursor, stored_seqs, rejected_ids) -> None:
+        if self.gone:  # rare: a stored document lost its e-mail or its id's text form to a later one
+            cursor.execute(f"DELETE FROM {self.hashes} WHERE _id = ANY(%s)", (self.gone,))
+            self.gone = []
         if stored_seqs:
-            cursor.execute(f"INSERT INTO {self.hashes} SELECT s._id, s.hash FROM stage_hashes s"
+            cursor.execute(f"INSERT INTO {self.hashes} SELECT s._id, s.hash, s.id_key FROM stage_hashes s"
                            " JOIN unnest(%s::int4[]) AS k(seq) ON k.seq = s.seq", (stored_seqs,))
 
     def finish(self, complete: bool = True, watermark=None) -> None:
@@ -185,12 +199,13 @@ class FirstLoader(BatchLoader):
 
     def close(self, cursor) -> None:
         """The hash cache in one statement; the rejects (the last of one id, as batch by batch); the watermark."""
-        cursor.execute(f"INSERT INTO sync_hashes (collection, _id, hash) SELECT %s, _id, hash FROM {self.hashes}"
-                       " ORDER BY _id", (self.model.collection,))
+        cursor.execute(f"INSERT INTO sync_hashes (collection, _id, hash, id_key) SELECT %s, _id, hash, id_key"
+                       f" FROM {self.hashes} ORDER BY _id", (self.model.collection,))
         cursor.execute("TRUNCATE stage_rejects")
         cursor.execute(f"INSERT INTO stage_rejects SELECT DISTINCT ON (doc_id) doc_id, reason, detail, document"
                        f" FROM {self.rejects} ORDER BY doc_id, n DESC")
         cursor.execute(OPEN_REJECTS, (self.model.collection, self.run_id))
+        self.model.settle(cursor)
         if self.watermark is not None:
             cursor.execute(SET_WATERMARK, (self.model.collection, self.watermark[0], self.run_id,
                                            bool(self.counts.inserted)))
@@ -210,7 +225,7 @@ def load(run, pending: list, rebuild: bool = False) -> None:
         with contextlib.ExitStack() as readers:
             pipelines = []
             for name in pending:
-                loader = FirstLoader(connection, side, registry.model(name), run.report.run_id)
+                loader = FirstLoader(connection, side, registry.model(name), run.report.run_id, run.mongo_db[name])
                 mark = server_time(run.mongo_db)
                 cursor = run.mongo_db[name].with_options(codec_options=RAW).find({}, batch_size=run.batch_size)
                 readers.callback(cursor.close)
@@ -417,22 +432,27 @@ def _side_progress(side, run_id: int, collection: str, stage: str, documents: in
 def _finish_loaded(run, cursor, model, seen: int) -> CollectionCounts:
     """One collection's loaded documents into its table, set-wise, in the load's transaction; its counts.
 
-    The rules are the merge path's, over the scan order: of documents whose ids share a text form (1 and
-    "1"), the first keeps it; the model's own (``reject_loaded``: of users with one e-mail, the first keeps
-    it); rows in scan order (so the ids are the merge path's); a row PostgreSQL refuses found by splitting,
-    as the merge path splits a batch.
+    The rules are the merge path's, by MongoDB's order of ids (the data contract: not the scan order):
+    of documents whose ids share a text form (1 and "1"), the first in that order keeps it; the model's own
+    (``reject_loaded``: of users with one e-mail, the first in that order keeps it); rows in scan order (so
+    the ids are the merge path's); a row PostgreSQL refuses found by splitting, as the merge path splits a
+    batch.
     """
     run_id, batch_size, name = run.report.run_id, run.batch_size, model.collection
     load = parallel.load_table(run_id, name)
     children = {child: parallel.load_table(run_id, child) for child in getattr(model, "load_children", {})}
     counts = CollectionCounts(seen=seen)
     steps = _Steps(name)
+    # ``held``: a reject the batch-by-batch paths store first and reject later, when a document whose id
+    # comes first arrives; stored here too, then deleted, so that the ids (and the skills) come out the same.
+    cursor.execute(f"ALTER TABLE {load} ADD COLUMN held bool NOT NULL DEFAULT false")
     _reject_duplicate_ids(run, cursor, load)
     steps("duplicate ids")
     if hasattr(model, "reject_loaded"):
         model.reject_loaded(cursor, load, batch_size)
         steps("model's rejects")
     counts.inserted = _insert_loaded(cursor, model, load, batch_size)
+    cursor.execute(f"DELETE FROM {model.table} t USING {load} s WHERE s.held AND t._id = s._id")
     steps("insert")
     if hasattr(model, "after_loaded"):
         counts.extra.update(model.after_loaded(cursor, load, children, batch_size))
@@ -452,7 +472,7 @@ def _finish_loaded(run, cursor, model, seen: int) -> CollectionCounts:
     cursor.execute(f"SELECT reason, count(*) FROM {load} WHERE reason IS NOT NULL GROUP BY reason")
     counts.rejected.update(dict(cursor.fetchall()))
     steps("rejects")
-    cursor.execute(f"INSERT INTO sync_hashes (collection, _id, hash) SELECT %s, _id, hash FROM {load}"
+    cursor.execute(f"INSERT INTO sync_hashes (collection, _id, hash, id_key) SELECT %s, _id, hash, id_key FROM {load}"
                    " WHERE reason IS NULL ORDER BY _id", (name,))
     steps("hashes")
     logger.debug("%s into its table: %s", name, steps)
@@ -486,20 +506,27 @@ def _close_loaded(run, cursor, name: str, counts: CollectionCounts, mark) -> Non
 
 
 def _reject_duplicate_ids(run, cursor, load: str) -> None:
-    """Of documents whose ids have one text form (1 and "1"), the first in scan order keeps it."""
-    cursor.execute(f"SELECT pos, _id, hash FROM {load} WHERE _id IN"
-                   f" (SELECT _id FROM {load} GROUP BY _id HAVING count(*) > 1) ORDER BY _id, pos")
-    losers, holder = [], None
-    for pos, doc_id, digest in cursor.fetchall():
+    """Of documents whose ids have one text form (1 and "1"), the one whose id comes first in MongoDB's
+    order of ids keeps it (an int before a string), whichever the scan met first."""
+    cursor.execute(f"SELECT pos, _id, hash, reason IS NULL FROM {load} WHERE _id IN"
+                   f" (SELECT _id FROM {load} GROUP BY _id HAVING count(*) > 1) ORDER BY _id, id_key, pos")
+    losers, holder, first_batch = [], None, 0
+    for pos, doc_id, digest, mapped in cursor.fetchall():
+        batch = pos // run.batch_size
         if doc_id == holder:
+            # Stored for a while by the batch-by-batch paths if no id before it in order came in a batch
+            # before it (or in its own).
+            held = mapped and batch < first_batch
             losers.append((pos, f"{doc_id} (duplicate {bytes(digest).hex()[:12]})", DUPLICATE_ID,
                            f"{DUPLICATE_ID}: {doc_id!r} is already used by another document of this collection"
-                           " (an id of another type with the same text form)"))
-        holder = doc_id
+                           " (an id of another type with the same text form)", held))
+            first_batch = min(first_batch, batch)
+        else:
+            holder, first_batch = doc_id, batch
     if losers:
-        cursor.execute(f"UPDATE {load} l SET _id = d.doc_id, reason = d.reason, detail = d.detail, document = NULL"
-                       " FROM unnest(%s::int8[], %s::text[], %s::text[], %s::text[]) AS d(pos, doc_id, reason, detail)"
-                       " WHERE l.pos = d.pos", tuple(map(list, zip(*losers))))
+        cursor.execute(f"UPDATE {load} l SET _id = d.doc_id, reason = d.reason, detail = d.detail, document = NULL,"
+                       " held = d.held FROM unnest(%s::int8[], %s::text[], %s::text[], %s::text[], %s::bool[])"
+                       " AS d(pos, doc_id, reason, detail, held) WHERE l.pos = d.pos", tuple(map(list, zip(*losers))))
 
 
 def _insert_loaded(cursor, model, load: str, batch_size: int) -> int:
@@ -513,7 +540,7 @@ def _insert_loaded(cursor, model, load: str, batch_size: int) -> int:
         values[ref.column] = f"p{number}.id"
         joins += f" LEFT JOIN {ref.parent.table} p{number} ON p{number}._id = s.{ref.ref}"
     statement = (f"INSERT INTO {model.table} ({', '.join(values)}) SELECT {', '.join(values.values())}"
-                 f" FROM {load} s{joins} WHERE s.reason IS NULL{{}} ORDER BY s.pos")
+                 f" FROM {load} s{joins} WHERE (s.reason IS NULL OR s.held){{}} ORDER BY s.pos")
     cursor.execute("SAVEPOINT load_all")
     try:
         cursor.execute(statement.format(""))
@@ -522,7 +549,7 @@ def _insert_loaded(cursor, model, load: str, batch_size: int) -> int:
         return inserted
     except (psycopg.DataError, psycopg.IntegrityError):
         cursor.execute("ROLLBACK TO SAVEPOINT load_all")
-    cursor.execute(f"SELECT pos FROM {load} WHERE reason IS NULL ORDER BY pos")
+    cursor.execute(f"SELECT pos FROM {load} WHERE reason IS NULL OR held ORDER BY pos")
     positions = [pos for (pos,) in cursor.fetchall()]
     some = statement.format(" AND s.pos = ANY(%s)")
     return sum(_insert_positions(cursor, some, load, positions[at:at + batch_size])
@@ -541,7 +568,8 @@ def _insert_positions(cursor, statement: str, load: str, positions: list) -> int
         cursor.execute("ROLLBACK TO SAVEPOINT load_part")
         if len(positions) == 1:
             message = str(err).strip().splitlines()[0]
-            cursor.execute(f"UPDATE {load} SET reason = 'refused by PostgreSQL', detail = %s WHERE pos = %s",
+            cursor.execute(f"UPDATE {load} SET reason = 'refused by PostgreSQL', detail = %s, held = false"
+                           " WHERE pos = %s",
                            (f"refused by PostgreSQL: {message}", positions[0]))
             return 0
     half = len(positions) // 2

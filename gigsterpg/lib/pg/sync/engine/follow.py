@@ -187,8 +187,8 @@ class Follower:
             self.connection.commit()
         # The follower's own lock: one follower per database; a scan may run beside it.
         self.run_id = begin_run(self.connection, registry.COLLECTIONS, mode=FOLLOW)
-        self.loaders = {name: BatchLoader(self.connection, registry.model(name), self.run_id, scan=False)
-                        for name in registry.COLLECTIONS}
+        self.loaders = {name: BatchLoader(self.connection, registry.model(name), self.run_id, scan=False,
+                                          source=self.mongo_db[name]) for name in registry.COLLECTIONS}
         while not self.stop.is_set():
             try:
                 self._follow(token)
@@ -257,7 +257,8 @@ class Follower:
                 raise SourceError(f"collection {collection!r} was {ENDINGS.get(kind, kind)} in MongoDB",
                                   "the change stream cannot go on", "check the source, then run sync --follow again",
                                   collection=collection)
-            key = fingerprint.doc_id(event["documentKey"])
+            # By id, not by its text form: 1 and "1" are two documents (the one that comes first keeps the row).
+            key = (fingerprint.doc_id(event["documentKey"]), fingerprint.order_key(event["documentKey"]))
             latest[collection].pop(key, None)
             latest[collection][key] = event
         try:
@@ -270,7 +271,7 @@ class Follower:
                     documents = [event["fullDocument"] for event in latest[name].values()
                                  if event["operationType"] != "delete" and event.get("fullDocument") is not None]
                     if deletes:
-                        self.loaders[name].delete(deletes)
+                        self.loaders[name].delete([text for text, _ in deletes], [key for _, key in deletes])
                     if documents:
                         self.loaders[name].load(prepare(documents), commit=False)
                     if documents:  # rows that arrived before this parent's (gigs before their poster)

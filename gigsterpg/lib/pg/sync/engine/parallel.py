@@ -55,7 +55,10 @@ logger = logging.getLogger(__name__)
 # the run that follows drops the whole schema (it holds the sync lock: no live run has any).
 LOAD_SCHEMA = "gigsterpg_load"
 # The columns of a collection's load table before the model's own (``model.columns``, ``_id`` first).
-LOAD_COLUMNS = (("pos", "int8"), ("hash", "bytea"), ("reason", "text"), ("detail", "text"), ("document", "text"))
+# ``id_key``: the id's place in MongoDB's order of ids (``document.id_order_key``), which decides what two
+# documents share (an e-mail, an id's text form).
+LOAD_COLUMNS = (("pos", "int8"), ("hash", "bytea"), ("id_key", "bytea"), ("reason", "text"), ("detail", "text"),
+                ("document", "text"))
 # The documents' bytes, apart: read only for the few rejects decided after the parallel part, so the
 # statements that move the rows into the tables scan narrow rows.
 RAW_COLUMNS = (("pos", "int8"), ("raw", "bytea"))
@@ -140,12 +143,13 @@ def load_rows(model, base: int, docs: Sequence[bytes]) -> Tuple[list, Dict[str, 
         pos = base + index
         doc = RawBSONDocument(raw)
         digest = fingerprint.digest(raw)
+        key = fingerprint.order_key(doc)
         mapped = map_document(model, doc)
         if isinstance(mapped, RejectedDocument):
-            rows.append((pos, digest, mapped.reason, mapped.detail, document_json(doc),
+            rows.append((pos, digest, key, mapped.reason, mapped.detail, document_json(doc),
                          fingerprint.doc_id(doc)) + empty)
             continue
-        rows.append((pos, digest, None, None, None) + tuple(mapped[:width]))
+        rows.append((pos, digest, key, None, None, None) + tuple(mapped[:width]))
         if child_rows is not None:
             for table, values in child_rows(mapped).items():
                 children.setdefault(table, []).extend((pos,) + value for value in values)
@@ -175,9 +179,9 @@ def _copy_split(cursor, table: str, columns, rows: list, docs: Sequence[bytes], 
         cursor.execute("ROLLBACK TO SAVEPOINT load_batch")
         if len(rows) == 1:
             message = str(err).strip().splitlines()[0]
-            pos, digest = rows[0][:2]
+            pos, digest, key = rows[0][:3]
             doc = RawBSONDocument(docs[0])
-            refused = (pos, digest, "refused by PostgreSQL", f"refused by PostgreSQL: {message}",
+            refused = (pos, digest, key, "refused by PostgreSQL", f"refused by PostgreSQL: {message}",
                        document_json(doc), fingerprint.doc_id(doc)) + (None,) * (len(model.columns) - 1)
             copy_rows(cursor, table, columns, [refused])
             return

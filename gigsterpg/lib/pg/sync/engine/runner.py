@@ -233,7 +233,8 @@ class _Run:
             # read while the last users are written, and no cursor sits idle long enough to time out.
             pipelines = []
             for name in pending:
-                loader = BatchLoader(self.connection, registry.model(name), self.report.run_id, self.skip_unchanged)
+                loader = BatchLoader(self.connection, registry.model(name), self.report.run_id, self.skip_unchanged,
+                                     source=self.mongo_db[name])
                 scan = self._plan(name)
                 cursor = self.mongo_db[name].with_options(codec_options=RAW).find(
                     scan.query, batch_size=self.batch_size, limit=self.limit or 0)

@@ -20,6 +20,7 @@ import pytest
 
 from gigsterpg import commands
 from gigsterpg.config import Settings
+from gigsterpg.connections import migrate
 from gigsterpg.fixtures.generate import write_dataset
 from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
@@ -285,7 +286,7 @@ def test_postgresql_restarting_mid_run_is_retried_and_resumed(scenario, tmp_path
     server = EmbeddedPostgres(folder)
     url = server.create_database("restart")
     handle = SqlAlchemy(url)
-    commands.migrate(handle)
+    migrate(handle)
     handle.dispose()
     restarted = []
 

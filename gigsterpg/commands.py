@@ -1,4 +1,6 @@
-"""The library verbs behind the CLI (and, later, the HTTP API): sync, status, generate.
+"""The library verbs behind the CLI (and, later, the HTTP API): sync, follow, export_table, generate.
+
+``status`` is ``gigsterpg.lib.status.status`` (it reads the registry of pipelines, whose verbs are these).
 
 Each takes a ``Settings`` and returns data; none prints or reads the
 environment. Driver errors come out as ``GigsterPgError``.
@@ -7,22 +9,19 @@ import contextlib
 import logging
 from typing import Callable, Dict, Iterable, Optional
 
-import bson
-from alembic.util import CommandError
 from sqlalchemy import text
 
 from gigsterpg.config import Settings
-from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_errors, require_collections
-from gigsterpg.exc import ConfigError, GigsterPgError, TerminalError
+from gigsterpg.connections import migrate, mongo_errors_translated, open_mongo, open_pg, pg_errors, require_collections
+from gigsterpg.exc import ConfigError
 from gigsterpg.fixtures.generate import write_dataset
-from gigsterpg.lib import status as status_report
 from gigsterpg.lib.mongo import export
 from gigsterpg.lib.mongo.export import ExportReport
 from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL, SUCCEEDED
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
-from gigsterpg.lib.pg.sync.engine.follow import Follower, FollowReport, behind
+from gigsterpg.lib.pg.sync.engine.follow import Follower, FollowReport
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy, RunReport, run_sync
 
 logger = logging.getLogger(__name__)
@@ -39,16 +38,6 @@ def parse_collections(value: Optional[str]) -> tuple:
                           f"gigsterpg syncs {registry.names()}",
                           f"pass --collections {','.join(COLLECTIONS)} or a part of it", value=value)
     return names
-
-
-def migrate(pg: SqlAlchemy) -> None:
-    """Bring the schema to the newest migration."""
-    try:
-        with pg_errors(pg.url):
-            pg.migrate_head()
-    except CommandError as err:
-        raise TerminalError("cannot migrate the PostgreSQL schema", str(err),
-                            "the database may have been migrated by a newer gigsterpg; upgrade this one") from err
 
 
 def choose_mode(pg: SqlAlchemy, settings: Settings, mode: str) -> str:
@@ -172,36 +161,6 @@ def export_table(settings: Settings, table: str, schema: Optional[str] = None, c
         with connection, pg_errors(url), mongo_errors_translated(settings.mongo_url):
             found = export.describe(connection, table, schema)
             return export.export(connection, database[collection or found.name], found, batch_size)
-    finally:
-        client.close()
-
-
-def status(settings: Settings, runs: int = 10, jobs: int = 20) -> Dict[str, object]:
-    """Every section of the status (``gigsterpg.lib.status.collect``): the last ``runs`` runs, the open
-    rejects by collection and reason, the followers and their lag, the API's jobs, the daily snapshots."""
-    pg = open_pg(settings)
-    try:
-        with pg_errors(pg.url), pg.engine.connect() as connection:
-            return status_report.collect(connection, runs, jobs,
-                                         lag=lambda token, last: _behind(settings, token, last))
-    finally:
-        pg.dispose()
-
-
-def _behind(settings: Settings, token: Optional[bytes], last_event_at) -> dict:
-    """A follower's lag, asked of MongoDB; unknown (with why) when it cannot be asked."""
-    if not settings.mongo_url or token is None:
-        return {"behind_events": None, "behind_seconds": None, "behind_unknown": "no MongoDB URL or no position"}
-    try:
-        client, database = open_mongo(settings)
-    except GigsterPgError as err:
-        return {"behind_events": None, "behind_seconds": None, "behind_unknown": err.what}
-    try:
-        with mongo_errors_translated(settings.mongo_url):
-            lag = behind(database, bson.decode(token), last_event_at)
-        return {"behind_events": lag["events"], "behind_seconds": lag["seconds"], "behind_unknown": None}
-    except GigsterPgError as err:
-        return {"behind_events": None, "behind_seconds": None, "behind_unknown": err.what}
     finally:
         client.close()
 

@@ -10,11 +10,12 @@ from urllib.parse import urlsplit
 import psycopg
 import pymongo
 import sqlalchemy.exc
+from alembic.util import CommandError
 from pymongo import errors as mongo_errors
 
 from gigsterpg.config import Settings, mask_url
 from gigsterpg.exc import (AuthError, ConfigError, ConnectError, GigsterPgError, PrivilegeError, SourceError,
-                           TransientError)
+                           TerminalError, TransientError)
 from gigsterpg.lib.pg.db import SqlAlchemy
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,16 @@ def open_pg(settings: Settings) -> SqlAlchemy:
         with pg.engine.connect():
             pass
     return pg
+
+
+def migrate(pg: SqlAlchemy) -> None:
+    """Bring the schema to the newest migration."""
+    try:
+        with pg_errors(pg.url):
+            pg.migrate_head()
+    except CommandError as err:
+        raise TerminalError("cannot migrate the PostgreSQL schema", str(err),
+                            "the database may have been migrated by a newer gigsterpg; upgrade this one") from err
 
 
 def mongo_error(err: Exception, url: str) -> GigsterPgError:

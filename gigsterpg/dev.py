@@ -350,9 +350,8 @@ def start(folder: Path = FOLDER, env_path: Path = Path(".env"), say=None) -> Dev
 
 
 def _migrate(url: str) -> None:
-    from gigsterpg.commands import migrate
     from gigsterpg.config import Settings
-    from gigsterpg.connections import open_pg
+    from gigsterpg.connections import migrate, open_pg
     pg = open_pg(Settings(pg_url=url))
     try:
         migrate(pg)

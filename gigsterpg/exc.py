@@ -5,6 +5,7 @@ Every error a user can cause or meet ends up as a ``GigsterPgError``; its
 (psycopg, pymongo) are translated into these at the boundary, in
 ``gigsterpg.connections``.
 """
+from gigsterpg.masking import mask_secrets
 
 
 class GigsterPgError(Exception):
@@ -18,8 +19,7 @@ class GigsterPgError(Exception):
 
     def __init__(self, what: str, why: str = "", todo: str = ""):
         # Masked here, once for every place an error goes (a message, a run record, a log, an answer): a
-        # connection string in it shows no password (``config.mask_secrets``, which imports this module).
-        from gigsterpg.config import mask_secrets
+        # connection string in it shows no password.
         self.what, self.why, self.todo = (mask_secrets(part) if part else part for part in (what, why, todo))
         super().__init__(", ".join(part for part in (self.what, self.why, self.todo) if part))
 

@@ -15,6 +15,7 @@ import pytest
 from gigsterpg import commands
 from gigsterpg.config import Settings
 from gigsterpg.exc import SourceError
+from gigsterpg.lib import status as status_report
 from gigsterpg.lib.pg.sync.engine.follow import behind
 from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
 from tests.figures import FIGURES
@@ -230,7 +231,7 @@ def test_status_shows_how_far_behind_a_follower_is(settings, mongo_db, tmp_path)
         mongo_db.users.insert_one({"_id": 2, "name": "v"})
         wait_caught_up(settings.pg_url, mongo_db)
     mongo_db.users.insert_many([{"_id": 10 + i, "name": "pending"} for i in range(3)])
-    followers = commands.status(settings)["followers"]
+    followers = status_report.status(settings)["followers"]
     assert len(followers) == 1 and followers[0]["events_applied"] >= 1 and followers[0]["behind_events"] == 3
     shown = run_cli("status", cwd=tmp_path, env_extra={"DB_URL_PSQL": settings.pg_url,
                                                        "DB_URL_MONGO": settings.mongo_url})

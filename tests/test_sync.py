@@ -11,6 +11,7 @@ from sqlalchemy import text
 from gigsterpg import commands
 from gigsterpg.exc import ConfigError, SourceError, SyncLockedError
 from gigsterpg.fixtures.generate import write_dataset
+from gigsterpg.lib import status as status_report
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, prepare
 from gigsterpg.lib.pg.sync.engine.runner import begin_run, run_sync
 from gigsterpg.lib.pg.sync.user import UserSync, clean_skills
@@ -215,7 +216,7 @@ def test_runs_are_recorded(settings, pg, mongo_db):
                                     id=report.run_id)[0]
     assert status == "succeeded" and finished is not None
     assert counts["gigs"]["rejected"] == {"unknown state": 1} and counts["users"]["inserted"] == 1
-    summary = commands.status(settings)
+    summary = status_report.status(settings)
     assert summary["runs"][0]["id"] == report.run_id
     assert summary["rejects"] == [("gigs", "unknown state", 1)]
 

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gigsterpg import __version__, commands
+from gigsterpg import __version__
 from gigsterpg.api import models, routers
 from gigsterpg.api.deps import problems
 from gigsterpg.api.guards import authorized, bearer, known_query  # noqa: F401 (bearer: the API's scheme, here too)
@@ -26,7 +26,7 @@ from gigsterpg.api.jobs import Jobs
 from gigsterpg.api.pipeline_runs import PipelineRuns
 from gigsterpg.api.work import ApiError
 from gigsterpg.config import Settings, mask_secrets_in
-from gigsterpg.connections import MONGO_TIMEOUT_MS, open_pg
+from gigsterpg.connections import MONGO_TIMEOUT_MS, migrate, open_pg
 from gigsterpg.text import place
 from gigsterpg.exc import GigsterPgError, TransientError
 
@@ -43,7 +43,7 @@ def create_app(settings: Settings, token: Optional[str], max_jobs: int = 4, sour
     """
     settings.require_mongo()
     pg = open_pg(settings)
-    commands.migrate(pg)
+    migrate(pg)
     mongo = pymongo.MongoClient(settings.mongo_url, serverSelectionTimeoutMS=MONGO_TIMEOUT_MS, tz_aware=True,
                                 appname="gigsterpg-api")
     app = FastAPI(title="gigsterpg", version=__version__, lifespan=lifespan,

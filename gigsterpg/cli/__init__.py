@@ -22,6 +22,7 @@ from gigsterpg.cli import dev as cli_dev
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.fixtures.demo import export_demo_shop, run_demo
+from gigsterpg.lib import status as status_report
 from gigsterpg.lib.pg.db.states import AUTO
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy
 from gigsterpg import pipelines
@@ -242,7 +243,7 @@ def _run(args) -> int:
     if args.command in cli_datasets.COMMANDS:
         return cli_datasets.run(args, settings)
     if args.command == "status":
-        result = commands.status(settings, args.runs, args.jobs)
+        result = status_report.status(settings, args.runs, args.jobs)
         print(status_json(result) if args.output == "json" else format_status(result))
         return 0
     if cli_distributed.wanted(args, settings) and not args.rebuild:  # a rebuild is one transaction, here

@@ -16,10 +16,15 @@ from typing import Callable, Dict, List, Optional
 import bson
 from sqlalchemy import text
 
-from gigsterpg.config import mask_url
+from gigsterpg import pipelines
+from gigsterpg.config import Settings, mask_url
+from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_errors
+from gigsterpg.exc import GigsterPgError
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, JOB_KINDS
+from gigsterpg.lib.pg.sync.engine.follow import behind
 from gigsterpg.lib.pg.sync.engine.runner import FOLLOW_LOCK_KEY, LOCK_KEY
+from gigsterpg.pipelines.runs import latest
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +175,6 @@ def followers(connection, lag: Optional[Callable[[Optional[bytes], Optional[date
 
 def follower_lag(database, errors) -> Callable[[Optional[bytes], Optional[datetime]], dict]:
     """A ``lag`` for ``followers``: asks ``database`` (pymongo) inside ``errors()`` (a translating context)."""
-    from gigsterpg.exc import GigsterPgError
-    from gigsterpg.lib.pg.sync.engine.follow import behind
-
     def lag(token: Optional[bytes], last_event_at: Optional[datetime]) -> dict:
         if token is None:
             return {"behind_events": None, "behind_seconds": None, "behind_unknown": "no position saved yet"}
@@ -267,9 +269,6 @@ def projections(connection, limit: int = RUNS_SHOWN) -> List[dict]:
 def pipeline_runs(connection, limit: int = 5) -> List[dict]:
     """Every pipeline of the registry with its newest runs (``pipeline_runs``, CLI and API), in the registry's
     order: a section each, built by looping over the registry."""
-    from gigsterpg import pipelines
-    from gigsterpg.pipelines.runs import latest
-
     found = latest(connection, list(pipelines.names()), limit)
     return [{"name": each.name, "help": each.help, "command": each.cli_command,
              "params": [param.name for param in each.params if param.http], "runs": found[each.name]}
@@ -299,3 +298,32 @@ def collect(connection, runs_shown: int = RUNS_SHOWN, jobs_shown: int = JOBS_SHO
                        or any(run["state"] == "running" for run in found["projections"]))
     found["as_of"] = datetime.now(timezone.utc)
     return found
+
+
+def status(settings: Settings, runs_shown: int = 10, jobs_shown: int = 20) -> Dict[str, object]:
+    """The verb of ``status``: every section (``collect``) on the configured databases: the last runs,
+    the open rejects by collection and reason, the followers and their lag, the API's jobs, the daily snapshots."""
+    pg = open_pg(settings)
+    try:
+        with pg_errors(pg.url), pg.engine.connect() as connection:
+            return collect(connection, runs_shown, jobs_shown, lag=lambda token, last: _behind(settings, token, last))
+    finally:
+        pg.dispose()
+
+
+def _behind(settings: Settings, token: Optional[bytes], last_event_at) -> dict:
+    """A follower's lag, asked of MongoDB; unknown (with why) when it cannot be asked."""
+    if not settings.mongo_url or token is None:
+        return {"behind_events": None, "behind_seconds": None, "behind_unknown": "no MongoDB URL or no position"}
+    try:
+        client, database = open_mongo(settings)
+    except GigsterPgError as err:
+        return {"behind_events": None, "behind_seconds": None, "behind_unknown": err.what}
+    try:
+        with mongo_errors_translated(settings.mongo_url):
+            lag = behind(database, bson.decode(token), last_event_at)
+        return {"behind_events": lag["events"], "behind_seconds": lag["seconds"], "behind_unknown": None}
+    except GigsterPgError as err:
+        return {"behind_events": None, "behind_seconds": None, "behind_unknown": err.what}
+    finally:
+        client.close()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional
 import psycopg
 
 from gigsterpg.config import Settings
-from gigsterpg.connections import pg_error, pg_errors
+from gigsterpg.connections import migrate, open_pg, pg_error, pg_errors
 from gigsterpg.pipelines.contract import Context, Pipeline, Report
 from gigsterpg.pipelines.runs import Run
 
@@ -48,8 +48,6 @@ def ensure_record(settings: Settings) -> str:
 
 
 def _migrate(settings: Settings) -> None:
-    from gigsterpg.commands import migrate
-    from gigsterpg.connections import open_pg
     pg = open_pg(settings)
     try:
         migrate(pg)

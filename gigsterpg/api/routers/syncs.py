@@ -5,8 +5,8 @@ from fastapi import APIRouter, Body, Request
 
 from gigsterpg.api import deps, models
 from gigsterpg.api.job_routes import JobId, add_job_reads, restartable, started
-from gigsterpg.config import COLLECTIONS
 from gigsterpg.lib.pg.db.states import SYNC
+from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.pipelines.sync.job import start_sync
 
 router = APIRouter()

@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from gigsterpg import faults
 from gigsterpg.config import Settings, check_pg_conninfo, mask_url
-from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_error, pg_errors
+from gigsterpg.connections import migrate, mongo_errors_translated, open_mongo, open_pg, pg_error, pg_errors
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.mongo import bulk
 from gigsterpg.lib.mongo.ledger import Ledger, digest, remember
@@ -195,8 +195,6 @@ def export_orders(settings: Settings, collection: str = "orders", projection: st
         raise ConfigError("the source is gigsterpg's own database", "export-orders never writes to its source,"
                           " and it keeps its hashes and rejects in DB_URL_PSQL",
                           "give gigsterpg a database of its own in DB_URL_PSQL (or --pg-url)", value=mask_url(own_url))
-    from gigsterpg.commands import migrate  # the verbs' module imports the pipelines, not the other way
-
     rate, zone, found = tax_rate(settings.tax_rate), time_zone(settings.time_zone), load_projection(projection)
     client, database = open_mongo(settings)
     with contextlib.ExitStack() as stack:

@@ -3,7 +3,7 @@
 Its detail stays in ``projection_runs`` and ``projection_hashes``; ``read`` is the orders read, each written,
 unchanged or rejected (a report that does not sum so fails its check: ``assert_run_balances``).
 """
-from gigsterpg.lib.mongo.orders import export_orders
+from gigsterpg.lib.mongo.orders import OrdersReport, export_orders
 from gigsterpg.pipelines.contract import INTEGER, PATH, Context, Param, Pipeline, Report
 from gigsterpg.pipelines.params import positive
 
@@ -38,8 +38,19 @@ def report(native) -> Report:
 
 
 def text(native) -> str:
-    from gigsterpg.pipelines.export_orders.cli import summary
     return summary(native)
+
+
+def summary(report: OrdersReport) -> str:
+    """The run's report as people read it: counts, then the reasons."""
+    lines = [f"Orders into {report.target} (projection {report.projection}, tax rate {report.tax_rate}, dates in"
+             f" {report.time_zone}): {report.rows:,} orders read, {report.written:,} documents written,"
+             f" {report.unchanged:,} unchanged, {report.deleted:,} deleted (orders gone), {report.rejected:,}"
+             f" rejected; {report.seconds:.1f} s ({report.rate:,.0f} orders/s)."]
+    if report.counts:
+        lines.append("  by reason: " + ", ".join(f"{reason} {count:,}" for reason, count in sorted(
+            report.counts.items(), key=lambda item: (-item[1], item[0]))))
+    return "\n".join(lines)
 
 
 PIPELINE = Pipeline("export-orders", "orders of a PostgreSQL shop into MongoDB, one document each, kept in step",

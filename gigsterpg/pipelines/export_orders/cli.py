@@ -7,8 +7,9 @@ from gigsterpg import pipelines
 from gigsterpg.config import load_settings, mask_url
 from gigsterpg.connections import pg_errors
 from gigsterpg.fixtures.generate_shop import write_shop
-from gigsterpg.lib.mongo.orders import OrdersReport, export_orders
+from gigsterpg.lib.mongo.orders import export_orders
 from gigsterpg.pipelines.execute import note
+from gigsterpg.pipelines.export_orders import summary
 from gigsterpg.pipelines.params import add_arguments
 from gigsterpg.pipelines.progress import Bar
 
@@ -54,15 +55,3 @@ def run(args, progress_stream=None) -> int:
     note(report)
     print(summary(report))
     return 0
-
-
-def summary(report: OrdersReport) -> str:
-    """The run's report as people read it: counts, then the reasons."""
-    lines = [f"Orders into {report.target} (projection {report.projection}, tax rate {report.tax_rate}, dates in"
-             f" {report.time_zone}): {report.rows:,} orders read, {report.written:,} documents written,"
-             f" {report.unchanged:,} unchanged, {report.deleted:,} deleted (orders gone), {report.rejected:,}"
-             f" rejected; {report.seconds:.1f} s ({report.rate:,.0f} orders/s)."]
-    if report.counts:
-        lines.append("  by reason: " + ", ".join(f"{reason} {count:,}" for reason, count in sorted(
-            report.counts.items(), key=lambda item: (-item[1], item[0]))))
-    return "\n".join(lines)

@@ -3,6 +3,7 @@
 ``read`` is the rows read; each was written (inserted or changed) or unchanged (the server's upsert changed
 nothing); the documents deleted because their row is gone are in ``details``.
 """
+from gigsterpg import commands
 from gigsterpg.pipelines.contract import INTEGER, Context, Param, Pipeline, Report
 from gigsterpg.pipelines.params import positive
 
@@ -18,7 +19,6 @@ PARAMS = (
 
 
 def run(context: Context, params: dict):
-    from gigsterpg import commands
     return commands.export_table(context.settings, params["table"], params["schema"], params["collection"],
                                  params["batch_size"])
 

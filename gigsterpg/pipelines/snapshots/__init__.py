@@ -7,11 +7,14 @@ failure of its day).
 """
 import datetime
 import types
+from typing import Dict, List
 
+from gigsterpg.exc import ConfigError
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.csvsource import KINDS
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.pipelines.contract import DAY, FLAG, INTEGER, PATH, Context, Param, Pipeline, Report
+from gigsterpg.text import plural
 
 PARAMS = (
     Param("day", DAY, "the day of the data, YYYY-MM-DD (names the partitions)"),
@@ -33,13 +36,11 @@ PARAMS = (
 def run(context: Context, params: dict):
     import dataclasses
 
-    from gigsterpg.pipelines.snapshots.cli import _days, _declared, format_step
-
     pipeline = snapshot.Pipeline.from_settings(context.settings)
     if params["csv_types"]:
-        pipeline = dataclasses.replace(pipeline, csv_types=_declared(params["csv_types"]))
-    days = _days(types.SimpleNamespace(day=_date(params["day"]), first=_date(params["from"]),
-                                       last=_date(params["to"]), max_days=params["max_days"]))
+        pipeline = dataclasses.replace(pipeline, csv_types=declared_kinds(params["csv_types"]))
+    days = days_asked(types.SimpleNamespace(day=_date(params["day"]), first=_date(params["from"]),
+                                            last=_date(params["to"]), max_days=params["max_days"]))
     done = snapshot.run_days(pipeline, days, force=params["force"],
                              on_step=lambda step: context.say(format_step(step)))
     done.planned = len(days) * len(SNAPSHOT_STEPS)
@@ -69,8 +70,50 @@ def report(native) -> Report:
 
 
 def text(native) -> str:
-    from gigsterpg.pipelines.snapshots.cli import format_step
     return "\n".join(format_step(step) for step in native.steps)
+
+
+def declared_kinds(text: str) -> Dict[str, str]:
+    declared = {}
+    for item in text.split(","):
+        name, sep, kind = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"bad --csv-types item {item!r}", "each item is COL=KIND",
+                              "e.g. --csv-types order_id=integer,discount=numeric")
+        declared[name.strip()] = kind.strip()
+    return declared
+
+
+def days_asked(args) -> List[datetime.date]:
+    if args.day and not (args.first or args.last):
+        return [args.day]
+    if args.first and args.last and not args.day:
+        return snapshot.days_between(args.first, args.last, limit=getattr(args, "max_days", snapshot.MAX_DAYS))
+    raise ConfigError("pipeline run needs one day or a range", "give either --day, or both --from and --to",
+                      "e.g. --day 2021-01-01, or --from 2021-01-01 --to 2021-01-03")
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
+        count /= 1000
+    return ""  # pragma: no cover
+
+
+def format_step(report: snapshot.StepReport) -> str:
+    """One line per step: what it did, where, how long."""
+    tables, rows, bad = plural(report.tables, "table"), plural(report.rows, "row"), plural(report.bad_lines, "bad line")
+    what = {"extract-postgres": f"{tables}, {rows}, {_size(report.bytes)}",
+            "extract-csv": f"{rows}, {bad}, {_size(report.bytes)}",
+            "load": f"{tables}, {rows}, {bad} set aside",
+            "query": rows}[report.step]
+    where = f" -> {report.path}" if report.path else ""
+    if report.columns:
+        where += f" [{', '.join(report.columns)}]"
+    if report.state == "skipped":
+        return f"{report.step} {report.day}: already done ({what}){where}; --force extracts it again"
+    return f"{report.step} {report.day}: {report.state}, {what}{where} ({report.seconds:.1f} s)"
 
 
 PIPELINE = Pipeline("snapshots", "daily snapshots of a PostgreSQL database and a CSV file, loaded and queried",

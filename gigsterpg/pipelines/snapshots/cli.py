@@ -18,6 +18,7 @@ from gigsterpg.lib.files.ledger import StatusRow, snapshot_status
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.pipelines.execute import note
 from gigsterpg.pipelines.params import add_arguments
+from gigsterpg.pipelines.snapshots import declared_kinds, days_asked, format_step
 from gigsterpg.text import plural
 
 ACTIONS = SNAPSHOT_STEPS + ("run", "status", "demo")
@@ -86,13 +87,13 @@ def run_pipeline(settings: Settings, args) -> int:
         return 0 if report.run.ok else 1
     pipeline = snapshot.Pipeline.from_settings(settings)
     if getattr(args, "csv_types", None):
-        pipeline = dataclasses.replace(pipeline, csv_types=_declared(args.csv_types))
+        pipeline = dataclasses.replace(pipeline, csv_types=declared_kinds(args.csv_types))
     if args.action == "status":
         with pg_errors(pipeline.target_url):
             print(format_status(snapshot_status(pipeline.target_url, days=args.days)))
         return 0
     if args.action == "run":
-        days = _days(args)
+        days = days_asked(args)
         report = snapshot.run_days(pipeline, days, force=args.force,
                                    on_step=lambda step: print(format_step(step), flush=True))
         report.planned = len(days) * len(SNAPSHOT_STEPS)
@@ -104,49 +105,6 @@ def run_pipeline(settings: Settings, args) -> int:
     step = verb(pipeline, args.day, args.force) if args.action.startswith("extract") else verb(pipeline, args.day)
     print(format_step(step))
     return 0
-
-
-def _declared(text: str) -> Dict[str, str]:
-    declared = {}
-    for item in text.split(","):
-        name, sep, kind = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"bad --csv-types item {item!r}", "each item is COL=KIND",
-                              "e.g. --csv-types order_id=integer,discount=numeric")
-        declared[name.strip()] = kind.strip()
-    return declared
-
-
-def _days(args) -> List[datetime.date]:
-    if args.day and not (args.first or args.last):
-        return [args.day]
-    if args.first and args.last and not args.day:
-        return snapshot.days_between(args.first, args.last, limit=getattr(args, "max_days", snapshot.MAX_DAYS))
-    raise ConfigError("pipeline run needs one day or a range", "give either --day, or both --from and --to",
-                      "e.g. --day 2021-01-01, or --from 2021-01-01 --to 2021-01-03")
-
-
-def _size(count: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
-        count /= 1000
-    return ""  # pragma: no cover
-
-
-def format_step(report: snapshot.StepReport) -> str:
-    """One line per step: what it did, where, how long."""
-    tables, rows, bad = plural(report.tables, "table"), plural(report.rows, "row"), plural(report.bad_lines, "bad line")
-    what = {"extract-postgres": f"{tables}, {rows}, {_size(report.bytes)}",
-            "extract-csv": f"{rows}, {bad}, {_size(report.bytes)}",
-            "load": f"{tables}, {rows}, {bad} set aside",
-            "query": rows}[report.step]
-    where = f" -> {report.path}" if report.path else ""
-    if report.columns:
-        where += f" [{', '.join(report.columns)}]"
-    if report.state == "skipped":
-        return f"{report.step} {report.day}: already done ({what}){where}; --force extracts it again"
-    return f"{report.step} {report.day}: {report.state}, {what}{where} ({report.seconds:.1f} s)"
 
 
 def _cell(row: StatusRow) -> str:

@@ -3,6 +3,7 @@
 Its detail stays in ``sync_runs`` (per collection counts, rejects); the run record sums it up: ``read`` is
 the documents seen, each inserted, updated, unchanged or rejected (deletes are rows gone, in ``details``).
 """
+from gigsterpg import commands
 from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL, SYNC_MODES
 from gigsterpg.lib.pg.sync.engine.follow import FollowReport
 from gigsterpg.lib.pg.sync.engine.runner import RetryPolicy
@@ -44,7 +45,6 @@ PARAMS = (
 
 def run(context: Context, params: dict):
     """The sync (not following, not distributed: those stay the command line's)."""
-    from gigsterpg import commands  # the verbs import the status, which reads this registry
     return commands.sync(context.settings, commands.parse_collections(params["collections"]), params["limit"],
                          context.progress, full_compare=params["full_compare"],
                          retry=RetryPolicy(attempts=params["retries"]), wait_s=params["wait"],

@@ -38,6 +38,7 @@ from gigsterpg.lib.pg.sync.engine import parallel
 from gigsterpg.lib.pg.sync.engine.bulk import (DUPLICATE_ID, OPEN_REJECTS, REJECT_COLUMNS, SET_WATERMARK,
                                                BatchLoader, CollectionCounts, copy_rows, document_json,
                                                link_children, rollback)
+from gigsterpg.lib.pg.sync.engine.collection import RAW, CollectionReport, server_time
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
 from gigsterpg.lib.pg.sync.engine.staging import create_staging
 
@@ -201,8 +202,6 @@ def load(run, pending: list, rebuild: bool = False) -> None:
     ``run`` is the runner's ``_Run``; its connection holds the sync lock. ``rebuild`` empties the
     tables (and the collections' hashes, rejects and watermarks) first, in the same transaction.
     """
-    from gigsterpg.lib.pg.sync.engine.runner import RAW, CollectionReport, server_time
-
     side_raw = run.engine.raw_connection()
     side = side_raw.driver_connection
     side.autocommit = True
@@ -293,8 +292,6 @@ def load_parallel(run, pending: list, rebuild: bool, workers: int) -> None:
     its table set-wise, decided by the merge path's rules over the scan order (``_finish_loaded``): the
     same tables and rejects as ``load`` and as the merge path, whatever ``workers`` is.
     """
-    from gigsterpg.lib.pg.sync.engine.runner import CollectionReport, server_time
-
     run_id = run.report.run_id
     side_raw = run.engine.raw_connection()
     side = side_raw.driver_connection

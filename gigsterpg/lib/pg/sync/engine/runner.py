@@ -12,12 +12,10 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Dict, Optional
 
 import psycopg
-from bson.codec_options import CodecOptions
-from bson.raw_bson import RawBSONDocument
 
 from gigsterpg import faults
 from gigsterpg.config import mask_url
@@ -27,6 +25,7 @@ from gigsterpg.lib.pg.db.states import FAILED, FOLLOW, FULL, INCREMENTAL, INTERR
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.engine import firstload, parallel
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, CollectionCounts, discard, rollback
+from gigsterpg.lib.pg.sync.engine.collection import RAW, CollectionReport, server_time
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
 
 logger = logging.getLogger(__name__)
@@ -42,37 +41,6 @@ LOCK_POLL_S = 1.0
 FOLLOWER_BATCH_WAIT_S = 30.0
 # Incremental runs read from the watermark minus this much: clocks of application servers differ.
 DEFAULT_OVERLAP_S = 300.0
-# Documents arrive undecoded: most of an unchanged collection is never decoded at all.
-RAW = CodecOptions(document_class=RawBSONDocument)
-
-
-@dataclass
-class CollectionReport:
-    """The outcome of one collection in one run.
-
-    ``documents`` is the number of documents the scan read: after a complete
-    scan, every one of them must be a row or an open reject.
-    """
-
-    name: str
-    counts: CollectionCounts
-    complete: bool
-    # "full" (every document read), or "incremental" (only those updated since the watermark).
-    scope: str = FULL
-    rows: int = 0
-    open_rejects: int = 0
-    documents: int = 0
-    seconds: float = 0.0
-
-    @property
-    def balanced(self) -> Optional[bool]:
-        """Whether rows + open rejects = documents; None when the scan was partial."""
-        return (self.rows + self.open_rejects == self.documents) if self.complete else None
-
-    def as_dict(self) -> dict:
-        return {**self.counts.as_dict(), "scope": self.scope, "complete": self.complete, "rows": self.rows,
-                "open_rejects": self.open_rejects, "documents": self.documents, "balanced": self.balanced,
-                "seconds": round(self.seconds, 3)}
 
 
 @dataclass
@@ -112,21 +80,6 @@ class Scan:
     query: dict
     scope: str  # "full" or "incremental"
     mark: Optional[datetime]
-
-
-def server_time(mongo_db) -> datetime:
-    """The MongoDB server's clock (``hello``'s localTime), as an aware UTC datetime.
-
-    The watermark a scan sets: documents written after it began carry a later
-    ``updated`` (application clocks differ: the overlap absorbs that), so the
-    next incremental run reads them. An O(1) look-up, unlike the newest
-    ``updated`` in the collection, and a document dated in the future cannot
-    hold the watermark there.
-    """
-    value = mongo_db.client.admin.command("hello").get("localTime")
-    if not isinstance(value, datetime):  # pragma: no cover - every server answers with it
-        return datetime.now(timezone.utc)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.ledger import StatusRow, snapshot_status
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.pipelines.execute import note
-from gigsterpg.pipelines.snapshots import declared_kinds, days_asked, format_step
 from gigsterpg.pipelines.params import add_arguments
+from gigsterpg.pipelines.snapshots import declared_kinds, days_asked, format_step
 from gigsterpg.text import plural
 
 ACTIONS = SNAPSHOT_STEPS + ("run", "status", "demo")

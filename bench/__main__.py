@@ -8,13 +8,13 @@ measurement runs in a child process (``bench.child``), so that its time and
 peak RSS are its own.
 """
 import argparse
+import contextlib
 import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -27,6 +27,7 @@ from bson import ObjectId
 from psycopg import sql
 
 from bench import parts
+from bench.servers import embedded
 from gigsterpg.fixtures.generate import write_dataset
 
 USERS, GIGS = 100_000, 200_000
@@ -156,28 +157,22 @@ def main(argv=None) -> int:
         repeat = ["--repeat", str(args.repeat)] if getattr(part, "ONLY_REPEATS", True) else []
         return part.main(["--scale", str(args.scale)] + repeat)
 
-    servers = []
-    folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
-    if args.external:
-        pg_server, mongo_server = os.environ["DB_URL_PSQL"], os.environ["DB_URL_MONGO"]
-    else:
-        from gigsterpg.fixtures.embedded import EmbeddedMongo, EmbeddedPostgres
-        postgres = EmbeddedPostgres(folder / "postgres")
-        mongo = EmbeddedMongo(folder / "mongo")
-        servers = [mongo, postgres]
-        SERVER_PIDS.update({"mongo": mongo.process.pid, "pg": postgres.server.get_pid()})
-        pg_server, mongo_server = postgres.url("postgres"), mongo.url("")
-    databases = Databases(pg_server)
-    try:
-        if args.workers is not None:
-            results = run_workers(args, databases, mongo_server)
-            print(render_workers(results, args))
-            return 0
-        results = run(args, databases, mongo_server)
-    finally:
-        databases.drop_all()
-        for server in servers:
-            server.stop()
+    with contextlib.ExitStack() as stack:
+        if args.external:
+            pg_server, mongo_server = os.environ["DB_URL_PSQL"], os.environ["DB_URL_MONGO"]
+        else:
+            servers = stack.enter_context(embedded())
+            SERVER_PIDS.update(servers.pids)
+            pg_server, mongo_server = servers.postgres.url("postgres"), servers.mongo.url("")
+        databases = Databases(pg_server)
+        try:
+            if args.workers is not None:
+                results = run_workers(args, databases, mongo_server)
+                print(render_workers(results, args))
+                return 0
+            results = run(args, databases, mongo_server)
+        finally:
+            databases.drop_all()
     print(render(results, args))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.servers import embedded
 from gigsterpg.config import Settings
 from gigsterpg.fixtures.embedded import free_port
 from gigsterpg.lib.datasets.load import load_csv
@@ -244,17 +245,11 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(*args.child)))
         return 0
-    from gigsterpg.fixtures.embedded import EmbeddedMongo, EmbeddedPostgres
-    folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
-    postgres, mongo = EmbeddedPostgres(folder / "postgres"), EmbeddedMongo(folder / "mongo")
-    try:
+    with embedded() as servers:
         results: dict = {}
-        measure(results, postgres.create_database("bench_datasets"), mongo.url("bench"), args.scale, args.repeat,
-                read_api=not args.only_load)
+        measure(results, servers.postgres.create_database("bench_datasets"), servers.mongo.url("bench"), args.scale,
+                args.repeat, read_api=not args.only_load)
         print("\n".join(render(results)))
-    finally:
-        mongo.stop()
-        postgres.stop()
     return 0
 
 

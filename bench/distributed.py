@@ -16,7 +16,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from bench.servers import embedded
 
 USERS, GIGS = 100_000, 200_000  # at scale 1
 MODES = ("single", "workers 1", "workers 2")
@@ -230,21 +231,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
-    from gigsterpg.fixtures.embedded import EmbeddedMongo, EmbeddedPostgres
-    folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
-    postgres = EmbeddedPostgres(folder / "postgres")
-    mongo = EmbeddedMongo(folder / "mongo")
-    try:
+    with embedded() as servers:
         results: dict = {}
-        measure(results, postgres.url("postgres"), mongo.url("bench_dist"), args.scale, args.repeat,
-                {"mongo": mongo.process.pid, "pg": postgres.server.get_pid()}, generate=True)
+        measure(results, servers.postgres.url("postgres"), servers.mongo.url("bench_dist"), args.scale, args.repeat,
+                servers.pids, generate=True)
         print(f"distributed sync benchmark: scale {args.scale:g}, {args.repeat} repetitions")
         print("\n".join(render(results)))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, default=str))
-    finally:
-        mongo.stop()
-        postgres.stop()
     return 0
 
 

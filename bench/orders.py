@@ -14,7 +14,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from bench.servers import embedded
 
 ORDERS = 100_000  # at scale 1
 RSS_SCALES = (1, 3)
@@ -168,18 +169,11 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help=f"1.0 = {ORDERS:,} orders")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args(argv)
-    from gigsterpg.fixtures.embedded import EmbeddedMongo, EmbeddedPostgres
-    folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
-    postgres = EmbeddedPostgres(folder / "postgres")
-    mongo = EmbeddedMongo(folder / "mongo")
-    try:
+    with embedded() as servers:
         results: dict = {}
-        measure(results, postgres.url("postgres"), mongo.url(""), args.scale, args.repeat)
+        measure(results, servers.postgres.url("postgres"), servers.mongo.url(""), args.scale, args.repeat)
         print(f"export-orders benchmark: scale {args.scale:g}, {args.repeat} repetitions")
         print("\n".join(render(results)))
-    finally:
-        mongo.stop()
-        postgres.stop()
     return 0
 
 

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from bench.servers import embedded
+
 ORDERS = 2_000_000  # at scale 1
 SMALL = 0.1  # the second size, for the peak RSS
 # Its part of python -m bench (bench/parts.py): the pipelines it measures, its name for --only.
@@ -255,18 +257,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--formats", action="store_true", help="compare the file formats instead (docs)")
     args = parser.parse_args(argv)
-    from gigsterpg.fixtures.embedded import EmbeddedPostgres
-    folder = Path(tempfile.mkdtemp(prefix="gigsterpg-bench-"))
-    postgres = EmbeddedPostgres(folder / "postgres")
-    try:
+    with embedded(mongo=False) as servers:
         if args.formats:
-            print("\n".join(formats(postgres.url("postgres"), max(1000, int(ORDERS * args.scale)), folder)))
+            rows = max(1000, int(ORDERS * args.scale))
+            print("\n".join(formats(servers.postgres.url("postgres"), rows, servers.folder)))
             return 0
         results: dict = {}
-        measure(results, postgres.url("postgres"), args.scale, args.repeat)
+        measure(results, servers.postgres.url("postgres"), args.scale, args.repeat)
         print("\n".join(render(results)))
-    finally:
-        postgres.stop()
     return 0
 
 

@@ -1,13 +1,18 @@
 """The benchmark runs end to end at a tiny scale (its figures are never asserted: only that it works)."""
+import os
 import subprocess
 import sys
 
 
 def test_benchmark_runs_at_a_tiny_scale(project_root, tmp_path):
+    scratch = tmp_path / "tmp"  # the bench's temporary folders: its servers' data is gigabytes at scale 1
+    scratch.mkdir()
     result = subprocess.run([sys.executable, "-m", "bench", "--scale", "0.002", "--repeat", "1",
                              "--follow-seconds", "1", "--json", str(tmp_path / "bench.json")],
-                            cwd=project_root, capture_output=True, text=True, timeout=600)
+                            cwd=project_root, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr[-2000:]
+    assert not [path.name for path in scratch.iterdir() if path.name.startswith("gigsterpg-bench")]
     for label in ("read-only", "first sync", "unchanged re-sync", "re-sync after changes", "transform + load",
                   "COPY of the same rows", "ORM merge() per document"):
         assert f"| {label} |" in result.stdout

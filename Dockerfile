@@ -24,13 +24,13 @@ RUN pip install --no-compile -e '.[dev]' \
 ENV VENV=/usr/local
 COPY . .
 RUN touch /usr/local/.installed-dev /usr/local/.installed-embedded \
- && python -c "from gigsterpg.cli import COMMANDS; print(*COMMANDS, sep=chr(10))" >/usr/local/share/gigsterpg-commands
+ && python -c "from gigsterpg.cli import commands_known; print(*commands_known(), sep=chr(10))" >/usr/local/share/gigsterpg-commands
 CMD ["make", "test"]
 
 FROM base AS production
 COPY alembic.ini ./
 COPY gigsterpg gigsterpg
-RUN python -c "from gigsterpg.cli import COMMANDS; print(*COMMANDS, sep=chr(10))" >/usr/local/share/gigsterpg-commands
+RUN python -c "from gigsterpg.cli import commands_known; print(*commands_known(), sep=chr(10))" >/usr/local/share/gigsterpg-commands
 
 USER gigster
 # The HTTP API, when run as `serve --host 0.0.0.0` (docker compose's api service).

@@ -274,3 +274,26 @@ def test_a_holder_stored_earlier_in_the_run_and_displaced_is_counted_once(databa
     again = sync(url, database, first_load=False)
     assert again.balanced
     assert_counts_balance(again)
+
+
+@pytest.mark.parametrize("holder_read", ["before", "after"])
+def test_a_stored_holder_displaced_in_a_later_run_is_counted_once(databases, holder_read):
+    """A holder stored by an earlier run loses its e-mail to a new user whose id comes first: read unchanged
+    before the new one, it turns from unchanged to rejected; read after it (displaced before the scan met
+    it), it is counted when read, once."""
+    make, target, _ = databases
+    database = make(f"stored_{holder_read}", written=False)
+    holder = user("b-user", "x@example.com")
+    database.users.insert_many([holder, user("u-1"), user("u-2"), user("u-3")])
+    url = target()
+    assert_counts_balance(sync(url, database))
+    database.users.insert_many([user("a-user", "X@example.com"), user("u-4"), user("u-5")])  # in a later batch
+    if holder_read == "after":  # the scan (natural order) meets it last
+        database.users.delete_one({"_id": "b-user"})
+        database.users.insert_one(holder)
+    report = sync(url, database, first_load=False)
+    assert report.balanced
+    assert_counts_balance(report, holder_read)
+    counts = report.collections["users"].counts
+    assert (counts.seen, counts.inserted, counts.unchanged, dict(counts.rejected)) == (
+        7, 3, 3, {"duplicate email": 1}), counts.as_dict()

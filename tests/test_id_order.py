@@ -81,6 +81,16 @@ def sync(url: str, database, **kwargs):
         pg.dispose()
 
 
+def assert_counts_balance(report, case=None) -> None:
+    """Each collection's documents read: seen = inserted + updated + unchanged + rejected, none negative."""
+    for name, part in report.collections.items():
+        counts = part.counts
+        outcomes = {"inserted": counts.inserted, "updated": counts.updated, "unchanged": counts.unchanged,
+                    **counts.rejected}
+        assert min(outcomes.values()) >= 0 and counts.seen == sum(outcomes.values()), (case, name, counts.seen,
+                                                                                       outcomes)
+
+
 def outcome(url: str) -> dict:
     """Every table by MongoDB id (not by surrogate key: a row stored, then rejected, burns an id), the open
     rejects with their documents."""
@@ -139,6 +149,7 @@ def test_any_scan_order_and_any_number_of_workers_gives_the_same_tables(database
             url = target()
             report = sync(url, database, **options)
             assert report.status == "succeeded" and report.balanced, (order, path)
+            assert_counts_balance(report, (order, path))
             assert_nothing_lost(database, url)
             results[order, path] = outcome(url)
     reference = results["forward", "workers 0"]
@@ -191,6 +202,7 @@ def test_an_incremental_run_and_a_resync_reach_the_same_tables(databases):
 
     incremental = sync(url, growing, incremental=True)
     assert incremental.status == "succeeded"
+    assert_counts_balance(incremental)  # the displaced holders it did not read are not counted
     assert_nothing_lost(growing, url)
     after = outcome(url)
     assert after == reference, {name: (after[name], reference[name]) for name in after
@@ -202,8 +214,10 @@ def test_an_incremental_run_and_a_resync_reach_the_same_tables(databases):
 
     full = sync(url, growing)
     assert full.balanced and outcome(url) == reference
+    assert_counts_balance(full)
     again = sync(url, growing)
     assert again.balanced and outcome(url) == reference
+    assert_counts_balance(again)
     for name in ("users", "gigs"):
         assert again.collections[name].counts.inserted == again.collections[name].counts.updated == 0, name
 
@@ -234,3 +248,52 @@ def test_a_follower_applies_the_same_rule(settings, mongo_db, pg_server_url):
                                            " WHERE resolved_at IS NULL").fetchall())
     assert rejected[str(OID1)] == f"user {OID1}"
     assert not [doc_id for doc_id in rejected if doc_id.startswith("1 (")]
+
+
+@pytest.mark.parametrize("options", [{"first_load": False}, {"load_workers": 0}, {"load_workers": 1}],
+                         ids=["merge", "first load", "load workers"])
+def test_a_holder_stored_earlier_in_the_run_and_displaced_is_counted_once(databases, options):
+    """Two new users with one e-mail, and two documents of one id's text form, the one whose id comes later
+    scanned first, in different batches: the holder stored by an earlier batch of the run and displaced by a
+    later one moves from inserted to rejected (seen = inserted + updated + unchanged + rejected, none < 0)."""
+    make, target, _ = databases
+    database = make("displaced", written=False)
+    database.users.insert_many([user("b-user", "x@example.com"), user("1"), user("u-1"), user("u-2"),
+                                user("u-3"), user("a-user", "X@example.com"), user(1)])
+    database.gigs.insert_many([{"_id": "7", "name": "text", "state": "done", "poster": "u-1"},
+                               *({"_id": f"g-{i}", "name": "g", "state": "done", "poster": "u-1"} for i in range(3)),
+                               {"_id": 7, "name": "int", "state": "done", "poster": "u-1"}])
+    url = target()
+    report = sync(url, database, **options)
+    assert report.status == "succeeded" and report.balanced
+    for name, inserted, rejected in (("users", 5, {"duplicate email": 1, "duplicate _id": 1}),
+                                     ("gigs", 4, {"duplicate _id": 1})):
+        counts = report.collections[name].counts
+        assert (counts.inserted, counts.updated, counts.unchanged, dict(counts.rejected)) == (
+            inserted, 0, 0, rejected), (name, counts.as_dict())
+    again = sync(url, database, first_load=False)
+    assert again.balanced
+    assert_counts_balance(again)
+
+
+@pytest.mark.parametrize("holder_read", ["before", "after"])
+def test_a_stored_holder_displaced_in_a_later_run_is_counted_once(databases, holder_read):
+    """A holder stored by an earlier run loses its e-mail to a new user whose id comes first: read unchanged
+    before the new one, it turns from unchanged to rejected; read after it (displaced before the scan met
+    it), it is counted when read, once."""
+    make, target, _ = databases
+    database = make(f"stored_{holder_read}", written=False)
+    holder = user("b-user", "x@example.com")
+    database.users.insert_many([holder, user("u-1"), user("u-2"), user("u-3")])
+    url = target()
+    assert_counts_balance(sync(url, database))
+    database.users.insert_many([user("a-user", "X@example.com"), user("u-4"), user("u-5")])  # in a later batch
+    if holder_read == "after":  # the scan (natural order) meets it last
+        database.users.delete_one({"_id": "b-user"})
+        database.users.insert_one(holder)
+    report = sync(url, database, first_load=False)
+    assert report.balanced
+    assert_counts_balance(report, holder_read)
+    counts = report.collections["users"].counts
+    assert (counts.seen, counts.inserted, counts.unchanged, dict(counts.rejected)) == (
+        7, 3, 3, {"duplicate email": 1}), counts.as_dict()

@@ -93,7 +93,8 @@ class SyncModel(Protocol):
         """Merge the staged rows into the table (set-wise, touching only rows that differ).
 
         Returns the counts: ``inserted`` and ``updated`` rows, and any of the model's own
-        (``skills_added``, ...), which the run report shows as they are.
+        (``skills_added``, ...), which the run report shows as they are; ``written`` (optional):
+        ``{"inserted": [_id, ...], "updated": [...]}``, so a row displaced later in the run is counted once.
         """
 
     @staticmethod

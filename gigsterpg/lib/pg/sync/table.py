@@ -25,7 +25,8 @@ def _checked(*names: str) -> None:
 
 
 def upsert_sql(table: str, stage: str, values: Dict[str, str]) -> str:
-    """The merge of ``stage`` into ``table``: insert new ``_id``s, update rows that differ, count both.
+    """The merge of ``stage`` into ``table``: insert new ``_id``s, update rows that differ, count both
+    (and name them: a row written and later displaced in the same run is then counted once).
 
     ``values``: target column -> SQL of its value over the staged row ``s``, ``_id`` first.
     A row whose values all equal the staged ones is not written (no dead tuple, no WAL).
@@ -38,13 +39,15 @@ def upsert_sql(table: str, stage: str, values: Dict[str, str]) -> str:
         f" ON CONFLICT (_id) DO UPDATE SET {', '.join(f'{name} = excluded.{name}' for name in kept)}"
         f" WHERE ({', '.join('t.' + name for name in kept)})"
         f"  IS DISTINCT FROM ({', '.join('excluded.' + name for name in kept)})"
-        " RETURNING xmax = 0 AS inserted)"
-        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged")
+        " RETURNING t._id, xmax = 0 AS inserted)"
+        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),"
+        "  array_agg(_id) FILTER (WHERE inserted), array_agg(_id) FILTER (WHERE NOT inserted) FROM merged")
 
 
 def insert_sql(table: str, stage: str, values: Dict[str, str]) -> str:
     """The first load of ``stage`` into ``table`` while it is empty: a plain insert, no conflict probe."""
-    return f"INSERT INTO {table} ({', '.join(values)}) SELECT {', '.join(values.values())} FROM {stage} s"
+    return (f"INSERT INTO {table} ({', '.join(values)}) SELECT {', '.join(values.values())} FROM {stage} s"
+            " RETURNING _id")
 
 
 def link_sql(table: str, reference: Reference) -> str:
@@ -142,17 +145,20 @@ class TableSync:
 
     @classmethod
     def merge(cls, cursor) -> dict:
-        """Merge the staged rows (``merge_sql``): counts of rows inserted and updated."""
+        """Merge the staged rows (``merge_sql``): counts of rows inserted and updated, and (``written``) the
+        ``_id``s of each."""
         cursor.execute(cls.merge_sql)
-        inserted, updated = cursor.fetchone()
-        return {"inserted": inserted, "updated": updated}
+        inserted, updated, inserted_ids, updated_ids = cursor.fetchone()
+        return {"inserted": inserted, "updated": updated,
+                "written": {"inserted": inserted_ids or [], "updated": updated_ids or []}}
 
     @classmethod
     def insert(cls, cursor) -> dict:
         """The first load's ``merge``: the staged rows into the table that was empty when the run began
         (no two of one ``_id``; the first load checks the keys once, at its end). The same counts."""
         cursor.execute(cls.insert_sql)
-        return {"inserted": cursor.rowcount, "updated": 0}
+        inserted_ids = [_id for (_id,) in cursor.fetchall()]
+        return {"inserted": len(inserted_ids), "updated": 0, "written": {"inserted": inserted_ids, "updated": []}}
 
     @classmethod
     def link(cls, cursor) -> dict:

@@ -147,6 +147,8 @@ class Reject:
     reason: str
     detail: str
     document: str
+    # False for a displaced stored document this run has not read (yet): counted when read, if it is.
+    counted: bool = True
 
 
 def _duplicate(item: Prepared, holder: str = "another document of this collection") -> Reject:
@@ -226,9 +228,10 @@ class BatchLoader:
             cursor.execute(f"DROP TABLE IF EXISTS {self.seen_table}")
             # Keyed, so a second document with an id already seen in this run (1 and "1") is caught.
             # ``id_key``: of the document that holds the id's text form; ``presumed``: the stored row's document,
-            # not met by the scan yet (another document of that text form was).
+            # not met by the scan yet (another document of that text form was); ``wrote``: 'i' or 'u' if this
+            # run inserted or updated its row (a row displaced later in the run then moves to the rejects).
             cursor.execute(f"CREATE TEMP TABLE {self.seen_table} (_id text PRIMARY KEY, id_key bytea,"
-                           " presumed bool NOT NULL DEFAULT false)")
+                           " presumed bool NOT NULL DEFAULT false, wrote \"char\")")
             self._record_progress(cursor, "loading", 0)
         connection.commit()
 
@@ -257,7 +260,8 @@ class BatchLoader:
                 todo = [item for item in todo if item.seq not in again]  # no two of one id left
                 rows, originals, rejects = self._rows(todo)
                 rejects.extend(_duplicate(batch[seq]) for seq in sorted(again))
-                rejects.extend(self._displace(cursor, displaced, DUPLICATE_ID))
+                rejects.extend(self._displace(cursor, [(doc_id, key) for doc_id, key, _ in displaced], DUPLICATE_ID,
+                                              unseen={doc_id for doc_id, _, presumed in displaced if presumed}))
                 stored = [row.mongo_id for row in self._merge(cursor, rows, originals, rejects)]
                 self._record_rejects(cursor, rejects, stored)
                 self._mark_seen_keys(cursor, [r.doc_id for r in rejects if r.reason == DUPLICATE_ID])
@@ -275,7 +279,7 @@ class BatchLoader:
             raise
         faults.point("committed")
         self.counts.seen += len(batch)
-        self.counts.rejected.update(reject.reason for reject in rejects)
+        self.counts.rejected.update(reject.reason for reject in rejects if reject.counted)
 
     def _record_progress(self, cursor, stage: str, documents: int) -> None:
         """Where the run is, committed with the batch it describes: a crash leaves it telling the truth."""
@@ -344,7 +348,7 @@ class BatchLoader:
                 again.add(winner.seq)
                 holders.append((doc_id, held[0], held[1]))
             else:
-                displaced.append((doc_id, held[0]))
+                displaced.append((doc_id, held[0], held[1]))
                 holders.append((doc_id, winner.key, False))
         if self.scan:
             cursor.execute(f"INSERT INTO {self.seen_table} (_id, id_key) SELECT _id, id_key FROM stage_hashes"
@@ -370,19 +374,21 @@ class BatchLoader:
         cursor.execute("RELEASE SAVEPOINT seen_ids")
         return True
 
-    def _displace(self, cursor, displaced: List[tuple], reason: str, delete: bool = True) -> List[Reject]:
+    def _displace(self, cursor, displaced: List[tuple], reason: str, delete: bool = True,
+                  unseen=frozenset()) -> List[Reject]:
         """Rejects of stored documents (text id, id key) that lose what they shared to one whose id comes first:
         their rows deleted, each read back from MongoDB for its reject's document (one deleted there since
         is left to the deletes).
 
         ``reason`` ``duplicate _id``: the reject is keyed by the text and a piece of the loser's hash, as
         ``_duplicate`` keys it; any other: by the text, with the detail each tuple ends with (the model's).
+        ``unseen``: texts whose holder the scan has not met (presumed to come), whatever the seen ids say.
         """
         if not displaced:
             return []
         if delete:
             self._delete_rows(cursor, [doc_id for doc_id, *_ in displaced])
-        rejects = []
+        rejects, holders = [], []
         for doc_id, key, *own in displaced:
             if key is None:
                 continue
@@ -396,7 +402,28 @@ class BatchLoader:
             item = Prepared(raw, doc_id, fingerprint.digest(raw.raw), key=key)
             rejects.append(_duplicate(item) if reason == DUPLICATE_ID
                            else Reject(doc_id, reason, own[0], document_json(raw)))
+            holders.append(doc_id)
+        self._unwrite(cursor, holders, rejects, unseen)
         return rejects
+
+    def _unwrite(self, cursor, doc_ids: List[str], rejects: List[Reject], unseen) -> None:
+        """Count each displaced holder (``doc_ids``, one per reject) once in the run: one this run inserted or
+        updated moves from there to the rejects; one it read unchanged is a reject (so no longer unchanged);
+        one it has not read is not counted now (it is when read: it is then rejected again)."""
+        if not self.scan or not doc_ids:
+            return
+        cursor.execute(f"SELECT _id, wrote, presumed FROM {self.seen_table} WHERE _id = ANY(%s)", (doc_ids,))
+        seen = {doc_id: (wrote, presumed) for doc_id, wrote, presumed in cursor.fetchall()}
+        cursor.execute(f"UPDATE {self.seen_table} SET wrote = NULL WHERE _id = ANY(%s) AND wrote IS NOT NULL",
+                       (doc_ids,))
+        for doc_id, reject in zip(doc_ids, rejects):
+            wrote, presumed = seen.get(doc_id, (None, True))
+            if presumed or doc_id in unseen:
+                reject.counted = False
+            elif wrote == "i":
+                self.counts.inserted -= 1
+            elif wrote == "u":
+                self.counts.updated -= 1
 
     def _delete_rows(self, cursor, doc_ids: List[str]) -> None:
         """Delete the rows of ``doc_ids`` and the rows that belong to them (``model.dependents``: a first
@@ -454,6 +481,12 @@ class BatchLoader:
             if displaced:
                 self._delete_rows(cursor, [doc_id for doc_id, *_ in displaced])
             counts = self._store(cursor)
+            written = counts.pop("written", None)
+            if written and self.scan:
+                cursor.execute(f"UPDATE {self.seen_table} x SET wrote = k.wrote FROM unnest(%s::text[], %s::\"char\"[])"
+                               " AS k(_id, wrote) WHERE x._id = k._id",
+                               (written["inserted"] + written["updated"],
+                                ["i"] * len(written["inserted"]) + ["u"] * len(written["updated"])))
         except (psycopg.DataError, psycopg.IntegrityError) as err:
             cursor.execute("ROLLBACK TO SAVEPOINT merge_batch")
             if len(rows) == 1:

@@ -174,9 +174,9 @@ class FirstLoader(BatchLoader):
             copy_rows(cursor, self.rejects, REJECT_COLUMNS,
                       ((r.doc_id, r.reason, r.detail, r.document) for r in rejects))
 
-    def _displace(self, cursor, displaced, reason, delete=True):
+    def _displace(self, cursor, displaced, reason, delete=True, unseen=frozenset()):
         self.gone.extend(doc_id for doc_id, *_ in displaced)
-        return super()._displace(cursor, displaced, reason, delete)
+        return super()._displace(cursor, displaced, reason, delete, unseen)
 
     def _record_hashes(self, cursor, stored_seqs, rejected_ids) -> None:
         if self.gone:  # rare: a stored document lost its e-mail or its id's text form to a later one
@@ -453,6 +453,7 @@ def _finish_loaded(run, cursor, model, seen: int) -> CollectionCounts:
         steps("model's rejects")
     counts.inserted = _insert_loaded(cursor, model, load, batch_size)
     cursor.execute(f"DELETE FROM {model.table} t USING {load} s WHERE s.held AND t._id = s._id")
+    counts.inserted -= cursor.rowcount  # rejects in the end: counted there, as the merge path counts them
     steps("insert")
     if hasattr(model, "after_loaded"):
         counts.extra.update(model.after_loaded(cursor, load, children, batch_size))

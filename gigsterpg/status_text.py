@@ -7,6 +7,7 @@ import uuid
 from datetime import date, datetime
 from typing import Iterable, List, Sequence
 
+from gigsterpg.lib.pg.db.states import FAILED, INTERRUPTED, RUNNING, SUCCEEDED
 from gigsterpg.lib.status import COUNTS, REJECTS_COUNTED
 
 INTERRUPTED_STEP = "its process ended before it finished"
@@ -42,8 +43,8 @@ def accounting(part: dict) -> str:
 def run_notes(run: dict) -> List[str]:
     """Where a run is or stopped, its retries and its error."""
     notes = []
-    if run.get("stage") and run["status"] != "succeeded":
-        notes.append(("at " if run["status"] == "running" else "stopped at ") + run["stage"])
+    if run.get("stage") and run["status"] != SUCCEEDED:
+        notes.append(("at " if run["status"] == RUNNING else "stopped at ") + run["stage"])
     if run.get("retries"):
         notes.append(f"{run['retries']} retr{'y' if run['retries'] == 1 else 'ies'}")
     if run.get("error"):
@@ -111,7 +112,7 @@ def format_snapshots(grid: dict) -> List[str]:
     for day in grid["days"]:
         for step in steps:
             cell = day["cells"].get(step)
-            if cell and cell["state"] in ("failed", "interrupted"):
+            if cell and cell["state"] in (FAILED, INTERRUPTED):
                 lines.append(f"  {day['day']} {step} {cell['state']}: {cell['error'] or INTERRUPTED_STEP}")
                 if cell.get("command"):
                     lines.append(f"    to pick up from there: {cell['command']}")

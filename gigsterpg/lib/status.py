@@ -21,7 +21,8 @@ from gigsterpg.config import Settings, mask_url
 from gigsterpg.connections import mongo_errors_translated, open_mongo, open_pg, pg_errors
 from gigsterpg.exc import GigsterPgError
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
-from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, JOB_KINDS
+from gigsterpg.lib.pg.db.states import (ACTIVE_JOB_STATES, FAILED, FOLLOW, INTERRUPTED, JOB_KINDS, RUNNING, SUCCEEDED,
+                                        sql_in)
 from gigsterpg.lib.pg.sync.engine.follow import behind
 from gigsterpg.lib.pg.sync.engine.runner import FOLLOW_LOCK_KEY, LOCK_KEY
 from gigsterpg.pipelines.runs import latest
@@ -161,8 +162,8 @@ def followers(connection, lag: Optional[Callable[[Optional[bytes], Optional[date
         return []
     found = [dict(row) for row in connection.execute(text(
         "SELECT name, token, events_applied, last_event_at, applied_at, caught_up_at, last_error, last_error_at,"
-        " EXISTS (SELECT 1 FROM sync_runs r WHERE r.status = 'running' AND r.mode = 'follow') AS follow_running"
-        " FROM sync_followers ORDER BY name LIMIT 20")).mappings()]
+        " EXISTS (SELECT 1 FROM sync_runs r WHERE r.status = :running AND r.mode = :follow) AS follow_running"
+        " FROM sync_followers ORDER BY name LIMIT 20"), {"running": RUNNING, "follow": FOLLOW}).mappings()]
     held = follower_lock_held(connection) if found and following is None else following
     for follower in found:
         token = follower.pop("token")
@@ -196,14 +197,16 @@ def jobs(connection, limit: int = JOBS_SHOWN) -> List[dict]:
     if not table_exists(connection, "api_jobs"):
         return []
     rows = connection.execute(text(
-        "SELECT j.id, j.kind, CASE WHEN j.state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM pg_locks l"
+        f"SELECT j.id, j.kind, CASE WHEN {sql_in('j.state', ACTIVE_JOB_STATES)} AND NOT EXISTS ("
+        "SELECT 1 FROM pg_locks l"
         "  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT oid FROM"
         "  pg_database WHERE datname = current_database()) AND (l.classid::bigint << 32 | l.objid::bigint)"
-        "  = ('x' || left(replace(j.id::text, '-', ''), 16))::bit(64)::bigint) THEN 'interrupted' ELSE j.state END"
+        "  = ('x' || left(replace(j.id::text, '-', ''), 16))::bit(64)::bigint) THEN :interrupted ELSE j.state END"
         " AS state, j.params, j.created_at, j.started_at, j.finished_at, j.rows_done,"
         " j.rows_total, j.errors, j.restart_of FROM unnest(CAST(:kinds AS text[])) AS k(kind)"
         " CROSS JOIN LATERAL (SELECT * FROM api_jobs WHERE kind = k.kind ORDER BY created_at DESC LIMIT :n) j"
-        " ORDER BY j.created_at DESC LIMIT :n"), {"kinds": list(JOB_KINDS), "n": limit}).mappings().all()
+        " ORDER BY j.created_at DESC LIMIT :n"),
+        {"kinds": list(JOB_KINDS), "n": limit, "interrupted": INTERRUPTED}).mappings().all()
     shown = [_job(dict(row)) for row in rows]
     restarts = {job["restart_of"]: job["id"] for job in reversed(shown) if job["restart_of"]}
     for job in shown:
@@ -218,8 +221,8 @@ def _job(job: dict) -> dict:
     job["what"] = mask_url(job_subject(job["kind"], params))
     job["errors"] = [mask_url(str(error)) for error in job["errors"] or []]
     done, total = job["rows_done"], job["rows_total"]
-    job["percent"] = min(100.0, 100.0 * done / total) if total else (100.0 if job["state"] == "succeeded" else None)
-    job["restartable"] = job["state"] in ("failed", "interrupted")
+    job["percent"] = min(100.0, 100.0 * done / total) if total else (100.0 if job["state"] == SUCCEEDED else None)
+    job["restartable"] = job["state"] in (FAILED, INTERRUPTED)
     # An export's restart asks for the source's password again: no job keeps it.
     job["needs_password"] = job["kind"] == "export"
     return job
@@ -252,10 +255,10 @@ def snapshots(connection, days: int = SNAPSHOT_DAYS) -> Optional[dict]:
         grid.setdefault(row.day.isoformat(), {})[row.step] = {
             "state": row.state, "rows": row.rows, "bad_lines": row.bad_lines,
             "error": mask_url(row.error) if row.error else None,
-            "command": row.rerun if row.state in ("failed", "interrupted") else None,
+            "command": row.rerun if row.state in (FAILED, INTERRUPTED) else None,
             "started_at": row.started_at, "finished_at": row.finished_at}
     return {"steps": list(SNAPSHOT_STEPS), "days": [{"day": day, "cells": cells} for day, cells in grid.items()],
-            "active": any(cell["state"] == "running" for cells in grid.values() for cell in cells.values())}
+            "active": any(cell["state"] == RUNNING for cells in grid.values() for cell in cells.values())}
 
 
 def projections(connection, limit: int = RUNS_SHOWN) -> List[dict]:
@@ -295,7 +298,7 @@ def collect(connection, runs_shown: int = RUNS_SHOWN, jobs_shown: int = JOBS_SHO
     found["active"] = (held or any(job["state"] in ACTIVE_JOB_STATES for job in found["jobs"])
                        or any(run["state"] in ACTIVE_JOB_STATES for each in found["pipelines"] for run in each["runs"])
                        or bool(found["snapshots"] and found["snapshots"].get("active"))
-                       or any(run["state"] == "running" for run in found["projections"]))
+                       or any(run["state"] == RUNNING for run in found["projections"]))
     found["as_of"] = datetime.now(timezone.utc)
     return found
 

@@ -7,11 +7,11 @@ bar is red, a running one's grey; each bar and point has a tooltip.
 from html import escape
 from typing import List
 
-from gigsterpg.lib.pg.db.states import FOLLOW
+from gigsterpg.lib.pg.db.states import FAILED, FOLLOW, INTERRUPTED, RUNNING, SUCCEEDED
 
 WIDTH, HEIGHT = 560, 220
 LEFT, RIGHT, TOP, BOTTOM = 52, 60, 16, 34
-BAR_COLOURS = {"succeeded": "#4c78a8", "failed": "#d62728", "interrupted": "#e45756", "running": "#9d9d9d"}
+BAR_COLOURS = {SUCCEEDED: "#4c78a8", FAILED: "#d62728", INTERRUPTED: "#e45756", RUNNING: "#9d9d9d"}
 LINE_COLOUR = "#f58518"
 
 

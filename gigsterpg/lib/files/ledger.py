@@ -22,6 +22,7 @@ from gigsterpg import __version__
 from gigsterpg.config import mask_url
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
+from gigsterpg.lib.pg.db.states import FAILED, INTERRUPTED, RUNNING, SUCCEEDED
 
 _EPOCH = datetime.date(2000, 1, 1)
 _LOCK_SPACE = 0x534E4150 - 2 ** 31  # 'SNAP', as a signed int4; + the step's index
@@ -86,12 +87,12 @@ class Ledger:
         row keeps the command that runs it again (what ``status`` shows if the process dies)."""
         (cursor or self.connection).execute(
             "INSERT INTO snapshot_ledger (day, step, source, table_name, state, path, owner, tool_version, started_at,"
-            " rerun) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, now(), %s)"
-            " ON CONFLICT (day, step, source, table_name) DO UPDATE SET state = 'running', rows = NULL,"
+            " rerun) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now(), %s)"
+            " ON CONFLICT (day, step, source, table_name) DO UPDATE SET state = EXCLUDED.state, rows = NULL,"
             " bytes = NULL, checksum = NULL, bad_lines = NULL, error = NULL, rerun = EXCLUDED.rerun,"
             " path = EXCLUDED.path, owner = EXCLUDED.owner, tool_version = EXCLUDED.tool_version, started_at = now(),"
             " finished_at = NULL",
-            (day, step, source, table, path, self.owner, __version__, None if table else self.rerun))
+            (day, step, source, table, RUNNING, path, self.owner, __version__, None if table else self.rerun))
 
     def succeed(self, day, step: str, source: str, table: str = "", rows: Optional[int] = None,
                 size: Optional[int] = None, checksum: Optional[str] = None, bad_lines: Optional[int] = None,
@@ -100,21 +101,21 @@ class Ledger:
         (cursor or self.connection).execute(
             "INSERT INTO snapshot_ledger (day, step, source, table_name, state, rows, bytes, checksum, bad_lines,"
             " path, owner, tool_version, started_at, finished_at)"
-            " VALUES (%s, %s, %s, %s, 'succeeded', %s, %s, %s, %s, %s, %s, %s, now(), clock_timestamp())"
-            " ON CONFLICT (day, step, source, table_name) DO UPDATE SET state = 'succeeded', rows = EXCLUDED.rows,"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), clock_timestamp())"
+            " ON CONFLICT (day, step, source, table_name) DO UPDATE SET state = EXCLUDED.state, rows = EXCLUDED.rows,"
             " bytes = EXCLUDED.bytes, checksum = EXCLUDED.checksum, bad_lines = EXCLUDED.bad_lines,"
             " path = coalesce(EXCLUDED.path, snapshot_ledger.path), error = NULL, rerun = NULL,"
             " finished_at = clock_timestamp()",
-            (day, step, source, table, rows, size, checksum, bad_lines, path, self.owner, __version__))
+            (day, step, source, table, SUCCEEDED, rows, size, checksum, bad_lines, path, self.owner, __version__))
 
     def fail(self, day, step: str, source: str, error: str, rerun: str, table: str = "") -> None:
         """Mark the row failed, with the one-line error and the command that picks up from there."""
         self.connection.execute(
             "INSERT INTO snapshot_ledger (day, step, source, table_name, state, error, rerun, owner, tool_version,"
-            " started_at, finished_at) VALUES (%s, %s, %s, %s, 'failed', %s, %s, %s, %s, now(), now())"
-            " ON CONFLICT (day, step, source, table_name) DO UPDATE SET state = 'failed', error = EXCLUDED.error,"
+            " started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())"
+            " ON CONFLICT (day, step, source, table_name) DO UPDATE SET state = EXCLUDED.state, error = EXCLUDED.error,"
             " rerun = EXCLUDED.rerun, finished_at = now()",
-            (day, step, source, table, error, rerun, self.owner, __version__))
+            (day, step, source, table, FAILED, error, rerun, self.owner, __version__))
 
     def rows(self, day, step: str, tables: bool = False) -> List[dict]:
         """The ledger rows of (day, step): the step's own row, or with ``tables`` its per-table rows."""
@@ -130,8 +131,8 @@ class Ledger:
         found = self.rows(day, step)
         if not found:
             return None
-        if found[0]["state"] == "running" and lock_free(self.connection, day, step):
-            return "interrupted"
+        if found[0]["state"] == RUNNING and lock_free(self.connection, day, step):
+            return INTERRUPTED
         return found[0]["state"]
 
     def forget(self, day, step: str, source: str, table: str, cursor=None) -> None:
@@ -191,9 +192,9 @@ def snapshot_status(url_or_engine, days: Optional[int] = 14) -> List[StatusRow]:
         result = []
         for row in found:
             state = row["state"]
-            if state == "running" and lock_free(connection, row["day"], row["step"]):
-                state = "interrupted"
-            rerun = (row["rerun"] or rerun_command(row["step"], row["day"])) if state in ("failed", "interrupted") \
+            if state == RUNNING and lock_free(connection, row["day"], row["step"]):
+                state = INTERRUPTED
+            rerun = (row["rerun"] or rerun_command(row["step"], row["day"])) if state in (FAILED, INTERRUPTED) \
                 else None
             result.append(StatusRow(row["day"], row["step"], state, row["rows"], row["bad_lines"], row["tables"],
                                     row["started_at"], row["finished_at"], row["error"], rerun, row["path"]))

@@ -22,6 +22,7 @@ from gigsterpg.lib.files.ledger import Ledger, libpq_url, rerun_command
 from gigsterpg.lib.files.partition import read_manifest
 from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
+from gigsterpg.lib.pg.db.states import SKIPPED, SUCCEEDED
 
 
 class StepFailed(TerminalError):
@@ -64,7 +65,7 @@ class StepReport:
 
     day: datetime.date
     step: str
-    state: str  # "succeeded", or "skipped" (an extract that had already succeeded)
+    state: str  # SUCCEEDED, or SKIPPED (an extract that had already succeeded)
     rows: int = 0
     tables: int = 0
     bytes: int = 0
@@ -155,7 +156,7 @@ def extract_postgres(pipeline: Pipeline, day: datetime.date, force: bool = False
         folder = str(Path(pipeline.root) / "postgres")
         ledger.succeed(day, step, "postgres", rows=rows, size=size, path=folder)
         _outdate(ledger, pipeline, day, step)
-        return StepReport(day, step, "succeeded", rows, len(done), size, path=folder)
+        return StepReport(day, step, SUCCEEDED, rows, len(done), size, path=folder)
 
     return _run_step(pipeline, step, day, body)
 
@@ -175,7 +176,7 @@ def extract_csv(pipeline: Pipeline, day: datetime.date, force: bool = False) -> 
         ledger.succeed(day, step, "csv", rows=done.rows, size=done.bytes, checksum=done.sha256,
                        bad_lines=done.bad_lines, path=done.path)
         _outdate(ledger, pipeline, day, step)
-        return StepReport(day, step, "succeeded", done.rows, 1, done.bytes, done.bad_lines, done.path,
+        return StepReport(day, step, SUCCEEDED, done.rows, 1, done.bytes, done.bad_lines, done.path,
                           columns=_csv_columns(done.path))
 
     return _run_step(pipeline, step, day, body)
@@ -184,7 +185,7 @@ def extract_csv(pipeline: Pipeline, day: datetime.date, force: bool = False) -> 
 def _outdate(ledger: Ledger, pipeline: Pipeline, day: datetime.date, extracted: str) -> None:
     """A day extracted again: its load and query, if they had succeeded, are from the replaced partitions."""
     for later in ("load", "query"):
-        if ledger.state(day, later) == "succeeded":
+        if ledger.state(day, later) == SUCCEEDED:
             ledger.fail(day, later, "target", f"{extracted} of {day} ran again after this {later}; run it again",
                         _rerun(pipeline, later, day))
 
@@ -198,7 +199,7 @@ def _csv_columns(folder: str) -> List[str]:
 
 def _already_done(ledger: Ledger, day: datetime.date, step: str) -> bool:
     """The step succeeded for ``day`` and every partition it wrote is still there."""
-    if ledger.state(day, step) != "succeeded":
+    if ledger.state(day, step) != SUCCEEDED:
         return False
     rows = ledger.rows(day, step, tables=True) if step == "extract-postgres" else ledger.rows(day, step)
     return all(row["path"] and (Path(row["path"]) / "manifest.json").is_file() for row in rows)
@@ -207,13 +208,13 @@ def _already_done(ledger: Ledger, day: datetime.date, step: str) -> bool:
 def _skipped(ledger: Ledger, day: datetime.date, step: str) -> StepReport:
     row = ledger.rows(day, step)[0]
     tables = len(ledger.rows(day, step, tables=True)) if step == "extract-postgres" else 1
-    return StepReport(day, step, "skipped", row["rows"] or 0, tables, row["bytes"] or 0, row["bad_lines"] or 0,
+    return StepReport(day, step, SKIPPED, row["rows"] or 0, tables, row["bytes"] or 0, row["bad_lines"] or 0,
                       row["path"] or "", columns=_csv_columns(row["path"]) if step == "extract-csv" else [])
 
 
 def _require(ledger: Ledger, pipeline: Pipeline, day: datetime.date, step: str, needs: str) -> None:
     state = ledger.state(day, needs)
-    if state != "succeeded":
+    if state != SUCCEEDED:
         command = _rerun(pipeline, needs, day)
         raise StepRefused(f"{step} for {day} refused", f"{needs} for {day} has not succeeded ({state or 'never run'})",
                           f"run it first: {command}", step=step, day=day)
@@ -228,7 +229,7 @@ def load_day(pipeline: Pipeline, day: datetime.date) -> StepReport:
         _require(ledger, pipeline, day, step, "extract-csv")
         ledger.start(day, step, "target")
         folders = [Path(row["path"]) for row in ledger.rows(day, "extract-postgres", tables=True)
-                   if row["state"] == "succeeded"]
+                   if row["state"] == SUCCEEDED]
         csv_folder = Path(ledger.rows(day, "extract-csv")[0]["path"])
         previous = [row["table_name"] for row in ledger.rows(day, step, tables=True)]
         with psycopg.connect(pipeline.target_url) as connection:
@@ -245,7 +246,7 @@ def load_day(pipeline: Pipeline, day: datetime.date) -> StepReport:
                 size = sum(done.bytes for done in loaded)
                 ledger.succeed(day, step, "target", rows=rows, size=size, bad_lines=bad, cursor=cursor)
             connection.commit()
-        return StepReport(day, step, "succeeded", rows, len(loaded), size, bad)
+        return StepReport(day, step, SUCCEEDED, rows, len(loaded), size, bad)
 
     return _run_step(pipeline, step, day, body)
 
@@ -263,7 +264,7 @@ def query_day(pipeline: Pipeline, day: datetime.date) -> StepReport:
         with psycopg.connect(pipeline.target_url) as connection:
             rows, folder = result.write_result(connection, pipeline.root, day, orders, details)
         ledger.succeed(day, step, "target", rows=rows, path=str(folder))
-        return StepReport(day, step, "succeeded", rows, 1, path=str(folder))
+        return StepReport(day, step, SUCCEEDED, rows, 1, path=str(folder))
 
     return _run_step(pipeline, step, day, body)
 

@@ -13,6 +13,7 @@ from gigsterpg.exc import ConfigError
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.csvsource import KINDS
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
+from gigsterpg.lib.pg.db.states import FAILED, SKIPPED, SUCCEEDED
 from gigsterpg.pipelines.contract import DAY, FLAG, INTEGER, PATH, Context, Param, Pipeline, Report
 from gigsterpg.text import plural
 
@@ -57,10 +58,10 @@ def _date(value):
 
 def report(native) -> Report:
     planned = native.planned or len(native.steps) + len(native.failures)
-    succeeded = sum(1 for step in native.steps if step.state != "skipped")
+    succeeded = sum(1 for step in native.steps if step.state != SKIPPED)
     skipped = len(native.steps) - succeeded
     failed = len(native.failures)
-    outcomes = {"succeeded": succeeded, "skipped": skipped, "failed": failed,
+    outcomes = {SUCCEEDED: succeeded, SKIPPED: skipped, FAILED: failed,
                 "not_run": max(0, planned - succeeded - skipped - failed)}
     details = {"rows": {f"{step.day} {step.step}": step.rows for step in native.steps},
                "bad_lines": sum(step.bad_lines for step in native.steps),
@@ -115,7 +116,7 @@ def format_step(report: snapshot.StepReport) -> str:
     where = f" -> {report.path}" if report.path else ""
     if report.columns:
         where += f" [{', '.join(report.columns)}]"
-    if report.state == "skipped":
+    if report.state == SKIPPED:
         return f"{report.step} {report.day}: already done ({what}){where}; --force extracts it again"
     return f"{report.step} {report.day}: {report.state}, {what}{where} ({report.seconds:.1f} s)"
 

@@ -16,6 +16,7 @@ from gigsterpg.exc import ConfigError
 from gigsterpg.lib.files import snapshot
 from gigsterpg.lib.files.ledger import StatusRow, snapshot_status
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
+from gigsterpg.lib.pg.db.states import FAILED, INTERRUPTED, RUNNING, SUCCEEDED
 from gigsterpg.pipelines.execute import note
 from gigsterpg.pipelines.params import add_arguments
 from gigsterpg.pipelines.snapshots import declared_kinds, days_asked, format_step
@@ -111,10 +112,10 @@ def run_pipeline(settings: Settings, args) -> int:
 
 def _cell(row: StatusRow) -> str:
     when = f" {row.finished_at:%m-%d %H:%M}" if row.finished_at else ""
-    if row.state == "succeeded":
+    if row.state == SUCCEEDED:
         bad = f" ({row.bad_lines:,} bad)" if row.bad_lines else ""
         return f"ok {plural(row.rows or 0, 'row')}{bad}{when}"
-    return {"failed": "FAILED", "interrupted": "INTERRUPTED", "running": "running"}[row.state] + when
+    return {FAILED: "FAILED", INTERRUPTED: "INTERRUPTED", RUNNING: RUNNING}[row.state] + when
 
 
 def format_status(rows: List[StatusRow]) -> str:
@@ -130,7 +131,7 @@ def format_status(rows: List[StatusRow]) -> str:
     lines = ["day         " + "".join(f"{step:<{width}}" for step, width in zip(SNAPSHOT_STEPS, widths)).rstrip()]
     for day, row in cells.items():
         lines.append(f"{day}  " + "".join(f"{cell:<{width}}" for cell, width in zip(row, widths)).rstrip())
-    problems = [row for row in rows if row.state in ("failed", "interrupted")]
+    problems = [row for row in rows if row.state in (FAILED, INTERRUPTED)]
     if problems:
         lines.append("")
     for row in problems:

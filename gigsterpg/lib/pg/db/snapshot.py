@@ -6,9 +6,9 @@ from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, Index, Integ
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gigsterpg.lib.pg.db.base import Base
+from gigsterpg.lib.pg.db.states import SNAPSHOT_STATES, sql_in
 
 SNAPSHOT_STEPS = ("extract-postgres", "extract-csv", "load", "query")
-SNAPSHOT_STATES = ("running", "succeeded", "failed")
 
 
 class SnapshotStep(Base):
@@ -43,7 +43,7 @@ class SnapshotStep(Base):
     finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        CheckConstraint("state IN ('running', 'succeeded', 'failed')", name="state"),
+        CheckConstraint(sql_in("state", SNAPSHOT_STATES), name="state"),
         CheckConstraint("step IN ('extract-postgres', 'extract-csv', 'load', 'query')", name="step"),
         Index("ix_snapshot_ledger_step_day", "step", "day"),
     )

@@ -18,6 +18,10 @@ JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
 ACTIVE_JOB_STATES = (QUEUED, RUNNING)
 ENDED_JOB_STATES = (SUCCEEDED, FAILED, INTERRUPTED)
 RUN_STATES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
+# A snapshot ledger step (snapshot_ledger.state) is stored RUNNING, SUCCEEDED or FAILED; a RUNNING step whose
+# lock is free is read as INTERRUPTED, and a step a snapshot run did not redo is reported SKIPPED.
+SKIPPED = "skipped"  # reported only, never stored
+SNAPSHOT_STATES = (RUNNING, SUCCEEDED, FAILED)
 
 # Who started a pipeline run (pipeline_runs.source): the command line, or POST /runs of the API.
 CLI = "cli"

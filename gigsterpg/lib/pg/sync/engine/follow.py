@@ -44,7 +44,7 @@ from gigsterpg.exc import SourceError, SyncLockedError, TerminalError
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.engine import fingerprint
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, discard, link_children, prepare, rollback
-from gigsterpg.lib.pg.db.states import FOLLOW
+from gigsterpg.lib.pg.db.states import FAILED, FOLLOW, INTERRUPTED, SUCCEEDED
 from gigsterpg.lib.pg.sync.engine.runner import LOCK_KEY, LOCK_POLL_S, RAW, RetryPolicy, RunReport, begin_run, end_run
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class Follower:
                     self._session()
                 except PositionLost as lost:
                     logger.warning("change stream position lost (%s): syncing again, then following", lost.reason)
-                    self._close("interrupted", f"position lost: {lost.reason}")
+                    self._close(INTERRUPTED, f"position lost: {lost.reason}")
                     self._forget_position()
                     self.full_next = True  # deletions in the gap are found only by a full scan
                     self.report.resyncs += 1
@@ -160,15 +160,15 @@ class Follower:
                     delay = self.retry.delay(failures)
                     logger.warning("following: %s; reconnecting in %.1f s (%d of %d)", short_reason(err), delay,
                                    failures, self.retry.attempts)
-                    self._close("interrupted", short_reason(err), error=True)
+                    self._close(INTERRUPTED, short_reason(err), error=True)
                     self.stop.wait(delay)
         except KeyboardInterrupt:
             logger.info("stopped by a signal; the batch in hand was rolled back, the position is saved")
         except BaseException as err:
             # A refusal (another follower runs) is not the running follower's error to record.
-            self._close("failed", short_reason(err), error=not isinstance(err, SyncLockedError))
+            self._close(FAILED, short_reason(err), error=not isinstance(err, SyncLockedError))
             raise
-        self._close("succeeded", None)
+        self._close(SUCCEEDED, None)
         return self.report
 
     # ---- one connected stretch: from a saved (or fresh) position until stopped or broken ----------
@@ -304,8 +304,8 @@ class Follower:
             return
         rollback(self.connection)
         if self.run_id is not None:
-            report = RunReport(self.run_id, status, mode="follow")
-            end_run(self.connection, report, message if status != "succeeded" else None, self.engine, self.raw)
+            report = RunReport(self.run_id, status, mode=FOLLOW)
+            end_run(self.connection, report, message if status != SUCCEEDED else None, self.engine, self.raw)
         if self.connection.broken or self.connection.closed:
             discard(self.raw)  # not back into the pool
         with contextlib.suppress(Exception):

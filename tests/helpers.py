@@ -62,6 +62,17 @@ def mongo_fail_point(client):
         admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
+def settled_status(url: str, day) -> dict:
+    """{step: snapshot ledger row} of ``day`` once none reads running: a killed process's PostgreSQL session, and the
+    step's lock with it, ends a moment after the process, and until then its step rightly still reads running."""
+    from gigsterpg.lib.files.ledger import snapshot_status
+
+    def read():
+        rows = {row.step: row for row in snapshot_status(url) if row.day == day}
+        return rows if all(row.state != "running" for row in rows.values()) else None
+    return wait_until(read, f"no step of {day} to read running", timeout_s=30)
+
+
 def wait_until(check: Callable[[], T], what: str, timeout_s: float = 60.0, every_s: float = 0.05) -> T:
     """``check()``'s first true answer; fails naming ``what`` was awaited once ``timeout_s`` has passed."""
     deadline = time.monotonic() + timeout_s

@@ -37,7 +37,7 @@ from gigsterpg.lib.mongo.orders import export_orders
 from gigsterpg.fixtures.northwind import generate_northwind
 from tests.figures import FIGURES
 from tests.helpers import (TEMPLATE, assert_one_line_failure, assert_report_balances, copy_database, drop_database,
-                           execute, kill_matrix, mongo_fail_point, run_cli, wait_until, with_database)
+                           execute, kill_matrix, mongo_fail_point, run_cli, settled_status, wait_until, with_database)
 
 ORDERS, ORDER_BATCH = 240, 10
 ROWS, ROW_BATCH = 300, 25
@@ -554,7 +554,7 @@ def test_a_snapshot_step_killed_at_any_point_is_finished_by_its_rerun_hint(days,
         killed = run_cli(*step_args(days, step, target, root), cwd=tmp_path,
                          env_extra={"GIGSTERPG_KILL_AT": f"{point}:{hit}"})
         assert killed.returncode == KILLED, killed.stdout + killed.stderr
-        status = {row.step: row for row in snapshot_status(target) if row.day == DAY}
+        status = settled_status(target, DAY)
         dead = [row for row in status.values() if row.state not in ("succeeded",)]
         assert [row.state for row in dead] == ["interrupted"], status  # one step died: it says so
         hint = dead[0].rerun

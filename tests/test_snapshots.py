@@ -25,6 +25,7 @@ from gigsterpg.lib.files.ledger import snapshot_status, without_password
 from gigsterpg.fixtures.northwind import generate_northwind
 from gigsterpg.pipelines.snapshots.cli import status_dicts
 from tests.figures import FIGURES
+from tests.helpers import settled_status
 
 D1, D2 = datetime.date(2021, 1, 1), datetime.date(2021, 1, 2)
 
@@ -279,7 +280,7 @@ def test_an_extract_killed_leaves_nothing_half_visible_and_the_rerun_completes(
     killed = _cli(args, {"GIGSTERPG_KILL_AT": point})
     assert killed.returncode == -9, killed.stderr
     _no_half_partition(root)
-    state = {(row.day, row.step): row for row in snapshot_status(pg_url)}[D2, step]
+    state = settled_status(pg_url, D2)[step]
     # The hint names the folder and the source (each quoted for the shell; a password never), and it runs.
     flag = f"--source-pg {shlex.quote(without_password(source))}" if step == "extract-postgres" \
         else f"--csv {shlex.quote(str(csv_path))}"

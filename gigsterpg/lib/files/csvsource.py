@@ -644,12 +644,7 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
     record with a quote never closed left out), ``misfits`` (the others) and
     ``unclosed`` (1 for such a last record: ``read_batches`` reports it).
     """
-    path = Path(path)
-    names = header(path, dialect)
-    _check_header(names, path)
-    declared = dict(declared or {})
-    _check_declared(path, names, declared)
-    kinds = _Kinds(names, declared, dialect.day_first)
+    path, names, declared, kinds = _checked(path, dialect, declared)
     reader = _Reader(path, dialect, names, threads=True)
     last = None
     try:
@@ -662,6 +657,16 @@ def infer_columns(path: Union[str, Path], dialect: Dialect,
         unclosed = int(last is not None and _unclosed(path, dialect, last))
         counts.update(records=reader.rows - unclosed, misfits=len(reader.misfits), unclosed=unclosed)
     return kinds.columns()
+
+
+def _checked(path: Union[str, Path], dialect: Dialect, declared: Optional[Dict[str, str]]):
+    """The file's path, its header's names and the declared kinds, each checked, and the kinds to infer."""
+    path = Path(path)
+    names = header(path, dialect)
+    _check_header(names, path)
+    declared = dict(declared or {})
+    _check_declared(path, names, declared)
+    return path, names, declared, _Kinds(names, declared, dialect.day_first)
 
 
 def read_batches(path: Union[str, Path], dialect: Dialect, columns: Sequence[Column],
@@ -693,12 +698,7 @@ def stream(path: Union[str, Path], dialect: Dialect, declared: Optional[Dict[str
     values would not survive (into text) raises ``KindsChanged``. The last
     ``Retype`` gives what ``infer_columns`` would have found.
     """
-    path = Path(path)
-    names = header(path, dialect)
-    _check_header(names, path)
-    declared = dict(declared or {})
-    _check_declared(path, names, declared)
-    kinds = _Kinds(names, declared, dialect.day_first)
+    path, names, declared, kinds = _checked(path, dialect, declared)
     trusted = [name for name in names if name not in declared]
     try:
         yield from _read(path, dialect, names, None, on_bad, trusted, kinds)

@@ -34,6 +34,7 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     pytest.skip("no Chromium here: apt-get install chromium chromium-driver", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402  (after the check: the message above beats an ImportError)
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
@@ -89,7 +90,9 @@ def snap(driver, folder: Path, name: str, size=LAPTOP) -> Path:
 
 
 def wait_for(driver, condition, what: str, timeout_s: float = 30):
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(condition, message=f"waited for {what}")
+    # The page replaces its sections as it refreshes itself: an element found a moment ago may be gone; look again.
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)) \
+        .until(condition, message=f"waited for {what}")
 
 
 def test_the_page_in_chromium(server, browser, shots, mongo_db, tmp_path):

@@ -247,9 +247,11 @@ class UserSync(TableSync):
         # one before its own in a batch up to its own).
         cursor.execute(
             f"UPDATE {load} l SET held = true FROM (SELECT pos, id_key, reason,"
-            "  min(id_key) OVER (PARTITION BY email ORDER BY pos / %s) AS least"
+            # min() of bytea is PostgreSQL 18's; hex in the C collation sorts as the bytes do, on every version.
+            "  min(encode(id_key, 'hex') COLLATE \"C\") OVER (PARTITION BY email ORDER BY pos / %s) AS least"
             f"  FROM {load} WHERE email IS NOT NULL AND (reason IS NULL OR reason = 'duplicate email')) d"
-            " WHERE d.reason = 'duplicate email' AND d.id_key = d.least AND l.pos = d.pos", (batch_size,))
+            " WHERE d.reason = 'duplicate email' AND encode(d.id_key, 'hex') = d.least AND l.pos = d.pos",
+            (batch_size,))
 
     @staticmethod
     def after_loaded(cursor, load: str, children: dict, batch_size: int) -> dict:

@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.rss import peak_rss_mb
 from bench.servers import embedded
 from gigsterpg.config import Settings
 from gigsterpg.fixtures.embedded import free_port
@@ -89,19 +89,7 @@ def child(what: str, path: str, pg_url: str) -> dict:
         rows = frame.to_sql("pandas_rows", engine, if_exists="replace", index=False, chunksize=10_000)
         rows = len(frame)
         engine.dispose()
-    return {"rows": rows, "seconds": time.perf_counter() - started, "maxrss_mb": _peak_rss_mb()}
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak RSS: ``VmHWM`` (``ru_maxrss`` survives ``exec``: a child would report its parent's)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rows": rows, "seconds": time.perf_counter() - started, "maxrss_mb": peak_rss_mb()}
 
 
 def _in_child(what: str, path: Path, pg_url: str) -> dict:

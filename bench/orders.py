@@ -10,7 +10,6 @@ The generated shop at scale 1 holds 100,000 orders (about 5 items each). Measure
 """
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from bench.rss import peak_rss_mb
 from bench.servers import embedded
 
 ORDERS = 100_000  # at scale 1
@@ -49,14 +49,6 @@ def _fresh(server_url: str, prefix: str, migrated: bool = False) -> str:
     return url
 
 
-def _maxrss_mb() -> float:
-    """This process's peak RSS (VmHWM: ru_maxrss survives exec, so a child would report its parent's)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover - not Linux
-
-
 def child(op: str, source: str, own: str, mongo_url: str, collection: str) -> dict:
     """One operation in this process: its documents, seconds, what it wrote and its peak RSS."""
     import pymongo
@@ -69,7 +61,7 @@ def child(op: str, source: str, own: str, mongo_url: str, collection: str) -> di
         report = export_orders(settings, collection)
         seconds = time.perf_counter() - started
         return {"docs": report.rows, "seconds": seconds, "written": report.written, "unchanged": report.unchanged,
-                "maxrss_mb": _maxrss_mb()}
+                "maxrss_mb": peak_rss_mb()}
     # op == "insert_many": the documents export wrote, read back before the clock starts
     client = pymongo.MongoClient(mongo_url)
     database = client.get_default_database()
@@ -82,7 +74,7 @@ def child(op: str, source: str, own: str, mongo_url: str, collection: str) -> di
     seconds = time.perf_counter() - started
     plain.drop()
     client.close()
-    return {"docs": len(documents), "seconds": seconds, "maxrss_mb": _maxrss_mb()}
+    return {"docs": len(documents), "seconds": seconds, "maxrss_mb": peak_rss_mb()}
 
 
 def _child(*args) -> dict:

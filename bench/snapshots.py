@@ -12,7 +12,6 @@ Each measured operation runs in its own process, so that its time and peak RSS a
 import argparse
 import datetime
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from bench.rss import peak_rss_mb
 from bench.servers import embedded
 
 ORDERS = 2_000_000  # at scale 1
@@ -39,14 +39,6 @@ def _child(*args) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"FAILED: snapshot benchmark step {args[0]!r} failed, {result.stderr.strip()[-500:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def _maxrss_mb() -> float:
-    """This process's peak RSS. Not ru_maxrss: Linux keeps that across exec, so a child would report its parent's."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover - not Linux
 
 
 def _pipeline(target: str, source: str, root: str, csv_path: str):
@@ -71,7 +63,7 @@ def child(op: str, target: str, source: str, root: str, csv_path: str, day: str)
         rows = copy_to(source)
     else:
         rows = copy_from(target, Path(root), when)
-    return {"rows": rows, "seconds": time.perf_counter() - started, "maxrss_mb": _maxrss_mb()}
+    return {"rows": rows, "seconds": time.perf_counter() - started, "maxrss_mb": peak_rss_mb()}
 
 
 def copy_to(source: str) -> int:

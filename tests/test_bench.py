@@ -46,3 +46,13 @@ def test_the_bench_finds_its_parts_from_the_registry():
         assert parts.unmeasured() == ["transform", toy_pipeline.PIPELINE.name]  # named, not lost
     finally:
         undo()
+
+
+def test_a_child_reports_its_own_peak_rss_not_its_parents(project_root):
+    """Linux keeps ``ru_maxrss`` across exec: a benchmark child would report the benchmark's own peak."""
+    ballast = bytearray(400 * 1024 * 1024)  # the parent's peak: 400 MB more, touched
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    measured = subprocess.run([sys.executable, "-c", "from bench.rss import peak_rss_mb; print(peak_rss_mb())"],
+                              capture_output=True, text=True, check=True, cwd=project_root)
+    del ballast
+    assert 0 < float(measured.stdout) < 200

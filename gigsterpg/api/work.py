@@ -99,7 +99,7 @@ def active_job(jobs: Jobs, kind: str, collection: Optional[str] = None) -> Optio
 
 def export_running(collection: str, running: Optional[uuid.UUID] = None) -> ApiError:
     """The 409 for an export into ``collection`` while another export into it is active (job ``running``)."""
-    return ApiError(409, "export_running", f"an export into {collection!r} is running"
+    return ApiError(409, "export_running", f"an export into {shown(collection)} is running"
                     + (f" (job {running})" if running else ""),
                     "two exports into one collection would delete each other's documents",
                     "wait for it (GET /exports/{id}), or name another collection")

@@ -16,6 +16,7 @@ from gigsterpg.connections import migrate, mongo_errors_translated, open_mongo, 
 from gigsterpg.exc import ConfigError
 from gigsterpg.fixtures.generate import write_dataset
 from gigsterpg.lib.mongo import export
+from gigsterpg.lib.mongo.bulk import check_collection
 from gigsterpg.lib.mongo.export import ExportReport
 from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.db.states import AUTO, FULL, INCREMENTAL, SUCCEEDED
@@ -23,6 +24,7 @@ from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.registry import COLLECTIONS
 from gigsterpg.lib.pg.sync.engine.follow import Follower, FollowReport
 from gigsterpg.lib.pg.sync.engine.runner import Progress, RetryPolicy, RunReport, run_sync
+from gigsterpg.text import cut, shown
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ def parse_collections(value: Optional[str]) -> tuple:
     names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
     unknown = [name for name in names if name not in COLLECTIONS]
     if unknown or not names:
-        raise ConfigError(f"unknown collection {', '.join(unknown) or repr(value)}",
+        raise ConfigError(f"unknown collection {cut(', '.join(unknown)) if unknown else shown(value)}",
                           f"gigsterpg syncs {registry.names()}",
                           f"pass --collections {','.join(COLLECTIONS)} or a part of it", value=value)
     return names
@@ -166,6 +168,9 @@ def export_table(settings: Settings, table: str, schema: Optional[str] = None, c
                  batch_size: int = 2000) -> ExportReport:
     """Every row of a PostgreSQL table (``settings.pg_url``) into a MongoDB collection (default: the
     table's name) of ``settings.mongo_url``'s database, ``_id`` = the primary key."""
+    export.split_name(table, schema)
+    if collection is not None:
+        check_collection(collection)
     url = settings.require_pg()
     client, database = open_mongo(settings)
     try:

@@ -12,6 +12,7 @@ from gigsterpg.exc import ConfigError
 # The one masker, in a module of its own that the error family imports too; its names stay importable from here.
 from gigsterpg.masking import (MASK, mask_secrets, mask_secrets_in, mask_url, remember_secret,  # noqa: F401
                                remember_secrets)
+from gigsterpg.text import shown
 
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_RECONCILE_EVERY = 10
@@ -240,7 +241,7 @@ def _positive_int(name: str, value) -> int:
     except (TypeError, ValueError):
         number = 0
     if number < 1:
-        raise ConfigError(f"bad {name} {value!r}", "it must be a whole number of 1 or more",
+        raise ConfigError(f"bad {name} {shown(value)}", "it must be a whole number of 1 or more",
                           "give a positive number", value=value)
     return number
 
@@ -248,7 +249,7 @@ def _positive_int(name: str, value) -> int:
 def _flag(name: str, value: str) -> bool:
     text = (value or "").strip().lower()
     if text not in _TRUE + _FALSE:
-        raise ConfigError(f"bad {name} {value!r}", "it must be true or false", "set it to true or false",
+        raise ConfigError(f"bad {name} {shown(value)}", "it must be true or false", "set it to true or false",
                           value=value)
     return text in _TRUE
 
@@ -259,6 +260,7 @@ def _number(name: str, value, kind):
     except (TypeError, ValueError):
         number = -1
     if not 0 <= number < float("inf"):
-        raise ConfigError(f"bad {name} {value!r}", "it must be a number of 0 or more", "give a number of 0 or more",
+        raise ConfigError(f"bad {name} {shown(value)}", "it must be a number of 0 or more",
+                          "give a number of 0 or more",
                           value=value)
     return number

@@ -17,6 +17,7 @@ from gigsterpg.config import Settings, mask_url
 from gigsterpg.exc import (AuthError, ConfigError, ConnectError, GigsterPgError, PrivilegeError, SourceError,
                            TerminalError, TransientError)
 from gigsterpg.lib.pg.db import SqlAlchemy
+from gigsterpg.text import shown
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def open_mongo(settings: Settings):
             client = pymongo.MongoClient(url, serverSelectionTimeoutMS=MONGO_TIMEOUT_MS, appname="gigsterpg",
                                          tz_aware=True)
         except (ValueError, OSError) as err:  # pymongo's word on a URL check_mongo_url let through, a TLS file
-            raise ConfigError(f"bad MongoDB URL {mask_url(url)!r}", short_reason(err), "fix DB_URL_MONGO (or"
+            raise ConfigError(f"bad MongoDB URL {shown(url)}", short_reason(err), "fix DB_URL_MONGO (or"
                               " --mongo-url)", value=mask_url(url)) from None
         try:
             client.admin.command("ping")

@@ -16,6 +16,7 @@ import threading
 from typing import Optional, Tuple
 
 from gigsterpg.exc import ConfigError
+from gigsterpg.text import shown
 
 ENV = "GIGSTERPG_KILL_AT"
 POINTS = ("fetched", "merged", "committed", "deleting", "finished",
@@ -51,8 +52,9 @@ def target() -> Optional[Tuple[str, int]]:
     if value not in _parsed:
         name, sep, count = value.partition(":")
         if name not in POINTS or (sep and not (count.isdigit() and int(count) >= 1)):
-            raise ConfigError(f"bad {ENV} {value!r}", f"it must be <point>:<n> with a point among {', '.join(POINTS)}"
-                              " and n a whole number from 1", f"fix or unset {ENV}", value=value)
+            raise ConfigError(f"bad {ENV} {shown(value)}",
+                              f"it must be <point>:<n> with a point among {', '.join(POINTS)} and n a whole number"
+                              " from 1", f"fix or unset {ENV}", value=value)
         _parsed[value] = (name, int(count or 1))
     return _parsed[value]
 

@@ -1,6 +1,6 @@
 """How numbers and names read in what gigsterpg prints: ``30,000`` everywhere, ``1 bad line`` and ``2 bad lines``,
 a name a user sent quoted short and masked."""
-from gigsterpg.config import mask_url
+from gigsterpg.masking import mask_url
 
 _IRREGULAR = {"was": "were", "is": "are"}
 # The most of a name a user sent that an error quotes (a 60,000-character name is not sent back whole).
@@ -19,6 +19,14 @@ def shown(name, limit: int = SHOWN) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({number(len(text))} characters)"
+
+
+def cut(text, limit: int = SHOWN) -> str:
+    """``text`` (a list of names a message quotes, say) masked and cut as ``shown`` cuts a name, unquoted."""
+    text = mask_url(str(text))
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({number(len(text))} characters)"
 
 
 def place(loc) -> str:

@@ -98,3 +98,18 @@ def test_a_role_without_select_is_refused(client, shop_url, pg_server_url):
         execute(shop_url, "DROP OWNED BY api_reader")
         admin.execute("DROP ROLE IF EXISTS api_reader")
         admin.close()
+
+
+def _source_sessions(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as admin:
+        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gigsterpg-export'"
+                             " AND pid <> pg_backend_pid()").fetchone()[0]
+
+
+@pytest.mark.parametrize("fields", [{"table": "nope"}, {"projection": "orders"}], ids=["table", "projection"])
+def test_a_refused_export_closes_its_source_either_kind(client, empty_pg_url, fields):
+    """Both export jobs (a table's, a projection's) start through one helper (api/work.start_export_job) that
+    closes the source connection when a check made after it opened refuses the request."""
+    answer = client.post("/exports", headers=AUTH, json=body(empty_pg_url, **fields))
+    assert answer.status_code == 404, answer.text
+    assert wait_until(lambda: _source_sessions(empty_pg_url) == 0, "the source connection to close", 10)

@@ -143,3 +143,64 @@ def test_no_route_sends_a_long_name_back(client, method, url, body):
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
     assert "n" * (SHOWN + 1) not in answer.text, answer.text[:300]
     assert len(answer.text) < 2000
+
+
+SECRET_URL = "postgresql://admin:hunter2secret@db.example.com:5432/shop"
+
+
+def _contents(files):
+    """Requests whose parameters are well-formed but whose contents the CLI refuses before it starts."""
+    (files / "empty.csv").write_text("")
+    (files / "two").mkdir()
+    for name in ("one.csv", "other.csv"):
+        (files / "two" / name).write_text("a,b\n1,2\n")
+    (files / "bad name.csv").write_text("a\n1\n")
+    (files / "writes.sql").write_text("DELETE FROM people")
+    (files / "reads.sql").write_text("SELECT 1 AS a")
+    long = "x" * 4000
+    return [
+        ("load-csv", {"paths": ["present.csv"], "encoding": "no-such-encoding-" + long}),
+        ("load-csv", {"paths": ["present.csv"], "encoding": SECRET_URL}),
+        ("load-csv", {"paths": ["present.csv"], "type": ["a"]}),
+        ("load-csv", {"paths": ["present.csv"], "type": ["a=money" + long]}),
+        ("load-csv", {"paths": ["present.csv"], "type": [f"{SECRET_URL}=integer"]}),
+        ("load-csv", {"paths": ["present.csv"], "key": "nope" + long}),
+        ("load-csv", {"paths": ["present.csv"], "key": "a\x00b"}),
+        ("load-csv", {"paths": ["present.csv"], "merge": True}),
+        ("load-csv", {"paths": ["present.csv"], "delimiter": ";;"}),
+        ("load-csv", {"paths": ["present.csv"], "delimiter": "'", "quote": "'"}),
+        ("load-csv", {"paths": ["present.csv"], "schema": "pg_catalog"}),
+        ("load-csv", {"paths": ["present.csv"], "table": "bad name " + long}),
+        ("load-csv", {"paths": ["bad name.csv"]}),
+        ("load-csv", {"paths": ["two"], "table": "both"}),
+        ("load-csv", {"paths": ["two"], "type": ["nope=integer"]}),
+        ("load-csv", {"paths": ["empty.csv"]}),
+        ("transform", {"sqlfile": "writes.sql", "into": "x"}),
+        ("transform", {"sqlfile": "reads.sql", "into": "bad name " + long}),
+        ("transform", {"sqlfile": "reads.sql", "into": "x", "key": "a\x00"}),
+        ("export-orders", {"tax_rate": "fifteen" + long}),
+        ("export-orders", {"time_zone": "Mars/Olympus_Mons" + long}),
+        ("export-orders", {"projection": "nope" + long}),
+        ("export-orders", {"collection": "a$b" + long}),
+        ("export-table", {"table": "skills", "collection": "system.x" + long}),
+        ("snapshots", {}),
+        ("snapshots", {"day": "2021-01-01", "from": "2021-01-01", "to": "2021-01-02"}),
+        ("snapshots", {"from": "2021-01-02", "to": "2021-01-01"}),
+        ("snapshots", {"from": "2001-01-01", "to": "2021-01-01"}),
+        ("snapshots", {"day": "2021-01-01", "csv_types": "a=money" + long}),
+        ("sync", {"collections": "users,nope" + long}),
+        ("sync", {"mode": "full", "rebuild": True}),
+    ]
+
+
+def test_contents_the_cli_refuses_before_starting_are_a_400_and_no_run(client, tmp_path):
+    """A run over HTTP whose contents the CLI would refuse before it starts (an encoding that does not exist, a
+    --type that does not parse, a key not in the file, an empty file, options that exclude each other) is
+    refused before it is recorded, in one line, the value cut and masked; no run is recorded."""
+    for name, params in _contents(tmp_path / "files"):
+        answer = client.post("/runs", json={"pipeline": name, "params": params})
+        assert answer.status_code == 400, (name, repr(params)[:200], answer.status_code, answer.text[:300])
+        refused_in_one_line(answer)
+        assert "x" * (SHOWN + 1) not in answer.text, answer.text[:300]
+        assert "hunter2secret" not in answer.text, answer.text
+    assert client.get("/runs").json()["items"] == []

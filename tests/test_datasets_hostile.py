@@ -340,3 +340,70 @@ def test_read_parameters_a_user_typed_are_answered_never_a_500(tmp_path, api_set
         if status == 400 and len(sent) > 2 and "%" not in sent:
             assert sent[:30] not in answer.text, answer.text  # a cursor is never echoed back
     FIGURES["hostile inputs tried: datasets"] += len(READS)
+
+
+# -- values a user typed are quoted masked and cut, never whole -------------------------------------------------
+
+SECRET = "postgresql://admin:hunter2secret@db.example.com:5432/shop"
+LONG = "x" * 10_000
+
+
+def shown_short(text: str) -> None:
+    """Neither the password nor 41 characters of the long value are in ``text``."""
+    assert "hunter2secret" not in text, text[:500]
+    assert "x" * 41 not in text, text[:500]
+    assert len(text) < 2000, text[:500]
+
+
+@pytest.mark.parametrize("value", [SECRET, LONG, LONG + SECRET], ids=["secret", "long", "both"])
+def test_errors_quote_a_value_masked_and_cut_on_the_cli_and_in_the_record(tmp_path, pg_url, mongo_url, capsys,
+                                                                          value):
+    path = str(write(tmp_path, "v.csv", "a,b\n1,2\n"))
+    sql_file = str(write(tmp_path, "q.sql", value.replace(":", "_").replace("/", "_").replace("@", "_")))
+    base = ("--pg-url", pg_url)
+    for args in [("load-csv", path, "--encoding", value), ("load-csv", path, "--key", value),
+                 ("load-csv", path, "--delimiter", value), ("load-csv", path, "--quote", value),
+                 ("load-csv", path, "--table", value), ("load-csv", path, "--schema", value),
+                 ("load-csv", path, "--type", f"{value}=integer"),
+                 ("transform", sql_file, "--into", "x"),
+                 ("export-orders", "--pg", pg_url, "--mongo", mongo_url, "--projection", value),
+                 ("export-orders", "--pg", pg_url, "--mongo", mongo_url, "--projection", value + ".sql"),
+                 ("sync", "--mongo-url", mongo_url, "--collections", value),
+                 ("export-table", "--mongo", mongo_url, "--table", value),
+                 ("export-table", "--mongo", mongo_url, "--table", "skills", "--schema", value),
+                 ("pipeline", "run", "--day", "2021-01-01", "--csv-types", value)]:
+        shown_short(cli_fails(capsys, *args, *base))
+    errors = rows(pg_url, "SELECT coalesce(error, '') FROM pipeline_runs")
+    assert errors and all(error for (error,) in errors)
+    for (error,) in errors:
+        shown_short(error)
+
+
+@pytest.mark.parametrize("value", [SECRET, LONG], ids=["secret", "long"])
+def test_the_library_checks_quote_a_value_masked_and_cut(tmp_path, value):
+    from gigsterpg import commands
+    from gigsterpg.config import load_settings
+    from gigsterpg.lib.files import csvsource
+    from gigsterpg.lib.mongo import projection
+    from gigsterpg.pipelines.load_csv import declaration
+    from gigsterpg.pipelines.snapshots import declared_kinds
+
+    path = write(tmp_path, "v.csv", "a,b\n1,2\n")
+    for check in (lambda: tables.check_name(value, "table"), lambda: tables.check_dialect(value, None),
+                  lambda: tables.check_dialect(None, value),
+                  lambda: tables.check_columns([value + "a" * 63, value + "a" * 63 + "b"], None, "f"),
+                  lambda: csvsource.detect_dialect(path, encoding=value),
+                  lambda: csvsource.check_declared(path, ["a"], {value: "integer"}),
+                  lambda: projection.load_projection(value), lambda: commands.parse_collections(value),
+                  lambda: declared_kinds(value), lambda: declared_kinds(f"a={value}"),
+                  lambda: load_settings(environ={"GIGSTERPG_BATCH_SIZE": value}, dotenv_path=tmp_path / "none"),
+                  lambda: load_settings(environ={"GIGSTERPG_INCREMENTAL": value}, dotenv_path=tmp_path / "none"),
+                  lambda: load_settings(environ={"GIGSTERPG_RECONCILE_EVERY": value}, dotenv_path=tmp_path / "none")):
+        with pytest.raises(GigsterPgError) as err:
+            check()
+        one_line(err.value)
+        shown_short(str(err.value))
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        declaration(value)
+    shown_short(str(err.value))

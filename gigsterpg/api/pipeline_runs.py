@@ -58,11 +58,12 @@ class PipelineRuns:
         self._guard = threading.Lock()
 
     def start(self, pipeline: Pipeline, given: Dict[str, Any], restart_of: Optional[int] = None) -> int:
-        """Check the parameters (ConfigError: a 400) and their files (inside GIGSTERPG_FILES_ROOT), record the run
-        as queued and start it; its id."""
+        """Check the parameters (ConfigError: a 400), their files (inside GIGSTERPG_FILES_ROOT) and what the verb
+        checks before it starts (``Pipeline.check``), record the run as queued and start it; its id."""
         values = params.validate(pipeline, given)
         values = params.inside_root(pipeline, values, self.settings.files_root)
         settings = execute.settings_for(pipeline, self.settings, values)
+        execute.check(pipeline, settings, values)
         run = execute.open_run(pipeline, settings, values, API, restart_of)
         thread = threading.Thread(target=self._work, args=(run, pipeline, settings, values),
                                   name=f"run-{pipeline.name}-{run.id}", daemon=True)

@@ -2,9 +2,11 @@
 
 What each job does is its pipeline's ``job.py`` (``gigsterpg/pipelines/<name>/job.py``).
 """
+import contextlib
+import dataclasses
 import logging
 import uuid
-from typing import Optional
+from typing import Callable, Optional
 
 import psycopg
 from pymongo import errors as mongo_errors
@@ -15,7 +17,7 @@ from gigsterpg.connections import pg_error, short_reason
 from gigsterpg.exc import (AuthError, ConfigError, GigsterPgError, NoPrimaryKeyError, PrivilegeError,
                            TableNotFoundError)
 from gigsterpg.lib.mongo import export
-from gigsterpg.api.jobs import JobRefused, Jobs
+from gigsterpg.api.jobs import Job, JobRefused, Jobs
 from gigsterpg.lib.pg.db.states import ACTIVE_JOB_STATES, EXPORT, sql_in
 from gigsterpg.text import shown
 
@@ -99,7 +101,7 @@ def active_job(jobs: Jobs, kind: str, collection: Optional[str] = None) -> Optio
 
 def export_running(collection: str, running: Optional[uuid.UUID] = None) -> ApiError:
     """The 409 for an export into ``collection`` while another export into it is active (job ``running``)."""
-    return ApiError(409, "export_running", f"an export into {collection!r} is running"
+    return ApiError(409, "export_running", f"an export into {shown(collection)} is running"
                     + (f" (job {running})" if running else ""),
                     "two exports into one collection would delete each other's documents",
                     "wait for it (GET /exports/{id}), or name another collection")
@@ -110,6 +112,29 @@ def require_free_collection(jobs: Jobs, collection: str) -> None:
     running = active_job(jobs, EXPORT, collection)
     if running is not None:
         raise export_running(collection, running)
+
+
+@contextlib.contextmanager
+def closed_on_failure(source: psycopg.Connection):
+    """The checks of an export's source and the start of its job: ``source`` closed should they fail (once the
+    job started, the job closes it)."""
+    try:
+        yield source
+    except BaseException:
+        source.close()
+        raise
+
+
+def start_export_job(jobs: Jobs, params: dict, work: Callable[[Job], object], source: psycopg.Connection,
+                     restart_of: Optional[uuid.UUID] = None) -> uuid.UUID:
+    """Start an export job (a table's or a projection's) into ``params["collection"]``, reading ``source``, which
+    is closed when the job ends; ``work`` returns the export's report, the job's result (with its rate)."""
+    def result(job: Job) -> dict:
+        report = work(job)
+        return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
+
+    return start(jobs, EXPORT, params, result, export_running(params["collection"]), cleanup=source.close,
+                 restart_of=restart_of)
 
 
 def start(jobs: Jobs, kind: str, params: dict, work, busy: ApiError, **options) -> uuid.UUID:

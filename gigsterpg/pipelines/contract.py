@@ -125,6 +125,9 @@ class Pipeline:
             argument, ``(argument, value)`` of the pipeline (``pipeline run``: ``("action", "run")``).
         settings: the Settings field each parameter overrides, ``{param: field}`` (``source_url`` ->
             ``orders_source_pg``), applied before the verb runs.
+        check: ``check(settings, params)``, the checks the verb makes before it starts that touch no server
+            (names, encodings, files' headers, options that exclude each other), raising a GigsterPgError;
+            ``POST /runs`` calls it before it records the run, so such a request is a 400 and no run.
     """
 
     name: str
@@ -136,6 +139,7 @@ class Pipeline:
     command: Optional[str] = None
     step: Optional[Tuple[str, str]] = None
     settings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    check: Optional[Callable[[Settings, Dict[str, Any]], None]] = None
 
     @property
     def cli_command(self) -> str:

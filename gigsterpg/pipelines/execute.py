@@ -15,6 +15,7 @@ import psycopg
 
 from gigsterpg.config import Settings
 from gigsterpg.connections import migrate, open_pg, pg_error, pg_errors
+from gigsterpg.exc import ConfigError, SourceError
 from gigsterpg.pipelines.contract import Context, Pipeline, Report
 from gigsterpg.pipelines.runs import Run
 
@@ -34,6 +35,17 @@ def settings_for(pipeline: Pipeline, settings: Settings, params: Dict[str, Any])
     """``settings`` with the parameters that override a setting (given ones only)."""
     changes = {field: params[name] for name, field in pipeline.settings.items() if params.get(name) is not None}
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def check(pipeline: Pipeline, settings: Settings, params: Dict[str, Any]) -> None:
+    """The pipeline's checks that touch no server (``Pipeline.check``); any error a user's values cause comes out
+    as a ConfigError (a file that is empty or not in its encoding is a SourceError in the verb)."""
+    if pipeline.check is None:
+        return
+    try:
+        pipeline.check(settings, params)
+    except SourceError as err:
+        raise ConfigError(err.what, err.why, err.todo) from err
 
 
 def ensure_record(settings: Settings) -> str:

@@ -151,7 +151,22 @@ def validate(pipeline: Pipeline, values: Dict[str, Any]) -> Dict[str, Any]:
         why = "; ".join(f"{place(e['loc'])}: {e['msg']}" for e in err.errors())
         raise ConfigError(f"bad parameters for pipeline {pipeline.name}", why[:2000],
                           f"see GET /pipelines for what {pipeline.name} takes") from None
-    return {param.name: given.get(param.name, param.default) for param in pipeline.params}
+    values = {param.name: given.get(param.name, param.default) for param in pipeline.params}
+    _exclusive(pipeline, values)
+    return values
+
+
+def _exclusive(pipeline: Pipeline, values: Dict[str, Any]) -> None:
+    """A ConfigError when two parameters of one group (the CLI's mutually exclusive one) are both given."""
+    groups: Dict[str, List[str]] = {}
+    for param in pipeline.params:
+        value = values.get(param.name)
+        if param.group and value not in (None, False, [], param.default):
+            groups.setdefault(param.group, []).append(param.name)
+    for names in groups.values():
+        if len(names) > 1:
+            raise ConfigError(f"bad parameters for pipeline {pipeline.name}", f"{' and '.join(names)} exclude each"
+                              " other (on the command line too)", f"give one of {', '.join(names)}")
 
 
 def inside_root(pipeline: Pipeline, values: Dict[str, Any], root: Optional[str]) -> Dict[str, Any]:

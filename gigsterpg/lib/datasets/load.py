@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from psycopg import sql
 
@@ -25,9 +25,13 @@ from gigsterpg.config import Settings
 from gigsterpg.exc import ConfigError
 from gigsterpg.lib.datasets import tables
 from gigsterpg.lib.files import csvsource, pgcopy
+from gigsterpg.text import cut, shown
 
 logger = logging.getLogger(__name__)
 
+# Over HTTP: the files whose dialect and header are checked before the run is accepted (a folder of thousands
+# is not read in the request; the run checks the rest).
+HEADERS_CHECKED = 20
 REJECTS_KEPT = 10_000  # per file: the count is always exact, the lines recorded are bounded (memory stays flat)
 
 
@@ -81,6 +85,51 @@ def csv_files(paths: Sequence) -> List[Path]:
     return found
 
 
+def check_options(settings: Settings, paths: Sequence, table: Optional[str] = None, schema: Optional[str] = None,
+                  key: Optional[str] = None, merge: bool = False, delimiter: Optional[str] = None,
+                  quotechar: Optional[str] = None, encoding: Optional[str] = None) -> Tuple[List[Path], str]:
+    """The files named and the schema, once the options are checked (a ConfigError): what ``load_csv`` checks
+    before it connects. Reads no file (a folder's listing only)."""
+    files = csv_files(paths)
+    if table and len(files) > 1:
+        raise ConfigError("--table names one table", f"{len(files)} files were given",
+                          "load one file with --table, or leave it out (each file names its table)")
+    if merge and not key:
+        raise ConfigError("a merge needs a key", "--merge upserts rows by a declared key", "give --key COLUMN")
+    schema = tables.check_schema(schema or settings.datasets_schema)
+    tables.check_dialect(delimiter, quotechar)
+    if encoding is not None:
+        csvsource.check_encoding(encoding)
+    if key:
+        tables.check_column_name(key, "key column (--key)")
+    return files, schema
+
+
+def check(settings: Settings, paths: Sequence, table: Optional[str] = None, schema: Optional[str] = None,
+          declared: Optional[Dict[str, str]] = None, key: Optional[str] = None, merge: bool = False,
+          delimiter: Optional[str] = None, quotechar: Optional[str] = None, encoding: Optional[str] = None,
+          day_first: bool = False) -> None:
+    """Everything ``load_csv`` checks without a server, up front: the options, and of the first
+    ``HEADERS_CHECKED`` files their table's name, their dialect and header (64 KiB read of each) against
+    ``key`` and ``declared``. A ConfigError or SourceError (a file unreadable, empty, not in its encoding)."""
+    files, _ = check_options(settings, paths, table, schema, key, merge, delimiter, quotechar, encoding)
+    options = dict(delimiter=delimiter, quotechar=quotechar, encoding=encoding, day_first=day_first)
+    names: set = set()
+    for path in files[:HEADERS_CHECKED]:
+        tables.check_table(table or path.stem, "table name")
+        dialect = csvsource.detect_dialect(path, **options)
+        tables.check_dialect(dialect.delimiter, dialect.quotechar)
+        header = csvsource.header(path, dialect)
+        _check_key(path, header, key)
+        names.update(header)
+        if declared and len(files) == 1 and not merge:  # a merge into a table takes the table's kinds
+            csvsource.check_declared(path, header, declared)
+    unknown = sorted(set(declared or ()) - names)
+    if unknown and len(files) > 1 and len(files) <= HEADERS_CHECKED:
+        raise ConfigError("bad column declaration", f"no file has the columns {cut(unknown)}",
+                          "declare columns of the files' headers", value=declared)
+
+
 def load_csv(settings: Settings, paths: Sequence, table: Optional[str] = None, schema: Optional[str] = None,
              declared: Optional[Dict[str, str]] = None, key: Optional[str] = None, merge: bool = False,
              delimiter: Optional[str] = None, quotechar: Optional[str] = None, encoding: Optional[str] = None,
@@ -95,14 +144,7 @@ def load_csv(settings: Settings, paths: Sequence, table: Optional[str] = None, s
         merge: upsert the file's rows into the existing table by ``key`` instead of replacing it.
     """
     faults.check()
-    files = csv_files(paths)
-    if table and len(files) > 1:
-        raise ConfigError("--table names one table", f"{len(files)} files were given",
-                          "load one file with --table, or leave it out (each file names its table)")
-    if merge and not key:
-        raise ConfigError("a merge needs a key", "--merge upserts rows by a declared key", "give --key COLUMN")
-    schema = tables.check_schema(schema or settings.datasets_schema)
-    tables.check_dialect(delimiter, quotechar)
+    files, schema = check_options(settings, paths, table, schema, key, merge, delimiter, quotechar, encoding)
     tables.migrate(settings)
     options = dict(delimiter=delimiter, quotechar=quotechar, encoding=encoding, day_first=day_first)
     if declared and len(files) > 1:
@@ -128,7 +170,7 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
         merging = merge and current is not None and tables.exists(cursor, schema, table)
         if merging:
             if current["key"] != key:
-                raise ConfigError(f"cannot merge {path} into {schema}.{table} by {key!r}",
+                raise ConfigError(f"cannot merge {path} into {schema}.{table} by {shown(key)}",
                                   f"the dataset is keyed by {current['key']!r}", f"give --key {current['key']}")
             # The file's values must fit the table's columns: their kinds are declared, not inferred.
             declared = {column["name"]: column["kind"] for column in current["columns"]}
@@ -147,7 +189,7 @@ def _load_file(settings, path: Path, schema: str, table: str, declared, key, mer
         items = csvsource.stream(path, dialect, declared, keep)
         try:
             first = next(items)
-            _check_key(path, first.columns, key)
+            _check_key(path, [column.name for column in first.columns], key)
             try:
                 with connection.transaction():  # a savepoint: the file is loaded again should a kind widen into text
                     count, columns = (_merge if merging else _replace)(cursor, schema, table, first.columns, key,
@@ -196,7 +238,7 @@ def _check_declared(files: List[Path], declared: Dict[str, str], options: dict) 
         names.update(csvsource.header(path, csvsource.detect_dialect(path, **options)))
     unknown = sorted(set(declared) - names)
     if unknown:
-        raise ConfigError("bad column declaration", f"no file has the columns {unknown}",
+        raise ConfigError("bad column declaration", f"no file has the columns {cut(unknown)}",
                           "declare columns of the files' headers", value=declared)
 
 
@@ -208,10 +250,10 @@ def _for_file(declared, path: Path, dialect) -> Optional[Dict[str, str]]:
     return {name: kind for name, kind in declared.items() if name in names}
 
 
-def _check_key(path: Path, columns, key: Optional[str]) -> None:
-    tables.check_columns([column.name for column in columns], key, str(path))
-    if key and key not in [column.name for column in columns]:
-        raise ConfigError(f"no key column {key!r} in {path}", f"its columns are {[c.name for c in columns]}",
+def _check_key(path: Path, names: List[str], key: Optional[str]) -> None:
+    tables.check_columns(names, key, str(path))
+    if key and key not in names:
+        raise ConfigError(f"no key column {shown(key)} in {path}", f"its columns are {cut(names, 200)}",
                           "give --key one of them", value=key)
 
 

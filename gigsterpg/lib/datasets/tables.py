@@ -47,6 +47,14 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def check_column_name(value: str, what: str) -> str:
+    """``value`` when it can name a column (a NUL byte or a line end cannot), else a ConfigError."""
+    if "\x00" in value or "\n" in value or "\r" in value:
+        raise ConfigError(f"bad {what} {shown(value)}", "a column's name holds no NUL byte and no line end",
+                          f"give the {what} as the header names it", value=value)
+    return value
+
+
 def check_schema(value: str) -> str:
     """``value`` when it is a plain SQL name and not one of PostgreSQL's own schemas, else a ConfigError."""
     check_name(value, "schema")
@@ -73,7 +81,7 @@ def check_columns(names: List[str], key: Optional[str], what: str) -> None:
     """
     for name in names:
         if name in SYSTEM_COLUMNS:
-            raise ConfigError(f"cannot load {what}: it has a column {name!r}", f"{', '.join(SYSTEM_COLUMNS)} are"
+            raise ConfigError(f"cannot load {what}: it has a column {shown(name)}", f"{', '.join(SYSTEM_COLUMNS)} are"
                               " the names of PostgreSQL's system columns, in every table",
                               "rename that column in the header", value=name)
     if ROW_KEY in names and not key:
@@ -84,8 +92,8 @@ def check_columns(names: List[str], key: Optional[str], what: str) -> None:
     for name in names:
         cut = name.encode()[:NAME_BYTES].decode("utf-8", "ignore")
         if cut in seen:
-            raise ConfigError(f"cannot load {what}: the columns {seen[cut]!r} and {name!r} are the same in their"
-                              f" first {NAME_BYTES} bytes", f"PostgreSQL cuts a name to {NAME_BYTES} bytes",
+            raise ConfigError(f"cannot load {what}: the columns {shown(seen[cut])} and {shown(name)} are the same in"
+                              f" their first {NAME_BYTES} bytes", f"PostgreSQL cuts a name to {NAME_BYTES} bytes",
                               "shorten them in the header so that they differ sooner", value=name)
         seen[cut] = name
 
@@ -94,12 +102,12 @@ def check_dialect(delimiter: Optional[str], quotechar: Optional[str]) -> None:
     """A ConfigError when ``--delimiter`` or ``--quote`` is not one character that can be one."""
     for flag, value in (("--delimiter", delimiter), ("--quote", quotechar)):
         if value is not None and (len(value) != 1 or value in "\r\n" or (flag == "--quote" and value.isalnum())):
-            raise ConfigError(f"bad {flag} {value!r}", "it must be one character, not a line end"
+            raise ConfigError(f"bad {flag} {shown(value)}", "it must be one character, not a line end"
                               + (" nor a letter or digit" if flag == "--quote" else ""),
                               f"give {flag} one character (e.g. {flag} ';')" if flag == "--delimiter"
                               else "give --quote one character (e.g. --quote \"'\"), or leave it out", value=value)
     if delimiter is not None and delimiter == (quotechar or '"'):
-        raise ConfigError(f"the delimiter {delimiter!r} is also the quote character", "a field could not be told"
+        raise ConfigError(f"the delimiter {shown(delimiter)} is also the quote character", "a field could not be told"
                           " from a quoted one", "give --quote another character, or another --delimiter",
                           value=delimiter)
 
@@ -219,10 +227,10 @@ def add_key(cursor, schema: str, table: str, key: str, what: str) -> None:
             cursor.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
                 sql.Identifier(schema, table), sql.Identifier(key)))
     except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as err:
-        raise SourceError(f"{what}: the key column {key!r} is not a key", str(err).splitlines()[0],
+        raise SourceError(f"{what}: the key column {shown(key)} is not a key", str(err).splitlines()[0],
                           "declare a column whose values are unique and never empty (--key)") from err
     except psycopg.errors.UndefinedColumn as err:
-        raise ConfigError(f"{what}: no key column {key!r}", "the table has no such column",
+        raise ConfigError(f"{what}: no key column {shown(key)}", "the table has no such column",
                           "give --key one of its columns", value=key) from err
 
 

@@ -27,6 +27,7 @@ from gigsterpg.config import Settings
 from gigsterpg.connections import pg_errors
 from gigsterpg.exc import ConfigError, SourceError
 from gigsterpg.lib.datasets import tables
+from gigsterpg.text import shown
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +73,20 @@ def read_query(path) -> str:
     if not word:
         raise ConfigError(f"the SQL file {path} is empty", "it must hold one SELECT", "write the query in it")
     if word not in READING:
-        raise ConfigError(f"the SQL file {path} is not a query that reads", f"it starts with {word.upper()!r}",
+        raise ConfigError(f"the SQL file {path} is not a query that reads", f"it starts with {shown(word.upper())}",
                           "a transform is one SELECT (or WITH, VALUES, TABLE) query: write that alone")
     return query
+
+
+def check(settings: Settings, sqlfile, into: str, schema: Optional[str] = None, key: Optional[str] = None):
+    """(query, schema, table): what ``transform`` checks before it connects (the file read, the names), or a
+    ConfigError."""
+    query = read_query(sqlfile)
+    schema = tables.check_schema(schema or settings.datasets_schema)
+    table = tables.check_table(into, "dataset name (--into)")
+    if key:
+        tables.check_column_name(key, "key column (--key)")
+    return query, schema, table
 
 
 def transform(settings: Settings, sqlfile, into: str, schema: Optional[str] = None,
@@ -82,9 +94,7 @@ def transform(settings: Settings, sqlfile, into: str, schema: Optional[str] = No
     """Run the SELECT of ``sqlfile`` and make its rows the dataset ``into`` (replacing the old rows at once)."""
     started = time.perf_counter()
     faults.check()
-    query = read_query(sqlfile)
-    schema = tables.check_schema(schema or settings.datasets_schema)
-    table = tables.check_table(into, "dataset name (--into)")
+    query, schema, table = check(settings, sqlfile, into, schema, key)
     name = tables.dataset_name(settings, schema, table)
     tables.migrate(settings)
     url = settings.require_pg()

@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from gigsterpg.exc import ConfigError, SourceError
+from gigsterpg.text import cut, shown
 
 KINDS = ("integer", "numeric", "boolean", "date", "timestamp", "text")
 PG_TYPES = {"integer": "bigint", "numeric": "numeric", "boolean": "boolean", "date": "date",
@@ -136,12 +137,7 @@ def detect_dialect(path: Union[str, Path], delimiter: Optional[str] = None, quot
     except OSError as err:
         raise SourceError(f"cannot read the CSV file {path}", err.strerror or str(err),
                           "check the path and its permissions") from err
-    encoding = encoding or _detect_encoding(raw)
-    try:
-        codecs.lookup(encoding)
-    except LookupError as err:
-        raise ConfigError(f"unknown encoding {encoding!r}", str(err), "give an encoding Python knows, e.g. latin-1",
-                          value=encoding) from err
+    encoding = check_encoding(encoding or _detect_encoding(raw))
     text = _decode_sample(raw, encoding, path)
     if not text.strip():
         raise SourceError(f"the CSV file {path} is empty", "a header line is required",
@@ -155,6 +151,16 @@ def detect_dialect(path: Union[str, Path], delimiter: Optional[str] = None, quot
     dialect = Dialect(encoding=encoding, delimiter=delimiter, quotechar=quotechar, day_first=day_first)
     _check_header(header(path, dialect), path)
     return dialect
+
+
+def check_encoding(encoding: str) -> str:
+    """``encoding`` when Python knows it, else a ConfigError."""
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, ValueError):  # ValueError: a NUL byte in the name
+        raise ConfigError(f"unknown encoding {shown(encoding)}", "Python knows no encoding of that name",
+                          "give an encoding Python knows, e.g. latin-1", value=encoding) from None
+    return encoding
 
 
 def _detect_encoding(raw: bytes) -> str:
@@ -624,13 +630,13 @@ def _lossless(before: Column, after: Column, empty: bool) -> bool:
         (before.kind, after.kind, after.timezone) == ("date", "timestamp", False)
 
 
-def _check_declared(path: Path, names: Sequence[str], declared: Dict[str, str]) -> None:
+def check_declared(path: Path, names: Sequence[str], declared: Dict[str, str]) -> None:
     unknown = sorted(set(declared) - set(names))
     bad_kinds = sorted(f"{name}={kind}" for name, kind in declared.items() if kind not in KINDS)
     if unknown or bad_kinds:
         raise ConfigError(f"bad column declaration for {path}",
-                          f"unknown columns {unknown}" if unknown else f"unknown kinds {bad_kinds}",
-                          f"declare columns of {names} as one of {', '.join(KINDS)}", value=declared)
+                          f"unknown columns {cut(unknown)}" if unknown else f"unknown kinds {cut(bad_kinds)}",
+                          f"declare columns of {cut(list(names), 200)} as one of {', '.join(KINDS)}", value=declared)
 
 
 def infer_columns(path: Union[str, Path], dialect: Dialect,
@@ -665,7 +671,7 @@ def _checked(path: Union[str, Path], dialect: Dialect, declared: Optional[Dict[s
     names = header(path, dialect)
     _check_header(names, path)
     declared = dict(declared or {})
-    _check_declared(path, names, declared)
+    check_declared(path, names, declared)
     return path, names, declared, _Kinds(names, declared, dialect.day_first)
 
 

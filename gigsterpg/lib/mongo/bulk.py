@@ -17,11 +17,23 @@ from pymongo import DeleteMany, ReplaceOne
 from pymongo.errors import BulkWriteError
 
 from gigsterpg import faults
+from gigsterpg.exc import ConfigError
+from gigsterpg.text import shown
 
 logger = logging.getLogger(__name__)
 
 BATCH = 2000
 DUPLICATE_KEY = 11000
+
+
+def check_collection(name: str) -> str:
+    """``name`` when MongoDB takes it for a collection of ours, else a ConfigError (checked before connecting)."""
+    if not name or "$" in name or "\x00" in name or name.startswith("system.") or name.startswith(".") \
+            or name.endswith(".") or ".." in name:
+        raise ConfigError(f"bad collection {shown(name)}", "a collection's name is not empty and holds no '$', NUL"
+                          " byte or empty part ('..', a dot first or last); system.* are MongoDB's own",
+                          "give another --collection", value=name)
+    return name
 
 
 def connect(url: str = "", timeout_s: float = 10, time_zone: str = "UTC", **params) -> psycopg.Connection:

@@ -26,6 +26,7 @@ from psycopg import sql
 from gigsterpg import faults
 from gigsterpg.exc import ConfigError, NoPrimaryKeyError, PrivilegeError, SourceError, TableNotFoundError
 from gigsterpg.lib.mongo.bulk import BATCH, BulkWriter, connect, delete_gone, stream
+from gigsterpg.text import shown
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +96,8 @@ def describe(connection, table: str, schema: Optional[str] = None) -> Table:
             (name, schema, schema))
         found = cursor.fetchone()
         if found is None:
-            where = f"schema {schema!r}" if schema else "the search path"
-            raise TableNotFoundError(f"table {name!r} not found in {where}", "no such table or view",
+            where = f"schema {shown(schema)}" if schema else "the search path"
+            raise TableNotFoundError(f"table {shown(name)} not found in {where}", "no such table or view",
                                      "check the table name (it is case-sensitive) and the schema")
         oid, schema, name, estimate = found
         cursor.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
@@ -197,7 +198,7 @@ def delete_missing(connection, collection, table: Table, batch_size: int = BATCH
                 cursor.execute(probe, (*columns, list(range(len(batch)))))
                 return [batch[n] for (n,) in cursor.fetchall()]
         except (psycopg.DataError, psycopg.ProgrammingError, KeyError, TypeError) as err:
-            raise SourceError(f"collection {collection.name!r} holds documents this export did not write",
+            raise SourceError(f"collection {shown(collection.name)} holds documents this export did not write",
                               f"an _id does not fit the key of {table.label} ({type(err).__name__})",
                               "export into a collection of its own (--collection)") from err
         finally:

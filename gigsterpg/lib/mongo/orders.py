@@ -32,6 +32,7 @@ from gigsterpg.config import Settings, check_pg_conninfo, mask_url
 from gigsterpg.connections import migrate, mongo_errors_translated, open_mongo, open_pg, pg_error, pg_errors
 from gigsterpg.exc import ConfigError, GigsterPgError
 from gigsterpg.lib.mongo import bulk
+from gigsterpg.lib.mongo.bulk import check_collection
 from gigsterpg.lib.mongo.ledger import Ledger, digest, remember
 from gigsterpg.lib.mongo.projection import (NotDecimal128, Projection, Shape, check_source, count_rows, hashed,
                                             load_projection, prepare_source, row_hash, tax_rate, time_zone)
@@ -229,6 +230,7 @@ def export_orders(settings: Settings, collection: str = "orders", projection: st
     database; hashes and rejects in gigsterpg's own PostgreSQL (``settings.pg_url``). ``total`` is told the
     number of rows to come before the first is read. ``writers``: threads writing batches at once, each with
     its own session (default ``bulk.default_writers()``)."""
+    check_collection(collection)
     source_url = require_source(settings)
     own_url = settings.require_pg()
     if _same_database(source_url, own_url):

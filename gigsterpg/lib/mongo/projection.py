@@ -26,6 +26,7 @@ from psycopg.adapt import Loader
 
 from gigsterpg.exc import ConfigError, PrivilegeError, SourceError
 from gigsterpg.lib.mongo.export import to_bson
+from gigsterpg.text import shown
 
 COUNT_PREFIX = "count: "
 _NEEDS = re.compile(r"^--\s*needs:\s*([^\s(]+)\s*\(([^)]*)\)\s*$", re.MULTILINE)
@@ -53,18 +54,22 @@ class Projection:
 def load_projection(name_or_file: str) -> Projection:
     """The projection shipped under that name (``orders``), or the one in that file."""
     path = Path(name_or_file)
-    if path.suffix == ".sql" or path.exists():
+    try:
+        a_file = path.suffix == ".sql" or path.exists()
+    except (OSError, ValueError):  # a name longer than the system takes, a NUL byte: no file of that name
+        a_file = False
+    if a_file:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"cannot read the projection file {name_or_file!r}", type(err).__name__,
+            raise ConfigError(f"cannot read the projection file {shown(name_or_file)}", type(err).__name__,
                               "give a readable UTF-8 .sql file, or the name of a shipped projection (orders)",
                               value=name_or_file) from err
         name = path.stem
     else:
         shipped = resources.files("gigsterpg.lib.mongo.projections") / f"{name_or_file}.sql"
-        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name_or_file) or not shipped.is_file():
-            raise ConfigError(f"unknown projection {name_or_file!r}", "no such projection is shipped and no such"
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,99}", name_or_file) or not shipped.is_file():
+            raise ConfigError(f"unknown projection {shown(name_or_file)}", "no such projection is shipped and no such"
                               " file exists", "use orders, or give the path of a .sql file", value=name_or_file)
         text, name = shipped.read_text(encoding="utf-8"), name_or_file
     needs = {table: [c.strip() for c in columns.split(",") if c.strip()] for table, columns in _NEEDS.findall(text)}
@@ -121,13 +126,13 @@ def check_source(connection, projection: Projection, params: dict) -> None:
             denied += [f"{table}.{column}" for column in columns if present.get(column) is False]
     connection.rollback()
     if missing:
-        raise SourceError(f"the source lacks what projection {projection.name!r} reads",
+        raise SourceError(f"the source lacks what projection {shown(projection.name)} reads",
                           "missing " + ", ".join(missing),
                           "point --pg at the shop's database, or adapt a copy of the projection to your names"
                           " (--projection FILE)")
     if denied:
         tables = sorted({name.rsplit(".", 1)[0] for name in denied})
-        raise PrivilegeError(f"the PostgreSQL role may not read what projection {projection.name!r} reads",
+        raise PrivilegeError(f"the PostgreSQL role may not read what projection {shown(projection.name)} reads",
                              "no SELECT on " + ", ".join(denied), f"GRANT SELECT ON {', '.join(tables)} to it")
     try:
         # Prepared (so one statement only: "SELECT ...; DROP ..." is refused before anything runs), and the
@@ -140,7 +145,7 @@ def check_source(connection, projection: Projection, params: dict) -> None:
         if isinstance(err, psycopg.errors.SyntaxError) and "multiple commands" in message:
             message = "it holds more than one statement, and a projection is one query that reads"
         error = PrivilegeError if isinstance(err, psycopg.errors.InsufficientPrivilege) else SourceError
-        raise error(f"projection {projection.name!r} does not run on the source", message,
+        raise error(f"projection {shown(projection.name)} does not run on the source", message,
                     "fix the projection's SQL or its needs lines, or grant the role what it lacks") from err
     finally:
         connection.rollback()

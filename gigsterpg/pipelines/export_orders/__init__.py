@@ -3,7 +3,9 @@
 Its detail stays in ``projection_runs`` and ``projection_hashes``; ``read`` is the orders read, each written,
 unchanged or rejected (a report that does not sum so fails its check: ``assert_run_balances``).
 """
+from gigsterpg.lib.mongo.bulk import check_collection
 from gigsterpg.lib.mongo.orders import OrdersReport, export_orders
+from gigsterpg.lib.mongo.projection import load_projection, tax_rate, time_zone
 from gigsterpg.pipelines.contract import INTEGER, PATH, Context, Param, Pipeline, Report
 from gigsterpg.pipelines.params import positive
 
@@ -30,6 +32,14 @@ def run(context: Context, params: dict):
                          progress=progress.done_so_far if progress else None,
                          total=(lambda total: progress.start("orders", total)) if progress else None,
                          writers=params["workers"])
+
+
+def check(settings, params: dict) -> None:
+    """The tax rate, the time zone (both settings the parameters may override), the projection, the collection."""
+    tax_rate(settings.tax_rate)
+    time_zone(settings.time_zone)
+    load_projection(str(params["projection"]))
+    check_collection(params["collection"])
 
 
 def report(native) -> Report:
@@ -59,4 +69,4 @@ def summary(report: OrdersReport) -> str:
 PIPELINE = Pipeline("export-orders", "orders of a PostgreSQL shop into MongoDB, one document each, kept in step",
                     PARAMS, run, report, text,
                     settings={"source_url": "orders_source_pg", "mongo_url": "mongo_url", "tax_rate": "tax_rate",
-                              "time_zone": "time_zone"})
+                              "time_zone": "time_zone"}, check=check)

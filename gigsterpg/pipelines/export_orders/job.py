@@ -4,7 +4,6 @@ The checks made before the job starts answer with their HTTP status (login refus
 columns missing 404, no SELECT 403, collection busy 409, MongoDB down 503); then the job runs the same
 ``project`` as the CLI, on gigsterpg's own PostgreSQL (hashes, rejects, the run's record) and MongoDB database.
 """
-import dataclasses
 import logging
 import uuid
 from typing import Optional
@@ -13,16 +12,16 @@ import psycopg
 
 from gigsterpg import pipelines
 from gigsterpg.api.jobs import Job, Jobs
-from gigsterpg.api.work import (ApiError, export_running, open_source, ping_mongo, require_free_collection, start,
-                                where)
+from gigsterpg.api.work import (ApiError, closed_on_failure, open_source, ping_mongo, require_free_collection,
+                                start_export_job, where)
 from gigsterpg.config import Settings
 from gigsterpg.connections import mongo_errors_translated, short_reason
 from gigsterpg.exc import ConfigError, GigsterPgError, PrivilegeError, SourceError
-from gigsterpg.lib.mongo.orders import project
+from gigsterpg.lib.mongo.orders import OrdersReport, project
 from gigsterpg.lib.mongo.projection import (check_source, count_rows, load_projection, prepare_source, tax_rate,
                                             time_zone)
 from gigsterpg.lib.mongo.runs import recorded
-from gigsterpg.lib.pg.db.states import API, EXPORT
+from gigsterpg.lib.pg.db.states import API
 from gigsterpg.pipelines.execute import recorded as recorded_run
 
 logger = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ def start_projection(jobs: Jobs, settings: Settings, mongo, params: dict, passwo
     params = {**params, "collection": params.get("collection") or projection.name, "tax_rate": str(rate),
               "time_zone": zone}
     source = open_source(params, password, timeout_s)
-    try:
+    with closed_on_failure(source):
         try:
             source.execute("SELECT set_config('TimeZone', %s, false)", (zone,))
             source.commit()
@@ -60,7 +59,7 @@ def start_projection(jobs: Jobs, settings: Settings, mongo, params: dict, passwo
         ping_mongo(mongo)
         collection = mongo[settings.mongo_database][params["collection"]]
 
-        def work(job: Job) -> dict:
+        def work(job: Job) -> OrdersReport:
             target = f"{settings.mongo_database}.{params['collection']}"
             with recorded(settings.pg_url, projection.name, target, f"api job {job.id}") as record, \
                     recorded_run(pipelines.get("export-orders"), settings, params, API) as run:
@@ -76,10 +75,6 @@ def start_projection(jobs: Jobs, settings: Settings, mongo, params: dict, passwo
                     raise GigsterPgError(f"PostgreSQL failed during the export from {where(params)}",
                                          short_reason(err), "restart the job (POST /exports/{id}/restart): the export"
                                          " is idempotent") from err
-            return {**dataclasses.asdict(report), "rate": round(report.rate, 1)}
+            return report
 
-        return start(jobs, EXPORT, params, work, export_running(params["collection"]), cleanup=source.close,
-                     restart_of=restart_of)
-    except BaseException:
-        source.close()
-        raise
+        return start_export_job(jobs, params, work, source, restart_of)

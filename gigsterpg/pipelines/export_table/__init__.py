@@ -4,6 +4,8 @@
 nothing); the documents deleted because their row is gone are in ``details``.
 """
 from gigsterpg import commands
+from gigsterpg.lib.mongo.bulk import check_collection
+from gigsterpg.lib.mongo.export import split_name
 from gigsterpg.pipelines.contract import INTEGER, Context, Param, Pipeline, Report
 from gigsterpg.pipelines.params import positive
 
@@ -23,6 +25,12 @@ def run(context: Context, params: dict):
                                  params["batch_size"])
 
 
+def check(settings, params: dict) -> None:
+    split_name(params["table"], params["schema"])
+    if params["collection"] is not None:
+        check_collection(params["collection"])
+
+
 def report(native) -> Report:
     return Report(native.rows, {"written": native.written, "unchanged": native.rows - native.written},
                   {"table": native.table, "collection": native.collection, "deleted": native.deleted,
@@ -35,4 +43,5 @@ def text(native) -> str:
 
 
 PIPELINE = Pipeline("export-table", "every row of a PostgreSQL table into MongoDB documents (_id = primary key)",
-                    PARAMS, run, report, text, settings={"pg_url": "pg_url", "mongo_url": "mongo_url"})
+                    PARAMS, run, report, text, settings={"pg_url": "pg_url", "mongo_url": "mongo_url"},
+                    check=check)

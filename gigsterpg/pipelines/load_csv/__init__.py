@@ -5,16 +5,19 @@ rejected (a bad line, set aside).
 """
 import argparse
 
+from gigsterpg.exc import ConfigError
+from gigsterpg.lib.datasets import load
 from gigsterpg.lib.datasets.load import load_csv
 from gigsterpg.lib.files.csvsource import KINDS
 from gigsterpg.pipelines.contract import FLAG, PATH, Context, Param, Pipeline, Report
+from gigsterpg.text import shown
 
 
 def declaration(text: str):
     """``COLUMN=KIND`` of ``--type``."""
     name, sep, kind = text.partition("=")
     if not sep or not name or kind not in KINDS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not COLUMN=KIND with KIND one of {', '.join(KINDS)}")
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not COLUMN=KIND with KIND one of {', '.join(KINDS)}")
     return name, kind
 
 
@@ -37,13 +40,29 @@ PARAMS = (
 
 def declared(items) -> dict:
     """``--type`` values, parsed by the CLI ((column, kind)) or sent as text ("column=kind")."""
-    return dict(item if isinstance(item, (tuple, list)) else declaration(item) for item in items or [])
+    found = {}
+    for item in items or []:
+        if not isinstance(item, (tuple, list)):
+            try:
+                item = declaration(item)
+            except argparse.ArgumentTypeError as err:
+                raise ConfigError("bad --type", str(err),
+                                  "declare a column as COLUMN=KIND, e.g. price=numeric") from None
+        found[item[0]] = item[1]
+    return found
+
+
+def _options(params: dict) -> tuple:
+    return (params["paths"], params["table"], params["schema"], declared(params["type"]), params["key"],
+            params["merge"], params["delimiter"], params["quote"], params["encoding"], params["day_first"])
 
 
 def run(context: Context, params: dict):
-    return load_csv(context.settings, params["paths"], params["table"], params["schema"], declared(params["type"]),
-                    params["key"], params["merge"], params["delimiter"], params["quote"], params["encoding"],
-                    params["day_first"])
+    return load_csv(context.settings, *_options(params))
+
+
+def check(settings, params: dict) -> None:
+    load.check(settings, *_options(params))
 
 
 def report(native) -> Report:
@@ -58,4 +77,4 @@ def text(native) -> str:
 
 
 PIPELINE = Pipeline("load-csv", "CSV files (or folders of them) into dataset tables, one transaction per file",
-                    PARAMS, run, report, text)
+                    PARAMS, run, report, text, check=check)

@@ -15,7 +15,7 @@ from gigsterpg.lib.files.csvsource import KINDS
 from gigsterpg.lib.pg.db.snapshot import SNAPSHOT_STEPS
 from gigsterpg.lib.pg.db.states import FAILED, SKIPPED, SUCCEEDED
 from gigsterpg.pipelines.contract import DAY, FLAG, INTEGER, PATH, Context, Param, Pipeline, Report
-from gigsterpg.text import plural
+from gigsterpg.text import plural, shown
 
 PARAMS = (
     Param("day", DAY, "the day of the data, YYYY-MM-DD (names the partitions)"),
@@ -44,12 +44,23 @@ def run(context: Context, params: dict):
         pipeline = dataclasses.replace(pipeline, csv_types=declared_kinds(params["csv_types"]))
     if params["workers"]:
         pipeline = dataclasses.replace(pipeline, workers=params["workers"])
-    days = days_asked(types.SimpleNamespace(day=_date(params["day"]), first=_date(params["from"]),
-                                            last=_date(params["to"]), max_days=params["max_days"]))
+    days = _days(params)
     done = snapshot.run_days(pipeline, days, force=params["force"],
                              on_step=lambda step: context.say(format_step(step)))
     done.planned = len(days) * len(SNAPSHOT_STEPS)
     return done
+
+
+def _days(params: dict) -> List[datetime.date]:
+    return days_asked(types.SimpleNamespace(day=_date(params["day"]), first=_date(params["from"]),
+                                            last=_date(params["to"]), max_days=params["max_days"]))
+
+
+def check(settings, params: dict) -> None:
+    """The days asked (one, or a range not longer than max_days) and the CSV's declared kinds."""
+    _days(params)
+    if params["csv_types"]:
+        declared_kinds(params["csv_types"])
 
 
 def _date(value):
@@ -83,7 +94,10 @@ def declared_kinds(text: str) -> Dict[str, str]:
     for item in text.split(","):
         name, sep, kind = item.partition("=")
         if not sep or not name.strip():
-            raise ConfigError(f"bad --csv-types item {item!r}", "each item is COL=KIND",
+            raise ConfigError(f"bad --csv-types item {shown(item)}", "each item is COL=KIND",
+                              "e.g. --csv-types order_id=integer,discount=numeric")
+        if kind.strip() not in KINDS:
+            raise ConfigError(f"bad --csv-types item {shown(item)}", f"the kinds are {', '.join(KINDS)}",
                               "e.g. --csv-types order_id=integer,discount=numeric")
         declared[name.strip()] = kind.strip()
     return declared
@@ -124,4 +138,4 @@ def format_step(report: snapshot.StepReport) -> str:
 PIPELINE = Pipeline("snapshots", "daily snapshots of a PostgreSQL database and a CSV file, loaded and queried",
                     PARAMS, run, report, text, command="pipeline", step=("action", "run"),
                     settings={"source_pg": "snapshot_source_pg", "csv": "snapshot_csv", "root": "snapshot_root",
-                              "tables": "snapshot_tables"})
+                              "tables": "snapshot_tables"}, check=check)

@@ -52,6 +52,10 @@ def run(context: Context, params: dict):
                          load_workers=params["load_workers"])
 
 
+def check(settings, params: dict) -> None:
+    commands.parse_collections(params["collections"])
+
+
 def report(native) -> Report:
     if isinstance(native, FollowReport):
         return Report(native.events, {"applied": native.events},
@@ -82,4 +86,4 @@ def text(native) -> str:
 
 
 PIPELINE = Pipeline("sync", "MongoDB users and gigs into PostgreSQL (migrate, then sync)", PARAMS, run, report, text,
-                    settings={"batch_size": "batch_size"})
+                    settings={"batch_size": "batch_size"}, check=check)

@@ -2,8 +2,10 @@
 
 Its detail stays in ``datasets``; ``read`` is the rows the query gave, each written.
 """
-from gigsterpg.lib.datasets.transform import transform
 from pathlib import Path
+
+from gigsterpg.lib.datasets import transform as transforms
+from gigsterpg.lib.datasets.transform import transform
 
 from gigsterpg.pipelines.contract import PATH, Context, Param, Pipeline, Report
 
@@ -20,6 +22,10 @@ def run(context: Context, params: dict):
     return transform(context.settings, params["sqlfile"], params["into"], params["schema"], params["key"])
 
 
+def check(settings, params: dict) -> None:
+    transforms.check(settings, params["sqlfile"], params["into"], params["schema"], params["key"])
+
+
 def report(native) -> Report:
     return Report(native.rows, {"written": native.rows},
                   {"table": native.table, "key": native.key, "seconds": round(native.seconds, 3)})
@@ -31,4 +37,4 @@ def text(native) -> str:
 
 
 PIPELINE = Pipeline("transform", "the SELECT of an SQL file becomes a dataset table, replaced atomically",
-                    PARAMS, run, report, text)
+                    PARAMS, run, report, text, check=check)

@@ -8,7 +8,7 @@ linking of references. A model with more to do (users: skills and
 user_skills) overrides ``stage`` / ``merge`` and calls ``upsert`` itself.
 """
 import re
-from typing import Dict, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from sqlalchemy.dialects.postgresql import JSON, JSONB
 
@@ -85,6 +85,10 @@ class TableSync:
     mapped: type
     columns: Columns
     references: Tuple[Reference, ...] = ()
+    # Columns whose values no two rows share (users' e-mail): what two documents may claim at once.
+    unique: Tuple[str, ...] = ()
+    # A predicate over ``a.key`` that is true of a shared row a document would add (users: a skill not known).
+    unknown_adds: Optional[str] = None
 
     parents: Tuple[str, ...]
     staging: Dict[str, Columns]
@@ -145,6 +149,17 @@ class TableSync:
     @staticmethod
     def settle(cursor) -> None:
         """Nothing to settle after a scan."""
+
+    @classmethod
+    def claims(cls, row: NamedTuple) -> Tuple[str, ...]:
+        """The unique values ``row`` would hold, as ``column:value`` (``unique``)."""
+        return tuple(f"{name}:{value}" for name in cls.unique if (value := getattr(row, name)) is not None)
+
+    @staticmethod
+    def adds(row: NamedTuple) -> Tuple[str, ...]:
+        """The keys of shared rows ``row`` refers to, which its merge adds if they are not there
+        (``unknown_adds`` says which are not)."""
+        return ()
 
     @classmethod
     def unstage(cls, cursor, mongo_ids) -> None:

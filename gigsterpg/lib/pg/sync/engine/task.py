@@ -66,7 +66,7 @@ def create_scratch(cursor, run_id: int, collections) -> None:
                    " task int4 NOT NULL, pid int4, host text, started_at timestamptz NOT NULL DEFAULT now(),"
                    " documents int8)")
     cursor.execute(f"CREATE UNLOGGED TABLE {merges_table(run_id)} (collection text, task int4, attempts int4"
-                   " NOT NULL DEFAULT 1, counts jsonb, PRIMARY KEY (collection, task))")
+                   " NOT NULL DEFAULT 1, pid int4, host text, counts jsonb, PRIMARY KEY (collection, task))")
     for name in collections:
         columns = ", ".join(f"{column} {kind}" for column, kind in SCRATCH_COLUMNS)
         cursor.execute(f"CREATE UNLOGGED TABLE {scratch_table(run_id, name)} ({columns}, PRIMARY KEY (rec))")
@@ -194,11 +194,15 @@ def merge_range(task: MergeTask) -> dict:
     documents share): the sessions never wait on each other, whatever order they run in.
     """
     model, ledger = registry.model(task.collection), merges_table(task.run_id)
-    connection = psycopg.connect(task.pg_url)
+    # Named, so a session in pg_stat_activity says whose it is.
+    connection = psycopg.connect(task.pg_url, application_name=f"gigsterpg merge {task.collection} {task.index}"
+                                 f" pid {os.getpid()}")
     try:
         with connection.cursor() as cursor:
-            cursor.execute(f"INSERT INTO {ledger} AS m (collection, task) VALUES (%s, %s) ON CONFLICT (collection,"
-                           " task) DO UPDATE SET attempts = m.attempts + 1", (task.collection, task.index))
+            cursor.execute(f"INSERT INTO {ledger} AS m (collection, task, pid, host) VALUES (%s, %s, %s, %s)"
+                           " ON CONFLICT (collection, task) DO UPDATE SET attempts = m.attempts + 1,"
+                           " pid = excluded.pid, host = excluded.host",
+                           (task.collection, task.index, os.getpid(), socket.gethostname()))
         connection.commit()
         loader = _PartitionLoader(connection, model, task.run_id, task.skip_unchanged)  # commits its temp tables
         with connection.cursor() as cursor:

@@ -340,7 +340,16 @@ def _gather(futures: list, progress, stats: TaskStats) -> int:
             raise TerminalError(f"sync task {future.key} failed", short_reason(err) or type(err).__name__,
                                 "see the Dask workers' logs, then run the sync again") from err
         progress.advance(1)
+    _release(futures)
     return documents
+
+
+def _release(futures: list) -> None:
+    """Let Dask forget finished tasks: it runs a task again when the worker holding its result dies while
+    a future of it is held, and a range staged again once merging began would rewrite its scratch rows."""
+    for future in futures:
+        future.release()
+    futures.clear()
 
 
 class _FetchedLater(RawBSONDocument):
@@ -467,6 +476,7 @@ def _split(run, client, name: str, stats: TaskStats, pg_url: str, retries: int) 
     except BaseException:
         client.cancel(futures)
         raise
+    _release(futures)
     logger.info("%s: %d documents merged by %d tasks, %d left to the coordinator (contested)", name,
                 counts.seen, len(tasks), contested)
     return _Split(counts, contested)

@@ -376,6 +376,8 @@ def test_sync_scheduler_runs_on_the_cluster_and_records_its_tasks(cluster, mongo
     # Into full tables: RANGES_PER_WORKER ranges per worker and collection (fewer only when the sample holds
     # fewer ids), staged, then merged.
     assert "Dask: 2 workers, 16 tasks (16 ran, 0 retried, 0 failed)" in out
+    # One user deleted: nothing changed to merge in parallel; the rejects are looked at again by the coordinator.
+    assert "Dask merge: 0 tasks in parallel sessions (0 retried), " in out
     assert state(second_pg_url) == state(pg_url)
     with psycopg.connect(second_pg_url) as connection:
         tasks = connection.execute("SELECT counts->'tasks' FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()[0]

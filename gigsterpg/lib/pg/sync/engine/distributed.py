@@ -1,30 +1,38 @@
-"""A full sync on a Dask cluster: workers read, hash and map ``_id`` ranges; one session merges them in scan order.
+"""A full sync on a Dask cluster: workers read, hash and map ``_id`` ranges, and merge what is theirs alone.
 
-The single-process sync's result depends on the order it sees documents in,
-which is the order of a plain scan (natural order, the record ids), and on its
-batches: of two users with one e-mail, or two documents whose ids share a text
-form (1 and "1"), the later-seen one is rejected, with a detail that says
-whether the holder was in the same batch; a new skill is named as the first
-batch holding it spells it; ``users.id`` follows the order of the inserts. To
-be equal, not merely similar, the distributed run decides in that same order:
+Into empty tables a first load runs (``_first_load``): the cluster's tasks are its batches. Into full tables (a
+re-sync), the result must equal the single-process sync's, ids included. That one's result depends on the
+order it meets documents in (a plain scan's, the record ids) and on its batches only where documents meet:
+of users with one e-mail, and of documents whose ids share a text form (1 and "1"), the one whose ``_id``
+comes first in MongoDB's order of ids keeps it, but the detail of a reject and whether a loser is met before
+or after its winner follow the scan; a new skill is spelt as the first batch holding it spells it; a new
+row's id follows the order of the inserts (only inserts draw ids: the merge updates, then inserts). So:
 
 1. plan (``plan``): each collection in ``_id`` ranges from sampled split points;
    one Dask task per range (``task.stage_range``, retried by Dask);
 2. the tasks, in parallel, read their range with each document's record id,
    hash it, map it if it is new or changed, and stage the result in the run's
-   UNLOGGED scratch table of that collection (idempotently, per task);
-3. once every range of a collection is staged, the coordinator replays the
-   scratch table in record-id order, in batches of the same size, through the
-   same ``BatchLoader`` the single-process sync uses (mapping already done),
-   then deletes what was not seen, links, and accounts, exactly as it does:
-   users' merge finishes before gigs' begins (gigs' tasks run meanwhile).
+   UNLOGGED scratch table of that collection (idempotently, per task), with what the row would claim
+   (its e-mail) and add (its skills' keys);
+3. once every range of a collection is staged, the coordinator marks set-wise the documents that meet
+   another (``mark_contested``): new or rejected ones, ids of a shared text form, new skills, and every
+   document, stored holder included, of an e-mail two documents claim. The rule reads only the staged rows
+   and the stored tables: neither the scan order nor the number of ranges changes what it marks;
+4. one merge task per range (``task.merge_range``, retried by Dask) runs the single-process ``BatchLoader``
+   over its range's other changed documents, in its own session and one transaction: they touch only their
+   own rows (users, their user_skills, hashes), so the sessions never wait on each other, and any order of
+   them gives the same rows. Documents unchanged when staged and not contested are only counted as seen;
+5. the coordinator replays the contested documents in record-id order, each in the batch the single process
+   would have read it in, through the same ``BatchLoader``, then deletes what was not seen, links, and
+   accounts, exactly as it does: users' merge finishes before gigs' begins (gigs' tasks run meanwhile), so a
+   gig's poster, in whatever range, is there.
 
-No deadlock is possible: the tasks write only their own rows of the scratch
-tables (keyed by record id, one lock per task), and read ``sync_hashes``;
-every shared table (skills, users' unique e-mails, user_skills, gigs,
-rejects, hashes) is written by the one coordinator session, which holds the
-sync lock. The price is that PostgreSQL's merge is not spread: it is the
-ceiling of the distributed run (BENCHMARKS.md models it).
+The counts are the merge tasks' loaders' plus the coordinator's: the same as the single process's
+(tests/test_distributed_split.py, at 1, 2 and 4 ranges). No deadlock is possible: the stage tasks write only
+their own scratch rows; the merge tasks write disjoint rows (whatever two documents share is the
+coordinator's), while the coordinator waits; everything shared (skills, e-mails, rejects, deletes) is written
+by the one coordinator session, which holds the sync lock. On an unchanged re-sync nobody merges anything but
+the rejected documents (they have no hash, so they are looked at again every run).
 
 Incremental runs and ``--follow`` stay single-process: they apply changes in
 the order they happened (a change stream is one ordered log; an incremental
@@ -449,6 +457,8 @@ def _split(run, client, name: str, stats: TaskStats, pg_url: str, retries: int) 
                        " NULL), array_agg(DISTINCT task) FILTER (WHERE NOT contested AND raw IS NOT NULL)"
                        f" FROM {table}")
         contested, skipped, parts = cursor.fetchone()
+        if parts:  # each merge task reads its range's rows in record-id order
+            cursor.execute(f"CREATE INDEX ON {table} (task, rec)")
     run.connection.commit()
     stats.contested[name] = contested
     token = uuid.uuid4().hex[:8]

@@ -220,7 +220,8 @@ def test_a_distributed_run_equals_the_single_process_run_on_messy_data(cluster, 
         "workers": 0, "tasks": sum(batches.values()), "ran": sum(batches.values()),
         "attempts": sum(batches.values()), "retried": 0, "failed": 0, "coordinator_retries": 0,
         "ranges": batches, "planned": {"users": len(docs), "gigs": len(gig_docs)},
-        "read": {"users": len(docs), "gigs": len(gig_docs)}, "merges": 0, "merge_retried": 0, "contested": {}}
+        "read": {"users": len(docs), "gigs": len(gig_docs)}, "merges": 0, "merge_retried": 0, "contested": {},
+        "split_s": {}}
     for name in ("users", "gigs"):
         assert spread.collections[name].as_dict() | {"seconds": 0} == single.collections[name].as_dict() | {
             "seconds": 0}

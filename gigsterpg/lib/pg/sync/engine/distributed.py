@@ -88,6 +88,7 @@ class TaskStats:
     merges: int = 0  # merge tasks of a re-sync (``task.merge_range``), one per range with uncontested changes
     merge_retried: int = 0  # attempts at merge tasks beyond one each
     contested: Dict[str, int] = field(default_factory=dict)  # documents the coordinator replayed, per collection
+    split_s: Dict[str, float] = field(default_factory=dict)  # seconds of the marking and the merge tasks
     ranges: Dict[str, int] = field(default_factory=dict)
     planned: Dict[str, int] = field(default_factory=dict)  # each collection's count when it was planned
     read: Dict[str, int] = field(default_factory=dict)  # documents the tasks read, per collection
@@ -97,7 +98,7 @@ class TaskStats:
         return {"workers": self.workers, "tasks": self.tasks, "ran": self.ran, "attempts": self.attempts,
                 "retried": self.retried, "failed": self.failed, "coordinator_retries": self.coordinator_retries,
                 "ranges": self.ranges, "planned": self.planned, "read": self.read, "merges": self.merges,
-                "merge_retried": self.merge_retried, "contested": self.contested}
+                "merge_retried": self.merge_retried, "contested": self.contested, "split_s": self.split_s}
 
 
 @contextlib.contextmanager
@@ -445,6 +446,7 @@ def _split(run, client, name: str, stats: TaskStats, pg_url: str, retries: int) 
     from distributed import as_completed
 
     run_id, table = run.report.run_id, scratch_table(run.report.run_id, name)
+    started = time.monotonic()
     with run.connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {table}")
         staged = cursor.fetchone()[0]
@@ -464,7 +466,9 @@ def _split(run, client, name: str, stats: TaskStats, pg_url: str, retries: int) 
     token = uuid.uuid4().hex[:8]
     tasks = [MergeTask(run_id, name, index, pg_url, run.batch_size, run.skip_unchanged, token)
              for index in sorted(parts or ())]
-    futures = [client.submit(merge_range, task, key=task.key, retries=retries, pure=False) for task in tasks]
+    # Before the ranges of the next collection still waiting for a worker: this merge is what the run waits for.
+    futures = [client.submit(merge_range, task, key=task.key, retries=retries, pure=False, priority=10)
+               for task in tasks]
     stats.merges += len(tasks)
     # Unchanged when staged, and nobody else's business: seen, nothing to write.
     counts = CollectionCounts(seen=skipped)
@@ -487,6 +491,7 @@ def _split(run, client, name: str, stats: TaskStats, pg_url: str, retries: int) 
         client.cancel(futures)
         raise
     _release(futures)
+    stats.split_s[name] = round(time.monotonic() - started, 3)
     logger.info("%s: %d documents merged by %d tasks, %d left to the coordinator (contested)", name,
                 counts.seen, len(tasks), contested)
     return _Split(counts, contested)

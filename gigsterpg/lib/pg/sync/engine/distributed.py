@@ -61,6 +61,7 @@ from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.engine import fingerprint, firstload, parallel, runner
 from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, CollectionCounts, Prepared, rollback
 from gigsterpg.lib.pg.sync.engine.plan import RAW, plan
+from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
 from gigsterpg.lib.pg.sync.engine.task import (SCRATCH_PREFIX, BatchTask, MergeTask, RangeTask, attempts_table,
                                                create_scratch, load_batch, merge_range, merges_table, restore,
                                                scratch_table, stage_range)
@@ -555,26 +556,28 @@ def _merge(run, loader, name, mark, split: _Split):
                            f" (row_number() OVER (ORDER BY rec) - 1) / %s AS batch FROM {table}) b"
                            f" JOIN {table} s ON s.rec = b.rec WHERE b.contested ORDER BY b.rec", (batch_size,),
                            binary=True)  # bytea as it is, not hex text to parse
-            report = runner._sync_collection(run.connection, mongo_db, loader, runner.Scan({}, FULL, mark),
-                                             _advancing(_grouped(cursor, mongo_db[name]), run.progress, name,
-                                                        split.contested), None, None, _Quiet())
+            # Fetched and prepared on ReadAhead's threads, a batch ahead of the loader (one "row" a batch).
+            with ReadAhead(_grouped(cursor), 1, lambda groups: _prepared(groups[0], mongo_db[name])) as pipeline:
+                report = runner._sync_collection(run.connection, mongo_db, loader, runner.Scan({}, FULL, mark),
+                                                 _advancing(pipeline, run.progress, name, split.contested), None,
+                                                 None, _Quiet())
         reader.driver_connection.rollback()
     finally:
         _close(reader)
     return report
 
 
-def _grouped(cursor, collection):
-    """The replayed rows in the single process's batches (rows of one batch number together)."""
+def _grouped(cursor):
+    """The replayed rows in the single process's batches (the rows of one batch number, together)."""
     batch, current = [], None
     for *row, number in cursor:
         if batch and number != current:
-            yield _prepared(batch, collection)
+            yield batch
             batch = []
         current = number
         batch.append(row)
     if batch:
-        yield _prepared(batch, collection)
+        yield batch
 
 
 def _advancing(pipeline, progress, name: str, expected: int):

@@ -238,3 +238,32 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_merge_task_run_again_after_it_committed_merges_nothing_twice(mongo_db, pg_url):
+    """Dask runs a task again when it lost the answer of one that committed: the second attempt merges nothing
+    and answers the first one's counts (the rows, hashes and counts are those of one merge)."""
+    from gigsterpg.lib.pg.sync.engine.distributed import mark_contested
+    from gigsterpg.lib.pg.sync.engine.plan import IdRange
+    from gigsterpg.lib.pg.sync.engine.task import (MergeTask, RangeTask, create_scratch, merge_range, merges_table,
+                                                   stage_range)
+    _write(mongo_db)
+    _single(pg_url, mongo_db)
+    mongo_db.users.update_many({"_id": {"$in": [2, 3, 40]}}, {"$set": {"name": "renamed"}})
+    with psycopg.connect(pg_url, autocommit=True) as connection, connection.cursor() as cursor:
+        run_id = cursor.execute("INSERT INTO sync_runs (collections, pid, hostname, mode) VALUES"
+                                " ('users', 1, 'here', 'full') RETURNING id").fetchone()[0]
+        create_scratch(cursor, run_id, ["users"])
+    stage_range(RangeTask(run_id, "users", IdRange(0), pg_url, _mongo_url(mongo_db), mongo_db.name, BATCH))
+    with psycopg.connect(pg_url) as connection, connection.cursor() as cursor:
+        mark_contested(cursor, run_id, "users")
+    task = MergeTask(run_id, "users", 0, pg_url, BATCH)
+    assert "postgresql" not in repr(task), "Dask logs a task's arguments: no URL in them"
+    first = merge_range(task)
+    versions = _versions(pg_url)
+    assert merge_range(task) == first
+    assert _versions(pg_url) == versions, "the second attempt wrote rows"
+    assert (first["seen"], first["updated"], first["inserted"]) == (3, 3, 0)
+    with psycopg.connect(pg_url) as connection:
+        assert connection.execute(f"SELECT attempts FROM {merges_table(run_id)}").fetchall() == [(2,)]
+        assert connection.execute("SELECT count(*) FROM users WHERE name = 'renamed'").fetchone()[0] == 3

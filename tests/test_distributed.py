@@ -220,7 +220,8 @@ def test_a_distributed_run_equals_the_single_process_run_on_messy_data(cluster, 
         "workers": 0, "tasks": sum(batches.values()), "ran": sum(batches.values()),
         "attempts": sum(batches.values()), "retried": 0, "failed": 0, "coordinator_retries": 0,
         "ranges": batches, "planned": {"users": len(docs), "gigs": len(gig_docs)},
-        "read": {"users": len(docs), "gigs": len(gig_docs)}}
+        "read": {"users": len(docs), "gigs": len(gig_docs)}, "merges": 0, "merge_retried": 0, "contested": {},
+        "split_s": {}}
     for name in ("users", "gigs"):
         assert spread.collections[name].as_dict() | {"seconds": 0} == single.collections[name].as_dict() | {
             "seconds": 0}
@@ -376,6 +377,8 @@ def test_sync_scheduler_runs_on_the_cluster_and_records_its_tasks(cluster, mongo
     # Into full tables: RANGES_PER_WORKER ranges per worker and collection (fewer only when the sample holds
     # fewer ids), staged, then merged.
     assert "Dask: 2 workers, 16 tasks (16 ran, 0 retried, 0 failed)" in out
+    # One user deleted: nothing changed to merge in parallel; the rejects are looked at again by the coordinator.
+    assert "Dask merge: 0 tasks in parallel sessions (0 retried), " in out
     assert state(second_pg_url) == state(pg_url)
     with psycopg.connect(second_pg_url) as connection:
         tasks = connection.execute("SELECT counts->'tasks' FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()[0]

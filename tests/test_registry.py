@@ -51,8 +51,9 @@ def test_the_merge_is_generated_from_the_declared_columns():
     assert ("INSERT INTO gigs AS t (_id, created, updated, name, description, state, poster_ref, budget, extra,"
             " poster_id) SELECT s._id, s.created, s.updated, s.name, s.description, s.state, s.poster_ref, s.budget,"
             " s.extra::jsonb, (SELECT p.id FROM users p WHERE p._id = s.poster_ref) FROM stage_gigs s"
-            ) in GigSync.merge_sql
-    assert "WHERE (t.created, t.updated, t.name, t.email, t.extra)  IS DISTINCT FROM" in UserSync.merge_sql
+            " WHERE NOT EXISTS") in GigSync.merge_sql[1]
+    assert "WHERE t._id = v._id AND (t.created, t.updated, t.name, t.email, t.extra)  IS DISTINCT FROM" in \
+        UserSync.merge_sql[0]
     assert GigSync.link_sqls == ("UPDATE gigs t SET poster_id = p.id FROM users p WHERE t.poster_id IS NULL"
                                  " AND t.poster_ref IS NOT NULL AND p._id = t.poster_ref",)
     assert (UserSync.parents, GigSync.parents) == ((), ("users",))

@@ -82,6 +82,9 @@ def _run(args, settings, progress, scheduler) -> int:
     if tasks is not None:
         print(f"Dask: {tasks.workers} workers, {tasks.tasks} tasks ({tasks.ran} ran, {tasks.retried} retried,"
               f" {tasks.failed} failed)")
+        if tasks.contested:  # a re-sync: its merge split by range
+            print(f"Dask merge: {tasks.merges} tasks in parallel sessions ({tasks.merge_retried} retried),"
+                  f" {sum(tasks.contested.values())} contested documents replayed in scan order by the coordinator")
     return 0 if report.balanced else 1
 
 

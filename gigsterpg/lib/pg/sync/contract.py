@@ -5,7 +5,7 @@ The engine knows a model only through ``SyncModel``; ``TableSync``
 columns, so a model of one table writes only its mapping. The models are listed
 once, parents first, in ``gigsterpg.lib.pg.sync.registry``.
 """
-from typing import Callable, Iterable, List, Mapping, NamedTuple, Protocol, Sequence, Tuple
+from typing import Callable, Iterable, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 # (name, PostgreSQL type) of a staged column, in the order of the values COPY writes.
 Columns = Tuple[Tuple[str, str], ...]
@@ -51,6 +51,22 @@ class SyncModel(Protocol):
     staging: Mapping[str, Columns]
     """The temp tables ``stage`` fills and ``merge`` reads, with their columns: created once per
     loader, emptied before each batch (and at each commit)."""
+
+    unique: Tuple[str, ...]
+    """Columns of ``table`` whose values no two rows share (users: ``email``): what the split merge of a
+    re-sync (``engine.distributed``) leaves to the one ordered session when two documents claim one value."""
+
+    unknown_adds: Optional[str]
+    """A SQL predicate over ``a.key``, true of a shared row (a skill) the merge would add for a document
+    (``adds``): such a document is merged by the one ordered session (what it adds depends on its batch)."""
+
+    @staticmethod
+    def claims(row: NamedTuple) -> Tuple[str, ...]:
+        """The values of ``unique`` columns ``row`` would hold, as ``column:value``."""
+
+    @staticmethod
+    def adds(row: NamedTuple) -> Tuple[str, ...]:
+        """The keys of shared rows ``row`` refers to (users: its skills' keys)."""
 
     @staticmethod
     def to_row(doc: Mapping) -> NamedTuple:

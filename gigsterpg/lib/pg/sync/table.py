@@ -2,13 +2,13 @@
 
 A model declares its collection, table, mapped class, the staged ``columns``
 (in its row's order) and its ``references``; from these ``TableSync`` makes the
-staging table, the COPY, the merge (one ``INSERT … ON CONFLICT … DO UPDATE …
-WHERE … IS DISTINCT FROM`` that counts inserts and updates) and the late
+staging table, the COPY, the merge (an ``UPDATE … WHERE … IS DISTINCT FROM``
+of the rows there, then an ``INSERT`` of the new ones, counting both) and the late
 linking of references. A model with more to do (users: skills and
 user_skills) overrides ``stage`` / ``merge`` and calls ``upsert`` itself.
 """
 import re
-from typing import Dict, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from sqlalchemy.dialects.postgresql import JSON, JSONB
 
@@ -24,24 +24,34 @@ def _checked(*names: str) -> None:
             raise ValueError(f"{name!r} is not a plain identifier")
 
 
-def upsert_sql(table: str, stage: str, values: Dict[str, str]) -> str:
-    """The merge of ``stage`` into ``table``: insert new ``_id``s, update rows that differ, count both
-    (and name them: a row written and later displaced in the same run is then counted once).
+def upsert_sql(table: str, stage: str, values: Dict[str, str]) -> Tuple[str, str]:
+    """The merge of ``stage`` into ``table``: (the update of rows that differ, the insert of new ``_id``s),
+    each counting and naming its rows (a row written and later displaced in the same run is then counted once).
 
     ``values``: target column -> SQL of its value over the staged row ``s``, ``_id`` first.
-    A row whose values all equal the staged ones is not written (no dead tuple, no WAL).
+    A row whose values all equal the staged ones is not written (no dead tuple, no WAL). Two statements, not
+    ``INSERT … ON CONFLICT DO UPDATE``: that one draws an id from the table's sequence for every staged row,
+    updates too, so the ids of new rows would depend on how many rows were updated before them; here only an
+    insert draws one, and new rows are numbered in the order they are inserted, however the updates are
+    spread (the split merge of a re-sync updates in parallel sessions).
     """
     kept = [name for name in values if name != "_id"]
-    return (
+    update = (
+        "WITH merged AS ("
+        f" UPDATE {table} t SET {', '.join(f'{name} = v.{name}' for name in kept)}"
+        f" FROM (SELECT {', '.join(f'{sql} AS {name}' for name, sql in values.items())} FROM {stage} s) v"
+        f" WHERE t._id = v._id AND ({', '.join('t.' + name for name in kept)})"
+        f"  IS DISTINCT FROM ({', '.join('v.' + name for name in kept)})"
+        " RETURNING t._id)"
+        " SELECT count(*), array_agg(_id) FROM merged")
+    insert = (
         "WITH merged AS ("
         f" INSERT INTO {table} AS t ({', '.join(values)})"
         f" SELECT {', '.join(values.values())} FROM {stage} s"
-        f" ON CONFLICT (_id) DO UPDATE SET {', '.join(f'{name} = excluded.{name}' for name in kept)}"
-        f" WHERE ({', '.join('t.' + name for name in kept)})"
-        f"  IS DISTINCT FROM ({', '.join('excluded.' + name for name in kept)})"
-        " RETURNING t._id, xmax = 0 AS inserted)"
-        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),"
-        "  array_agg(_id) FILTER (WHERE inserted), array_agg(_id) FILTER (WHERE NOT inserted) FROM merged")
+        f" WHERE NOT EXISTS (SELECT 1 FROM {table} x WHERE x._id = s._id)"
+        " RETURNING t._id)"
+        " SELECT count(*), array_agg(_id) FROM merged")
+    return update, insert
 
 
 def insert_sql(table: str, stage: str, values: Dict[str, str]) -> str:
@@ -75,10 +85,14 @@ class TableSync:
     mapped: type
     columns: Columns
     references: Tuple[Reference, ...] = ()
+    # Columns whose values no two rows share (users' e-mail): what two documents may claim at once.
+    unique: Tuple[str, ...] = ()
+    # A predicate over ``a.key`` that is true of a shared row a document would add (users: a skill not known).
+    unknown_adds: Optional[str] = None
 
     parents: Tuple[str, ...]
     staging: Dict[str, Columns]
-    merge_sql: str
+    merge_sql: Tuple[str, str]
     insert_sql: str
     link_sqls: Tuple[str, ...]
 
@@ -137,6 +151,17 @@ class TableSync:
         """Nothing to settle after a scan."""
 
     @classmethod
+    def claims(cls, row: NamedTuple) -> Tuple[str, ...]:
+        """The unique values ``row`` would hold, as ``column:value`` (``unique``)."""
+        return tuple(f"{name}:{value}" for name in cls.unique if (value := getattr(row, name)) is not None)
+
+    @staticmethod
+    def adds(row: NamedTuple) -> Tuple[str, ...]:
+        """The keys of shared rows ``row`` refers to, which its merge adds if they are not there
+        (``unknown_adds`` says which are not)."""
+        return ()
+
+    @classmethod
     def unstage(cls, cursor, mongo_ids) -> None:
         """Take rows out of every staging table that has an ``_id``."""
         for name, columns in cls.staging.items():
@@ -145,10 +170,13 @@ class TableSync:
 
     @classmethod
     def merge(cls, cursor) -> dict:
-        """Merge the staged rows (``merge_sql``): counts of rows inserted and updated, and (``written``) the
-        ``_id``s of each."""
-        cursor.execute(cls.merge_sql)
-        inserted, updated, inserted_ids, updated_ids = cursor.fetchone()
+        """Merge the staged rows (``merge_sql``: updates, then inserts): counts of rows inserted and updated,
+        and (``written``) the ``_id``s of each."""
+        update, insert = cls.merge_sql
+        cursor.execute(update)
+        updated, updated_ids = cursor.fetchone()
+        cursor.execute(insert)
+        inserted, inserted_ids = cursor.fetchone()
         return {"inserted": inserted, "updated": updated,
                 "written": {"inserted": inserted_ids or [], "updated": updated_ids or []}}
 

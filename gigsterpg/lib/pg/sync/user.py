@@ -105,6 +105,14 @@ class UserSync(TableSync):
     columns = (("_id", "text"), ("created", "timestamptz"), ("updated", "timestamptz"), ("name", "text"),
                ("email", "text"), ("extra", "text"))
     to_row = staticmethod(user_row)
+    # What two users may claim at once: an e-mail; a skill the merge adds, spelt as its batch spells it.
+    unique = ("email",)
+    unknown_adds = "NOT EXISTS (SELECT 1 FROM skills k WHERE lower(k.name) = a.key)"
+
+    @staticmethod
+    def adds(row: UserRow) -> Tuple[str, ...]:
+        """The keys of the user's skills (the merge adds those not in ``skills``)."""
+        return tuple(key for _, key in row.skills)
 
     @staticmethod
     def mongo_to_pg(session: Session, mongo_entry: Mapping, instance: User) -> User:

@@ -1,30 +1,38 @@
-"""A full sync on a Dask cluster: workers read, hash and map ``_id`` ranges; one session merges them in scan order.
+"""A full sync on a Dask cluster: workers read, hash and map ``_id`` ranges, and merge what is theirs alone.
 
-The single-process sync's result depends on the order it sees documents in,
-which is the order of a plain scan (natural order, the record ids), and on its
-batches: of two users with one e-mail, or two documents whose ids share a text
-form (1 and "1"), the later-seen one is rejected, with a detail that says
-whether the holder was in the same batch; a new skill is named as the first
-batch holding it spells it; ``users.id`` follows the order of the inserts. To
-be equal, not merely similar, the distributed run decides in that same order:
+Into empty tables a first load runs (``_first_load``): the cluster's tasks are its batches. Into full tables (a
+re-sync), the result must equal the single-process sync's, ids included. That one's result depends on the
+order it meets documents in (a plain scan's, the record ids) and on its batches only where documents meet:
+of users with one e-mail, and of documents whose ids share a text form (1 and "1"), the one whose ``_id``
+comes first in MongoDB's order of ids keeps it, but the detail of a reject and whether a loser is met before
+or after its winner follow the scan; a new skill is spelt as the first batch holding it spells it; a new
+row's id follows the order of the inserts (only inserts draw ids: the merge updates, then inserts). So:
 
 1. plan (``plan``): each collection in ``_id`` ranges from sampled split points;
    one Dask task per range (``task.stage_range``, retried by Dask);
 2. the tasks, in parallel, read their range with each document's record id,
    hash it, map it if it is new or changed, and stage the result in the run's
-   UNLOGGED scratch table of that collection (idempotently, per task);
-3. once every range of a collection is staged, the coordinator replays the
-   scratch table in record-id order, in batches of the same size, through the
-   same ``BatchLoader`` the single-process sync uses (mapping already done),
-   then deletes what was not seen, links, and accounts, exactly as it does:
-   users' merge finishes before gigs' begins (gigs' tasks run meanwhile).
+   UNLOGGED scratch table of that collection (idempotently, per task), with what the row would claim
+   (its e-mail) and add (its skills' keys);
+3. once every range of a collection is staged, the coordinator marks set-wise the documents that meet
+   another (``mark_contested``): new or rejected ones, ids of a shared text form, new skills, and every
+   document, stored holder included, of an e-mail two documents claim. The rule reads only the staged rows
+   and the stored tables: neither the scan order nor the number of ranges changes what it marks;
+4. one merge task per range (``task.merge_range``, retried by Dask) runs the single-process ``BatchLoader``
+   over its range's other changed documents, in its own session and one transaction: they touch only their
+   own rows (users, their user_skills, hashes), so the sessions never wait on each other, and any order of
+   them gives the same rows. Documents unchanged when staged and not contested are only counted as seen;
+5. the coordinator replays the contested documents in record-id order, each in the batch the single process
+   would have read it in, through the same ``BatchLoader``, then deletes what was not seen, links, and
+   accounts, exactly as it does: users' merge finishes before gigs' begins (gigs' tasks run meanwhile), so a
+   gig's poster, in whatever range, is there.
 
-No deadlock is possible: the tasks write only their own rows of the scratch
-tables (keyed by record id, one lock per task), and read ``sync_hashes``;
-every shared table (skills, users' unique e-mails, user_skills, gigs,
-rejects, hashes) is written by the one coordinator session, which holds the
-sync lock. The price is that PostgreSQL's merge is not spread: it is the
-ceiling of the distributed run (BENCHMARKS.md models it).
+The counts are the merge tasks' loaders' plus the coordinator's: the same as the single process's
+(tests/test_distributed_split.py, at 1, 2 and 4 ranges). No deadlock is possible: the stage tasks write only
+their own scratch rows; the merge tasks write disjoint rows (whatever two documents share is the
+coordinator's), while the coordinator waits; everything shared (skills, e-mails, rejects, deletes) is written
+by the one coordinator session, which holds the sync lock. On an unchanged re-sync nobody merges anything but
+the rejected documents (they have no hash, so they are looked at again every run).
 
 Incremental runs and ``--follow`` stay single-process: they apply changes in
 the order they happened (a change stream is one ordered log; an incremental
@@ -51,11 +59,12 @@ from gigsterpg.exc import ConfigError, ConnectError, GigsterPgError, TerminalErr
 from gigsterpg.lib.pg.db.states import FAILED, FULL, INTERRUPTED, SUCCEEDED
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.engine import fingerprint, firstload, parallel, runner
-from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, Prepared, rollback
+from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, CollectionCounts, Prepared, rollback
 from gigsterpg.lib.pg.sync.engine.plan import RAW, plan
 from gigsterpg.lib.pg.sync.engine.reader import ReadAhead
-from gigsterpg.lib.pg.sync.engine.task import (SCRATCH_PREFIX, BatchTask, RangeTask, attempts_table, create_scratch,
-                                               load_batch, restore, scratch_table, stage_range)
+from gigsterpg.lib.pg.sync.engine.task import (SCRATCH_PREFIX, BatchTask, MergeTask, RangeTask, attempts_table,
+                                               create_scratch, load_batch, merge_range, merges_table, restore,
+                                               scratch_table, stage_range)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +86,10 @@ class TaskStats:
     retried: int = 0
     failed: int = 0
     coordinator_retries: int = 0  # reconnections of the coordinator after a transient error
+    merges: int = 0  # merge tasks of a re-sync (``task.merge_range``), one per range with uncontested changes
+    merge_retried: int = 0  # attempts at merge tasks beyond one each
+    contested: Dict[str, int] = field(default_factory=dict)  # documents the coordinator replayed, per collection
+    split_s: Dict[str, float] = field(default_factory=dict)  # seconds of the marking and the merge tasks
     ranges: Dict[str, int] = field(default_factory=dict)
     planned: Dict[str, int] = field(default_factory=dict)  # each collection's count when it was planned
     read: Dict[str, int] = field(default_factory=dict)  # documents the tasks read, per collection
@@ -85,7 +98,8 @@ class TaskStats:
     def as_dict(self) -> dict:
         return {"workers": self.workers, "tasks": self.tasks, "ran": self.ran, "attempts": self.attempts,
                 "retried": self.retried, "failed": self.failed, "coordinator_retries": self.coordinator_retries,
-                "ranges": self.ranges, "planned": self.planned, "read": self.read}
+                "ranges": self.ranges, "planned": self.planned, "read": self.read, "merges": self.merges,
+                "merge_retried": self.merge_retried, "contested": self.contested, "split_s": self.split_s}
 
 
 @contextlib.contextmanager
@@ -173,7 +187,8 @@ def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, colle
                 if stats.read[name] != stats.planned[name]:  # the ranges cover every id: only a change can do it
                     logger.warning("%s: the tasks read %d documents, the collection held %d when planned (it"
                                    " changed during the run)", name, stats.read[name], stats.planned[name])
-                report.collections[name] = _merge_retrying(run, name, marks[name], stats, retry)
+                split = _split(run, client, name, stats, pg_url, retries)
+                report.collections[name] = _merge_retrying(run, name, marks[name], stats, retry, split)
         finally:
             progress.close()
     except BaseException as err:
@@ -335,7 +350,16 @@ def _gather(futures: list, progress, stats: TaskStats) -> int:
             raise TerminalError(f"sync task {future.key} failed", short_reason(err) or type(err).__name__,
                                 "see the Dask workers' logs, then run the sync again") from err
         progress.advance(1)
+    _release(futures)
     return documents
+
+
+def _release(futures: list) -> None:
+    """Let Dask forget finished tasks: it runs a task again when the worker holding its result dies while
+    a future of it is held, and a range staged again once merging began would rewrite its scratch rows."""
+    for future in futures:
+        future.release()
+    futures.clear()
 
 
 class _FetchedLater(RawBSONDocument):
@@ -369,16 +393,134 @@ class _Quiet(runner.Progress):
     """The collection's own bar stays off: the run has one bar, of tasks and merged batches."""
 
 
-def _merge_retrying(run, name: str, mark, stats: TaskStats, retry: runner.RetryPolicy):
-    """``_merge``, again from the collection's start after a transient error, as the single-process run does."""
+@dataclass
+class _Split:
+    """What the merge tasks of one collection did (their loaders' counts, summed), and what is left to replay."""
+
+    counts: CollectionCounts
+    contested: int  # documents the coordinator replays in scan order
+
+
+def mark_contested(cursor, run_id: int, name: str) -> None:
+    """Mark the staged documents whose merge may depend on another document's, set-wise (the rule does not
+    depend on the scan order, nor on how the ids were split into ranges).
+
+    Contested, so replayed by the coordinator in scan order and in the single process's batches: a new
+    document (its insert draws the row's id: in scan order, as the single process draws them); a rejected one
+    (its row goes); one whose id's text form another document has (read in this run, stored, or rejected);
+    one that adds a shared row (a skill not known yet: the batch that holds it first spells it); and every
+    document of a unique value (an e-mail) that two documents claim, as stored or as read, the stored holder
+    included (which of them keeps it, and which order the single process meets them in, is the replay's).
+    What is left touches only its own rows: any session may merge it, in any order.
+    """
+    model, table = registry.model(name), scratch_table(run_id, name)
+    cursor.execute(f"ANALYZE {table}")
+    mark = f"UPDATE {table} s SET contested = true"
+    cursor.execute(f"{mark} WHERE NOT s.contested AND NOT EXISTS (SELECT 1 FROM {model.table} t"
+                   " WHERE t._id = s.doc_id)")
+    cursor.execute(f"{mark} FROM (SELECT doc_id FROM {table} GROUP BY doc_id HAVING count(*) > 1) d"
+                   " WHERE s.doc_id = d.doc_id AND NOT s.contested")
+    cursor.execute(f"{mark} FROM sync_hashes h WHERE h.collection = %s AND h._id = s.doc_id"
+                   " AND h.id_key IS DISTINCT FROM s.id_key AND NOT s.contested", (name,))
+    cursor.execute(f"{mark} FROM (SELECT DISTINCT split_part(doc_id, ' (duplicate ', 1) AS doc_id FROM sync_rejects"
+                   " WHERE collection = %s AND resolved_at IS NULL) r WHERE s.doc_id = r.doc_id AND NOT s.contested",
+                   (name,))
+    if model.unknown_adds:
+        cursor.execute(f"{mark} WHERE NOT s.contested AND s.adds <> '{{}}' AND EXISTS (SELECT 1 FROM unnest(s.adds)"
+                       f" AS a(key) WHERE {model.unknown_adds})")
+    if model.unique:
+        stored = " UNION ".join(
+            f"SELECT t._id, '{column}:' || t.{column} FROM {model.table} t WHERE t.{column} IN"
+            f" (SELECT substr(claim, {len(column) + 2}) FROM new WHERE starts_with(claim, '{column}:'))"
+            for column in model.unique)
+        cursor.execute(
+            f"WITH new AS (SELECT s.doc_id, c.claim FROM {table} s, unnest(s.claims) AS c(claim)),"
+            f" owners AS (SELECT doc_id, claim FROM new UNION {stored}),"
+            " shared AS (SELECT claim FROM owners GROUP BY claim HAVING count(*) > 1)"
+            f" {mark} FROM (SELECT DISTINCT o.doc_id FROM owners o JOIN shared USING (claim)) x"
+            " WHERE s.doc_id = x.doc_id AND NOT s.contested")
+
+
+def _split(run, client, name: str, stats: TaskStats, pg_url: str, retries: int) -> _Split:
+    """A re-sync's merge split by range: mark what is contested, then merge the rest of each range in its own
+    task (``task.merge_range``), in parallel sessions; what they did."""
+    from distributed import as_completed
+
+    run_id, table = run.report.run_id, scratch_table(run.report.run_id, name)
+    started = time.monotonic()
+    with run.connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table}")
+        staged = cursor.fetchone()[0]
+        if staged != stats.read[name]:
+            raise TerminalError(f"the merge of {name} found {staged} of the {stats.read[name]} documents its tasks"
+                                " staged", "PostgreSQL lost the run's scratch tables (UNLOGGED: a crash empties"
+                                " them)", "run the sync again")
+        mark_contested(cursor, run_id, name)
+        cursor.execute(f"SELECT count(*) FILTER (WHERE contested), count(*) FILTER (WHERE NOT contested AND raw IS"
+                       " NULL), array_agg(DISTINCT task) FILTER (WHERE NOT contested AND raw IS NOT NULL)"
+                       f" FROM {table}")
+        contested, skipped, parts = cursor.fetchone()
+        if parts:  # each merge task reads its range's rows in record-id order
+            cursor.execute(f"CREATE INDEX ON {table} (task, rec)")
+    run.connection.commit()
+    stats.contested[name] = contested
+    token = uuid.uuid4().hex[:8]
+    tasks = [MergeTask(run_id, name, index, pg_url, run.batch_size, run.skip_unchanged, token)
+             for index in sorted(parts or ())]
+    # Before the ranges of the next collection still waiting for a worker: this merge is what the run waits for.
+    futures = [client.submit(merge_range, task, key=task.key, retries=retries, pure=False, priority=10)
+               for task in tasks]
+    stats.merges += len(tasks)
+    # Unchanged when staged, and nobody else's business: seen, nothing to write.
+    counts = CollectionCounts(seen=skipped)
+    try:
+        for future in as_completed(futures):
+            try:
+                answer = future.result()
+            except Exception as err:
+                stats.failed += 1
+                if isinstance(err, GigsterPgError):
+                    raise
+                raise TerminalError(f"sync task {future.key} failed", short_reason(err) or type(err).__name__,
+                                    "see the Dask workers' logs, then run the sync again") from err
+            counts.seen += answer["seen"]
+            counts.inserted += answer["inserted"]
+            counts.updated += answer["updated"]
+            counts.rejected.update(answer["rejected"])
+            counts.extra.update(answer["extra"])
+    except BaseException:
+        client.cancel(futures)
+        raise
+    _release(futures)
+    stats.split_s[name] = round(time.monotonic() - started, 3)
+    logger.info("%s: %d documents merged by %d tasks, %d left to the coordinator (contested)", name,
+                counts.seen, len(tasks), contested)
+    return _Split(counts, contested)
+
+
+def _shift(counts: CollectionCounts, other: CollectionCounts, sign: int) -> None:
+    """Add (``sign`` 1) or take away (-1) ``other``'s counts."""
+    counts.seen += sign * other.seen
+    counts.inserted += sign * other.inserted
+    counts.updated += sign * other.updated
+    for key, value in other.rejected.items():
+        counts.rejected[key] += sign * value
+    for key, value in other.extra.items():
+        counts.extra[key] += sign * value
+
+
+def _merge_retrying(run, name: str, mark, stats: TaskStats, retry: runner.RetryPolicy, split: _Split):
+    """``_merge``, again from the collection's start after a transient error, as the single-process run does
+    (the merge tasks' part is committed: it is not done again)."""
     while True:
         loader = None
         try:
             loader = BatchLoader(run.connection, registry.model(name), run.report.run_id, run.skip_unchanged,
                                  source=run.mongo_db[name])
-            report = _merge(run, loader, name, mark, stats.read[name])
+            report = _merge(run, loader, name, mark, split)
         except BaseException as err:
             if loader is not None:
+                _shift(loader.counts, split.counts, -1)
                 run._carry(loader.counts, name)
             if not is_transient(err) or stats.coordinator_retries >= retry.attempts:
                 raise
@@ -395,23 +537,47 @@ def _merge_retrying(run, name: str, mark, stats: TaskStats, retry: runner.RetryP
         return report
 
 
-def _merge(run, loader, name, mark, expected: int):
-    """Replay a collection's scratch table in scan order through the single-process loader; its report."""
+def _merge(run, loader, name, mark, split: _Split):
+    """Replay a collection's contested documents in scan order, each in the batch the single process would
+    have read it in, through the single-process loader, after the merge tasks' part; its report."""
     run_id, batch_size, mongo_db = run.report.run_id, run.batch_size, run.mongo_db
+    table = scratch_table(run_id, name)
+    with run.connection.cursor() as cursor:
+        # What the merge tasks merged, and what nobody needed to: seen (the deletes spare them).
+        cursor.execute(f"INSERT INTO {loader.seen_table} (_id, id_key) SELECT doc_id, id_key FROM {table}"
+                       " WHERE NOT contested")
+    run.connection.commit()
+    _shift(loader.counts, split.counts, 1)
     reader = run.engine.raw_connection()  # its own: the loader commits each batch, a named cursor lives in one
     try:
         with reader.driver_connection.cursor(name=f"gigsterpg_replay_{name}") as cursor:
             cursor.itersize = batch_size
-            cursor.execute(f"SELECT doc_id, digest, raw, idb, mapped FROM {scratch_table(run_id, name)} ORDER BY rec",
+            cursor.execute(f"SELECT s.doc_id, s.digest, s.raw, s.idb, s.mapped, b.batch FROM (SELECT rec, contested,"
+                           f" (row_number() OVER (ORDER BY rec) - 1) / %s AS batch FROM {table}) b"
+                           f" JOIN {table} s ON s.rec = b.rec WHERE b.contested ORDER BY b.rec", (batch_size,),
                            binary=True)  # bytea as it is, not hex text to parse
-            with ReadAhead(cursor, batch_size, lambda rows: _prepared(rows, mongo_db[name])) as pipeline:
+            # Fetched and prepared on ReadAhead's threads, a batch ahead of the loader (one "row" a batch).
+            with ReadAhead(_grouped(cursor), 1, lambda groups: _prepared(groups[0], mongo_db[name])) as pipeline:
                 report = runner._sync_collection(run.connection, mongo_db, loader, runner.Scan({}, FULL, mark),
-                                                 _advancing(pipeline, run.progress, name, expected), None, None,
-                                                 _Quiet())
+                                                 _advancing(pipeline, run.progress, name, split.contested), None,
+                                                 None, _Quiet())
         reader.driver_connection.rollback()
     finally:
         _close(reader)
     return report
+
+
+def _grouped(cursor):
+    """The replayed rows in the single process's batches (the rows of one batch number, together)."""
+    batch, current = [], None
+    for *row, number in cursor:
+        if batch and number != current:
+            yield batch
+            batch = []
+        current = number
+        batch.append(row)
+    if batch:
+        yield batch
 
 
 def _advancing(pipeline, progress, name: str, expected: int):
@@ -448,6 +614,8 @@ def _end(engine, connection, raw, report, stats: TaskStats, error: Optional[str]
                            f" FROM {attempts_table(report.run_id)}")
             stats.attempts, attempted, stats.ran = cursor.fetchone()
             stats.retried = stats.attempts - attempted
+            cursor.execute(f"SELECT coalesce(sum(attempts) - count(*), 0) FROM {merges_table(report.run_id)}")
+            stats.merge_retried = cursor.fetchone()[0]
         connection.commit()
     rollback(connection)
     with contextlib.suppress(psycopg.Error):

@@ -15,6 +15,7 @@ Idempotent: one transaction deletes the task's rows, writes them again and
 records the attempt's end, under a lock of that task, so a retried task (its
 worker died, or the first attempt's answer was lost) leaves exactly one copy.
 """
+import json
 import os
 import pickle
 import socket
@@ -30,13 +31,17 @@ from bson.raw_bson import RawBSONDocument
 from gigsterpg.exc import RejectedDocument
 from gigsterpg.lib.pg.sync import registry
 from gigsterpg.lib.pg.sync.engine import fingerprint, parallel
-from gigsterpg.lib.pg.sync.engine.bulk import map_document
+from gigsterpg.lib.pg.sync.engine.bulk import BatchLoader, Prepared, map_document
 from gigsterpg.lib.pg.sync.engine.plan import IdRange, find_range, split_record_id
 from gigsterpg.lib.pg.sync.engine.reader import batches
 from gigsterpg.lib.pg.sync.engine.staging import copy_rows
 
+# ``id_key``: the id's place in MongoDB's order of ids; ``claims`` and ``adds``: of a mapped row, its unique
+# values and the keys of the shared rows it refers to (``SyncModel.claims``, ``adds``); ``contested``: left to
+# the coordinator's ordered replay (a rejected mapping here, the rest set-wise once the ranges are staged).
 SCRATCH_COLUMNS = (("rec", "int8"), ("task", "int4"), ("doc_id", "text"), ("digest", "bytea"), ("raw", "bytea"),
-                   ("idb", "bytea"), ("mapped", "bytea"))
+                   ("idb", "bytea"), ("mapped", "bytea"), ("id_key", "bytea"), ("claims", "text[]"),
+                   ("adds", "text[]"), ("contested", "bool"))
 SCRATCH_PREFIX = "sync_dist_"
 
 
@@ -50,11 +55,18 @@ def attempts_table(run_id: int) -> str:
     return f"{SCRATCH_PREFIX}{run_id}_attempts"
 
 
+def merges_table(run_id: int) -> str:
+    """The run's ledger of merge tasks (``merge_range``): attempts, and the counts of the one that committed."""
+    return f"{SCRATCH_PREFIX}{run_id}_merges"
+
+
 def create_scratch(cursor, run_id: int, collections) -> None:
     """The run's scratch tables (the coordinator creates them before the tasks start)."""
     cursor.execute(f"CREATE UNLOGGED TABLE {attempts_table(run_id)} (id serial PRIMARY KEY, collection text NOT NULL,"
                    " task int4 NOT NULL, pid int4, host text, started_at timestamptz NOT NULL DEFAULT now(),"
                    " documents int8)")
+    cursor.execute(f"CREATE UNLOGGED TABLE {merges_table(run_id)} (collection text, task int4, attempts int4"
+                   " NOT NULL DEFAULT 1, pid int4, host text, counts jsonb, PRIMARY KEY (collection, task))")
     for name in collections:
         columns = ", ".join(f"{column} {kind}" for column, kind in SCRATCH_COLUMNS)
         cursor.execute(f"CREATE UNLOGGED TABLE {scratch_table(run_id, name)} ({columns}, PRIMARY KEY (rec))")
@@ -129,14 +141,99 @@ def _rows(cursor, model, task: RangeTask, batch, counts: dict) -> list:
         stored = dict(cursor.fetchall())
     rows = []
     for record, plain, doc_id, digest in read:
+        key = fingerprint.order_key(plain)
         if stored.get(doc_id) == digest:
-            rows.append((record, task.part.index, doc_id, digest, None, _id_bson(plain), None))
+            rows.append((record, task.part.index, doc_id, digest, None, _id_bson(plain), None, key, None, None, False))
         else:
+            mapped = map_document(model, plain)
+            rejected = isinstance(mapped, RejectedDocument)
             rows.append((record, task.part.index, doc_id, digest, plain.raw, None,
-                         pickle.dumps(_portable(map_document(model, plain)), protocol=pickle.HIGHEST_PROTOCOL)))
+                         pickle.dumps(_portable(mapped), protocol=pickle.HIGHEST_PROTOCOL), key,
+                         None if rejected else list(model.claims(mapped)),
+                         None if rejected else list(model.adds(mapped)), rejected))
             counts["mapped"] += 1
     counts["documents"] += len(read)
     return rows
+
+
+@dataclass(frozen=True)
+class MergeTask:
+    """One partition of a re-sync's split merge: the uncontested changed documents of one range."""
+
+    run_id: int
+    collection: str
+    index: int  # the range's (``RangeTask``'s part's) index
+    pg_url: str = field(repr=False)  # a libpq URL (postgresql://...); not in the repr: Dask logs arguments
+    batch_size: int
+    skip_unchanged: bool = True
+    token: str = ""
+
+    @property
+    def key(self) -> str:
+        """The task's name in Dask: no URL in it."""
+        return f"gigsterpg-merge-{self.run_id}-{self.collection}-{self.index}-{self.token}"
+
+
+class _PartitionLoader(BatchLoader):
+    """The single-process loader in a merge task's session: the run's progress is the coordinator's to record
+    (one row every session would update: the sessions would wait on each other)."""
+
+    def _record_progress(self, cursor, stage: str, documents: int) -> None:
+        pass
+
+
+def merge_range(task: MergeTask) -> dict:
+    """Merge the uncontested changed documents of one range (``distributed``) through the single-process
+    loader, in one transaction of this task's own session; the loader's counts.
+
+    Runs on a worker; Dask runs it again if it fails or its worker dies. Idempotent: the attempt is counted
+    first (committed); then one transaction, under a lock of this task, checks that no earlier attempt
+    committed, merges every batch, and records its counts with it. An attempt that dies commits nothing;
+    one after an attempt that committed merges nothing and answers that one's counts.
+    The documents of different tasks touch disjoint rows (the coordinator leaves to itself whatever two
+    documents share): the sessions never wait on each other, whatever order they run in.
+    """
+    model, ledger = registry.model(task.collection), merges_table(task.run_id)
+    # Named, so a session in pg_stat_activity says whose it is.
+    connection = psycopg.connect(task.pg_url, application_name=f"gigsterpg merge {task.collection} {task.index}"
+                                 f" pid {os.getpid()}")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {ledger} AS m (collection, task, pid, host) VALUES (%s, %s, %s, %s)"
+                           " ON CONFLICT (collection, task) DO UPDATE SET attempts = m.attempts + 1,"
+                           " pid = excluded.pid, host = excluded.host",
+                           (task.collection, task.index, os.getpid(), socket.gethostname()))
+        connection.commit()
+        loader = _PartitionLoader(connection, model, task.run_id, task.skip_unchanged)  # commits its temp tables
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (ledger + task.collection, task.index))
+            cursor.execute(f"SELECT counts FROM {ledger} WHERE collection = %s AND task = %s",
+                           (task.collection, task.index))
+            done = cursor.fetchone()[0]
+            if done is not None:
+                connection.commit()
+                return done
+            table, last = scratch_table(task.run_id, task.collection), -1
+            while True:
+                cursor.execute(f"SELECT rec, doc_id, digest, raw, mapped, id_key FROM {table} WHERE task = %s"
+                               " AND rec > %s AND raw IS NOT NULL AND NOT contested ORDER BY rec LIMIT %s",
+                               (task.index, last, task.batch_size), binary=True)
+                rows = cursor.fetchall()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                loader.load([Prepared(RawBSONDocument(bytes(raw)), doc_id, bytes(digest), seq, restore(mapped),
+                                      key and bytes(key))
+                             for seq, (_, doc_id, digest, raw, mapped, key) in enumerate(rows)], commit=False)
+            counts = loader.counts
+            answer = {"seen": counts.seen, "inserted": counts.inserted, "updated": counts.updated,
+                      "rejected": dict(counts.rejected), "extra": dict(counts.extra)}
+            cursor.execute(f"UPDATE {ledger} SET counts = %s::jsonb WHERE collection = %s AND task = %s",
+                           (json.dumps(answer), task.collection, task.index))
+        connection.commit()
+        return answer
+    finally:
+        connection.close()  # rolls back whatever an attempt that failed left open
 
 
 def _id_bson(doc: RawBSONDocument) -> bytes:

@@ -15,8 +15,8 @@ from gigsterpg.exc import ConfigError
 from gigsterpg.fixtures.generate import write_dataset
 from gigsterpg.lib.pg.sync.engine.runner import run_sync
 from gigsterpg.lib.pg.db import SqlAlchemy
-from tests.helpers import (TEMPLATE, assert_nothing_lost, copy_database, drop_database, run_cli, run_held, state,
-                           with_database)
+from tests.helpers import (TEMPLATE, assert_nothing_lost, assert_one_line_failure, copy_database, drop_database,
+                           run_cli, run_held, state, with_database)
 
 BATCH = 7
 
@@ -247,3 +247,61 @@ def test_any_number_of_load_workers_gives_the_same_tables(pg_server_url, templat
     finally:
         for name in names:
             drop_database(pg_server_url, name)
+
+
+def run_counts(url: str) -> dict:
+    """The last run's counts as recorded, without their timings."""
+    with psycopg.connect(url) as connection:
+        recorded = connection.execute("SELECT counts FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()[0]
+    return {name: {key: value for key, value in collection.items() if key != "seconds"}
+            for name, collection in recorded.items()}
+
+
+# The batch of users holding their 30th document: its first is number 29 (28 before it, batches of 7).
+DEATH = "a load worker process died while it loaded the batch of users from document 29"
+
+
+def test_a_killed_load_worker_is_replaced_and_the_run_equals_an_undisturbed_one(two_databases, mongo_db,
+                                                                                mongo_url, tmp_path):
+    messy(mongo_db)
+    first, undisturbed = two_databases
+    args = ("sync", "--batch-size", str(BATCH), "--load-workers", "2")
+    reference = run_cli(*args, cwd=tmp_path, env_extra={"DB_URL_PSQL": undisturbed, "DB_URL_MONGO": mongo_url})
+    assert reference.returncode == 0, reference.stderr
+    marker = tmp_path / "killed-once"
+    # The worker loading that batch kills itself once, its rows COPied and not committed; the one that
+    # replaces it finds the marker and lives.
+    killed = run_cli(*args, cwd=tmp_path, env_extra={"DB_URL_PSQL": first, "DB_URL_MONGO": mongo_url,
+                                                     "GIGSTERPG_KILL_AT": "load-batch:30",
+                                                     "GIGSTERPG_KILL_ONCE": str(marker)})
+    assert killed.returncode == 0, killed.stderr
+    assert marker.exists() and killed.stderr.count(DEATH) == 1, killed.stderr
+    assert stage_of_last_run(first).startswith("gigs: first load")
+    assert state(first) == state(undisturbed)
+    assert query_all(first, EXACT) == query_all(undisturbed, EXACT)
+    assert query_all(first, CATALOG) == query_all(undisturbed, CATALOG)
+    assert run_counts(first) == run_counts(undisturbed)
+    assert_nothing_lost(mongo_db, first)
+
+
+def test_a_batch_that_kills_its_load_worker_every_time_fails_the_run_in_one_line(two_databases, mongo_db,
+                                                                                 mongo_url, tmp_path):
+    messy(mongo_db)
+    first, undisturbed = two_databases
+    sync(undisturbed, mongo_db)
+    env = {"DB_URL_PSQL": first, "DB_URL_MONGO": mongo_url}
+    args = ("sync", "--batch-size", str(BATCH), "--load-workers", "2")
+    poisoned = run_cli(*args, cwd=tmp_path, env_extra={**env, "GIGSTERPG_KILL_AT": "load-batch:30"})
+    assert_one_line_failure(poisoned, "the batch of 7 users documents from number 29 of the scan killed its load"
+                            " worker process 4 times, killed by SIGKILL", "db.users.find().skip(28).limit(7)")
+    assert poisoned.stderr.count(DEATH) == 3, poisoned.stderr  # loaded again 3 times, then the run ends
+    after = state(first)
+    assert all(count == 0 for name, (count, _) in after.items() if name != "skills"), after
+    assert query_all(first, CATALOG) == query_all(undisturbed, CATALOG)  # keys and indexes back: rolled back
+    with psycopg.connect(first) as connection:
+        assert connection.execute("SELECT status FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()[0] == "failed"
+        assert connection.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'gigsterpg_load'"
+                                  ).fetchone()[0] == 0
+    again = run_cli(*args, cwd=tmp_path, env_extra=env)
+    assert again.returncode == 0, again.stderr
+    assert state(first) == state(undisturbed)

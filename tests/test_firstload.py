@@ -305,3 +305,52 @@ def test_a_batch_that_kills_its_load_worker_every_time_fails_the_run_in_one_line
     again = run_cli(*args, cwd=tmp_path, env_extra=env)
     assert again.returncode == 0, again.stderr
     assert state(first) == state(undisturbed)
+
+
+def test_load_workers_killed_at_any_moment_load_every_batch_once(pg_url):
+    """Worker processes SIGKILLed from outside, wherever they are (loading, reading their pipe, idle): each is
+    replaced, and every batch is answered once and in the load tables once."""
+    import os
+    import threading
+    import time
+
+    import bson
+
+    from gigsterpg.lib.pg.sync.engine import parallel
+    from gigsterpg.lib.pg.sync.user import UserSync
+    run_id, size, batches = 98, 5, 60
+    with psycopg.connect(pg_url, autocommit=True) as connection, connection.cursor() as cursor:
+        parallel.create_load_tables(cursor, run_id, ["users"])
+    pool = parallel.Workers(2, pg_url)
+    answers = []
+    try:
+        def feed():
+            for batch in range(batches):
+                payload = b"".join(bson.encode({"_id": n, "name": f"user {n}"})
+                                   for n in range(batch * size, (batch + 1) * size))
+                pool.put((UserSync, run_id, batch * size, payload))
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        killed = []
+        while len(answers) < batches:
+            answers.append(pool.get())
+            if len(answers) in (5, 20, 40):  # the one that loaded the last, and then the other
+                victim = pool.slots[len(killed) % 2].process
+                os.kill(victim.pid, signal.SIGKILL)
+                killed.append(victim)
+                while victim.exitcode is None:
+                    time.sleep(0.01)
+        feeder.join(timeout=30)
+        assert all(pool.slots[index].process not in killed for index in range(2)), "each killed one is replaced"
+    finally:
+        pool.close()
+    assert len(pool.stats) == 2  # the replacements ended by themselves
+    assert sorted(base for _, base, _ in answers) == [batch * size for batch in range(batches)]
+    assert {(collection, documents) for collection, _, documents in answers} == {("users", size)}
+    with psycopg.connect(pg_url) as connection:
+        loaded = connection.execute(f"SELECT pos FROM {parallel.load_table(run_id, 'users')} ORDER BY pos").fetchall()
+        raw = connection.execute(f"SELECT count(*) FROM {parallel.raw_table(run_id, 'users')}").fetchone()[0]
+        done = connection.execute(f"SELECT count(*) FROM {parallel.load_attempts(run_id)} WHERE documents IS NOT NULL"
+                                  ).fetchone()[0]
+    assert [pos for (pos,) in loaded] == list(range(batches * size)) and raw == batches * size
+    assert done == batches

@@ -311,20 +311,22 @@ def load_once(connection, attempts: str, model, run_id: int, base: int, payload:
 
 
 def work(pg_url: str, tasks, results, parent: int) -> None:
-    """A worker process: load the batches of ``tasks`` (its own queue) until ``None``; say on ``results`` (its
-    own pipe, each message sent before the next step: none is lost if this process dies) which batch it
-    loads, then what it loaded."""
+    """A worker process: load the batches ``tasks`` (its own pipe) brings until ``None``; say on ``results``
+    (its own pipe, each message sent before the next step: none is lost if this process dies) which batch
+    it loads, then what it loaded."""
     connection = None
     threading.Thread(target=_watch, args=(parent,), name="gigsterpg-load-watch", daemon=True).start()
     try:
         connection = connect(pg_url)
         while True:
-            try:
-                task = tasks.get(timeout=_POLL_S)
-            except queue.Empty:
+            if not tasks.poll(_POLL_S):
                 if not _alive(parent):  # the coordinator died: nobody will collect what we load
                     return
                 continue
+            try:
+                task = tasks.recv()
+            except EOFError:  # the coordinator closed the pipe: it ends
+                return
             if task is None:  # the end: what this worker cost, for the log and the benchmark
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 results.send(("stats", usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024))
@@ -361,12 +363,30 @@ def _without_main():
 
 
 class _Slot(NamedTuple):
-    """One worker process, its queue of batches and its pipe back (its own: a process killed while it read
-    or wrote one leaves it broken, and nothing another worker uses)."""
+    """One worker process, its pipes (its own: a process killed while it read or wrote one leaves it broken,
+    and nothing another worker uses), and what the coordinator sends it (by a thread of its own: a batch
+    waits there, not in ``put``, while the worker loads another)."""
 
     process: multiprocessing.Process
-    tasks: "multiprocessing.Queue"
+    outbox: "queue.Queue"
     results: "multiprocessing.connection.Connection"
+
+
+_STOP = object()  # the end of a sender thread
+
+
+def _send(outbox: "queue.Queue", tasks) -> None:
+    """Send a worker what comes in ``outbox`` until ``_STOP`` (or the worker is gone: no one reads its pipe)."""
+    try:
+        while True:
+            task = outbox.get()
+            if task is _STOP:
+                return
+            tasks.send(task)
+    except OSError:  # the worker died: what it held is sent to the one that replaces it
+        pass
+    finally:
+        tasks.close()
 
 
 class Workers:
@@ -406,17 +426,20 @@ class Workers:
 
     def _start(self, slot: int) -> _Slot:
         """A worker process for ``slot``, sent what the slot holds (the batches of the one it replaces)."""
-        tasks = self.context.Queue()
+        tasks, sender = self.context.Pipe(duplex=False)
         results, writer = self.context.Pipe(duplex=False)
         process = self.context.Process(target=work, args=(self.pg_url, tasks, writer, os.getpid()),
                                        name=f"gigsterpg-load-{slot}", daemon=True)
         with _without_main():
             process.start()
-        writer.close()  # the worker's end: its death closes the pipe
+        tasks.close()  # the worker's ends, now its own: a send to a dead one fails, a read from one ends
+        writer.close()
+        outbox: "queue.Queue" = queue.Queue()
+        threading.Thread(target=_send, args=(outbox, sender), name=f"gigsterpg-load-send-{slot}", daemon=True).start()
         for number, task in self.held[slot].items():
-            tasks.put((number,) + task)
+            outbox.put((number,) + task)
         self.loading[slot] = None
-        return _Slot(process, tasks, results)
+        return _Slot(process, outbox, results)
 
     def put(self, task) -> None:
         """Send a batch to the worker holding the fewest, waiting for room; raises once the load failed."""
@@ -431,7 +454,7 @@ class Workers:
                 self.changed.wait(_POLL_S)
             number = next(self.numbers)
             self.held[slot][number] = task
-            self.slots[slot].tasks.put((number,) + task)
+            self.slots[slot].outbox.put((number,) + task)
 
     def get(self, check=None):
         """The next loaded batch: (collection, base, documents), each batch once; raises the load's failure,
@@ -519,10 +542,9 @@ class Workers:
         logger.warning("a load worker process died %s: %s; another one loads again the %d batches it held",
                        what, reason, len(held))
         dead = self.slots[index]
+        dead.outbox.put(_STOP)  # what is left in it is sent again
         with contextlib.suppress(Exception):
             dead.results.close()
-        dead.tasks.cancel_join_thread()  # what is left in it is sent again
-        dead.tasks.close()
         self.slots[index] = self._start(index)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -532,9 +554,9 @@ class Workers:
             self.closing = True
             self.changed.notify_all()
             live = [slot for slot in self.slots if slot.process.exitcode is None]
-            for slot in live:
-                with contextlib.suppress(Exception):
-                    slot.tasks.put(None)
+            for slot in self.slots:
+                slot.outbox.put(None)
+                slot.outbox.put(_STOP)
         deadline = time.monotonic() + timeout
         while len(self.stats) < len(live) and time.monotonic() < deadline and self.collector.is_alive():
             time.sleep(0.05)
@@ -545,8 +567,6 @@ class Workers:
             if slot.process.is_alive():
                 slot.process.terminate()
                 slot.process.join(timeout)
-            slot.tasks.cancel_join_thread()
-            slot.tasks.close()
             with contextlib.suppress(Exception):
                 slot.results.close()
 

@@ -354,3 +354,23 @@ def test_load_workers_killed_at_any_moment_load_every_batch_once(pg_url):
                                   ).fetchone()[0]
     assert [pos for (pos,) in loaded] == list(range(batches * size)) and raw == batches * size
     assert done == batches
+
+
+def test_a_batch_beyond_two_billion_documents_is_loaded_once(pg_url):
+    """The number of a batch's first document is an int8 everywhere: the ledger, the lock, the load tables."""
+    import bson
+
+    from gigsterpg.lib.pg.sync.engine import parallel
+    from gigsterpg.lib.pg.sync.user import UserSync
+    run_id, base = 97, 2 ** 31 + 10
+    payload = b"".join(bson.encode({"_id": n, "name": f"user {n}"}) for n in range(5))
+    with psycopg.connect(pg_url, autocommit=True) as connection, connection.cursor() as cursor:
+        parallel.create_load_tables(cursor, run_id, ["users"])
+    with psycopg.connect(pg_url) as connection:
+        for _ in range(2):  # the second time: loaded already, nothing again
+            assert parallel.load_once(connection, parallel.load_attempts(run_id), UserSync, run_id, base, payload) == 5
+        loaded = connection.execute(f"SELECT pos FROM {parallel.load_table(run_id, 'users')} ORDER BY pos").fetchall()
+        attempts = connection.execute(f"SELECT task, documents FROM {parallel.load_attempts(run_id)} ORDER BY id"
+                                      ).fetchall()
+    assert [pos for (pos,) in loaded] == list(range(base, base + 5))
+    assert attempts == [(base, 5), (base, None)]

@@ -277,8 +277,9 @@ def load_attempts(run_id: int) -> str:
 
 def create_attempts(cursor, table: str) -> None:
     """A ledger of attempts at batches or tasks: one row per attempt, ``documents`` set when it committed."""
+    # ``task``: a batch's first document number (int8: a collection may hold more than 2^31), or a range's.
     cursor.execute(f"CREATE UNLOGGED TABLE {table} (id serial PRIMARY KEY, collection text NOT NULL,"
-                   " task int4 NOT NULL, pid int4, host text, started_at timestamptz NOT NULL DEFAULT now(),"
+                   " task int8 NOT NULL, pid int4, host text, started_at timestamptz NOT NULL DEFAULT now(),"
                    " documents int8)")
 
 
@@ -299,7 +300,9 @@ def load_once(connection, attempts: str, model, run_id: int, base: int, payload:
         attempt = cursor.fetchone()[0]
     connection.commit()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (attempts + collection, base))
+        # The two-int4 key of locks: two batches 2^31 documents apart share one (the later waits, no more).
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), (%s::int8 %% 2147483648)::int4)",
+                       (attempts + collection, base))
         cursor.execute(f"SELECT documents FROM {attempts} WHERE collection = %s AND task = %s"
                        " AND documents IS NOT NULL", (collection, base))
         done = cursor.fetchone()

@@ -393,7 +393,7 @@ def _send(outbox: "queue.Queue", tasks) -> None:
 
 
 class Workers:
-    """N worker processes (``work``), each with its own queue of raw batches; started at once, in the background.
+    """N worker processes (``work``), each with pipes of its own; started at once, in the background.
 
     The coordinator keeps each batch until its worker reports it loaded: at most ``QUEUED_PER_WORKER`` + 1
     per worker (raw bytes), so memory is bounded whatever the size of the collection. A worker process that
@@ -477,6 +477,15 @@ class Workers:
 
     def _collect(self) -> None:
         """Read the workers' reports; replace a worker process that died (on its own thread, till ``close``)."""
+        try:
+            self._collecting()
+        except Exception as err:  # a replacement that cannot start (the fork server gone): the load fails
+            with self.changed:
+                self.failure = self.failure or TerminalError(
+                    "the load workers stopped", short_reason(err) or type(err).__name__, "run the sync again")
+                self.changed.notify_all()
+
+    def _collecting(self) -> None:
         while not self.stopped:
             with self.changed:
                 slots = list(self.slots)

@@ -27,6 +27,7 @@ time ends the run after ``TASK_RETRIES`` retries). A worker whose coordinator
 dies (killed) notices within ``_POLL_S`` and ends; its load tables are dropped
 by the next run.
 """
+import collections
 import contextlib
 import itertools
 import logging
@@ -40,7 +41,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import psycopg
 from bson.raw_bson import RawBSONDocument
@@ -71,6 +72,8 @@ LOAD_COLUMNS = (("pos", "int8"), ("hash", "bytea"), ("id_key", "bytea"), ("reaso
 RAW_COLUMNS = (("pos", "int8"), ("raw", "bytea"))
 # Raw batches waiting per worker.
 QUEUED_PER_WORKER = 2
+# Batches sent to a worker at a time: the one it loads and the next (it never waits for the coordinator).
+_SENT = 2
 # A batch whose worker process dies is loaded again this many times at most (Dask's tasks: as many retries).
 TASK_RETRIES = 3
 _POLL_S = 0.5
@@ -328,13 +331,14 @@ def work(pg_url: str, tasks, results, parent: int) -> None:
                 continue
             try:
                 task = tasks.recv()
+                payload = tasks.recv_bytes() if task is not None else None
             except EOFError:  # the coordinator closed the pipe: it ends
                 return
             if task is None:  # the end: what this worker cost, for the log and the benchmark
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 results.send(("stats", usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024))
                 return
-            seq, model, run_id, base, payload = task  # the model itself: one a caller added to the registry too
+            seq, model, run_id, base = task  # the model itself: one a caller added to the registry too
             results.send(("loading", seq))
             results.send(("loaded", seq, load_once(connection, load_attempts(run_id), model, run_id, base, payload)))
     except BaseException as err:  # handed to the coordinator, which fails the run (or retries it: a lost
@@ -385,7 +389,11 @@ def _send(outbox: "queue.Queue", tasks) -> None:
             task = outbox.get()
             if task is _STOP:
                 return
-            tasks.send(task)
+            if task is None:
+                tasks.send(None)
+                continue
+            tasks.send(task[:-1])
+            tasks.send_bytes(task[-1])  # the raw bytes as they are (pickled, they would be copied once more)
     except OSError:  # the worker died: what it held is sent to the one that replaces it
         pass
     finally:
@@ -414,7 +422,10 @@ class Workers:
         self.stats: List[tuple] = []
         self.answers: "queue.Queue" = queue.Queue()  # (collection, base, documents) of each batch, once
         self.changed = threading.Condition()  # guards what follows; notified when a worker has room again
-        self.held: List[Dict[int, tuple]] = [{} for _ in range(count)]  # per worker, by number: not yet reported
+        # Per worker, by number: sent and not yet reported (at most ``_SENT``); then those waiting for a
+        # worker, which the first to report one takes (a slow batch holds up no other).
+        self.held: List[Dict[int, tuple]] = [{} for _ in range(count)]
+        self.waiting: Deque[Tuple[int, tuple]] = collections.deque()
         self.loading: List[Optional[int]] = [None] * count  # the batch each worker said it loads
         self.deaths: Dict[int, int] = {}  # batch number -> worker processes that died loading it
         self.idle_deaths = 0
@@ -445,19 +456,26 @@ class Workers:
         return _Slot(process, outbox, results)
 
     def put(self, task) -> None:
-        """Send a batch to the worker holding the fewest, waiting for room; raises once the load failed."""
+        """Hand a batch to the workers (the first with room takes it), waiting for room; raises once the load
+        failed."""
         with self.changed:
             while True:
                 self.check()
                 if self.closing:
                     raise TerminalError("the load was stopped", "the run ended", "see the run's error")
-                slot = min(range(self.count), key=lambda index: len(self.held[index]))
-                if len(self.held[slot]) <= QUEUED_PER_WORKER:
+                if len(self.waiting) + sum(map(len, self.held)) < (QUEUED_PER_WORKER + 1) * self.count:
                     break
                 self.changed.wait(_POLL_S)
-            number = next(self.numbers)
-            self.held[slot][number] = task
-            self.slots[slot].outbox.put((number,) + task)
+            self.waiting.append((next(self.numbers), task))
+            for index in range(self.count):
+                self._dispatch(index)
+
+    def _dispatch(self, index: int) -> None:
+        """Send the waiting batches to worker ``index`` while it holds fewer than ``_SENT`` (under ``changed``)."""
+        while self.waiting and len(self.held[index]) < _SENT:
+            number, task = self.waiting.popleft()
+            self.held[index][number] = task
+            self.slots[index].outbox.put((number,) + task)
 
     def get(self, check=None):
         """The next loaded batch: (collection, base, documents), each batch once; raises the load's failure,
@@ -516,6 +534,7 @@ class Workers:
                     if task is not None:  # a batch is reported once: resent, it loaded nothing again
                         model, _, base, _ = task
                         self.answers.put((model.collection, base, documents))
+                        self._dispatch(index)
                         self.changed.notify_all()
                 elif kind == "failed":
                     transient, reason = values

@@ -19,8 +19,9 @@ decided once all of a collection is in, set-wise, by the coordinator
 in the load table (a number out of range) is found by splitting the batch, as
 the merge path does, and loaded as a reject.
 
-At most two batches per worker wait in the queue (raw bytes), so memory is
-bounded whatever the size of the collection. A worker process that dies
+The coordinator holds at most three batches per worker (raw bytes: sent, or
+waiting for the first worker with room), so memory is bounded whatever the
+size of the collection. A worker process that dies
 (killed, out of memory) is replaced, and the batches it held are loaded again
 (``load_once``: once, whoever loads them; a batch that kills its worker every
 time ends the run after ``TASK_RETRIES`` retries). A worker whose coordinator

@@ -6,6 +6,12 @@ points mark the moments a crash is most likely to hurt: a batch fetched but
 not written, merged but not committed, committed, rows deleted but not
 committed.
 
+A batch point (``batch_point``) names a document instead: ``load-batch:<n>``
+kills every process that loads the batch holding the n-th document of a
+collection's scan (a batch that kills its worker every time);
+``GIGSTERPG_KILL_ONCE=<file>`` makes only the first of them die (it creates
+the file; whoever finds it there lives on).
+
 The variable is read when a point is passed (a few times per batch), never at
 import; ``check`` reads it at the start of a run, so that a malformed value
 fails that run with one line before it does any work.
@@ -19,6 +25,7 @@ from gigsterpg.exc import ConfigError
 from gigsterpg.text import shown
 
 ENV = "GIGSTERPG_KILL_AT"
+ONCE = "GIGSTERPG_KILL_ONCE"
 POINTS = ("fetched", "merged", "committed", "deleting", "finished",
           # the daily snapshots (gigsterpg.lib.files): a partition's data written, its manifest written, the
           # partition renamed into place, a day's load written but not committed
@@ -35,7 +42,10 @@ POINTS = ("fetched", "merged", "committed", "deleting", "finished",
           # (not committed); its registry row and rejects written (not committed); its transaction committed
           "csv-locked", "csv-swapped", "csv-registered", "csv-committed",
           # transform: the query's rows in the temporary table; the new table swapped in; registered; committed
-          "transform-queried", "transform-swapped", "transform-registered", "transform-committed")
+          "transform-queried", "transform-swapped", "transform-registered", "transform-committed",
+          # a first load's batch in a load worker (sync/engine/parallel.py): its attempt recorded, its rows
+          # COPied, not committed (a batch point: n is a document number, see above)
+          "load-batch")
 
 _hits = {}
 _lock = threading.Lock()
@@ -73,3 +83,19 @@ def point(name: str) -> None:
         _hits[name] = _hits.get(name, 0) + 1
         if _hits[name] == wanted[1]:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def batch_point(name: str, first: int, count: int) -> None:
+    """Pass the batch point ``name`` with the batch of ``count`` documents from number ``first`` (0 for a
+    collection's first document): the process dies here if the batch holds the document the environment
+    names (only the first process to get here if ``GIGSTERPG_KILL_ONCE`` names a file)."""
+    wanted = target()
+    if wanted is None or wanted[0] != name or not first < wanted[1] <= first + count:
+        return
+    once = os.environ.get(ONCE)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -496,15 +496,21 @@ def test_a_task_failing_every_attempt_fails_the_run_in_one_line(cluster, mongo_d
     assert tasks["failed"] == 1 and tasks["ran"] == 0
 
 
-def test_the_task_bar_counts_tasks():
+def test_the_task_bar_counts_tasks_and_a_first_loads_documents():
     import io
+    import time
     from gigsterpg.pipelines.progress import Bar
     stream = io.StringIO()
-    bar = Bar(stream, unit=" tasks")
+    bar = Bar(stream, units={"tasks": " tasks"})  # as the CLI makes it for a Dask run
     bar.start("tasks", 4)
-    bar.advance(3)
+    time.sleep(1.1)  # slower than one a second: still "tasks/s" (tqdm's own says "1.10s/ tasks")
+    bar.advance(1)
+    bar.start("users", 1000)  # a first load on the cluster counts each collection's documents
+    bar.advance(300)
     bar.close()
-    assert "tasks" in stream.getvalue() and "3/4" in stream.getvalue()
+    tasks, users = stream.getvalue().split("users")[0], stream.getvalue().split("users")[-1]
+    assert "1/4" in tasks and " tasks/s]" in tasks and "s/ tasks" not in tasks, tasks
+    assert "300/1000" in users and " docs/s]" in users and "tasks" not in users, users
 
 
 def test_the_benchmark_runs_at_a_tiny_scale(project_root, tmp_path):

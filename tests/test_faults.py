@@ -71,3 +71,14 @@ def test_a_well_formed_value_kills_at_its_point(tmp_path, pg_url, mongo_url, mon
     assert result.returncode == -9, result.stderr
     with psycopg.connect(pg_url) as connection:
         assert connection.execute("SELECT count(*) FROM users").fetchone() == (4,)
+
+
+def test_a_batch_point_names_a_document_and_kills_once_with_a_marker(monkeypatch, tmp_path):
+    monkeypatch.setenv(faults.ENV, "load-batch:30")
+    faults.batch_point("load-batch", 0, 29)  # documents 1 to 29: not this batch
+    faults.batch_point("load-batch", 30, 7)  # 31 to 37
+    faults.batch_point("fetched", 28, 7)  # another point
+    marker = tmp_path / "killed"
+    marker.touch()  # a process died there already
+    monkeypatch.setenv(faults.ONCE, str(marker))
+    faults.batch_point("load-batch", 28, 7)  # 29 to 35 holds the 30th: it would die, but once was enough

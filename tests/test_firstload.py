@@ -15,8 +15,8 @@ from gigsterpg.exc import ConfigError
 from gigsterpg.fixtures.generate import write_dataset
 from gigsterpg.lib.pg.sync.engine.runner import run_sync
 from gigsterpg.lib.pg.db import SqlAlchemy
-from tests.helpers import (TEMPLATE, assert_nothing_lost, copy_database, drop_database, run_cli, run_held, state,
-                           with_database)
+from tests.helpers import (TEMPLATE, assert_nothing_lost, assert_one_line_failure, copy_database, drop_database,
+                           run_cli, run_held, state, with_database)
 
 BATCH = 7
 
@@ -247,3 +247,130 @@ def test_any_number_of_load_workers_gives_the_same_tables(pg_server_url, templat
     finally:
         for name in names:
             drop_database(pg_server_url, name)
+
+
+def run_counts(url: str) -> dict:
+    """The last run's counts as recorded, without their timings."""
+    with psycopg.connect(url) as connection:
+        recorded = connection.execute("SELECT counts FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()[0]
+    return {name: {key: value for key, value in collection.items() if key != "seconds"}
+            for name, collection in recorded.items()}
+
+
+# The batch of users holding their 30th document: its first is number 29 (28 before it, batches of 7).
+DEATH = "a load worker process died while it loaded the batch of users from document 29"
+
+
+def test_a_killed_load_worker_is_replaced_and_the_run_equals_an_undisturbed_one(two_databases, mongo_db,
+                                                                                mongo_url, tmp_path):
+    messy(mongo_db)
+    first, undisturbed = two_databases
+    args = ("sync", "--batch-size", str(BATCH), "--load-workers", "2")
+    reference = run_cli(*args, cwd=tmp_path, env_extra={"DB_URL_PSQL": undisturbed, "DB_URL_MONGO": mongo_url})
+    assert reference.returncode == 0, reference.stderr
+    marker = tmp_path / "killed-once"
+    # The worker loading that batch kills itself once, its rows COPied and not committed; the one that
+    # replaces it finds the marker and lives.
+    killed = run_cli(*args, cwd=tmp_path, env_extra={"DB_URL_PSQL": first, "DB_URL_MONGO": mongo_url,
+                                                     "GIGSTERPG_KILL_AT": "load-batch:30",
+                                                     "GIGSTERPG_KILL_ONCE": str(marker)})
+    assert killed.returncode == 0, killed.stderr
+    assert marker.exists() and killed.stderr.count(DEATH) == 1, killed.stderr
+    assert stage_of_last_run(first).startswith("gigs: first load")
+    assert state(first) == state(undisturbed)
+    assert query_all(first, EXACT) == query_all(undisturbed, EXACT)
+    assert query_all(first, CATALOG) == query_all(undisturbed, CATALOG)
+    assert run_counts(first) == run_counts(undisturbed)
+    assert_nothing_lost(mongo_db, first)
+
+
+def test_a_batch_that_kills_its_load_worker_every_time_fails_the_run_in_one_line(two_databases, mongo_db,
+                                                                                 mongo_url, tmp_path):
+    messy(mongo_db)
+    first, undisturbed = two_databases
+    sync(undisturbed, mongo_db)
+    env = {"DB_URL_PSQL": first, "DB_URL_MONGO": mongo_url}
+    args = ("sync", "--batch-size", str(BATCH), "--load-workers", "2")
+    poisoned = run_cli(*args, cwd=tmp_path, env_extra={**env, "GIGSTERPG_KILL_AT": "load-batch:30"})
+    assert_one_line_failure(poisoned, "the batch of 7 users documents from number 29 of the scan killed its load"
+                            " worker process 4 times, killed by SIGKILL", "db.users.find().skip(28).limit(7)")
+    assert poisoned.stderr.count(DEATH) == 3, poisoned.stderr  # loaded again 3 times, then the run ends
+    after = state(first)
+    assert all(count == 0 for name, (count, _) in after.items() if name != "skills"), after
+    assert query_all(first, CATALOG) == query_all(undisturbed, CATALOG)  # keys and indexes back: rolled back
+    with psycopg.connect(first) as connection:
+        assert connection.execute("SELECT status FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()[0] == "failed"
+        assert connection.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'gigsterpg_load'"
+                                  ).fetchone()[0] == 0
+    again = run_cli(*args, cwd=tmp_path, env_extra=env)
+    assert again.returncode == 0, again.stderr
+    assert state(first) == state(undisturbed)
+
+
+def test_load_workers_killed_at_any_moment_load_every_batch_once(pg_url):
+    """Worker processes SIGKILLed from outside, wherever they are (loading, reading their pipe, idle): each is
+    replaced, and every batch is answered once and in the load tables once."""
+    import os
+    import threading
+    import time
+
+    import bson
+
+    from gigsterpg.lib.pg.sync.engine import parallel
+    from gigsterpg.lib.pg.sync.user import UserSync
+    run_id, size, batches = 98, 5, 60
+    with psycopg.connect(pg_url, autocommit=True) as connection, connection.cursor() as cursor:
+        parallel.create_load_tables(cursor, run_id, ["users"])
+    pool = parallel.Workers(2, pg_url)
+    answers = []
+    try:
+        def feed():
+            for batch in range(batches):
+                payload = b"".join(bson.encode({"_id": n, "name": f"user {n}"})
+                                   for n in range(batch * size, (batch + 1) * size))
+                pool.put((UserSync, run_id, batch * size, payload))
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        killed = []
+        while len(answers) < batches:
+            answers.append(pool.get())
+            if len(answers) in (5, 20, 40):  # the one that loaded the last, and then the other
+                victim = pool.slots[len(killed) % 2].process
+                os.kill(victim.pid, signal.SIGKILL)
+                killed.append(victim)
+                while victim.exitcode is None:
+                    time.sleep(0.01)
+        feeder.join(timeout=30)
+        assert all(pool.slots[index].process not in killed for index in range(2)), "each killed one is replaced"
+    finally:
+        pool.close()
+    assert len(pool.stats) == 2  # the replacements ended by themselves
+    assert sorted(base for _, base, _ in answers) == [batch * size for batch in range(batches)]
+    assert {(collection, documents) for collection, _, documents in answers} == {("users", size)}
+    with psycopg.connect(pg_url) as connection:
+        loaded = connection.execute(f"SELECT pos FROM {parallel.load_table(run_id, 'users')} ORDER BY pos").fetchall()
+        raw = connection.execute(f"SELECT count(*) FROM {parallel.raw_table(run_id, 'users')}").fetchone()[0]
+        done = connection.execute(f"SELECT count(*) FROM {parallel.load_attempts(run_id)} WHERE documents IS NOT NULL"
+                                  ).fetchone()[0]
+    assert [pos for (pos,) in loaded] == list(range(batches * size)) and raw == batches * size
+    assert done == batches
+
+
+def test_a_batch_beyond_two_billion_documents_is_loaded_once(pg_url):
+    """The number of a batch's first document is an int8 everywhere: the ledger, the lock, the load tables."""
+    import bson
+
+    from gigsterpg.lib.pg.sync.engine import parallel
+    from gigsterpg.lib.pg.sync.user import UserSync
+    run_id, base = 97, 2 ** 31 + 10
+    payload = b"".join(bson.encode({"_id": n, "name": f"user {n}"}) for n in range(5))
+    with psycopg.connect(pg_url, autocommit=True) as connection, connection.cursor() as cursor:
+        parallel.create_load_tables(cursor, run_id, ["users"])
+    with psycopg.connect(pg_url) as connection:
+        for _ in range(2):  # the second time: loaded already, nothing again
+            assert parallel.load_once(connection, parallel.load_attempts(run_id), UserSync, run_id, base, payload) == 5
+        loaded = connection.execute(f"SELECT pos FROM {parallel.load_table(run_id, 'users')} ORDER BY pos").fetchall()
+        attempts = connection.execute(f"SELECT task, documents FROM {parallel.load_attempts(run_id)} ORDER BY id"
+                                      ).fetchall()
+    assert [pos for (pos,) in loaded] == list(range(base, base + 5))
+    assert attempts == [(base, 5), (base, None)]

@@ -37,7 +37,7 @@ def run(args, settings, progress) -> int:
             raise ConfigError(f"{flag} cannot be combined with {name}", f"{why}, in one process",
                               f"drop {flag} (or {name})")
     if progress is not None:
-        progress = Bar(progress.stream, unit=" tasks")
+        progress = Bar(progress.stream, units={"tasks": " tasks"})  # a first load's bar counts documents
     scheduler = None if args.workers else (args.scheduler or settings.dask_scheduler)
     dask_logs = logging.getLogger("distributed")
     level = dask_logs.level

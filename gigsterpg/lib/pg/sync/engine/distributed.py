@@ -70,8 +70,9 @@ logger = logging.getLogger(__name__)
 
 # Ranges per worker: a straggler or a retried task then costs a fraction of a worker's share.
 RANGES_PER_WORKER = 4
-# Dask runs a failed task again this many times (a worker that dies is counted by Dask apart).
-TASK_RETRIES = 3
+# Dask runs a failed task again this many times (a worker that dies is counted by Dask apart); as many as
+# the local load workers load again a batch whose process died.
+TASK_RETRIES = parallel.TASK_RETRIES
 SCHEDULER_TIMEOUT_S = 10
 
 

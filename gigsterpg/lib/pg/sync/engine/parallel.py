@@ -19,21 +19,30 @@ decided once all of a collection is in, set-wise, by the coordinator
 in the load table (a number out of range) is found by splitting the batch, as
 the merge path does, and loaded as a reject.
 
-At most two batches per worker wait in the queue (raw bytes), so memory is
-bounded whatever the size of the collection. A worker whose coordinator dies
-(killed) notices within ``_POLL_S`` and ends; its load tables are dropped by
-the next run.
+The coordinator holds at most three batches per worker (raw bytes: sent, or
+waiting for the first worker with room), so memory is bounded whatever the
+size of the collection. A worker process that dies
+(killed, out of memory) is replaced, and the batches it held are loaded again
+(``load_once``: once, whoever loads them; a batch that kills its worker every
+time ends the run after ``TASK_RETRIES`` retries). A worker whose coordinator
+dies (killed) notices within ``_POLL_S`` and ends; its load tables are dropped
+by the next run.
 """
+import collections
 import contextlib
+import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import resource
+import signal
+import socket
 import struct
 import threading
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import psycopg
 from bson.raw_bson import RawBSONDocument
@@ -64,6 +73,10 @@ LOAD_COLUMNS = (("pos", "int8"), ("hash", "bytea"), ("id_key", "bytea"), ("reaso
 RAW_COLUMNS = (("pos", "int8"), ("raw", "bytea"))
 # Raw batches waiting per worker.
 QUEUED_PER_WORKER = 2
+# Batches sent to a worker at a time: the one it loads and the next (it never waits for the coordinator).
+_SENT = 2
+# A batch whose worker process dies is loaded again this many times at most (Dask's tasks: as many retries).
+TASK_RETRIES = 3
 _POLL_S = 0.5
 _LENGTH = struct.Struct("<i")
 
@@ -100,10 +113,11 @@ def load_tables(run_id: int, model) -> Dict[str, Tuple[Tuple[str, str], ...]]:
 
 
 def create_load_tables(cursor, run_id: int, collections: Sequence[str]) -> None:
-    """The run's load tables, in a new ``LOAD_SCHEMA`` (UNLOGGED: a crash empties them; the run that follows
-    drops them)."""
+    """The run's load tables and the ledger of its workers' attempts, in a new ``LOAD_SCHEMA`` (UNLOGGED: a
+    crash empties them; the run that follows drops them)."""
     drop_load_tables(cursor)
     cursor.execute(f"CREATE SCHEMA {LOAD_SCHEMA}")
+    create_attempts(cursor, load_attempts(run_id))
     for name in collections:
         for table, columns in load_tables(run_id, registry.model(name)).items():
             cursor.execute(f"CREATE UNLOGGED TABLE {table} ({', '.join(f'{c} {t}' for c, t in columns)})")
@@ -157,7 +171,7 @@ def load_rows(model, base: int, docs: Sequence[bytes]) -> Tuple[list, Dict[str, 
 
 
 def write_batch(connection, model, run_id: int, rows: list, docs: Sequence[bytes],
-                children: Dict[str, list]) -> None:
+                children: Dict[str, list], base: int = 0) -> None:
     """COPY a batch's rows into the load tables in one transaction; a row PostgreSQL refuses is found by
     splitting the batch, and loaded as a reject instead."""
     tables = load_tables(run_id, model)
@@ -168,6 +182,7 @@ def write_batch(connection, model, run_id: int, rows: list, docs: Sequence[bytes
         for name, values in children.items():
             table = load_table(run_id, name)
             copy_rows(cursor, table, tables[table], values)
+    faults.batch_point("load-batch", base, len(rows))
     connection.commit()
 
 
@@ -252,36 +267,84 @@ def connect(pg_url: str):
 def load_batch(connection, model, run_id: int, base: int, payload: bytes) -> int:
     """Decode, hash, map and COPY one raw batch (its first document number ``base`` of the scan) into the
     run's load tables, committed in one transaction (the connection's, which the caller may have begun);
-    the documents it held. What every load worker runs: a worker process (``work``) and a Dask task
-    (``task.load_batch``)."""
+    the documents it held. What every load worker runs (``load_once``)."""
     docs = split_batch(payload)
     rows, children = load_rows(model, base, docs)
-    write_batch(connection, model, run_id, rows, docs, children)
+    write_batch(connection, model, run_id, rows, docs, children, base)
     return len(docs)
 
 
+def load_attempts(run_id: int) -> str:
+    """The run's ledger of the local load workers' batch attempts (``load_once``)."""
+    return load_table(run_id, "_attempts")
+
+
+def create_attempts(cursor, table: str) -> None:
+    """A ledger of attempts at batches or tasks: one row per attempt, ``documents`` set when it committed."""
+    # ``task``: a batch's first document number (int8: a collection may hold more than 2^31), or a range's.
+    cursor.execute(f"CREATE UNLOGGED TABLE {table} (id serial PRIMARY KEY, collection text NOT NULL,"
+                   " task int8 NOT NULL, pid int4, host text, started_at timestamptz NOT NULL DEFAULT now(),"
+                   " documents int8)")
+
+
+def load_once(connection, attempts: str, model, run_id: int, base: int, payload: bytes) -> int:
+    """``load_batch``, idempotent: loaded again (its worker died, or its answer was lost), a batch is in the
+    load tables once; the documents it held. What a worker process (``work``) and a Dask task
+    (``task.load_batch``) run; ``attempts`` is the ledger (``create_attempts``) of the run's attempts.
+
+    The attempt is recorded first (committed: counted even if this process dies now); then ONE transaction,
+    under a lock of this batch, checks that no earlier attempt committed it, marks it done and COPYs its
+    rows. A worker that dies commits nothing; an attempt after one that committed loads nothing (and waits
+    for one still loading it). On an error the caller rolls the connection back.
+    """
+    collection = model.collection
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {attempts} (collection, task, pid, host) VALUES (%s, %s, %s, %s)"
+                       " RETURNING id", (collection, base, os.getpid(), socket.gethostname()))
+        attempt = cursor.fetchone()[0]
+    connection.commit()
+    with connection.cursor() as cursor:
+        # The two-int4 key of locks: two batches 2^31 documents apart share one (the later waits, no more).
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), (%s::int8 %% 2147483648)::int4)",
+                       (attempts + collection, base))
+        cursor.execute(f"SELECT documents FROM {attempts} WHERE collection = %s AND task = %s"
+                       " AND documents IS NOT NULL", (collection, base))
+        done = cursor.fetchone()
+        if done is not None:
+            connection.commit()
+            return done[0]
+        cursor.execute(f"UPDATE {attempts} SET documents = %s WHERE id = %s", (count_documents(payload), attempt))
+    return load_batch(connection, model, run_id, base, payload)  # commits
+
+
 def work(pg_url: str, tasks, results, parent: int) -> None:
-    """A worker process: load the batches of ``tasks`` until ``None``; report each to ``results``."""
+    """A worker process: load the batches ``tasks`` (its own pipe) brings until ``None``; say on ``results``
+    (its own pipe, each message sent before the next step: none is lost if this process dies) which batch
+    it loads, then what it loaded."""
     connection = None
     threading.Thread(target=_watch, args=(parent,), name="gigsterpg-load-watch", daemon=True).start()
     try:
         connection = connect(pg_url)
         while True:
-            try:
-                task = tasks.get(timeout=_POLL_S)
-            except queue.Empty:
+            if not tasks.poll(_POLL_S):
                 if not _alive(parent):  # the coordinator died: nobody will collect what we load
                     return
                 continue
+            try:
+                task = tasks.recv()
+                payload = tasks.recv_bytes() if task is not None else None
+            except EOFError:  # the coordinator closed the pipe: it ends
+                return
             if task is None:  # the end: what this worker cost, for the log and the benchmark
                 usage = resource.getrusage(resource.RUSAGE_SELF)
-                results.put((None, None, 0, ("stats", usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)))
+                results.send(("stats", usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024))
                 return
-            model, run_id, base, payload = task  # the model itself: one a caller added to the registry too
-            results.put((model.collection, base, load_batch(connection, model, run_id, base, payload), None))
+            seq, model, run_id, base = task  # the model itself: one a caller added to the registry too
+            results.send(("loading", seq))
+            results.send(("loaded", seq, load_once(connection, load_attempts(run_id), model, run_id, base, payload)))
     except BaseException as err:  # handed to the coordinator, which fails the run (or retries it: a lost
         with contextlib.suppress(Exception):  # connection is transient there too)
-            results.put((None, None, 0, (is_transient(err), short_reason(err) or type(err).__name__)))
+            results.send(("failed", is_transient(err), short_reason(err) or type(err).__name__))
     finally:
         if connection is not None:
             with contextlib.suppress(Exception):
@@ -307,79 +370,248 @@ def _without_main():
         sys.modules["__main__"] = main
 
 
+class _Slot(NamedTuple):
+    """One worker process, its pipes (its own: a process killed while it read or wrote one leaves it broken,
+    and nothing another worker uses), and what the coordinator sends it (by a thread of its own: a batch
+    waits there, not in ``put``, while the worker loads another)."""
+
+    process: multiprocessing.Process
+    outbox: "queue.Queue"
+    results: "multiprocessing.connection.Connection"
+
+
+_STOP = object()  # the end of a sender thread
+
+
+def _send(outbox: "queue.Queue", tasks) -> None:
+    """Send a worker what comes in ``outbox`` until ``_STOP`` (or the worker is gone: no one reads its pipe)."""
+    try:
+        while True:
+            task = outbox.get()
+            if task is _STOP:
+                return
+            if task is None:
+                tasks.send(None)
+                continue
+            tasks.send(task[:-1])
+            tasks.send_bytes(task[-1])  # the raw bytes as they are (pickled, they would be copied once more)
+    except OSError:  # the worker died: what it held is sent to the one that replaces it
+        pass
+    finally:
+        tasks.close()
+
+
 class Workers:
-    """N worker processes (``work``) with a bounded queue of raw batches; started at once, in the background."""
+    """N worker processes (``work``), each with pipes of its own; started at once, in the background.
+
+    The coordinator keeps each batch until its worker reports it loaded: at most ``QUEUED_PER_WORKER`` + 1
+    per worker (raw bytes), so memory is bounded whatever the size of the collection. A worker process that
+    dies (killed, out of memory) is replaced by a new one, sent again what the dead one held (``load_once``:
+    a batch the dead one committed loads nothing again and counts once); a batch that kills its worker
+    ``TASK_RETRIES`` + 1 times ends the run.
+    """
 
     def __init__(self, count: int, pg_url: str):
         # From a fork server where the system has one: it imports this module once (~0.8 s of CPU) and forks
         # each worker from a process without threads (a spawned worker imports it again: ~5 µs a document at
         # scale 1 for two; a fork of this process would inherit locks its other threads may hold).
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        context = multiprocessing.get_context(method)
+        self.context = multiprocessing.get_context(method)
         if method == "forkserver":
-            context.set_forkserver_preload([__name__])
-        self.count = count
+            self.context.set_forkserver_preload([__name__])
+        self.count, self.pg_url = count, pg_url
         self.stats: List[tuple] = []
-        self.tasks = context.Queue(maxsize=QUEUED_PER_WORKER * count)
-        self.results = context.Queue()
-        self.processes = [context.Process(target=work, args=(pg_url, self.tasks, self.results, os.getpid()),
-                                          name=f"gigsterpg-load-{index}", daemon=True) for index in range(count)]
+        self.answers: "queue.Queue" = queue.Queue()  # (collection, base, documents) of each batch, once
+        self.changed = threading.Condition()  # guards what follows; notified when a worker has room again
+        # Per worker, by number: sent and not yet reported (at most ``_SENT``); then those waiting for a
+        # worker, which the first to report one takes (a slow batch holds up no other).
+        self.held: List[Dict[int, tuple]] = [{} for _ in range(count)]
+        self.waiting: Deque[Tuple[int, tuple]] = collections.deque()
+        self.loading: List[Optional[int]] = [None] * count  # the batch each worker said it loads
+        self.deaths: Dict[int, int] = {}  # batch number -> worker processes that died loading it
+        self.idle_deaths = 0
+        self.failure: Optional[Exception] = None
+        self.closing = self.stopped = False
+        self.numbers = itertools.count()
+        self.slots: List[_Slot] = []
+        for slot in range(count):
+            self.slots.append(self._start(slot))
+        self.collector = threading.Thread(target=self._collect, name="gigsterpg-load-collect", daemon=True)
+        self.collector.start()
+
+    def _start(self, slot: int) -> _Slot:
+        """A worker process for ``slot``, sent what the slot holds (the batches of the one it replaces)."""
+        tasks, sender = self.context.Pipe(duplex=False)
+        results, writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=work, args=(self.pg_url, tasks, writer, os.getpid()),
+                                       name=f"gigsterpg-load-{slot}", daemon=True)
         with _without_main():
-            for process in self.processes:
-                process.start()
+            process.start()
+        tasks.close()  # the worker's ends, now its own: a send to a dead one fails, a read from one ends
+        writer.close()
+        outbox: "queue.Queue" = queue.Queue()
+        threading.Thread(target=_send, args=(outbox, sender), name=f"gigsterpg-load-send-{slot}", daemon=True).start()
+        for number, task in self.held[slot].items():
+            outbox.put((number,) + task)
+        self.loading[slot] = None
+        return _Slot(process, outbox, results)
 
     def put(self, task) -> None:
-        """Queue a task, waiting for room; raises if every worker has died."""
-        while True:
-            try:
-                self.tasks.put(task, timeout=_POLL_S)
-                return
-            except queue.Full:
+        """Hand a batch to the workers (the first with room takes it), waiting for room; raises once the load
+        failed."""
+        with self.changed:
+            while True:
                 self.check()
+                if self.closing:
+                    raise TerminalError("the load was stopped", "the run ended", "see the run's error")
+                if len(self.waiting) + sum(map(len, self.held)) < (QUEUED_PER_WORKER + 1) * self.count:
+                    break
+                self.changed.wait(_POLL_S)
+            self.waiting.append((next(self.numbers), task))
+            for index in range(self.count):
+                self._dispatch(index)
+
+    def _dispatch(self, index: int) -> None:
+        """Send the waiting batches to worker ``index`` while it holds fewer than ``_SENT`` (under ``changed``)."""
+        while self.waiting and len(self.held[index]) < _SENT:
+            number, task = self.waiting.popleft()
+            self.held[index][number] = task
+            self.slots[index].outbox.put((number,) + task)
 
     def get(self, check=None):
-        """The next report of a loaded batch: (collection, base, documents); raises a worker's error, or
-        ``check()``'s while waiting."""
+        """The next loaded batch: (collection, base, documents), each batch once; raises the load's failure,
+        or ``check()``'s while waiting."""
         while True:
+            self.check()
             try:
-                collection, base, documents, error = self.results.get(timeout=_POLL_S)
+                return self.answers.get(timeout=_POLL_S)
             except queue.Empty:
-                self.check()
                 if check is not None:
                     check()
-                continue
-            if error is not None:
-                transient, reason = error
-                raise (TransientError if transient else TerminalError)(
-                    "a load worker failed", reason, "run the sync again (see the log)")
-            return collection, base, documents
 
     def check(self) -> None:
-        dead = [process for process in self.processes if process.exitcode not in (None, 0)]
-        if dead:
-            raise TerminalError("a load worker process died", f"exit code {dead[0].exitcode}",
-                                "run the sync again")
+        """Raise what failed the load: a worker's error, or a batch that kills its worker every time."""
+        if self.failure is not None:
+            raise self.failure
+
+    def _collect(self) -> None:
+        """Read the workers' reports; replace a worker process that died (on its own thread, till ``close``)."""
+        try:
+            self._collecting()
+        except Exception as err:  # a replacement that cannot start (the fork server gone): the load fails
+            with self.changed:
+                self.failure = self.failure or TerminalError(
+                    "the load workers stopped", short_reason(err) or type(err).__name__, "run the sync again")
+                self.changed.notify_all()
+
+    def _collecting(self) -> None:
+        while not self.stopped:
+            with self.changed:
+                slots = list(self.slots)
+            waiting = [slot.results for slot in slots if not slot.results.closed]
+            waiting += [slot.process.sentinel for slot in slots if slot.process.exitcode is None]
+            if waiting:
+                multiprocessing.connection.wait(waiting, timeout=_POLL_S)
+            else:  # every worker ended (the load failed, or it ends)
+                time.sleep(_POLL_S)
+            with self.changed:
+                for index, slot in enumerate(slots):
+                    self._receive(index, slot)
+                    code = slot.process.exitcode
+                    if code not in (None, 0) and not (self.closing or self.failure) and slot is self.slots[index]:
+                        self._replace(index, code)
+
+    def _receive(self, index: int, slot: _Slot) -> None:
+        """Every whole message the worker sent (a worker killed mid-message leaves a part: dropped)."""
+        try:
+            while not slot.results.closed and slot.results.poll():
+                kind, *values = slot.results.recv()
+                if kind == "loading":
+                    self.loading[index] = values[0]
+                elif kind == "loaded":
+                    number, documents = values
+                    task = self.held[index].pop(number, None)
+                    self.loading[index] = None
+                    if task is not None:  # a batch is reported once: resent, it loaded nothing again
+                        model, _, base, _ = task
+                        self.answers.put((model.collection, base, documents))
+                        self._dispatch(index)
+                        self.changed.notify_all()
+                elif kind == "failed":
+                    transient, reason = values
+                    self.failure = self.failure or (TransientError if transient else TerminalError)(
+                        "a load worker failed", reason, "run the sync again (see the log)")
+                elif kind == "stats":
+                    self.stats.append(tuple(values))
+        except (EOFError, OSError):
+            slot.results.close()
+
+    def _replace(self, index: int, code: int) -> None:
+        """A new process for a worker that died, sent again the batches the dead one held (or the run's end)."""
+        number, held = self.loading[index], self.held[index]
+        reason = _exit_reason(code)
+        if number is not None and number in held:
+            self.deaths[number] = deaths = self.deaths.get(number, 0) + 1
+            model, _, base, payload = held[number]
+            if deaths > TASK_RETRIES:
+                documents = count_documents(payload)
+                self.failure = TerminalError(
+                    f"the batch of {documents} {model.collection} documents from number {base + 1} of the scan"
+                    f" killed its load worker process {deaths} times", reason,
+                    f"find the document among db.{model.collection}.find().skip({base}).limit({documents}),"
+                    " fix or remove it, then run the sync again")
+                self.changed.notify_all()
+                return
+            what = f"while it loaded the batch of {model.collection} from document {base + 1} (attempt {deaths})"
+        else:
+            self.idle_deaths += 1
+            if self.idle_deaths > TASK_RETRIES:
+                self.failure = TerminalError(f"load worker processes died {self.idle_deaths} times before they"
+                                             " loaded a batch", reason, "see the log, then run the sync again")
+                self.changed.notify_all()
+                return
+            what = "between batches"
+        logger.warning("a load worker process died %s: %s; another one loads again the %d batches it held",
+                       what, reason, len(held))
+        dead = self.slots[index]
+        dead.outbox.put(_STOP)  # what is left in it is sent again
+        with contextlib.suppress(Exception):
+            dead.results.close()
+        self.slots[index] = self._start(index)
 
     def close(self, timeout: float = 5.0) -> None:
         """Ask every worker to end, and end those that do not (only ours, by process); ``stats`` then holds
         (CPU seconds, peak RSS MB) of each worker that ended by itself."""
-        for _ in self.processes:
-            with contextlib.suppress(Exception):
-                self.tasks.put(None, timeout=timeout)
+        with self.changed:
+            self.closing = True
+            self.changed.notify_all()
+            live = [slot for slot in self.slots if slot.process.exitcode is None]
+            for slot in self.slots:
+                slot.outbox.put(None)
+                slot.outbox.put(_STOP)
         deadline = time.monotonic() + timeout
-        while len(self.stats) < len(self.processes) and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty, OSError, EOFError):
-                *_, error = self.results.get(timeout=_POLL_S)
-                if isinstance(error, tuple) and error[0] == "stats":
-                    self.stats.append(error[1:])
-        for process in self.processes:
-            process.join(timeout)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout)
-        for channel in (self.tasks, self.results):
-            channel.cancel_join_thread()
-            channel.close()
+        while len(self.stats) < len(live) and time.monotonic() < deadline and self.collector.is_alive():
+            time.sleep(0.05)
+        self.stopped = True
+        self.collector.join(timeout)
+        for slot in self.slots:
+            slot.process.join(timeout)
+            if slot.process.is_alive():
+                slot.process.terminate()
+                slot.process.join(timeout)
+            with contextlib.suppress(Exception):
+                slot.results.close()
+
+
+def _exit_reason(code: int) -> str:
+    """How a process ended, in words."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"killed by {name}" + (" (a kill, or the out-of-memory killer)" if -code == signal.SIGKILL else "")
 
 
 def libpq_url(engine) -> str:

@@ -62,9 +62,7 @@ def merges_table(run_id: int) -> str:
 
 def create_scratch(cursor, run_id: int, collections) -> None:
     """The run's scratch tables (the coordinator creates them before the tasks start)."""
-    cursor.execute(f"CREATE UNLOGGED TABLE {attempts_table(run_id)} (id serial PRIMARY KEY, collection text NOT NULL,"
-                   " task int4 NOT NULL, pid int4, host text, started_at timestamptz NOT NULL DEFAULT now(),"
-                   " documents int8)")
+    parallel.create_attempts(cursor, attempts_table(run_id))
     cursor.execute(f"CREATE UNLOGGED TABLE {merges_table(run_id)} (collection text, task int4, attempts int4"
                    " NOT NULL DEFAULT 1, pid int4, host text, counts jsonb, PRIMARY KEY (collection, task))")
     for name in collections:
@@ -293,32 +291,15 @@ def _session(pg_url: str):
 
 
 def load_batch(task: BatchTask) -> int:
-    """Load one raw batch into the run's load tables (``parallel.load_batch``); the documents it held.
+    """Load one raw batch into the run's load tables (``parallel.load_once``, idempotent); the documents it held.
 
-    Runs on a Dask worker; Dask runs it again if its worker dies (or it fails). Idempotent: the attempt is
-    recorded first (committed: counted even if this process dies now); then ONE transaction, under a lock
-    of this batch, checks that no earlier attempt committed it, marks it done and COPYs its rows. A worker
-    that dies commits nothing; an attempt after one that committed (Dask lost its answer) loads nothing.
+    Runs on a Dask worker; Dask runs it again if its worker dies (or it fails): an attempt after one that
+    committed (Dask lost its answer) loads nothing.
     """
-    collection, attempts = task.model.collection, attempts_table(task.run_id)
     connection = _session(task.pg_url)
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"INSERT INTO {attempts} (collection, task, pid, host) VALUES (%s, %s, %s, %s)"
-                           " RETURNING id", (collection, task.base, os.getpid(), socket.gethostname()))
-            attempt = cursor.fetchone()[0]
-        connection.commit()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (attempts + collection, task.base))
-            cursor.execute(f"SELECT documents FROM {attempts} WHERE collection = %s AND task = %s"
-                           " AND documents IS NOT NULL", (collection, task.base))
-            done = cursor.fetchone()
-            if done is not None:
-                connection.commit()
-                return done[0]
-            cursor.execute(f"UPDATE {attempts} SET documents = %s WHERE id = %s",
-                           (parallel.count_documents(task.payload), attempt))
-        return parallel.load_batch(connection, task.model, task.run_id, task.base, task.payload)  # commits
+        return parallel.load_once(connection, attempts_table(task.run_id), task.model, task.run_id, task.base,
+                                  task.payload)
     except BaseException:
         _SESSIONS.pop((task.pg_url, threading.get_ident()), None)
         connection.close()  # rolls back: nothing of this attempt but its record

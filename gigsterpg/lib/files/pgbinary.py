@@ -84,10 +84,19 @@ def _bigint(values: pa.Array) -> Segments:
 
 
 def _boolean(values: pa.Array) -> Segments:
-    first = pc.utf8_lower(pc.utf8_slice_codeunits(values, 0, 1))
-    truth = pc.is_in(first, pa.array(["t", "y"]))
-    return _fields(np.asarray(truth.fill_null(False).to_numpy(zero_copy_only=False), dtype=np.uint8).reshape(-1, 1),
-                   _valid(values))
+    """True for a value starting with t or y (true, yes: the values were checked as booleans), from the bytes."""
+    valid = _valid(values)
+    if values.type == pa.string() and len(values):
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values)]
+        data = values.buffers()[2]
+        data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
+        first = data[np.minimum(offsets, len(data) - 1)] if len(data) else np.zeros(len(values), dtype=np.uint8)
+        truth = np.isin(first | 0x20, np.frombuffer(b"ty", dtype=np.uint8)) & valid  # | 0x20: ASCII lower case
+    else:
+        first = pc.utf8_lower(pc.utf8_slice_codeunits(values, 0, 1))
+        truth = np.asarray(pc.is_in(first, pa.array(["t", "y"])).fill_null(False).to_numpy(zero_copy_only=False),
+                           dtype=bool)
+    return _fields(truth.astype(np.uint8).reshape(-1, 1), valid)
 
 
 def _date(values: pa.Array) -> Segments:

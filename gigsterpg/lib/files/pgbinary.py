@@ -24,7 +24,7 @@ HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 TRAILER = struct.pack("!h", -1)
 _PG_EPOCH_DAYS = 10957  # 2000-01-01 - 1970-01-01
 _PG_EPOCH_US = _PG_EPOCH_DAYS * 86400 * 1_000_000
-_POW10 = np.array([10 ** i for i in range(19)], dtype=np.uint64)
+_POW10 = np.array([10 ** i for i in range(19)], dtype=np.int64)
 
 
 # A column's binary fields are "segments": a numpy (rows, bytes) uint8 block of fixed width, or a binary Arrow
@@ -151,7 +151,8 @@ def _numeric(values: pa.Array) -> Segments:
     """Values of up to 15 characters without an exponent in numpy; the others one by one."""
     n = len(values)
     valid = _valid(values)
-    length = np.asarray(pc.utf8_length(values).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    # bytes, not characters: a value that is not ASCII is no number (Arrow's cast refuses it)
+    length = np.asarray(pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
     plain = length <= 15
     unscaled = None
     if plain.all():
@@ -171,16 +172,16 @@ def _numeric(values: pa.Array) -> Segments:
     length = np.where(plain, length, 1)
     scale = np.where(point >= 0, length - point - 1, 0)
     pad = (4 - scale % 4) % 4
-    rest = np.abs(unscaled) * _POW10[pad].astype(np.int64)  # 15 digits * 1000: below 2**63
+    rest = np.abs(unscaled) * _POW10[pad]  # 15 digits * 1000: below 2**63
     groups = max(1, (len(str(int(rest.max()))) + 3) // 4) if n else 1  # base-10000 digits the largest needs
-    out = np.empty((n, 4 + groups), dtype=">i2")
+    out = np.empty((n, 4 + groups), dtype=np.int16)  # in this machine's order, swapped once
     out[:, 0] = groups
     out[:, 1] = groups - 1 - (scale + pad) // 4
     out[:, 2] = np.where(unscaled < 0, 0x4000, 0)
     out[:, 3] = scale
     for index in range(3 + groups, 3, -1):
         rest, out[:, index] = np.divmod(rest, 10000)
-    fields = _fields(out.view(np.uint8).reshape(n, 2 * (4 + groups)), valid)
+    fields = _fields(out.astype(">i2").view(np.uint8).reshape(n, 2 * (4 + groups)), valid)
     slow = np.flatnonzero(valid & ~plain)
     if len(slow):
         texts = values.take(pa.array(slow)).to_pylist()

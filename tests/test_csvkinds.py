@@ -191,3 +191,33 @@ def test_the_checks_without_regular_expressions_say_only_what_the_expressions_sa
     assert csvsource._texts(array)[1].to_pylist() == [True, True, False, True, None]  # NULL: convert's to judge
     assert csvsource._texts(array.slice(3))[1].to_pylist() == [True, True]
     assert csvsource._texts(pa.array(["a", "b"]).slice(1))[1].to_pylist() == [True]
+
+
+@pytest.mark.parametrize("day_first", [False, True])
+def test_the_one_read_converts_each_batch_as_the_two_reads_do(tmp_path, day_first):
+    """``stream`` reuses the check's work (dates made ISO once, plain stamps as they are): its rows are those of
+    ``infer_columns`` + ``read_batches``, batch after batch, NULLs and a timestamp column that widens included."""
+    import pyarrow as pa
+
+    from gigsterpg.lib.files import pgbinary
+    lines = ["day,at,mixed,other"]
+    for i in range(300):
+        month, day = i % 12 + 1, i % 28 + 1
+        day = (f"{day}/{month}/2022" if day_first else f"{month}/{day}/2022") if i % 7 else ""
+        at = f"2022-{i % 12 + 1:02}-{i % 28 + 1:02}{'T' if i % 2 else ' '}{i % 24:02}:{i % 60:02}:{i % 59:02}"
+        mixed = at if i < 200 else f"2022-03-{i % 28 + 1:02}"  # a date among stamps: midnight, a batch not plain
+        lines.append(f"{day},{at if i % 5 else ''},{mixed},x{i}")
+    path = tmp_path / "dates.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dialect = detect_dialect(path, day_first=day_first)
+    streamed = [item for item in csvsource.stream(path, dialect, None, lambda bad: pytest.fail(str(bad)))
+                if isinstance(item, pa.RecordBatch)]
+    columns = infer_columns(path, dialect)
+    assert [column.kind for column in columns] == ["date", "timestamp", "timestamp", "text"]
+    read = list(csvsource.read_batches(path, dialect, columns, lambda bad: pytest.fail(str(bad))))
+    assert len(streamed) > 10
+    types = [column.pg_type for column in columns]
+    # the same values for PostgreSQL (a date among stamps may be spelt with its midnight by one and not the other)
+    assert b"".join(pgbinary.encode(batch, types) for batch in streamed if batch.num_rows) == \
+        b"".join(pgbinary.encode(batch, types) for batch in read if batch.num_rows)
+    assert csvsource.records(iter(streamed))[12][0] == csvsource.records(iter(read))[12][0] == "2022-01-13"

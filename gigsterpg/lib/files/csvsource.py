@@ -663,7 +663,8 @@ class _Kinds:
         # Arrow's kernels let go of the GIL: the columns of a batch are checked on two threads
         self.pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gigsterpg-csv")
         self.batch: Optional[pa.RecordBatch] = None  # the batch checked last, and its date columns as ISO text:
-        self.dated: Dict[int, Tuple[pa.Array, pa.Array]] = {}  # index -> (text, whether each is a day)
+        # index -> (ISO text, whether each is a day); (values, None) for timestamps found ISO as they are
+        self.dated: Dict[int, Tuple[pa.Array, Optional[pa.Array]]] = {}
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -674,8 +675,11 @@ class _Kinds:
             # the ISO text is kept for the batch's conversion (``dated``): the dates are worked out once
             out, ok = _dates(values, self.day_first)
             self.dated[index] = (out, ok)
-            if _all(pc.or_(pc.is_null(values), ok)):
+            if _all(pc.or_(pc.is_null(values), pc.fill_null(ok, False))):
                 return
+        elif kinds[index] == "timestamp" and False in zones[index] and _plain_stamps(values):
+            self.dated[index] = (values, None)  # ISO already, without an offset: converted as they are
+            return
         elif kinds[index] and _keeps(kinds[index], values, self.day_first, zones[index]):
             return
         previous = kinds[index]
@@ -842,6 +846,8 @@ def _converted(path: Path, dialect: Dialect, names: List[str], columns: Optional
         for index, (column, values) in enumerate(zip(columns, batch.columns)):
             if column.kind == "date" and index in dated:  # worked out by the check just made
                 out, ok = dated[index][0], pc.or_(pc.is_null(values), pc.fill_null(dated[index][1], False))
+            elif column == Column(column.name, "timestamp") and index in dated and dated[index][1] is None:
+                out, ok = values, pa.array(np.ones(len(values), dtype=bool))
             else:
                 out, ok = convert(column, values, dialect.day_first, column.name in trusted)
             outs.append(out)

@@ -10,10 +10,11 @@ their load step) and ``load-csv``. Three calls, each usable alone::
 
 The file is parsed by ``pyarrow.csv`` (C++, streamed in blocks: memory stays
 flat) with every column read as a string; the kinds are decided here, not by
-the library, with vectorised checks (Arrow compute, RE2 expressions) over each
-batch. Kinds (``Column.kind``): integer (bigint), numeric (always exact,
-never floating point), boolean, date, timestamp (timestamptz when every
-value carries an offset), text. Dates come as ISO (``2022-09-26``), with
+the library, with vectorised checks (Arrow compute, RE2 expressions; numpy on
+the bytes where the values are plain) over each batch. Kinds
+(``Column.kind``): integer (bigint), numeric (always exact, never floating
+point), boolean, date, timestamp (timestamptz when every value carries an
+offset), text. Dates come as ISO (``2022-09-26``), with
 slashes month first (``9/26/2022``; ``day_first=True`` reads ``26/9/2022``)
 or with dots day first (``26.09.2022``). A zero-padded number (``00123``) is
 a code, so text. An empty field is NULL.

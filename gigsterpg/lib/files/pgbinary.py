@@ -3,8 +3,9 @@
 ``csvsource.read_batches`` gives each value as a string PostgreSQL reads as
 its column's type. Here each column is parsed by Arrow's casts (bigint, date,
 timestamp: C++), turned into its binary COPY field (a 4-byte length, then the
-value in network order) as a numpy array, and the fields of a row joined by
-Arrow's ``binary_join_element_wise``: the rows' bytes are then one buffer,
+value in network order) as a numpy array (adjacent fixed-width fields one
+block), and a row's blocks and texts joined once by Arrow's
+``binary_join_element_wise``: the rows' bytes are then one buffer,
 with no Python code per value. A numeric is PostgreSQL's own form (base-10000
 digits, each value its own scale); one of more than 18 significant digits or
 with an exponent is encoded from Python's Decimal, value by value (rare). A

@@ -149,3 +149,75 @@ def test_a_record_longer_than_a_block_restarts_the_pass_and_loses_or_repeats_not
     rows = csvsource.records(csvsource.read_batches(path, dialect, columns, bad.append))
     assert [row[0] for row in rows] == ["1", "3"] + [str(i) for i in range(5, 12)]
     assert [(b.line, b.column) for b in bad] == [(3, None), (5, None)]
+
+
+def test_the_checks_without_regular_expressions_say_only_what_the_expressions_say():
+    """The shortcuts on every batch (``_plain_*``, ``_booleans``, ``_has_nul``) never call a value fit that the
+    regular expressions refuse; each value alone, then all together."""
+    import pyarrow as pa
+
+    integers = ["0", "7", "-3", "+5", "00", "007", "0x1", "1 ", " 1", "1.0", "\u0661", "123456789012345678",
+                "1234567890123456789", "9223372036854775808", "١٢", "1e3", "٣"]
+    numerics = integers + ["0.5", ".5", "5.", ".", "0.", "00.5", "01", "1.2.3", "1..2", "-0.5", "1e5", "0.05",
+                           "1" * 6000, "1" * 6001, "1" * 5999 + ".", "١.٢", "1,5"]
+    stamps = ["2022-09-26 14:05:06", "2022-09-26T14:05:06", "2022-02-29 00:00:00", "2024-02-29 00:00:00",
+              "1900-02-29 00:00:00", "2000-02-29 00:00:00", "0000-01-01 00:00:00", "0001-01-01 00:00:00",
+              "2022-13-01 00:00:00", "2022-00-10 00:00:00", "2022-04-31 00:00:00", "2022-04-30 24:00:00",
+              "2022-04-30 23:60:00", "2022-04-30 23:59:60", "2022-04-30 23:59:59", "2022-04-30x23:59:59",
+              "2022/04/30 23:59:59", "2022-04-30 23:59+02", "2022-4-30 23:59:599", "2022-04-30 23:5:59 ",
+              "9999-12-31 23:59:59", "2022-09-26 14:05", "2022-09-26T14:05:06Z", "２022-09-26 14:05:06"]
+    booleans = ["true", "TRUE", "True", "tRuE", "t", "T", "yes", "Y", "no", "N", "f", "false", "ſ", "truе", "tru",
+                "1", "0", "on", "off", " t", "yes "]
+    texts = ["plain", "", "with\x00nul", "é"]
+    for values, plain, regex in (
+            (integers, csvsource._plain_integers, lambda v: csvsource._integers(v)[1]),
+            (numerics, csvsource._plain_numerics, lambda v: csvsource._numerics(v)[1]),
+            (stamps, csvsource._plain_stamps, lambda v: csvsource._stamps(v, False)[1])):
+        for value in values:
+            array = pa.array([value], pa.string())
+            if plain(array):
+                assert csvsource._all(regex(array)), value
+        fits = [value for value in values if csvsource._all(regex(pa.array([value], pa.string())))]
+        assert plain(pa.array(values, pa.string())) is False
+        assert any(plain(pa.array([value], pa.string())) for value in fits)
+    assert [value for value in stamps if csvsource._plain_stamps(pa.array([value]))] == [
+        "2022-09-26 14:05:06", "2022-09-26T14:05:06", "2024-02-29 00:00:00", "2000-02-29 00:00:00",
+        "0001-01-01 00:00:00", "2022-04-30 23:59:59", "9999-12-31 23:59:59"]
+    assert csvsource._plain_integers(pa.array(["0", "12", "123456789012345678"]))
+    assert csvsource._plain_numerics(pa.array(["0.5", ".5", "5.", "0", "12.75", "0.05"]))
+    by_regex = csvsource._match(pa.array(booleans), csvsource._BOOLEAN).to_pylist()
+    assert csvsource._booleans(pa.array(booleans))[1].to_pylist() == by_regex
+    array = pa.array(texts + [None])
+    assert csvsource._texts(array)[1].to_pylist() == [True, True, False, True, None]  # NULL: convert's to judge
+    assert csvsource._texts(array.slice(3))[1].to_pylist() == [True, True]
+    assert csvsource._texts(pa.array(["a", "b"]).slice(1))[1].to_pylist() == [True]
+
+
+@pytest.mark.parametrize("day_first", [False, True])
+def test_the_one_read_converts_each_batch_as_the_two_reads_do(tmp_path, day_first):
+    """``stream`` reuses the check's work (dates made ISO once, plain stamps as they are): its rows are those of
+    ``infer_columns`` + ``read_batches``, batch after batch, NULLs and a timestamp column that widens included."""
+    import pyarrow as pa
+
+    from gigsterpg.lib.files import pgbinary
+    lines = ["day,at,mixed,other"]
+    for i in range(300):
+        month, day = i % 12 + 1, i % 28 + 1
+        day = (f"{day}/{month}/2022" if day_first else f"{month}/{day}/2022") if i % 7 else ""
+        at = f"2022-{i % 12 + 1:02}-{i % 28 + 1:02}{'T' if i % 2 else ' '}{i % 24:02}:{i % 60:02}:{i % 59:02}"
+        mixed = at if i < 200 else f"2022-03-{i % 28 + 1:02}"  # a date among stamps: midnight, a batch not plain
+        lines.append(f"{day},{at if i % 5 else ''},{mixed},x{i}")
+    path = tmp_path / "dates.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dialect = detect_dialect(path, day_first=day_first)
+    streamed = [item for item in csvsource.stream(path, dialect, None, lambda bad: pytest.fail(str(bad)))
+                if isinstance(item, pa.RecordBatch)]
+    columns = infer_columns(path, dialect)
+    assert [column.kind for column in columns] == ["date", "timestamp", "timestamp", "text"]
+    read = list(csvsource.read_batches(path, dialect, columns, lambda bad: pytest.fail(str(bad))))
+    assert len(streamed) > 10
+    types = [column.pg_type for column in columns]
+    # the same values for PostgreSQL (a date among stamps may be spelt with its midnight by one and not the other)
+    assert b"".join(pgbinary.encode(batch, types) for batch in streamed if batch.num_rows) == \
+        b"".join(pgbinary.encode(batch, types) for batch in read if batch.num_rows)
+    assert csvsource.records(iter(streamed))[12][0] == csvsource.records(iter(read))[12][0] == "2022-01-13"

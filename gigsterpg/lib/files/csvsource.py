@@ -10,10 +10,11 @@ their load step) and ``load-csv``. Three calls, each usable alone::
 
 The file is parsed by ``pyarrow.csv`` (C++, streamed in blocks: memory stays
 flat) with every column read as a string; the kinds are decided here, not by
-the library, with vectorised checks (Arrow compute, RE2 expressions) over each
-batch. Kinds (``Column.kind``): integer (bigint), numeric (always exact,
-never floating point), boolean, date, timestamp (timestamptz when every
-value carries an offset), text. Dates come as ISO (``2022-09-26``), with
+the library, with vectorised checks (Arrow compute, RE2 expressions; numpy on
+the bytes where the values are plain) over each batch. Kinds
+(``Column.kind``): integer (bigint), numeric (always exact, never floating
+point), boolean, date, timestamp (timestamptz when every value carries an
+offset), text. Dates come as ISO (``2022-09-26``), with
 slashes month first (``9/26/2022``; ``day_first=True`` reads ``26/9/2022``)
 or with dots day first (``26.09.2022``). A zero-padded number (``00123``) is
 a code, so text. An empty field is NULL.
@@ -63,6 +64,7 @@ _NUMERIC = r"^[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{
 _NUMERIC_DECLARED = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?$"
 _BOOLEAN = "^(?:" + "|".join("".join(f"[{c.upper()}{c}]" for c in word) for word in (
     "true", "t", "yes", "y", "false", "f", "no", "n")) + ")$"  # ASCII only: the long s is no s
+_BOOLEAN_WORDS = pa.array(["true", "t", "yes", "y", "false", "f", "no", "n"])
 _ISO_DATE = r"^(?P<y>[0-9]{4})-(?P<m>[0-9]{2})-(?P<d>[0-9]{2})$"
 _SLASH_DATE = r"^(?P<a>[0-9]{1,2})/(?P<b>[0-9]{1,2})/(?P<y>[0-9]{4})$"
 _DOT_DATE = r"^(?P<d>[0-9]{1,2})\.(?P<m>[0-9]{1,2})\.(?P<y>[0-9]{4})$"
@@ -269,7 +271,8 @@ def _numerics(values: pa.Array, declared: bool = False) -> Tuple[pa.Array, pa.Ar
 
 
 def _booleans(values: pa.Array) -> Tuple[pa.Array, pa.Array]:
-    return values, _match(values, _BOOLEAN)
+    # what _BOOLEAN matches, without a regular expression: ASCII letters lowered (the long s stays no s)
+    return values, pc.is_in(pc.ascii_lower(values), value_set=_BOOLEAN_WORDS)
 
 
 def _distinct(check: Callable, values: pa.Array, *args) -> tuple:
@@ -332,7 +335,88 @@ def _each_stamp(values: pa.Array, day_first: bool) -> Tuple[pa.Array, pa.Array, 
 
 def _texts(values: pa.Array) -> Tuple[pa.Array, pa.Array]:
     """Text as it is; a NUL byte PostgreSQL's text cannot hold makes the line a bad one."""
+    if not _has_nul(values):  # the common case, found in one scan of the batch's bytes
+        return values, pa.array(np.ones(len(values), dtype=bool))
     return values, pc.invert(pc.match_substring(values, "\x00"))
+
+
+def _bytes(values: pa.Array) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The offsets (n + 1) and the bytes of a string array's values, without a copy; None for another layout."""
+    if values.type != pa.string() or not len(values):
+        return None
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values) + 1]
+    data = values.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
+    return offsets, data[offsets[0]:offsets[-1]]
+
+
+def _has_nul(values: pa.Array) -> bool:
+    """Whether a value may hold a NUL byte (the bytes of NULL slots count too: then each value is looked at)."""
+    found = _bytes(values)
+    if found is None:
+        return bool(len(values)) and bool(pc.any(pc.match_substring(values, "\x00")).as_py())
+    return b"\x00" in found[1].tobytes()
+
+
+def _plain_integers(values: pa.Array) -> bool:
+    """Whether every value (no NULL) is digits of fewer than 19, without a leading zero: integers for sure.
+
+    False says nothing: the values are then checked by ``_integers``.
+    """
+    if not _all(pc.ascii_is_decimal(values)):
+        return False
+    lengths = pc.binary_length(values)
+    if (pc.max(lengths).as_py() or 0) >= 19:
+        return False
+    return not pc.any(pc.and_(pc.starts_with(values, "0"), pc.greater(lengths, 1))).as_py()
+
+
+def _plain_numerics(values: pa.Array) -> bool:
+    """Whether every value (no NULL) is digits with at most one point and no leading zero: what ``_NUMERIC``
+    matches without a sign or an exponent. Checked on the bytes; False says nothing (``_numerics`` then)."""
+    found = _bytes(values)
+    if found is None or values.null_count:
+        return False
+    offsets, data = found
+    lengths = np.diff(offsets)
+    if not len(data) or lengths.min() < 1 or lengths.max() > NUMERIC_CHARS:
+        return False
+    point = data == 46
+    if not (((data - 48) <= 9) | point).all():  # a byte below '0' wraps around: above 9 too
+        return False
+    starts = offsets[:-1] - offsets[0]
+    points = np.add.reduceat(point, starts, dtype=np.int32)
+    if (points > 1).any() or (lengths - points < 1).any():
+        return False
+    second = data[np.minimum(starts + 1, len(data) - 1)]
+    return not ((data[starts] == 48) & (lengths >= 2) & ((second - 48) <= 9)).any()
+
+
+_STAMP_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]  # yyyy-mm-dd hh:mm:ss
+_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _plain_stamps(values: pa.Array) -> bool:
+    """Whether every value (no NULL) is ``yyyy-mm-dd hh:mm:ss`` (or with a T) of a day that exists: ISO stamps
+    ``_stamps`` takes as they are, without an offset. Checked on the bytes; False says nothing."""
+    found = _bytes(values)
+    if found is None or values.null_count:
+        return False
+    offsets, data = found
+    if len(data) != 19 * len(values) or not (np.diff(offsets) == 19).all():
+        return False
+    chars = data.reshape(len(values), 19)
+    digits = (chars[:, _STAMP_DIGITS] - 48).astype(np.int32)  # a byte below '0' wraps around: above 9 too
+    if not (digits <= 9).all() or not ((chars[:, 4] == 45) & (chars[:, 7] == 45) & (chars[:, 13] == 58)
+                                       & (chars[:, 16] == 58) & ((chars[:, 10] == 32) | (chars[:, 10] == 84))).all():
+        return False
+    number = (lambda first, count: sum(digits[:, first + i] * 10 ** (count - 1 - i) for i in range(count)))
+    year, month, day = number(0, 4), number(4, 2), number(6, 2)
+    hour, minute, second = number(8, 2), number(10, 2), number(12, 2)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    last = _MONTH_DAYS[np.clip(month, 0, 12)] + ((month == 2) & leap)
+    return bool(((year >= 1) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= last) & (hour <= 23)
+                 & (minute <= 59) & (second <= 59)).all())
 
 
 def _batch_kind(values: pa.Array, day_first: bool) -> Tuple[str, set]:
@@ -361,14 +445,16 @@ def _keeps(kind: str, values: pa.Array, day_first: bool, zones: set) -> bool:
     if not len(values):
         return True
     if kind == "integer":
-        return _all(_integers(values)[1])
+        return _plain_integers(values) or _all(_integers(values)[1])
     if kind == "numeric":
-        return _all(_numerics(values)[1])
+        return _plain_numerics(values) or _all(_numerics(values)[1])
     if kind == "boolean":
         return _all(_booleans(values)[1])
     if kind == "date":
         return _all(_dates(values, day_first)[1])
     if kind == "timestamp":
+        if _plain_stamps(values):
+            return False in zones
         _, ok, zoned = _stamps(values, day_first)
         return _all(ok) and {bool(flag) for flag in pc.unique(zoned).to_pylist()} <= zones
     return True  # text holds anything
@@ -396,7 +482,8 @@ def convert(column: Column, values: pa.Array, day_first: bool, trusted: bool = F
     kind = column.kind
     if trusted and kind in ("integer", "numeric", "boolean"):
         return values, pa.array(np.ones(len(values), dtype=bool))
-    if trusted and kind == "timestamp" and not pc.any(_match(values, "^[0-9]{1,2}[/.]")).as_py():
+    if trusted and kind == "timestamp" and (_plain_stamps(values)
+                                            or not pc.any(_match(values, "^[0-9]{1,2}[/.]")).as_py()):
         return values, pa.array(np.ones(len(values), dtype=bool))  # ISO already (a date alone is midnight)
     if kind == "integer":
         out, ok = _integers(values, declared=True)
@@ -582,13 +669,25 @@ class _Kinds:
         self.open = [index for index, name in enumerate(self.names) if name not in declared]
         # Arrow's kernels let go of the GIL: the columns of a batch are checked on two threads
         self.pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gigsterpg-csv")
+        self.batch: Optional[pa.RecordBatch] = None  # the batch checked last, and its date columns as ISO text:
+        # index -> (ISO text, whether each is a day); (values, None) for timestamps found ISO as they are
+        self.dated: Dict[int, Tuple[pa.Array, Optional[pa.Array]]] = {}
 
     def close(self) -> None:
         self.pool.shutdown()
 
     def _check(self, index: int, values: pa.Array) -> None:
         kinds, zones = self.kinds, self.zones
-        if kinds[index] and _keeps(kinds[index], values, self.day_first, zones[index]):
+        if kinds[index] == "date":
+            # the ISO text is kept for the batch's conversion (``dated``): the dates are worked out once
+            out, ok = _dates(values, self.day_first)
+            self.dated[index] = (out, ok)
+            if _all(pc.or_(pc.is_null(values), pc.fill_null(ok, False))):
+                return
+        elif kinds[index] == "timestamp" and False in zones[index] and _plain_stamps(values):
+            self.dated[index] = (values, None)  # ISO already, without an offset: converted as they are
+            return
+        elif kinds[index] and _keeps(kinds[index], values, self.day_first, zones[index]):
             return
         previous = kinds[index]
         kind, found = _batch_kind(values, self.day_first)
@@ -599,6 +698,7 @@ class _Kinds:
 
     def check(self, batch: pa.RecordBatch) -> None:
         """Widen the kinds to hold every value of ``batch``."""
+        self.dated, self.batch = {}, batch
         if self.open:
             list(self.pool.map(lambda index: self._check(index, batch.column(index)), self.open))
             self.open = [index for index in self.open if self.kinds[index] != "text"]  # nothing widens text
@@ -749,8 +849,14 @@ def _converted(path: Path, dialect: Dialect, names: List[str], columns: Optional
                 columns = now
                 yield Retype(tuple(columns), changed)
         outs, oks = [], []
-        for column, values in zip(columns, batch.columns):
-            out, ok = convert(column, values, dialect.day_first, column.name in trusted)
+        dated = kinds.dated if kinds is not None and kinds.batch is batch else {}
+        for index, (column, values) in enumerate(zip(columns, batch.columns)):
+            if column.kind == "date" and index in dated:  # worked out by the check just made
+                out, ok = dated[index][0], pc.or_(pc.is_null(values), pc.fill_null(dated[index][1], False))
+            elif column == Column(column.name, "timestamp") and index in dated and dated[index][1] is None:
+                out, ok = values, pa.array(np.ones(len(values), dtype=bool))
+            else:
+                out, ok = convert(column, values, dialect.day_first, column.name in trusted)
             outs.append(out)
             oks.append(ok)
         every = oks[0]

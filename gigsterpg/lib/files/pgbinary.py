@@ -3,8 +3,9 @@
 ``csvsource.read_batches`` gives each value as a string PostgreSQL reads as
 its column's type. Here each column is parsed by Arrow's casts (bigint, date,
 timestamp: C++), turned into its binary COPY field (a 4-byte length, then the
-value in network order) as a numpy array, and the fields of a row joined by
-Arrow's ``binary_join_element_wise``: the rows' bytes are then one buffer,
+value in network order) as a numpy array (adjacent fixed-width fields one
+block), and a row's blocks and texts joined once by Arrow's
+``binary_join_element_wise``: the rows' bytes are then one buffer,
 with no Python code per value. A numeric is PostgreSQL's own form (base-10000
 digits, each value its own scale); one of more than 18 significant digits or
 with an exponent is encoded from Python's Decimal, value by value (rare). A
@@ -14,7 +15,7 @@ The server then parses no text: binary COPY is the cheapest way in.
 """
 import struct
 from decimal import Decimal
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -22,29 +23,51 @@ import pyarrow.compute as pc
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 TRAILER = struct.pack("!h", -1)
-_NULL = b"\xff\xff\xff\xff"
 _PG_EPOCH_DAYS = 10957  # 2000-01-01 - 1970-01-01
 _PG_EPOCH_US = _PG_EPOCH_DAYS * 86400 * 1_000_000
-_POW10 = np.array([10 ** i for i in range(19)], dtype=np.uint64)
+_POW10 = np.array([10 ** i for i in range(19)], dtype=np.int64)
 
 
-def _fields(payload: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """Binary fields of fixed-width big-endian ``payload`` rows (n, w): the length, then the bytes; NULL for invalid."""
+# A column's binary fields are "segments": a numpy (rows, bytes) uint8 block of fixed width, or a binary Arrow
+# array of variable width (NULL: nothing). A row is its segments' bytes one after the other: adjacent blocks are
+# stacked into one, and the rows joined once (Arrow's ``binary_join_element_wise``), so a fixed-width column costs
+# no copy of its own.
+Segments = List[Union[np.ndarray, pa.Array]]
+
+
+def _lengths(lengths: np.ndarray) -> np.ndarray:
+    """The 4-byte big-endian length of each field as a (rows, 4) block (-1: NULL)."""
+    return np.ascontiguousarray(lengths, dtype=">i4").view(np.uint8).reshape(len(lengths), 4)
+
+
+def _fields(payload: np.ndarray, valid: np.ndarray) -> Segments:
+    """The fields of fixed-width big-endian ``payload`` rows (n, w): the length, then the bytes; NULL for invalid."""
     n, width = payload.shape
-    out = np.empty((n, 4 + width), dtype=np.uint8)
-    out[:, :4] = np.frombuffer(struct.pack("!i", width), dtype=np.uint8)
-    out[:, 4:] = payload
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 + width), n, [None, pa.py_buffer(out)])
-    return _nulls(fixed.cast(pa.binary()), valid)
-
-
-def _nulls(fields: pa.Array, valid: np.ndarray) -> pa.Array:
     if valid.all():
-        return fields
-    return pc.if_else(pa.array(valid), fields, pa.scalar(_NULL, pa.binary()))
+        out = np.empty((n, 4 + width), dtype=np.uint8)
+        out[:, :4] = np.frombuffer(struct.pack("!i", width), dtype=np.uint8)
+        out[:, 4:] = payload
+        return [out]
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(valid * width, out=offsets[1:])
+    return [_lengths(np.where(valid, width, -1)), _binary(offsets, np.ascontiguousarray(payload[valid]))]
+
+
+def _binary(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
+    """A binary Arrow array over ``offsets`` (n + 1 int32) and ``data`` (bytes), without a copy."""
+    return pa.Array.from_buffers(pa.binary(), len(offsets) - 1,
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(data.reshape(-1))])
+
+
+def _block(block: np.ndarray) -> pa.Array:
+    """The rows of a (n, w) block as a binary array, without a copy."""
+    n, width = block.shape
+    return _binary(np.arange(0, (n + 1) * width, width, dtype=np.int32), np.ascontiguousarray(block))
 
 
 def _valid(values: pa.Array) -> np.ndarray:
+    if not values.null_count:
+        return np.ones(len(values), dtype=bool)
     return np.asarray(pc.is_valid(values).to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -53,34 +76,45 @@ def _be(array: pa.Array, dtype: str, shift: int = 0) -> np.ndarray:
     return numbers.astype(dtype).view(np.uint8).reshape(len(array), -1)
 
 
-def _bigint(values: pa.Array) -> pa.Array:
-    numbers = pc.cast(pc.utf8_ltrim(values, "+"), pa.int64())
+def _bigint(values: pa.Array) -> Segments:
+    try:
+        numbers = pc.cast(values, pa.int64())
+    except pa.ArrowInvalid:  # Arrow's cast reads no plus sign
+        numbers = pc.cast(pc.utf8_ltrim(values, "+"), pa.int64())
     return _fields(_be(numbers, ">i8"), _valid(values))
 
 
-def _boolean(values: pa.Array) -> pa.Array:
-    first = pc.utf8_lower(pc.utf8_slice_codeunits(values, 0, 1))
-    truth = pc.is_in(first, pa.array(["t", "y"]))
-    return _fields(np.asarray(truth.fill_null(False).to_numpy(zero_copy_only=False), dtype=np.uint8).reshape(-1, 1),
-                   _valid(values))
+def _boolean(values: pa.Array) -> Segments:
+    """True for a value starting with t or y (true, yes: the values were checked as booleans), from the bytes."""
+    valid = _valid(values)
+    if values.type == pa.string() and len(values):
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values)]
+        data = values.buffers()[2]
+        data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
+        first = data[np.minimum(offsets, len(data) - 1)] if len(data) else np.zeros(len(values), dtype=np.uint8)
+        truth = np.isin(first | 0x20, np.frombuffer(b"ty", dtype=np.uint8)) & valid  # | 0x20: ASCII lower case
+    else:
+        first = pc.utf8_lower(pc.utf8_slice_codeunits(values, 0, 1))
+        truth = np.asarray(pc.is_in(first, pa.array(["t", "y"])).fill_null(False).to_numpy(zero_copy_only=False),
+                           dtype=bool)
+    return _fields(truth.astype(np.uint8).reshape(-1, 1), valid)
 
 
-def _date(values: pa.Array) -> pa.Array:
+def _date(values: pa.Array) -> Segments:
     days = pc.cast(pc.cast(values, pa.date32()), pa.int32())
     return _fields(_be(days, ">i4", _PG_EPOCH_DAYS), _valid(values))
 
 
-def _timestamp(values: pa.Array, zoned: bool) -> pa.Array:
+def _timestamp(values: pa.Array, zoned: bool) -> Segments:
     stamps = pc.cast(values, pa.timestamp("us", "UTC") if zoned else pa.timestamp("us"))
     return _fields(_be(pc.cast(stamps, pa.int64()), ">i8", _PG_EPOCH_US), _valid(values))
 
 
-def _text(values: pa.Array) -> pa.Array:
-    lengths = pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False).astype(">i4")
-    prefix = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), len(values),
-                                                  [None, pa.py_buffer(np.ascontiguousarray(lengths))]).cast(pa.binary())
-    fields = pc.binary_join_element_wise(prefix, values.cast(pa.binary()), pa.scalar(b"", pa.binary()))
-    return _nulls(fields.fill_null(pa.scalar(_NULL, pa.binary())), _valid(values))
+def _text(values: pa.Array) -> Segments:
+    """The length (-1 for NULL), then the bytes as they are (a NULL's none: skipped by the join)."""
+    valid = _valid(values)
+    lengths = np.asarray(pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return [_lengths(np.where(valid, lengths, -1)), values.cast(pa.binary())]
 
 
 def numeric_field(value: str) -> bytes:
@@ -114,11 +148,12 @@ def _unscaled(values: pa.Array) -> np.ndarray:
     return np.asarray(pc.cast(digits.fill_null("0"), pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _numeric(values: pa.Array) -> pa.Array:
+def _numeric(values: pa.Array) -> Segments:
     """Values of up to 15 characters without an exponent in numpy; the others one by one."""
     n = len(values)
     valid = _valid(values)
-    length = np.asarray(pc.utf8_length(values).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    # bytes, not characters: a value that is not ASCII is no number (Arrow's cast refuses it)
+    length = np.asarray(pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
     plain = length <= 15
     unscaled = None
     if plain.all():
@@ -138,24 +173,41 @@ def _numeric(values: pa.Array) -> pa.Array:
     length = np.where(plain, length, 1)
     scale = np.where(point >= 0, length - point - 1, 0)
     pad = (4 - scale % 4) % 4
-    rest = np.abs(unscaled) * _POW10[pad].astype(np.int64)  # 15 digits * 1000: below 2**63
+    rest = np.abs(unscaled) * _POW10[pad]  # 15 digits * 1000: below 2**63
     groups = max(1, (len(str(int(rest.max()))) + 3) // 4) if n else 1  # base-10000 digits the largest needs
-    out = np.empty((n, 4 + groups), dtype=">i2")
+    out = np.empty((n, 4 + groups), dtype=np.int16)  # in this machine's order, swapped once
     out[:, 0] = groups
     out[:, 1] = groups - 1 - (scale + pad) // 4
     out[:, 2] = np.where(unscaled < 0, 0x4000, 0)
     out[:, 3] = scale
     for index in range(3 + groups, 3, -1):
         rest, out[:, index] = np.divmod(rest, 10000)
-    fields = _fields(out.view(np.uint8).reshape(n, 2 * (4 + groups)), valid)
+    fields = _fields(out.astype(">i2").view(np.uint8).reshape(n, 2 * (4 + groups)), valid)
     slow = np.flatnonzero(valid & ~plain)
     if len(slow):
         texts = values.take(pa.array(slow)).to_pylist()
-        patched = fields.to_pylist()
+        patched = _joined(fields).to_pylist()
         for index, text in zip(slow, texts):
             patched[index] = numeric_field(text)
-        fields = pa.array(patched, pa.binary())
+        fields = [pa.array(patched, pa.binary())]
     return fields
+
+
+def _joined(segments: Segments) -> pa.Array:
+    """The segments' bytes row by row: one binary array (adjacent blocks stacked first)."""
+    arrays, blocks = [], []
+    for segment in segments + [None]:
+        if isinstance(segment, np.ndarray):
+            blocks.append(segment)
+            continue
+        if blocks:
+            arrays.append(_block(blocks[0] if len(blocks) == 1 else np.hstack(blocks)))
+            blocks = []
+        if segment is not None:
+            arrays.append(segment)
+    if len(arrays) == 1:
+        return arrays[0]
+    return pc.binary_join_element_wise(*arrays, pa.scalar(b"", pa.binary()), null_handling="skip")
 
 
 def encode(batch: pa.RecordBatch, pg_types: Sequence[str], numbered_from: Optional[int] = None) -> memoryview:
@@ -163,29 +215,29 @@ def encode(batch: pa.RecordBatch, pg_types: Sequence[str], numbered_from: Option
 
     ``numbered_from``: a last bigint field, the rows numbered from it.
     """
-    columns = []
+    n = batch.num_rows
+    segments: Segments = [np.full(n, batch.num_columns + (numbered_from is not None), ">i2").view(np.uint8)
+                          .reshape(n, 2)]
     for values, kind in zip(batch.columns, pg_types):
         try:
             if kind == "bigint":
-                columns.append(_bigint(values))
+                segments += _bigint(values)
             elif kind == "numeric":
-                columns.append(_numeric(values))
+                segments += _numeric(values)
             elif kind == "boolean":
-                columns.append(_boolean(values))
+                segments += _boolean(values)
             elif kind == "date":
-                columns.append(_date(values))
+                segments += _date(values)
             elif kind in ("timestamp", "timestamptz"):
-                columns.append(_timestamp(values, kind == "timestamptz"))
+                segments += _timestamp(values, kind == "timestamptz")
             else:
-                columns.append(_text(values))
+                segments += _text(values)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise ValueError(f"{kind}: {err}") from err
     if numbered_from is not None:
-        numbers = np.arange(numbered_from, numbered_from + batch.num_rows, dtype=">i8")
-        columns.append(_fields(numbers.view(np.uint8).reshape(batch.num_rows, 8), np.ones(batch.num_rows, bool)))
-    count = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(2), batch.num_rows, [None, pa.py_buffer(np.full(batch.num_rows, len(columns), ">i2"))])
-    rows = pc.binary_join_element_wise(count.cast(pa.binary()), *columns, pa.scalar(b"", pa.binary()))
+        numbers = np.arange(numbered_from, numbered_from + n, dtype=">i8")
+        segments += _fields(numbers.view(np.uint8).reshape(n, 8), np.ones(n, bool))
+    rows = _joined(segments)
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)
     start, end = int(offsets[rows.offset]), int(offsets[rows.offset + len(rows)])
     return memoryview(rows.buffers()[2].slice(start, end - start))

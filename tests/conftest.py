@@ -20,7 +20,7 @@ from psycopg import sql
 from gigsterpg.config import Settings
 from gigsterpg.lib.pg.db import SqlAlchemy
 from tests.figures import FIGURES
-from tests.helpers import TEMPLATE, with_database
+from tests.helpers import TEMPLATE, copy_database, drop_database, with_database
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -193,3 +193,20 @@ def password_role(pg_server_url):
 @pytest.fixture
 def project_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Dask client of two worker processes, one thread each, for a whole module."""
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local, \
+            Client(local) as client:
+        yield client
+
+
+@pytest.fixture
+def second_pg_url(pg_server_url, template_url):
+    """A second migrated database on the same server: one run each way, side by side."""
+    name = copy_database(pg_server_url, TEMPLATE)
+    yield with_database(pg_server_url, name)
+    drop_database(pg_server_url, name)

@@ -17,7 +17,6 @@ import psycopg
 import pytest
 from bson import Int64, ObjectId
 from bson.binary import Binary, UuidRepresentation
-from distributed import Client, LocalCluster
 
 from gigsterpg import cli
 from gigsterpg.config import Settings, load_settings
@@ -28,26 +27,10 @@ from gigsterpg.lib.pg.sync.engine.distributed import run_distributed
 from gigsterpg.lib.pg.sync.engine.plan import RAW, find_range, plan, split_record_id
 from gigsterpg.lib.pg.sync.engine.runner import run_sync
 from gigsterpg.pipelines.sync import distributed as distributed_cli
-from tests.helpers import TEMPLATE, copy_database, drop_database, run_held, state, wait_until, with_database
+from tests.helpers import run_held, state, wait_until, with_database
 
 BATCH = 7  # small batches: duplicates fall inside one batch and across batches
 RANGES = 4
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A client of two worker processes, one thread each, for the whole module."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local, \
-            Client(local) as client:
-        yield client
-
-
-@pytest.fixture
-def second_pg_url(pg_server_url, template_url):
-    """A second migrated database on the same server: one run each way, side by side."""
-    name = copy_database(pg_server_url, TEMPLATE)
-    yield with_database(pg_server_url, name)
-    drop_database(pg_server_url, name)
 
 
 def _uuid(n: int) -> Binary:

@@ -13,12 +13,11 @@ import threading
 
 import psycopg
 import pytest
-from distributed import Client, LocalCluster
 
 from gigsterpg.lib.pg.db import SqlAlchemy
 from gigsterpg.lib.pg.sync.engine.distributed import run_distributed
 from gigsterpg.lib.pg.sync.engine.runner import run_sync
-from tests.helpers import TEMPLATE, copy_database, drop_database, state, wait_until, with_database
+from tests.helpers import state, wait_until
 
 BATCH = 6
 USERS = 80
@@ -32,20 +31,6 @@ EXACT = {
                " ORDER BY 1, 2",
     "watermarks": "SELECT collection, updated IS NOT NULL, run_id IS NOT NULL FROM sync_watermarks ORDER BY 1",
 }
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local, \
-            Client(local) as client:
-        yield client
-
-
-@pytest.fixture
-def second_pg_url(pg_server_url, template_url):
-    name = copy_database(pg_server_url, TEMPLATE)
-    yield with_database(pg_server_url, name)
-    drop_database(pg_server_url, name)
 
 
 def _mongo_url(mongo_db) -> str:

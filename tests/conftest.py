@@ -198,9 +198,8 @@ def project_root() -> Path:
 @pytest.fixture(scope="module")
 def cluster():
     """A Dask client of two worker processes, one thread each, for a whole module."""
-    from distributed import Client, LocalCluster
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local, \
-            Client(local) as client:
+    from gigsterpg.lib.pg.sync.engine.distributed import open_cluster
+    with open_cluster(2, dashboard=None) as client:  # the sync's own set-up of a local cluster
         yield client
 
 

@@ -297,6 +297,20 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, mongo_db, pg_url, seco
     assert report.balanced
 
 
+def test_a_first_load_leaves_no_batch_held_by_the_client_or_the_scheduler(cluster, mongo_db, pg_url):
+    # Dask's per-connection logs kept every message under 1 MB, so every raw batch (in the client's log of what it
+    # submitted, and in the in-process scheduler's of what it sent each worker): memory grew with the collection.
+    _messy(mongo_db, users=40, gigs=20, seed=3)
+    report = _distributed(pg_url, mongo_db, cluster)
+    assert report.tasks.ran == report.tasks.tasks == 9  # 6 batches of users, 3 of gigs
+    prefix = f"gigsterpg-load-{report.run_id}-"
+    scheduler = cluster.cluster.scheduler  # in this process: a local cluster's
+    streams = [cluster.scheduler_comm, *scheduler.stream_comms.values(), *scheduler.client_comms.values()]
+    held = [message for stream in streams for message in stream.recent_message_log if prefix in repr(message)]
+    assert held == []
+    assert not [key for key in (*cluster.futures, *scheduler.tasks) if str(key).startswith(prefix)]
+
+
 def test_a_first_load_batch_run_again_after_it_committed_loads_nothing_twice(pg_url):
     """Dask runs a task again when it lost the answer of one that committed: the second attempt loads nothing."""
     from gigsterpg.lib.pg.sync.engine import parallel

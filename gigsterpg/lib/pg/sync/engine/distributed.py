@@ -74,6 +74,11 @@ RANGES_PER_WORKER = 4
 # the local load workers load again a batch whose process died.
 TASK_RETRIES = parallel.TASK_RETRIES
 SCHEDULER_TIMEOUT_S = 10
+# Dask keeps the last messages of each connection, for debugging (``distributed.admin.low-level-log-length``,
+# 1000 by default): every message under 1 MB, so a first load's raw batch under 1 MB (5000 users) in the
+# client's log of what it sent and again in the in-process scheduler's log of each worker's connection, up to
+# 1000 of them: the coordinator's memory grew with the collection (BENCHMARKS.md). None kept: flat.
+DASK_LOG_LENGTH = 0
 
 
 @dataclass
@@ -112,23 +117,26 @@ def open_cluster(workers: Optional[int] = None, scheduler: Optional[str] = None,
         ConnectError: the scheduler does not answer.
     """
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError:
         raise ConfigError("the distributed sync needs Dask", "dask.distributed is not installed",
                           "pip install 'gigsterpg[dask]'") from None
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
-        except (OSError, TimeoutError) as err:
-            raise ConnectError(f"cannot reach the Dask scheduler at {mask_url(scheduler)}", short_reason(err) or
-                               type(err).__name__, "start it (dask scheduler) or fix --scheduler"
-                               " / GIGSTERPG_DASK_SCHEDULER", url=mask_url(scheduler)) from None
-        with client:
+    # For the cluster's whole life: the logs are made with each connection (a worker restarted after it died).
+    with dask.config.set({"distributed.admin.low-level-log-length": DASK_LOG_LENGTH}):
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+            except (OSError, TimeoutError) as err:
+                raise ConnectError(f"cannot reach the Dask scheduler at {mask_url(scheduler)}", short_reason(err)
+                                   or type(err).__name__, "start it (dask scheduler) or fix --scheduler"
+                                   " / GIGSTERPG_DASK_SCHEDULER", url=mask_url(scheduler)) from None
+            with client:
+                yield client
+            return
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard)
+        with cluster, Client(cluster) as client:
             yield client
-        return
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard)
-    with cluster, Client(cluster) as client:
-        yield client
 
 
 def run_distributed(engine, mongo_db, client, pg_url: str, mongo_url: str, collections=registry.COLLECTIONS,

@@ -344,20 +344,27 @@ def _submit(client, run_id, mongo_db, ordered, stats, pg_url, mongo_url, batch_s
     return futures
 
 
-def _gather(futures: list, progress, stats: TaskStats) -> int:
-    """Wait for a collection's tasks, advancing the bar as each ends; the documents they read."""
+def _answers(futures: list, stats: TaskStats):
+    """Each task's answer as it ends; a failed task (counted in ``stats``) raises its error, one readable line."""
     from distributed import as_completed
 
-    documents = 0
     for future in as_completed(futures):
         try:
-            documents += future.result()["documents"]
+            answer = future.result()
         except Exception as err:
             stats.failed += 1
             if isinstance(err, GigsterPgError):
                 raise
             raise TerminalError(f"sync task {future.key} failed", short_reason(err) or type(err).__name__,
                                 "see the Dask workers' logs, then run the sync again") from err
+        yield answer
+
+
+def _gather(futures: list, progress, stats: TaskStats) -> int:
+    """Wait for a collection's tasks, advancing the bar as each ends; the documents they read."""
+    documents = 0
+    for answer in _answers(futures, stats):
+        documents += answer["documents"]
         progress.advance(1)
     _release(futures)
     return documents
@@ -453,8 +460,6 @@ def mark_contested(cursor, run_id: int, name: str) -> None:
 def _split(run, client, name: str, stats: TaskStats, pg_url: str, retries: int) -> _Split:
     """A re-sync's merge split by range: mark what is contested, then merge the rest of each range in its own
     task (``task.merge_range``), in parallel sessions; what they did."""
-    from distributed import as_completed
-
     run_id, table = run.report.run_id, scratch_table(run.report.run_id, name)
     started = time.monotonic()
     with run.connection.cursor() as cursor:
@@ -483,15 +488,7 @@ def _split(run, client, name: str, stats: TaskStats, pg_url: str, retries: int) 
     # Unchanged when staged, and nobody else's business: seen, nothing to write.
     counts = CollectionCounts(seen=skipped)
     try:
-        for future in as_completed(futures):
-            try:
-                answer = future.result()
-            except Exception as err:
-                stats.failed += 1
-                if isinstance(err, GigsterPgError):
-                    raise
-                raise TerminalError(f"sync task {future.key} failed", short_reason(err) or type(err).__name__,
-                                    "see the Dask workers' logs, then run the sync again") from err
+        for answer in _answers(futures, stats):
             counts.seen += answer["seen"]
             counts.inserted += answer["inserted"]
             counts.updated += answer["updated"]
